@@ -1,0 +1,159 @@
+// Package api holds the wire types shared by loomd, loom-agent and the loom
+// CLI. They are written once, here; nothing else declares a copy.
+//
+// # Agent ↔ fabric protocol (HTTP/JSON)
+//
+//	POST /v1/nodes/register        body Registration, auth: enrollment token
+//	                               → 200 RegisterResponse
+//	POST /v1/nodes/{id}/status     body Status, auth: the node's credential
+//	                               → 200 StatusResponse; 401 if the credential
+//	                               is unknown (the agent then re-registers)
+//
+// Operator calls carry the operator token that loomd writes to its data
+// directory on first start:
+//
+//	GET /v1/nodes                  → 200 []Node
+//	GET /v1/nodes/{id}             → 200 Node
+//
+// Every error is a JSON Error with a message and a non-2xx status. Bodies are
+// limited to MaxBodyBytes.
+//
+// Netboot (no authentication; firmware cannot send any):
+//
+//	GET /boot/{mac}.ipxe           the iPXE script for that MAC
+//	GET /boot/vmlinuz              the maintenance kernel
+//	GET /boot/initramfs            the maintenance initramfs
+package api
+
+import "time"
+
+// MaxBodyBytes bounds every request body loomd reads.
+const MaxBodyBytes = 1 << 20
+
+// Phase is where a node is in its life cycle. Documented in fabric/node.
+type Phase string
+
+// Node phases known so far.
+const (
+	PhaseDiscovered  Phase = "Discovered"  // its MAC was seen in DHCP
+	PhaseRegistered  Phase = "Registered"  // its agent registered and heartbeats
+	PhaseUnreachable Phase = "Unreachable" // no heartbeat within the grace period
+)
+
+// Node is a server known to the fabric.
+type Node struct {
+	ID    string `json:"id"`
+	Phase Phase  `json:"phase"`
+	// MAC is the boot MAC: the one seen in DHCP or the first the agent listed.
+	MAC string `json:"mac"`
+	// IP is the address the node last reported (or was leased).
+	IP string `json:"ip,omitempty"`
+	// Inventory is nil until the node registers.
+	Inventory    *Inventory `json:"inventory,omitempty"`
+	AgentVersion string     `json:"agentVersion,omitempty"`
+	Created      time.Time  `json:"created"`
+	// PhaseChanged is when Phase last changed.
+	PhaseChanged time.Time `json:"phaseChanged"`
+	// LastSeen is the last heartbeat (or registration, or DHCP packet). It is
+	// kept in memory by the leader and filled in on read.
+	LastSeen time.Time `json:"lastSeen,omitzero"`
+}
+
+// Inventory is what the maintenance agent finds in sysfs and procfs.
+type Inventory struct {
+	CPU    CPU    `json:"cpu"`
+	Memory uint64 `json:"memoryBytes"`
+	DMI    DMI    `json:"dmi"`
+	NICs   []NIC  `json:"nics"`
+	Disks  []Disk `json:"disks"`
+}
+
+// CPU describes the processors.
+type CPU struct {
+	Model string `json:"model"`
+	Count int    `json:"count"`
+}
+
+// DMI is the SMBIOS identity of the machine.
+type DMI struct {
+	Vendor  string `json:"vendor,omitempty"`
+	Product string `json:"product,omitempty"`
+	Serial  string `json:"serial,omitempty"`
+	UUID    string `json:"uuid,omitempty"`
+}
+
+// NIC is one network interface.
+type NIC struct {
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
+	// SpeedMbps is 0 when unknown.
+	SpeedMbps int  `json:"speedMbps,omitempty"`
+	Link      bool `json:"link"`
+}
+
+// Disk is one block device.
+type Disk struct {
+	Name       string `json:"name"`
+	SizeBytes  uint64 `json:"sizeBytes"`
+	Model      string `json:"model,omitempty"`
+	Serial     string `json:"serial,omitempty"`
+	Rotational bool   `json:"rotational"`
+	Removable  bool   `json:"removable"`
+}
+
+// Registration is the body of POST /v1/nodes/register.
+type Registration struct {
+	// MAC is the interface the agent booted and reached the fabric on.
+	MAC          string    `json:"mac"`
+	IP           string    `json:"ip,omitempty"`
+	AgentVersion string    `json:"agentVersion,omitempty"`
+	Inventory    Inventory `json:"inventory"`
+}
+
+// RegisterResponse tells the agent who it is and how to call back.
+type RegisterResponse struct {
+	NodeID string `json:"nodeId"`
+	// Credential authenticates the node's later calls (Bearer).
+	Credential string `json:"credential"`
+	// HeartbeatInterval is how often the agent should post Status.
+	HeartbeatInterval Duration `json:"heartbeatInterval"`
+}
+
+// Status is the body of POST /v1/nodes/{id}/status (the heartbeat).
+type Status struct {
+	IP string `json:"ip,omitempty"`
+}
+
+// StatusResponse acknowledges a heartbeat.
+type StatusResponse struct {
+	HeartbeatInterval Duration `json:"heartbeatInterval"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Message string `json:"error"`
+}
+
+// Lease is a DHCP lease as the store keeps it.
+type Lease struct {
+	MAC      string    `json:"mac"`
+	IP       string    `json:"ip"`
+	Expires  time.Time `json:"expires"`
+	Hostname string    `json:"hostname,omitempty"`
+}
+
+// Duration is a time.Duration that travels as a string ("10s").
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}

@@ -1,0 +1,100 @@
+// Command loomd is the Loom fabric controller.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/loomfabric/loom/fabric/loomd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loomd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	var c loomd.Config
+	fs := flag.NewFlagSet("loomd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.DataDir, "data-dir", "", "directory for the store and tokens (required)")
+	fs.StringVar(&c.API, "api", ":8080", "HTTP API listen address")
+	fs.StringVar(&c.NetbootInterface, "netboot-interface", "", "interface to serve DHCP and netboot on (none: no netboot)")
+	fs.StringVar(&c.Pool, "pool", "", "DHCP pool START-END (default .100-.199 of the interface's subnet)")
+	fs.StringVar(&c.BootDir, "boot-dir", "build/maintenance", "directory with vmlinuz and initramfs.cpio.xz")
+	fs.StringVar(&c.FabricURL, "fabric-url", "", "URL booting machines reach the API at (default from the netboot address)")
+	fs.StringVar(&c.KernelArgs, "kernel-args", "", "kernel arguments for the maintenance OS (default console=tty0 console=ttyS0,115200 panic=-1)")
+	fs.DurationVar(&c.LeaseTime, "lease-time", 0, "DHCP lease time (default 1h)")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", 0, "heartbeat interval told to agents (default 5s)")
+	fs.DurationVar(&c.Grace, "grace", 0, "silence before a node is Unreachable (default 4 heartbeats)")
+	router := fs.String("router", "", "router handed out by DHCP")
+	dns := fs.String("dns", "", "comma-separated DNS servers handed out by DHCP")
+	etcd := fs.String("etcd", "", "comma-separated external etcd endpoints (default: embedded)")
+	var reserve reservations
+	fs.Var(&reserve, "reserve", "static DHCP reservation MAC=IP (repeatable)")
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *router != "" {
+		if c.Router = net.ParseIP(*router); c.Router == nil {
+			return fmt.Errorf("--router %q: not an IP address", *router)
+		}
+	}
+	for _, d := range strings.Split(*dns, ",") {
+		if d = strings.TrimSpace(d); d == "" {
+			continue
+		}
+		ip := net.ParseIP(d)
+		if ip == nil {
+			return fmt.Errorf("--dns %q: not an IP address", d)
+		}
+		c.DNS = append(c.DNS, ip)
+	}
+	if *etcd != "" {
+		c.EtcdEndpoints = strings.Split(*etcd, ",")
+	}
+	c.Reservations = reserve
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return c.Start(ctx, log)
+}
+
+type reservations map[string]net.IP
+
+func (r *reservations) String() string { return fmt.Sprint(map[string]net.IP(*r)) }
+
+func (r *reservations) Set(s string) error {
+	mac, ipStr, ok := strings.Cut(s, "=")
+	ip := net.ParseIP(ipStr)
+	if !ok || ip == nil {
+		return fmt.Errorf("want MAC=IP, got %q", s)
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return err
+	}
+	if *r == nil {
+		*r = map[string]net.IP{}
+	}
+	(*r)[hw.String()] = ip
+	return nil
+}

@@ -1,0 +1,228 @@
+// Package loomd is the fabric controller as one service: the store, the
+// node registry and its monitor, the DHCP server and the HTTP API (with
+// netboot files) under one Start.
+package loomd
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/loomfabric/loom/fabric/dhcp"
+	"github.com/loomfabric/loom/fabric/netboot"
+	"github.com/loomfabric/loom/fabric/node"
+	"github.com/loomfabric/loom/fabric/server"
+	"github.com/loomfabric/loom/fabric/store"
+)
+
+// Token file names in the data directory.
+const (
+	OperatorTokenFile = "operator.token"
+	EnrollTokenFile   = "enroll.token"
+)
+
+// Config is loomd's configuration.
+type Config struct {
+	// DataDir holds the store and the tokens. Required.
+	DataDir string
+	// API is the HTTP listen address. Default ":8080".
+	API string
+	// NetbootInterface, if set, gets the DHCP server and its first IPv4
+	// address is the one booting machines are sent to.
+	NetbootInterface string
+	// Pool is the DHCP range "START-END". Default: from .100 to .199 of
+	// the netboot interface's /24 (or the whole subnet if it is smaller).
+	Pool string
+	// Router and DNS are handed out by DHCP if set.
+	Router net.IP
+	DNS    []net.IP
+	// LeaseTime of DHCP leases. Default 1h.
+	LeaseTime time.Duration
+	// Reservations maps MAC to fixed address.
+	Reservations map[string]net.IP
+	// BootDir holds vmlinuz and initramfs.cpio.xz. Required with
+	// NetbootInterface.
+	BootDir string
+	// FabricURL is how machines reach the API. Default
+	// http://<netboot address>:<API port>.
+	FabricURL string
+	// KernelArgs are extra kernel arguments for the maintenance OS.
+	KernelArgs string
+	// HeartbeatInterval told to agents. Default 5s.
+	HeartbeatInterval time.Duration
+	// Grace before a silent node is Unreachable. Default 4×HeartbeatInterval.
+	Grace time.Duration
+	// EtcdEndpoints, if set, uses an external etcd instead of the embedded one.
+	EtcdEndpoints []string
+}
+
+// Start runs loomd until ctx is cancelled.
+func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if c.DataDir == "" {
+		return errors.New("loomd: --data-dir is required")
+	}
+	if c.API == "" {
+		c.API = ":8080"
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return fmt.Errorf("loomd: creating data dir: %w", err)
+	}
+	opTok, err := token(filepath.Join(c.DataDir, OperatorTokenFile))
+	if err != nil {
+		return err
+	}
+	enrollTok, err := token(filepath.Join(c.DataDir, EnrollTokenFile))
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, store.Config{DataDir: c.DataDir, Endpoints: c.EtcdEndpoints}, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	reg := node.New(node.Config{Store: st, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace}, log)
+	ln, err := net.Listen("tcp", c.API)
+	if err != nil {
+		return fmt.Errorf("loomd: API listener: %w", err)
+	}
+	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok}
+
+	g, ctx := errgroup.WithContext(ctx)
+	if c.NetbootInterface != "" {
+		srv, boot, err := c.netboot(ctx, st, reg, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		scfg.Boot = boot
+		g.Go(func() error { return srv.Serve(ctx) })
+	}
+	hs := &http.Server{Handler: server.New(scfg, log), ReadHeaderTimeout: 10 * time.Second}
+	g.Go(func() error {
+		log.Info("loomd: API listening", "addr", ln.Addr().String(), "data", c.DataDir)
+		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	})
+	g.Go(func() error { return reg.Monitor(ctx) })
+	return g.Wait()
+}
+
+func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, error) {
+	ifi, err := net.InterfaceByName(c.NetbootInterface)
+	if err != nil {
+		return nil, nil, fmt.Errorf("loomd: netboot interface: %w", err)
+	}
+	ipn, err := firstIPv4(ifi)
+	if err != nil {
+		return nil, nil, err
+	}
+	fabricURL := c.FabricURL
+	if fabricURL == "" {
+		fabricURL = fmt.Sprintf("http://%s:%d", ipn.IP, port)
+	}
+	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	start, end, err := poolRange(c.Pool, ipn)
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := dhcp.New(ctx, dhcp.Config{
+		Interface: c.NetbootInterface, ServerIP: ipn.IP, Netmask: ipn.Mask,
+		PoolStart: start, PoolEnd: end, Router: c.Router, DNS: c.DNS, LeaseTime: c.LeaseTime,
+		Reservations: c.Reservations, ScriptURL: boot.ScriptURL, Leases: st,
+		Seen: func(mac string) {
+			if err := reg.Discovered(ctx, mac); err != nil {
+				log.Warn("recording discovered node", "mac", mac, "err", err)
+			}
+		},
+	}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return srv, boot, nil
+}
+
+func firstIPv4(ifi *net.Interface) (*net.IPNet, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("loomd: addresses of %s: %w", ifi.Name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			return &net.IPNet{IP: n.IP.To4(), Mask: n.Mask}, nil
+		}
+	}
+	return nil, fmt.Errorf("loomd: netboot interface %s has no IPv4 address", ifi.Name)
+}
+
+// poolRange parses "START-END", or derives a default from the subnet.
+func poolRange(s string, ipn *net.IPNet) (net.IP, net.IP, error) {
+	if s != "" {
+		a, b, ok := strings.Cut(s, "-")
+		start, end := net.ParseIP(strings.TrimSpace(a)).To4(), net.ParseIP(strings.TrimSpace(b)).To4()
+		if !ok || start == nil || end == nil {
+			return nil, nil, fmt.Errorf("loomd: --pool %q: want START-END, two IPv4 addresses", s)
+		}
+		return start, end, nil
+	}
+	ones, bits := ipn.Mask.Size()
+	if bits != 32 || ones > 30 {
+		return nil, nil, fmt.Errorf("loomd: subnet of %v is too small for a default pool; give --pool", ipn)
+	}
+	base := ipn.IP.Mask(ipn.Mask)
+	size := uint32(1) << (32 - ones)
+	lo, hi := uint32(100), uint32(199)
+	if size < 256 {
+		lo, hi = 1, size-2
+	}
+	at := func(off uint32) net.IP {
+		v := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+		v += off
+		return net.IPv4(byte(v>>24), byte(v>>16), byte(v>>8), byte(v)).To4()
+	}
+	return at(lo), at(hi), nil
+}
+
+// token reads a token file, creating it (0600) on first start.
+func token(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		t := strings.TrimSpace(string(b))
+		if t == "" {
+			return "", fmt.Errorf("loomd: token file %s is empty", path)
+		}
+		return t, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("loomd: reading %s: %w", path, err)
+	}
+	t := rand.Text()
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("loomd: writing %s: %w", path, err)
+	}
+	return t, nil
+}

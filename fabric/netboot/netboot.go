@@ -1,0 +1,117 @@
+// Package netboot serves what a server's firmware needs to boot the
+// maintenance OS over HTTP: a per-MAC iPXE script, the kernel and the
+// initramfs. DHCP (package dhcp) points iPXE clients at the script.
+//
+// The script puts the fabric's URL, the enrollment token and the boot MAC
+// on the kernel command line (loom.fabric=, loom.token=, loom.bootmac=),
+// which is how the maintenance agent finds its way back. Firmware cannot
+// authenticate, so these URLs are open to the netboot network: keep that
+// network to the machines being booted.
+package netboot
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+)
+
+// Config says what to serve.
+type Config struct {
+	// BootDir holds the maintenance kernel and initramfs. Required.
+	BootDir string
+	// Kernel and Initramfs are file names in BootDir. Defaults "vmlinuz"
+	// and "initramfs.cpio.xz".
+	Kernel, Initramfs string
+	// BaseURL is how booting machines reach this server, e.g.
+	// "http://10.0.0.1:8080". Required.
+	BaseURL string
+	// EnrollToken goes on the kernel command line. Required.
+	EnrollToken string
+	// KernelArgs are extra kernel arguments. Default
+	// "console=tty0 console=ttyS0,115200 panic=-1".
+	KernelArgs string
+	// MAC normalises a MAC address or says why it is not one. Required.
+	MAC func(string) (string, error)
+}
+
+// Handler serves /boot/.
+type Handler struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var script = template.Must(template.New("ipxe").Parse(`#!ipxe
+echo Loom: booting the maintenance OS on {{.MAC}}
+kernel {{.Base}}/boot/vmlinuz initrd=initramfs loom.fabric={{.Base}} loom.token={{.Token}} loom.bootmac={{.MAC}} {{.Args}} || goto retry
+initrd --name initramfs {{.Base}}/boot/initramfs || goto retry
+boot || goto retry
+:retry
+echo Loom: boot failed, retrying in 5 seconds
+sleep 5
+chain {{.Base}}/boot/{{.MAC}}.ipxe
+`))
+
+// New checks cfg and the boot files.
+func New(cfg Config, log *slog.Logger) (*Handler, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Kernel == "" {
+		cfg.Kernel = "vmlinuz"
+	}
+	if cfg.Initramfs == "" {
+		cfg.Initramfs = "initramfs.cpio.xz"
+	}
+	if cfg.KernelArgs == "" {
+		cfg.KernelArgs = "console=tty0 console=ttyS0,115200 panic=-1"
+	}
+	if cfg.BaseURL == "" || cfg.EnrollToken == "" || cfg.MAC == nil {
+		return nil, errors.New("netboot: BaseURL, EnrollToken and MAC are required")
+	}
+	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
+	for _, f := range []string{cfg.Kernel, cfg.Initramfs} {
+		p := filepath.Join(cfg.BootDir, f)
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("netboot: boot file: %w (run 'make initramfs')", err)
+		}
+	}
+	return &Handler{cfg: cfg, log: log}, nil
+}
+
+// ScriptURL is the iPXE script URL for a MAC (what DHCP hands out).
+func (h *Handler) ScriptURL(mac string) string { return h.cfg.BaseURL + "/boot/" + mac + ".ipxe" }
+
+// ServeHTTP serves GET /boot/{file}.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	switch {
+	case name == "vmlinuz":
+		h.file(w, r, h.cfg.Kernel)
+	case name == "initramfs":
+		h.file(w, r, h.cfg.Initramfs)
+	case strings.HasSuffix(name, ".ipxe"):
+		mac, err := h.cfg.MAC(strings.TrimSuffix(name, ".ipxe"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		h.log.Info("netboot: iPXE script", "mac", mac, "from", r.RemoteAddr)
+		w.Header().Set("Content-Type", "text/plain")
+		err = script.Execute(w, map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Token": h.cfg.EnrollToken, "Args": h.cfg.KernelArgs})
+		if err != nil {
+			h.log.Warn("netboot: writing script", "err", err)
+		}
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (h *Handler) file(w http.ResponseWriter, r *http.Request, name string) {
+	h.log.Info("netboot: serving", "file", name, "to", r.RemoteAddr)
+	http.ServeFile(w, r, filepath.Join(h.cfg.BootDir, name))
+}

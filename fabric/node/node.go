@@ -1,0 +1,402 @@
+// Package node keeps the node life cycle.
+//
+// # State machine (this far)
+//
+//	(DHCP packet from an unknown MAC)      → Discovered
+//	Discovered  --agent registers-->         Registered
+//	Registered  --no heartbeat for Grace-->  Unreachable
+//	Unreachable --heartbeat or register-->   Registered
+//
+// Registration is idempotent: a machine is the same node when its DMI UUID
+// or any of its MACs is already known. Heartbeats live in the leader's
+// memory; only phase transitions are written to the store. After a loomd
+// restart every Registered node gets a fresh Grace before it can be marked
+// Unreachable.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/store"
+)
+
+// ErrUnauthorized means a node credential did not match.
+var ErrUnauthorized = errors.New("unknown node or wrong credential")
+
+// Store is what the registry needs of the store; *store.Store has it.
+type Store interface {
+	Nodes(ctx context.Context) ([]api.Node, error)
+	Node(ctx context.Context, id string) (api.Node, error)
+	NodeIDByMAC(ctx context.Context, mac string) (string, error)
+	NodeIDByUUID(ctx context.Context, uuid string) (string, error)
+	CreateNode(ctx context.Context, n api.Node, macs []string, uuid string) error
+	ClaimIndexes(ctx context.Context, id string, macs []string, uuid string) error
+	UpdateNode(ctx context.Context, id string, fn func(*api.Node) error) (api.Node, error)
+	SetCredential(ctx context.Context, id, hash string) error
+	Credential(ctx context.Context, id string) (string, error)
+}
+
+// Config tunes the registry.
+type Config struct {
+	Store Store
+	// HeartbeatInterval is what agents are told. Default 5s.
+	HeartbeatInterval time.Duration
+	// Grace is how long without a heartbeat before Unreachable. Default
+	// 4×HeartbeatInterval.
+	Grace time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Registry is the node life cycle over the store.
+type Registry struct {
+	cfg Config
+	log *slog.Logger
+
+	regMu sync.Mutex // serialises registrations and discoveries
+
+	mu       sync.Mutex
+	lastSeen map[string]time.Time // node id → last heartbeat
+	known    map[string]bool      // MACs known to have a node
+	started  time.Time
+}
+
+// New returns a registry.
+func New(cfg Config, log *slog.Logger) *Registry {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = 5 * time.Second
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = 4 * cfg.HeartbeatInterval
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Registry{cfg: cfg, log: log, lastSeen: map[string]time.Time{}, known: map[string]bool{}, started: cfg.Now()}
+}
+
+// HeartbeatInterval is what agents are told.
+func (r *Registry) HeartbeatInterval() time.Duration { return r.cfg.HeartbeatInterval }
+
+func newID() string {
+	b := make([]byte, 5)
+	rand.Read(b)
+	return "n-" + hex.EncodeToString(b)
+}
+
+func hash(cred string) string {
+	h := sha256.Sum256([]byte(cred))
+	return hex.EncodeToString(h[:])
+}
+
+// NormalizeMAC returns the canonical form of a MAC, or an error.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("invalid MAC address %q", s)
+	}
+	return hw.String(), nil
+}
+
+// Discovered records a MAC seen in DHCP as a Discovered node, once.
+func (r *Registry) Discovered(ctx context.Context, mac string) error {
+	r.mu.Lock()
+	known := r.known[mac]
+	r.mu.Unlock()
+	if known {
+		return nil
+	}
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	_, err := r.cfg.Store.NodeIDByMAC(ctx, mac)
+	if err == nil {
+		r.markKnown(mac)
+		return nil
+	}
+	if !store.IsNotFound(err) {
+		return err
+	}
+	now := r.cfg.Now()
+	n := api.Node{ID: newID(), Phase: api.PhaseDiscovered, MAC: mac, Created: now, PhaseChanged: now}
+	if err := r.cfg.Store.CreateNode(ctx, n, []string{mac}, ""); err != nil {
+		return fmt.Errorf("recording discovered %s: %w", mac, err)
+	}
+	r.markKnown(mac)
+	r.log.Info("node discovered", "node", n.ID, "mac", mac)
+	return nil
+}
+
+func (r *Registry) markKnown(macs ...string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, m := range macs {
+		r.known[m] = true
+	}
+}
+
+// Validate checks a registration body and normalises its MACs.
+func Validate(reg *api.Registration) error {
+	mac, err := NormalizeMAC(reg.MAC)
+	if err != nil {
+		return fmt.Errorf("mac: %w", err)
+	}
+	reg.MAC = mac
+	for i := range reg.Inventory.NICs {
+		m, err := NormalizeMAC(reg.Inventory.NICs[i].MAC)
+		if err != nil {
+			return fmt.Errorf("inventory.nics[%d].mac: %w", i, err)
+		}
+		reg.Inventory.NICs[i].MAC = m
+	}
+	if reg.IP != "" && net.ParseIP(reg.IP) == nil {
+		return fmt.Errorf("ip: invalid address %q", reg.IP)
+	}
+	if reg.Inventory.CPU.Count < 0 {
+		return fmt.Errorf("inventory.cpu.count: %d is negative", reg.Inventory.CPU.Count)
+	}
+	if len(reg.Inventory.NICs) > 256 || len(reg.Inventory.Disks) > 1024 {
+		return errors.New("inventory: too many NICs or disks")
+	}
+	return nil
+}
+
+// Register records a registration and returns the node and its new
+// credential. The same machine always maps to the same node.
+func (r *Registry) Register(ctx context.Context, reg api.Registration) (api.Node, string, error) {
+	if err := Validate(&reg); err != nil {
+		return api.Node{}, "", err
+	}
+	macs := []string{reg.MAC}
+	for _, nic := range reg.Inventory.NICs {
+		if nic.MAC != reg.MAC {
+			macs = append(macs, nic.MAC)
+		}
+	}
+	uuid := strings.ToLower(reg.Inventory.DMI.UUID)
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+
+	id, err := r.find(ctx, uuid, macs)
+	if err != nil {
+		return api.Node{}, "", err
+	}
+	now := r.cfg.Now()
+	var n api.Node
+	if id == "" {
+		n = api.Node{ID: newID(), MAC: reg.MAC, Created: now}
+		apply(&n, reg, now)
+		if err := r.cfg.Store.CreateNode(ctx, n, macs, uuid); err != nil {
+			return api.Node{}, "", err
+		}
+	} else {
+		n, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error { apply(n, reg, now); return nil })
+		if err != nil {
+			return api.Node{}, "", err
+		}
+		if err := r.cfg.Store.ClaimIndexes(ctx, id, macs, uuid); err != nil {
+			return api.Node{}, "", err
+		}
+	}
+	cred := rand.Text()
+	if err := r.cfg.Store.SetCredential(ctx, n.ID, hash(cred)); err != nil {
+		return api.Node{}, "", err
+	}
+	r.markKnown(macs...)
+	r.touch(n.ID, now)
+	n.LastSeen = now
+	r.log.Info("node registered", "node", n.ID, "mac", reg.MAC, "ip", reg.IP, "cpus", reg.Inventory.CPU.Count, "memory", reg.Inventory.Memory)
+	return n, cred, nil
+}
+
+// find looks a machine up by UUID, then by each MAC. "" means new.
+func (r *Registry) find(ctx context.Context, uuid string, macs []string) (string, error) {
+	if uuid != "" {
+		id, err := r.cfg.Store.NodeIDByUUID(ctx, uuid)
+		if err == nil {
+			return id, nil
+		}
+		if !store.IsNotFound(err) {
+			return "", err
+		}
+	}
+	for _, m := range macs {
+		id, err := r.cfg.Store.NodeIDByMAC(ctx, m)
+		if err == nil {
+			return id, nil
+		}
+		if !store.IsNotFound(err) {
+			return "", err
+		}
+	}
+	return "", nil
+}
+
+func apply(n *api.Node, reg api.Registration, now time.Time) {
+	inv := reg.Inventory
+	n.Inventory = &inv
+	n.AgentVersion = reg.AgentVersion
+	if reg.IP != "" {
+		n.IP = reg.IP
+	}
+	if n.Phase != api.PhaseRegistered {
+		n.Phase = api.PhaseRegistered
+		n.PhaseChanged = now
+	}
+}
+
+// Authenticate checks a node's credential.
+func (r *Registry) Authenticate(ctx context.Context, id, cred string) error {
+	want, err := r.cfg.Store.Credential(ctx, id)
+	if store.IsNotFound(err) {
+		return ErrUnauthorized
+	}
+	if err != nil {
+		return err
+	}
+	if subtle.ConstantTimeCompare([]byte(want), []byte(hash(cred))) != 1 {
+		return ErrUnauthorized
+	}
+	return nil
+}
+
+// Heartbeat records that an authenticated node is alive; it writes to the
+// store only if that changes the node's phase.
+func (r *Registry) Heartbeat(ctx context.Context, id string, st api.Status) error {
+	now := r.cfg.Now()
+	r.touch(id, now)
+	n, err := r.cfg.Store.Node(ctx, id)
+	if err != nil {
+		return err
+	}
+	if n.Phase == api.PhaseRegistered && (st.IP == "" || st.IP == n.IP) {
+		return nil
+	}
+	_, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		if n.Phase == api.PhaseUnreachable {
+			n.Phase = api.PhaseRegistered
+			n.PhaseChanged = now
+			r.log.Info("node reachable again", "node", id)
+		}
+		if st.IP != "" && net.ParseIP(st.IP) != nil {
+			n.IP = st.IP
+		}
+		return nil
+	})
+	return err
+}
+
+func (r *Registry) touch(id string, t time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastSeen[id] = t
+}
+
+// withLastSeen fills in the in-memory LastSeen.
+func (r *Registry) withLastSeen(n api.Node) api.Node {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n.LastSeen = r.lastSeen[n.ID]
+	return n
+}
+
+// List returns every node, sorted by id.
+func (r *Registry) List(ctx context.Context) ([]api.Node, error) {
+	nodes, err := r.cfg.Store.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range nodes {
+		nodes[i] = r.withLastSeen(nodes[i])
+	}
+	sort.Slice(nodes, func(i, j int) bool { return nodes[i].ID < nodes[j].ID })
+	return nodes, nil
+}
+
+// Get returns one node.
+func (r *Registry) Get(ctx context.Context, id string) (api.Node, error) {
+	n, err := r.cfg.Store.Node(ctx, id)
+	if err != nil {
+		return api.Node{}, err
+	}
+	return r.withLastSeen(n), nil
+}
+
+// Unreachable is the pure decision of the monitor: which Registered nodes
+// have been silent longer than grace at now. A node never heard from since
+// the registry started counts from its start.
+func Unreachable(nodes []api.Node, lastSeen map[string]time.Time, started, now time.Time, grace time.Duration) []string {
+	var out []string
+	for _, n := range nodes {
+		if n.Phase != api.PhaseRegistered {
+			continue
+		}
+		seen, ok := lastSeen[n.ID]
+		if !ok || seen.Before(started) {
+			seen = started
+		}
+		if now.Sub(seen) > grace {
+			out = append(out, n.ID)
+		}
+	}
+	return out
+}
+
+// Monitor marks silent nodes Unreachable until ctx ends.
+func (r *Registry) Monitor(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Grace / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := r.sweep(ctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("node monitor", "err", err)
+		}
+	}
+}
+
+func (r *Registry) sweep(ctx context.Context) error {
+	nodes, err := r.cfg.Store.Nodes(ctx)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	seen := make(map[string]time.Time, len(r.lastSeen))
+	for k, v := range r.lastSeen {
+		seen[k] = v
+	}
+	r.mu.Unlock()
+	now := r.cfg.Now()
+	for _, id := range Unreachable(nodes, seen, r.started, now, r.cfg.Grace) {
+		_, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+			if n.Phase == api.PhaseRegistered {
+				n.Phase = api.PhaseUnreachable
+				n.PhaseChanged = now
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		r.log.Warn("node unreachable", "node", id, "grace", r.cfg.Grace)
+	}
+	return nil
+}

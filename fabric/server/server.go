@@ -1,0 +1,189 @@
+// Package server is loomd's HTTP API. The protocol is documented in
+// package api; this package maps it onto the node registry, authenticates
+// callers and turns every failure into a JSON error with a 4xx/5xx status.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/node"
+	"github.com/loomfabric/loom/fabric/store"
+)
+
+// Registry is what the API needs of the node life cycle.
+type Registry interface {
+	Register(ctx context.Context, reg api.Registration) (api.Node, string, error)
+	Authenticate(ctx context.Context, id, cred string) error
+	Heartbeat(ctx context.Context, id string, st api.Status) error
+	List(ctx context.Context) ([]api.Node, error)
+	Get(ctx context.Context, id string) (api.Node, error)
+	HeartbeatInterval() time.Duration
+}
+
+// Config wires the API.
+type Config struct {
+	Registry Registry
+	// OperatorToken authorises operator calls. Required.
+	OperatorToken string
+	// EnrollToken authorises registration. Required.
+	EnrollToken string
+	// Boot, if set, serves GET /boot/{file} without authentication.
+	Boot http.Handler
+}
+
+// New returns the API handler.
+func New(cfg Config, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a := &apiServer{cfg: cfg, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/nodes/register", a.register)
+	mux.HandleFunc("POST /v1/nodes/{id}/status", a.status)
+	mux.HandleFunc("GET /v1/nodes", a.operator(a.listNodes))
+	mux.HandleFunc("GET /v1/nodes/{id}", a.operator(a.getNode))
+	if cfg.Boot != nil {
+		mux.Handle("GET /boot/{file}", cfg.Boot)
+	}
+	return mux
+}
+
+type apiServer struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// fail writes a JSON error.
+func (a *apiServer) fail(w http.ResponseWriter, r *http.Request, code int, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if code >= 500 {
+		a.log.Error("api", "method", r.Method, "path", r.URL.Path, "status", code, "err", msg)
+	} else {
+		a.log.Info("api: rejected", "method", r.Method, "path", r.URL.Path, "from", r.RemoteAddr, "status", code, "err", msg)
+	}
+	writeJSON(w, code, api.Error{Message: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+func tokenOK(got, want string) bool {
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+func (a *apiServer) operator(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !tokenOK(bearer(r), a.cfg.OperatorToken) {
+			a.fail(w, r, http.StatusUnauthorized, "operator token missing or wrong")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// decode reads a bounded JSON body into v.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("body larger than %d bytes", api.MaxBodyBytes)
+		}
+		return fmt.Errorf("decoding body: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("decoding body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+func (a *apiServer) register(w http.ResponseWriter, r *http.Request) {
+	if !tokenOK(bearer(r), a.cfg.EnrollToken) {
+		a.fail(w, r, http.StatusUnauthorized, "enrollment token missing or wrong")
+		return
+	}
+	var reg api.Registration
+	if err := decode(w, r, &reg); err != nil {
+		a.fail(w, r, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if err := node.Validate(&reg); err != nil {
+		a.fail(w, r, http.StatusBadRequest, "registration: %v", err)
+		return
+	}
+	n, cred, err := a.cfg.Registry.Register(r.Context(), reg)
+	if err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "registering %s: %v", reg.MAC, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.RegisterResponse{NodeID: n.ID, Credential: cred, HeartbeatInterval: api.Duration(a.cfg.Registry.HeartbeatInterval())})
+}
+
+func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	err := a.cfg.Registry.Authenticate(r.Context(), id, bearer(r))
+	if errors.Is(err, node.ErrUnauthorized) {
+		a.fail(w, r, http.StatusUnauthorized, "node %q: %v", id, err)
+		return
+	}
+	if err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "authenticating node %q: %v", id, err)
+		return
+	}
+	var st api.Status
+	if err := decode(w, r, &st); err != nil {
+		a.fail(w, r, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if err := a.cfg.Registry.Heartbeat(r.Context(), id, st); err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "heartbeat of %s: %v", id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, api.StatusResponse{HeartbeatInterval: api.Duration(a.cfg.Registry.HeartbeatInterval())})
+}
+
+func (a *apiServer) listNodes(w http.ResponseWriter, r *http.Request) {
+	nodes, err := a.cfg.Registry.List(r.Context())
+	if err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "listing nodes: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nodes)
+}
+
+func (a *apiServer) getNode(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	n, err := a.cfg.Registry.Get(r.Context(), id)
+	if store.IsNotFound(err) {
+		a.fail(w, r, http.StatusNotFound, "node %q not found", id)
+		return
+	}
+	if err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "reading node %q: %v", id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, n)
+}

@@ -1,0 +1,221 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+func nodeKey(id string) string   { return prefix + "nodes/" + id }
+func macKey(mac string) string   { return prefix + "index/mac/" + mac }
+func uuidKey(uuid string) string { return prefix + "index/uuid/" + uuid }
+func credKey(id string) string   { return prefix + "creds/" + id }
+func leaseKey(mac string) string { return prefix + "leases/" + mac }
+func decode[T any](b []byte) (T, error) {
+	var v T
+	err := json.Unmarshal(b, &v)
+	return v, err
+}
+
+// Nodes lists every node.
+func (s *Store) Nodes(ctx context.Context) ([]api.Node, error) {
+	vals, err := s.list(ctx, prefix+"nodes/")
+	if err != nil {
+		return nil, err
+	}
+	nodes := make([]api.Node, 0, len(vals))
+	for _, v := range vals {
+		n, err := decode[api.Node](v)
+		if err != nil {
+			return nil, fmt.Errorf("decoding node: %w", err)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes, nil
+}
+
+// Node reads one node.
+func (s *Store) Node(ctx context.Context, id string) (api.Node, error) {
+	b, _, err := s.get(ctx, nodeKey(id))
+	if err != nil {
+		return api.Node{}, err
+	}
+	n, err := decode[api.Node](b)
+	if err != nil {
+		return api.Node{}, fmt.Errorf("decoding node %s: %w", id, err)
+	}
+	return n, nil
+}
+
+// NodeIDByMAC finds the node that owns a MAC.
+func (s *Store) NodeIDByMAC(ctx context.Context, mac string) (string, error) {
+	b, _, err := s.get(ctx, macKey(mac))
+	return string(b), err
+}
+
+// NodeIDByUUID finds the node with a DMI UUID.
+func (s *Store) NodeIDByUUID(ctx context.Context, uuid string) (string, error) {
+	b, _, err := s.get(ctx, uuidKey(uuid))
+	return string(b), err
+}
+
+// CreateNode writes a new node and claims its MACs and UUID in one
+// transaction. It fails with ErrExists if any of them is already claimed.
+func (s *Store) CreateNode(ctx context.Context, n api.Node, macs []string, uuid string) error {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	keys := []string{nodeKey(n.ID)}
+	for _, m := range macs {
+		keys = append(keys, macKey(m))
+	}
+	if uuid != "" {
+		keys = append(keys, uuidKey(uuid))
+	}
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for i, k := range keys {
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+		if i == 0 {
+			ops = append(ops, clientv3.OpPut(k, string(b)))
+		} else {
+			ops = append(ops, clientv3.OpPut(k, n.ID))
+		}
+	}
+	r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("creating node %s: %w", n.ID, err)
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("creating node %s: %w", n.ID, ErrExists)
+	}
+	return nil
+}
+
+// ClaimIndexes points MACs and a UUID that no node owns yet at id. Those
+// owned by another node are left alone.
+func (s *Store) ClaimIndexes(ctx context.Context, id string, macs []string, uuid string) error {
+	keys := make([]string, 0, len(macs)+1)
+	for _, m := range macs {
+		keys = append(keys, macKey(m))
+	}
+	if uuid != "" {
+		keys = append(keys, uuidKey(uuid))
+	}
+	for _, k := range keys {
+		_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, id)).Commit()
+		if err != nil {
+			return fmt.Errorf("indexing node %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// UpdateNode applies fn to the stored node and writes it back if nothing
+// else changed it meanwhile (compare-and-swap, retried).
+func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*api.Node) error) (api.Node, error) {
+	for attempt := 0; ; attempt++ {
+		b, rev, err := s.get(ctx, nodeKey(id))
+		if err != nil {
+			return api.Node{}, err
+		}
+		n, err := decode[api.Node](b)
+		if err != nil {
+			return api.Node{}, fmt.Errorf("decoding node %s: %w", id, err)
+		}
+		if err := fn(&n); err != nil {
+			return api.Node{}, err
+		}
+		nb, err := json.Marshal(n)
+		if err != nil {
+			return api.Node{}, err
+		}
+		r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(nodeKey(id)), "=", rev)).
+			Then(clientv3.OpPut(nodeKey(id), string(nb))).Commit()
+		if err != nil {
+			return api.Node{}, fmt.Errorf("updating node %s: %w", id, err)
+		}
+		if r.Succeeded {
+			return n, nil
+		}
+		if attempt > 100 {
+			return api.Node{}, fmt.Errorf("updating node %s: too much contention", id)
+		}
+	}
+}
+
+// SetCredential stores the hash of a node's credential.
+func (s *Store) SetCredential(ctx context.Context, id, hash string) error {
+	if _, err := s.cli.Put(ctx, credKey(id), hash); err != nil {
+		return fmt.Errorf("storing credential of %s: %w", id, err)
+	}
+	return nil
+}
+
+// Credential reads the hash of a node's credential.
+func (s *Store) Credential(ctx context.Context, id string) (string, error) {
+	b, _, err := s.get(ctx, credKey(id))
+	return string(b), err
+}
+
+// Leases lists every DHCP lease, expired ones included.
+func (s *Store) Leases(ctx context.Context) ([]api.Lease, error) {
+	vals, err := s.list(ctx, prefix+"leases/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Lease, 0, len(vals))
+	for _, v := range vals {
+		l, err := decode[api.Lease](v)
+		if err != nil {
+			return nil, fmt.Errorf("decoding lease: %w", err)
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
+// CommitLeases writes puts and removes the leases of the MACs in dels in
+// one transaction (at most MaxTxnOps operations in all).
+func (s *Store) CommitLeases(ctx context.Context, puts []api.Lease, dels []string) error {
+	if len(puts)+len(dels) > MaxTxnOps {
+		return fmt.Errorf("committing leases: %d operations, at most %d", len(puts)+len(dels), MaxTxnOps)
+	}
+	ops := make([]clientv3.Op, 0, len(puts)+len(dels))
+	for _, l := range puts {
+		b, err := json.Marshal(l)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(leaseKey(l.MAC), string(b)))
+	}
+	for _, m := range dels {
+		ops = append(ops, clientv3.OpDelete(leaseKey(m)))
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("committing %d lease changes: %w", len(ops), err)
+	}
+	return nil
+}
+
+// IsNotFound reports whether err is (or wraps) ErrNotFound.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// Ping checks the store answers within d.
+func (s *Store) Ping(ctx context.Context, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	_, err := s.cli.Get(ctx, prefix+"ping")
+	return err
+}

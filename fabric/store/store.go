@@ -1,0 +1,169 @@
+// Package store keeps the fabric's state in etcd: embedded in loomd as a
+// single member by default (a data directory, nothing to install), or an
+// external cluster.
+//
+// Key layout (all values JSON unless noted):
+//
+//	/loom/v1/nodes/<id>         api.Node (without LastSeen, which lives in memory)
+//	/loom/v1/index/mac/<mac>    node id (plain text)
+//	/loom/v1/index/uuid/<uuid>  node id (plain text)
+//	/loom/v1/creds/<id>         sha256 hex of the node's credential (plain text)
+//	/loom/v1/leases/<mac>       api.Lease
+//
+// Raw heartbeats never become keys: only phase transitions are written.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+)
+
+// ErrNotFound is returned when a key does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrExists is returned when a create finds its key already taken.
+var ErrExists = errors.New("already exists")
+
+// MaxTxnOps is how many operations one transaction may carry; it bounds
+// the DHCP server's group commits.
+const MaxTxnOps = 1024
+
+const prefix = "/loom/v1/"
+
+// Config says where the state lives.
+type Config struct {
+	// DataDir holds the embedded etcd member ("etcd" below it). Required
+	// unless Endpoints is set.
+	DataDir string
+	// Endpoints, if set, names an external etcd cluster instead of the
+	// embedded member.
+	Endpoints []string
+	// StartTimeout bounds how long the embedded member may take to become
+	// ready. Default 60s.
+	StartTimeout time.Duration
+}
+
+// Store is the fabric's state.
+type Store struct {
+	cli  *clientv3.Client
+	etcd *embed.Etcd
+}
+
+// Open starts the embedded etcd member (or connects to Endpoints).
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if len(cfg.Endpoints) > 0 {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: cfg.Endpoints, DialTimeout: 5 * time.Second, Context: ctx})
+		if err != nil {
+			return nil, fmt.Errorf("connecting to etcd %v: %w", cfg.Endpoints, err)
+		}
+		return &Store{cli: cli}, nil
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("store: DataDir is required for the embedded etcd")
+	}
+	timeout := cfg.StartTimeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	dir := filepath.Join(cfg.DataDir, "etcd")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	ec := embed.NewConfig()
+	ec.Name = "loomd"
+	ec.Dir = dir
+	ec.LogLevel = "error"
+	ec.MaxTxnOps = MaxTxnOps
+	ec.AutoCompactionMode = "revision"
+	ec.AutoCompactionRetention = "10000"
+	// loomd talks to its member in-process (v3client); the listeners exist
+	// only because etcd insists, so they sit on free loopback ports.
+	peer, err := freeURL()
+	if err != nil {
+		return nil, err
+	}
+	client, err := freeURL()
+	if err != nil {
+		return nil, err
+	}
+	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	e, err := embed.StartEtcd(ec)
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded etcd in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: %w", dir, err)
+	case <-time.After(timeout):
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s: not ready after %v", dir, timeout)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+	log.Info("store ready", "etcd", dir)
+	return &Store{cli: v3client.New(e.Server), etcd: e}, nil
+}
+
+func freeURL() (url.URL, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return url.URL{}, fmt.Errorf("finding a free port for etcd: %w", err)
+	}
+	defer l.Close()
+	return url.URL{Scheme: "http", Host: l.Addr().String()}, nil
+}
+
+// Close stops the embedded member.
+func (s *Store) Close() error {
+	err := s.cli.Close()
+	if s.etcd != nil {
+		s.etcd.Close()
+	}
+	return err
+}
+
+// get reads one key; ErrNotFound if absent.
+func (s *Store) get(ctx context.Context, key string) ([]byte, int64, error) {
+	r, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading %s: %w", key, err)
+	}
+	if len(r.Kvs) == 0 {
+		return nil, 0, fmt.Errorf("%s: %w", strings.TrimPrefix(key, prefix), ErrNotFound)
+	}
+	return r.Kvs[0].Value, r.Kvs[0].ModRevision, nil
+}
+
+// list reads every value under a prefix.
+func (s *Store) list(ctx context.Context, p string) ([][]byte, error) {
+	r, err := s.cli.Get(ctx, p, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", p, err)
+	}
+	out := make([][]byte, 0, len(r.Kvs))
+	for _, kv := range r.Kvs {
+		out = append(out, kv.Value)
+	}
+	return out, nil
+}
