@@ -1,0 +1,57 @@
+// Command loom-agent is Loom's node agent. Modes:
+//
+//	loom-agent maintenance   the uinit of the maintenance OS (the default)
+//
+// In maintenance mode it never exits: an error is logged and the agent
+// starts over after a pause, because a dying uinit would leave the machine
+// dead on the rack.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/loomfabric/loom/agent/maintenance"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loom-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loom-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	verbose := fs.Bool("v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mode := "maintenance"
+	if fs.NArg() > 0 {
+		mode = fs.Arg(0)
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("agent", mode)
+	switch mode {
+	case "maintenance":
+		fmt.Fprintln(stderr, "LOOM-MARK start mode=maintenance version="+maintenance.Version)
+		cfg := &maintenance.Config{Console: stderr}
+		for {
+			err := cfg.Run(ctx, log)
+			log.Error("maintenance agent stopped; starting over in 10s", "err", err)
+			time.Sleep(10 * time.Second)
+		}
+	default:
+		return fmt.Errorf("unknown mode %q (want maintenance)", mode)
+	}
+}

@@ -1,0 +1,87 @@
+// Package cmdline reads Loom's settings from the kernel command line:
+//
+//	loom.fabric=URL      where loomd's API is (required)
+//	loom.token=TOKEN     the enrollment token (required)
+//	loom.bootmac=MAC     the interface the machine booted from (optional)
+//
+// Values may be double-quoted. Unknown parameters are ignored.
+package cmdline
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Config is what the maintenance agent needs from the command line.
+type Config struct {
+	Fabric  string
+	Token   string
+	BootMAC string // "" when not given
+}
+
+// Split splits a command line into key/value pairs, honouring double
+// quotes. A bare word has an empty value.
+func Split(s string) [][2]string {
+	var out [][2]string
+	var cur strings.Builder
+	inQuote := false
+	flush := func() {
+		if cur.Len() == 0 {
+			return
+		}
+		k, v, _ := strings.Cut(cur.String(), "=")
+		out = append(out, [2]string{k, v})
+		cur.Reset()
+	}
+	for _, r := range s {
+		switch {
+		case r == '"':
+			inQuote = !inQuote
+		case !inQuote && (r == ' ' || r == '\t' || r == '\n'):
+			flush()
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	flush()
+	return out
+}
+
+// Parse extracts and checks Loom's settings.
+func Parse(s string) (Config, error) {
+	var c Config
+	for _, kv := range Split(s) {
+		switch kv[0] {
+		case "loom.fabric":
+			c.Fabric = kv[1]
+		case "loom.token":
+			c.Token = kv[1]
+		case "loom.bootmac":
+			c.BootMAC = kv[1]
+		}
+	}
+	var errs []error
+	if c.Fabric == "" {
+		errs = append(errs, errors.New("loom.fabric= is missing"))
+	} else if u, err := url.Parse(c.Fabric); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("loom.fabric=%q is not an http(s) URL", c.Fabric))
+	}
+	if c.Token == "" {
+		errs = append(errs, errors.New("loom.token= is missing"))
+	}
+	if c.BootMAC != "" {
+		hw, err := net.ParseMAC(c.BootMAC)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("loom.bootmac=%q: %w", c.BootMAC, err))
+		} else {
+			c.BootMAC = hw.String()
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("kernel command line: %w", err)
+	}
+	return c, nil
+}
