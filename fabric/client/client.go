@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -19,7 +20,8 @@ import (
 
 // Client talks to one loomd.
 type Client struct {
-	// BaseURL of loomd, e.g. "http://10.0.0.1:8080". Required.
+	// BaseURL of loomd, e.g. "http://10.0.0.1:8080" or
+	// "unix:///run/loomd.sock". Required.
 	BaseURL string
 	// Token is sent as "Authorization: Bearer". Default: none.
 	Token string
@@ -45,6 +47,23 @@ func IsUnauthorized(err error) bool {
 
 var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
 
+// transport returns the URL prefix and HTTP client for c.BaseURL, which may
+// be "unix:///path/to/loomd.sock" as well as http(s)://host:port.
+func (c *Client) transport() (string, *http.Client) {
+	if path, ok := strings.CutPrefix(c.BaseURL, "unix://"); ok {
+		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}}
+		return "http://loomd", &http.Client{Timeout: 30 * time.Second, Transport: tr}
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = defaultHTTP
+	}
+	return strings.TrimRight(c.BaseURL, "/"), hc
+}
+
 func (c *Client) do(ctx context.Context, method, path, token string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -54,7 +73,8 @@ func (c *Client) do(ctx context.Context, method, path, token string, in, out any
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, body)
+	base, hc := c.transport()
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return err
 	}
@@ -63,10 +83,6 @@ func (c *Client) do(ctx context.Context, method, path, token string, in, out any
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = defaultHTTP
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -37,6 +37,9 @@ type Config struct {
 	DataDir string
 	// API is the HTTP listen address. Default ":8080".
 	API string
+	// APIUnix, if set, is a unix socket that serves the API too (the lab
+	// uses it to reach a loomd inside its network namespace).
+	APIUnix string
 	// NetbootInterface, if set, gets the DHCP server and its first IPv4
 	// address is the one booting machines are sent to.
 	NetbootInterface string
@@ -112,13 +115,26 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		g.Go(func() error { return srv.Serve(ctx) })
 	}
 	hs := &http.Server{Handler: server.New(scfg, log), ReadHeaderTimeout: 10 * time.Second}
-	g.Go(func() error {
-		log.Info("loomd: API listening", "addr", ln.Addr().String(), "data", c.DataDir)
-		if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return err
+	listeners := []net.Listener{ln}
+	if c.APIUnix != "" {
+		os.Remove(c.APIUnix)
+		ul, err := net.Listen("unix", c.APIUnix)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("loomd: API socket: %w", err)
 		}
-		return nil
-	})
+		os.Chmod(c.APIUnix, 0o600)
+		listeners = append(listeners, ul)
+	}
+	for _, l := range listeners {
+		g.Go(func() error {
+			log.Info("loomd: API listening", "addr", l.Addr().String(), "data", c.DataDir)
+			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -188,7 +188,7 @@ func (r *Registry) Register(ctx context.Context, reg api.Registration) (api.Node
 			macs = append(macs, nic.MAC)
 		}
 	}
-	uuid := strings.ToLower(reg.Inventory.DMI.UUID)
+	uuid := identityUUID(reg.Inventory.DMI.UUID)
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 
@@ -245,6 +245,18 @@ func (r *Registry) find(ctx context.Context, uuid string, macs []string) (string
 		}
 	}
 	return "", nil
+}
+
+// identityUUID returns a DMI UUID fit to identify a machine, or "" for the
+// placeholders firmware leaves (QEMU without -uuid reports all zeros, some
+// boards all F), which many machines share.
+func identityUUID(u string) string {
+	u = strings.ToLower(strings.TrimSpace(u))
+	stripped := strings.Trim(strings.ReplaceAll(u, "-", ""), "0")
+	if stripped == "" || strings.Trim(stripped, "f") == "" {
+		return ""
+	}
+	return u
 }
 
 func apply(n *api.Node, reg api.Registration, now time.Time) {

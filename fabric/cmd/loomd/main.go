@@ -31,6 +31,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.DataDir, "data-dir", "", "directory for the store and tokens (required)")
 	fs.StringVar(&c.API, "api", ":8080", "HTTP API listen address")
+	fs.StringVar(&c.APIUnix, "api-unix", "", "also serve the API on this unix socket")
 	fs.StringVar(&c.NetbootInterface, "netboot-interface", "", "interface to serve DHCP and netboot on (none: no netboot)")
 	fs.StringVar(&c.Pool, "pool", "", "DHCP pool START-END (default .100-.199 of the interface's subnet)")
 	fs.StringVar(&c.BootDir, "boot-dir", "build/maintenance", "directory with vmlinuz and initramfs.cpio.xz")

@@ -1,0 +1,53 @@
+# Loom's front door. `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := build/bin
+N ?= 3
+.DEFAULT_GOAL := help
+
+GO_SOURCES := $(shell find agent fabric scripts initramfs -name '*.go' -not -name '*_test.go') go.mod go.sum
+AGENT_SOURCES := $(shell find agent fabric/api fabric/client -name '*.go' -not -name '*_test.go') initramfs/commands.txt initramfs/modules.txt initramfs/kernel.txt go.mod go.sum scripts/build-initramfs.sh
+
+.PHONY: help deps build initramfs lab lab-down test bench fuzz clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+deps: build/.deps ## install Debian packages (qemu, ipxe-qemu, kea, ...) and Go modules
+build/.deps: scripts/deps.sh go.mod
+	scripts/deps.sh
+	@mkdir -p build && touch $@
+
+build: $(BIN)/loomd $(BIN)/loom $(BIN)/loom-agent ## build loomd, loom and loom-agent into build/bin
+$(BIN)/loomd: $(GO_SOURCES) | build/.deps
+	$(GO) build -o $@ ./fabric/cmd/loomd
+$(BIN)/loom: $(GO_SOURCES) | build/.deps
+	$(GO) build -o $@ ./fabric/cmd/loom
+$(BIN)/loom-agent: $(AGENT_SOURCES) | build/.deps
+	CGO_ENABLED=0 $(GO) build -o $@ ./agent/cmd/loom-agent
+
+initramfs: build/maintenance/initramfs.cpio.xz ## build the maintenance OS: build/maintenance/{vmlinuz,initramfs.cpio.xz}
+build/maintenance/initramfs.cpio.xz: $(AGENT_SOURCES) | build/.deps
+	scripts/build-initramfs.sh
+
+lab: deps build initramfs ## run the lab (as root): loomd and N=3 QEMU servers that PXE-boot and register
+	$(GO) run ./scripts/lab/cmd/lab up -n $(N)
+
+lab-down: ## remove the lab: its processes, namespace, bridge and taps (also after a crash)
+	$(GO) run ./scripts/lab/cmd/lab down
+
+test: deps build initramfs ## run every test (VM tests need root and QEMU; LOOM_REQUIRE_VM=1 makes them mandatory)
+	$(GO) vet ./...
+	$(GO) test -timeout 30m ./...
+
+bench: deps build initramfs ## run the benchmarks against their peer tools
+	$(GO) run ./bench/boot
+	$(GO) run ./bench/dhcp
+
+fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
+	$(GO) test ./fabric/dhcp -run '^$$' -fuzz FuzzHandle -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./agent/cmdline -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./fabric/server -run '^$$' -fuzz FuzzRegister -fuzztime $${FUZZTIME:-30s}
+
+clean: ## remove build/ (keeps nothing, not even the kernel cache)
+	rm -rf build

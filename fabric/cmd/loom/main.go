@@ -1,0 +1,171 @@
+// Command loom is the operator's CLI for loomd.
+//
+// It finds loomd through LOOM_ADDR (default http://127.0.0.1:8080; a
+// unix:///path socket works too) and its operator token through LOOM_TOKEN
+// or --token-file.
+//
+//	loom nodes              a table of every node
+//	loom node show ID       one node's full inventory (-o json for JSON)
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loom:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: loom [--token-file F] COMMAND
+  nodes              list nodes
+  node show ID       show one node (-o json for JSON)
+environment: LOOM_ADDR (default http://127.0.0.1:8080), LOOM_TOKEN`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loom", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, usage) }
+	tokenFile := fs.String("token-file", "", "file holding the operator token (default: $LOOM_TOKEN)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c := &client.Client{BaseURL: getenv("LOOM_ADDR"), Token: getenv("LOOM_TOKEN")}
+	if c.BaseURL == "" {
+		c.BaseURL = "http://127.0.0.1:8080"
+	}
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return err
+		}
+		c.Token = strings.TrimSpace(string(b))
+	}
+	rest := fs.Args()
+	switch {
+	case len(rest) == 1 && rest[0] == "nodes":
+		nodes, err := c.Nodes(ctx)
+		if err != nil {
+			return err
+		}
+		return nodeTable(stdout, nodes, time.Now())
+	case len(rest) >= 3 && rest[0] == "node" && rest[1] == "show":
+		sub := flag.NewFlagSet("node show", flag.ContinueOnError)
+		sub.SetOutput(stderr)
+		format := sub.String("o", "text", "output: text or json")
+		if err := sub.Parse(rest[3:]); err != nil {
+			return err
+		}
+		n, err := c.Node(ctx, rest[2])
+		if err != nil {
+			return err
+		}
+		if *format == "json" {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(n)
+		}
+		return nodeDetail(stdout, n, time.Now())
+	}
+	fs.Usage()
+	return errors.New("unknown command")
+}
+
+func bytesHuman(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit; n /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
+}
+
+func ago(t, now time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return now.Sub(t).Round(time.Second).String() + " ago"
+}
+
+func nodeTable(w io.Writer, nodes []api.Node, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tMAC\tIP\tPHASE\tCPUS\tMEMORY\tDISKS\tLAST SEEN")
+	for _, n := range nodes {
+		cpus, mem, disks := "-", "-", "-"
+		if inv := n.Inventory; inv != nil {
+			cpus = fmt.Sprint(inv.CPU.Count)
+			mem = bytesHuman(inv.Memory)
+			var ds []string
+			for _, d := range inv.Disks {
+				ds = append(ds, d.Name+":"+bytesHuman(d.SizeBytes))
+			}
+			disks = strings.Join(ds, ",")
+		}
+		ip := n.IP
+		if ip == "" {
+			ip = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.MAC, ip, n.Phase, cpus, mem, disks, ago(n.LastSeen, now))
+	}
+	return tw.Flush()
+}
+
+func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "ID:\t%s\n", n.ID)
+	fmt.Fprintf(tw, "Phase:\t%s (since %s)\n", n.Phase, n.PhaseChanged.Format(time.RFC3339))
+	fmt.Fprintf(tw, "MAC:\t%s\n", n.MAC)
+	fmt.Fprintf(tw, "IP:\t%s\n", n.IP)
+	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(n.LastSeen, now))
+	fmt.Fprintf(tw, "Agent:\t%s\n", n.AgentVersion)
+	if inv := n.Inventory; inv != nil {
+		fmt.Fprintf(tw, "System:\t%s %s (serial %q, uuid %s)\n", inv.DMI.Vendor, inv.DMI.Product, inv.DMI.Serial, inv.DMI.UUID)
+		fmt.Fprintf(tw, "CPU:\t%d × %s\n", inv.CPU.Count, inv.CPU.Model)
+		fmt.Fprintf(tw, "Memory:\t%s\n", bytesHuman(inv.Memory))
+		for _, nic := range inv.NICs {
+			link := "down"
+			if nic.Link {
+				link = "up"
+			}
+			speed := ""
+			if nic.SpeedMbps > 0 {
+				speed = fmt.Sprintf(" %d Mb/s", nic.SpeedMbps)
+			}
+			fmt.Fprintf(tw, "NIC %s:\t%s link %s%s\n", nic.Name, nic.MAC, link, speed)
+		}
+		for _, d := range inv.Disks {
+			kind := "ssd"
+			if d.Rotational {
+				kind = "rotational"
+			}
+			if d.Removable {
+				kind += ", removable"
+			}
+			fmt.Fprintf(tw, "Disk %s:\t%s %s serial %q (%s)\n", d.Name, bytesHuman(d.SizeBytes), d.Model, d.Serial, kind)
+		}
+	} else {
+		fmt.Fprintf(tw, "Inventory:\tnone yet (the node has not registered)\n")
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Loom needs (idempotent: only what is missing)
+# and downloads the Go modules. The kernel package for the maintenance OS is
+# fetched into build/cache by build-initramfs.sh, never installed into /boot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(
+	qemu-system-x86 ipxe-qemu qemu-utils   # the lab's servers and their PXE ROMs
+	iproute2 kmod cpio xz-utils zstd        # namespaces, module closure, initramfs
+	curl ca-certificates git make gcc       # build and fetch
+	kea-admin kea-dhcp4-server dnsmasq-base # bench/dhcp peers (perfdhcp is in kea-admin)
+)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "== installing Debian packages: ${missing[*]}"
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo apt-get update -qq
+	# Kea's packaged services must not start and grab port 67 on the host.
+	echo exit 101 | $sudo tee /usr/sbin/policy-rc.d >/dev/null; $sudo chmod +x /usr/sbin/policy-rc.d
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+	$sudo rm -f /usr/sbin/policy-rc.d
+fi
+command -v go >/dev/null || { echo "Go 1.26 or newer is required (https://go.dev/dl/)" >&2; exit 1; }
+go mod download

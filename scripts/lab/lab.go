@@ -1,0 +1,227 @@
+// Package lab builds a lab of QEMU "servers" on one Linux box: a network
+// namespace of its own with a bridge, one tap per server, and QEMU machines
+// that network-boot (-boot n, QEMU's iPXE ROM) from whatever serves DHCP on
+// the bridge. Used by `make lab` (scripts/lab/cmd/lab) and by the VM tests.
+//
+// Everything is made with iproute2 and qemu-system-x86_64 and needs root.
+// Names carry a "loom-" prefix and a random suffix; Close removes the
+// namespace, which takes the bridge and taps with it.
+package lab
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Prereqs says what is missing to run a lab, or nil.
+func Prereqs() error {
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, c := range []string{"ip", "qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(c); err != nil {
+			missing = append(missing, c)
+		}
+	}
+	if _, err := os.Stat("/usr/lib/ipxe/qemu/efi-virtio.rom"); err != nil {
+		if _, err2 := os.Stat("/usr/share/qemu/efi-virtio.rom"); err2 != nil {
+			missing = append(missing, "QEMU's iPXE ROMs (ipxe-qemu)")
+		}
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		missing = append(missing, "/dev/net/tun")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("lab needs: %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// Suffix returns a short random string for unique names.
+func Suffix() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Net is a namespace with a bridge.
+type Net struct {
+	NS     string
+	Bridge string
+	// Addr is the bridge's address and prefix, e.g. 10.77.0.1/24.
+	Addr netip.Prefix
+}
+
+func run(ctx context.Context, name string, args ...string) error {
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// NewNet makes namespace ns with bridge "br0" at addr. IPv6 stays on with a
+// link-local address so SendRouterAdverts can stop iPXE waiting for one.
+func NewNet(ctx context.Context, ns string, addr netip.Prefix) (*Net, error) {
+	n := &Net{NS: ns, Bridge: "br0", Addr: addr}
+	if err := run(ctx, "ip", "netns", "add", ns); err != nil {
+		return nil, err
+	}
+	steps := [][]string{
+		{"ip", "-n", ns, "link", "set", "lo", "up"},
+		{"ip", "-n", ns, "link", "add", n.Bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"},
+		{"ip", "-n", ns, "addr", "add", addr.String(), "dev", n.Bridge},
+		{"ip", "-n", ns, "link", "set", n.Bridge, "up"},
+	}
+	for _, s := range steps {
+		if err := run(ctx, s[0], s[1:]...); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// Close deletes the namespace and everything in it.
+func (n *Net) Close() error {
+	return run(context.Background(), "ip", "netns", "del", n.NS)
+}
+
+// AddTap adds a tap device to the bridge.
+func (n *Net) AddTap(ctx context.Context, tap string) error {
+	for _, s := range [][]string{
+		{"ip", "-n", n.NS, "tuntap", "add", "dev", tap, "mode", "tap"},
+		{"ip", "-n", n.NS, "link", "set", tap, "master", n.Bridge},
+		{"ip", "-n", n.NS, "link", "set", tap, "up"},
+	} {
+		if err := run(ctx, s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Command runs a program inside the namespace.
+func (n *Net) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.NS, name}, args...)...)
+}
+
+// Server is one QEMU machine.
+type Server struct {
+	Name     string
+	MAC      string // 52:54:00:…
+	UUID     string // SMBIOS system UUID
+	CPUs     int
+	MemoryMB int
+	DiskGB   int
+	// Dir receives disk.qcow2, serial.log and qmp.sock.
+	Dir string
+	// NoReboot makes QEMU exit instead of rebooting (tests).
+	NoReboot bool
+}
+
+// SerialLog is where the server's console goes.
+func (s Server) SerialLog() string { return filepath.Join(s.Dir, "serial.log") }
+
+// QMP is the server's QMP socket.
+func (s Server) QMP() string { return filepath.Join(s.Dir, "qmp.sock") }
+
+// NewMAC returns a locally administered QEMU-style MAC.
+func NewMAC() string {
+	b := make([]byte, 3)
+	rand.Read(b)
+	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+// NewUUID returns a random version-4 UUID.
+func NewUUID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// Accel is "kvm" when /dev/kvm is usable, else "tcg".
+func Accel() string {
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		return "kvm"
+	}
+	return "tcg"
+}
+
+// Start creates the server's tap and disk and starts QEMU in the namespace.
+// The caller waits for (or kills) the returned command.
+func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error) {
+	if s.Name == "" || s.MAC == "" || s.Dir == "" {
+		return nil, errors.New("lab: server needs Name, MAC and Dir")
+	}
+	if s.CPUs == 0 {
+		s.CPUs = 1
+	}
+	if s.MemoryMB == 0 {
+		s.MemoryMB = 1024
+	}
+	if s.DiskGB == 0 {
+		s.DiskGB = 8
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	disk := filepath.Join(s.Dir, "disk.qcow2")
+	if err := run(ctx, "qemu-img", "create", "-q", "-f", "qcow2", disk, fmt.Sprintf("%dG", s.DiskGB)); err != nil {
+		return nil, err
+	}
+	if err := n.AddTap(ctx, tap); err != nil {
+		return nil, err
+	}
+	os.Remove(s.QMP())
+	accel := Accel()
+	cpu := "max"
+	if accel == "kvm" {
+		cpu = "host"
+	}
+	args := []string{
+		"-name", s.Name,
+		"-machine", "q35,accel=" + accel,
+		"-cpu", cpu,
+		"-smp", fmt.Sprint(s.CPUs),
+		"-m", fmt.Sprint(s.MemoryMB),
+		"-display", "none", "-monitor", "none",
+		"-serial", "file:" + s.SerialLog(),
+		"-qmp", "unix:" + s.QMP() + ",server=on,wait=off",
+		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,mac=" + s.MAC + ",bootindex=1",
+		"-drive", "file=" + disk + ",if=virtio,format=qcow2",
+		"-device", "virtio-rng-pci",
+		"-boot", "n",
+	}
+	if s.UUID != "" {
+		args = append(args, "-uuid", s.UUID)
+	}
+	if s.NoReboot {
+		args = append(args, "-no-reboot")
+	}
+	cmd := n.Command(ctx, "qemu-system-x86_64", args...)
+	log, err := os.Create(filepath.Join(s.Dir, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return nil, fmt.Errorf("starting QEMU for %s: %w", s.Name, err)
+	}
+	return cmd, nil
+}

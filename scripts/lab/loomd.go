@@ -1,0 +1,132 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+// Loomd describes a loomd to run inside a lab namespace.
+type Loomd struct {
+	// Bin is the loomd binary.
+	Bin string
+	// DataDir for the store and tokens; Socket is its unix API socket.
+	DataDir, Socket string
+	// BootDir holds the maintenance kernel and initramfs.
+	BootDir string
+	// Log receives loomd's output.
+	Log string
+	// Args are extra flags.
+	Args []string
+}
+
+// StartLoomd runs loomd in the namespace, serving netboot on the bridge,
+// and waits until its API answers on the socket. The process is reaped in
+// the background: stop it with cmd.Process.Signal, never cmd.Wait.
+func (n *Net) StartLoomd(ctx context.Context, l Loomd) (*exec.Cmd, *client.Client, error) {
+	args := append([]string{
+		"--data-dir", l.DataDir, "--api", ":8080", "--api-unix", l.Socket,
+		"--netboot-interface", n.Bridge, "--boot-dir", l.BootDir,
+	}, l.Args...)
+	cmd := n.Command(ctx, l.Bin, args...)
+	out, err := os.Create(l.Log)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		return nil, nil, fmt.Errorf("starting loomd: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); out.Close() }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			return nil, nil, fmt.Errorf("loomd exited at start (%v); its log:\n%s", err, Tail(l.Log, 20))
+		case <-time.After(200 * time.Millisecond):
+		}
+		tok, err := os.ReadFile(filepath.Join(l.DataDir, "operator.token"))
+		if err == nil {
+			c := &client.Client{BaseURL: "unix://" + l.Socket, Token: strings.TrimSpace(string(tok))}
+			if _, err := c.Nodes(ctx); err == nil {
+				return cmd, c, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return nil, nil, fmt.Errorf("loomd API not answering after 60s; its log:\n%s", Tail(l.Log, 20))
+		}
+	}
+}
+
+// WaitNode polls until a node with mac satisfies ok, or the deadline passes.
+func WaitNode(ctx context.Context, c *client.Client, mac string, d time.Duration, ok func(api.Node) bool) (api.Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var last api.Node
+	for {
+		nodes, err := c.Nodes(ctx)
+		if err == nil {
+			for _, n := range nodes {
+				if n.MAC == mac {
+					last = n
+					if ok(n) {
+						return n, nil
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last, fmt.Errorf("node %s: condition not met within %v (last phase %q)", mac, d, last.Phase)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Tail returns the last n lines of a file.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// RequireVM skips t when the lab cannot run here (not root, no QEMU, no
+// maintenance build), saying why, unless LOOM_REQUIRE_VM=1, in which case
+// a missing prerequisite fails the test.
+func RequireVM(t testing.TB, extra ...error) {
+	t.Helper()
+	var problems []string
+	if err := Prereqs(); err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, e := range extra {
+		if e != nil {
+			problems = append(problems, e.Error())
+		}
+	}
+	if len(problems) == 0 {
+		return
+	}
+	msg := strings.Join(problems, "; ")
+	if os.Getenv("LOOM_REQUIRE_VM") == "1" {
+		t.Fatalf("LOOM_REQUIRE_VM=1 but the VM test cannot run: %s", msg)
+	}
+	t.Skipf("skipping VM test: %s (set LOOM_REQUIRE_VM=1 to make this a failure)", msg)
+}
