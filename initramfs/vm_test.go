@@ -55,16 +55,11 @@ func TestNetbootRegisters(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	stopRA, err := ln.SendRouterAdverts(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopRA()
 
 	loomdLog := filepath.Join(dir, "loomd.log")
 	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
 		Bin: loomdBin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "loomd.sock"),
-		BootDir: boot, Log: loomdLog, Args: []string{"--heartbeat", "1s", "--grace", "6s"},
+		BootDir: boot, Log: loomdLog, Args: []string{"--heartbeat", "1s", "--grace", "6s", "--ipv6-ra"},
 	})
 	if err != nil {
 		t.Fatal(err)

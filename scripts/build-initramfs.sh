@@ -47,9 +47,9 @@ echo "   $(find "$stage/lib/modules" -name '*.ko*' | wc -l) modules"
 
 echo "== u-root (takes a minute or two)"
 mkdir -p "$out"
-version=$(git describe --always --dirty 2>/dev/null || echo dev)
+
 # shellcheck disable=SC2046
-GOOS=linux GOARCH=amd64 CGO_ENABLED=0 GOFLAGS="-ldflags=-X=github.com/loomfabric/loom/agent/maintenance.Version=$version" \
+GOOS=linux GOARCH=amd64 CGO_ENABLED=0 \
 	go tool u-root -o "$out/initramfs.cpio" \
 	-uinitcmd="loom-agent maintenance" -defaultsh=gosh \
 	-files "$stage/lib/modules:lib/modules" \

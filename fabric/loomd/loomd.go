@@ -61,6 +61,9 @@ type Config struct {
 	FabricURL string
 	// KernelArgs are extra kernel arguments for the maintenance OS.
 	KernelArgs string
+	// IPv6RA sends "no router here" IPv6 router adverts on the netboot
+	// interface so iPXE does not wait for one (see netboot.SendRouterAdverts).
+	IPv6RA bool
 	// HeartbeatInterval told to agents. Default 5s.
 	HeartbeatInterval time.Duration
 	// Grace before a silent node is Unreachable. Default 4×HeartbeatInterval.
@@ -113,6 +116,9 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		}
 		scfg.Boot = boot
 		g.Go(func() error { return srv.Serve(ctx) })
+		if c.IPv6RA {
+			g.Go(func() error { return netboot.SendRouterAdverts(ctx, c.NetbootInterface, 2*time.Second, log) })
+		}
 	}
 	hs := &http.Server{Handler: server.New(scfg, log), ReadHeaderTimeout: 10 * time.Second}
 	listeners := []net.Listener{ln}

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Prereqs says what is missing to run a lab, or nil.
@@ -70,7 +71,7 @@ func run(ctx context.Context, name string, args ...string) error {
 }
 
 // NewNet makes namespace ns with bridge "br0" at addr. IPv6 stays on with a
-// link-local address so SendRouterAdverts can stop iPXE waiting for one.
+// link-local address so loomd --ipv6-ra can stop iPXE waiting for adverts.
 func NewNet(ctx context.Context, ns string, addr netip.Prefix) (*Net, error) {
 	n := &Net{NS: ns, Bridge: "br0", Addr: addr}
 	if err := run(ctx, "ip", "netns", "add", ns); err != nil {
@@ -127,6 +128,8 @@ type Server struct {
 	Dir string
 	// NoReboot makes QEMU exit instead of rebooting (tests).
 	NoReboot bool
+	// Detach runs QEMU in a session of its own that outlives the caller.
+	Detach bool
 }
 
 // SerialLog is where the server's console goes.
@@ -214,6 +217,10 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		args = append(args, "-no-reboot")
 	}
 	cmd := n.Command(ctx, "qemu-system-x86_64", args...)
+	if s.Detach {
+		cmd = n.Command(context.Background(), "qemu-system-x86_64", args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	log, err := os.Create(filepath.Join(s.Dir, "qemu.log"))
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ type Loomd struct {
 	Log string
 	// Args are extra flags.
 	Args []string
+	// Detach runs loomd in a session of its own that outlives the caller.
+	Detach bool
 }
 
 // StartLoomd runs loomd in the namespace, serving netboot on the bridge,
@@ -37,6 +40,10 @@ func (n *Net) StartLoomd(ctx context.Context, l Loomd) (*exec.Cmd, *client.Clien
 		"--netboot-interface", n.Bridge, "--boot-dir", l.BootDir,
 	}, l.Args...)
 	cmd := n.Command(ctx, l.Bin, args...)
+	if l.Detach {
+		cmd = n.Command(context.Background(), l.Bin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	out, err := os.Create(l.Log)
 	if err != nil {
 		return nil, nil, err

@@ -37,6 +37,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.BootDir, "boot-dir", "build/maintenance", "directory with vmlinuz and initramfs.cpio.xz")
 	fs.StringVar(&c.FabricURL, "fabric-url", "", "URL booting machines reach the API at (default from the netboot address)")
 	fs.StringVar(&c.KernelArgs, "kernel-args", "", "kernel arguments for the maintenance OS (default console=tty0 console=ttyS0,115200 panic=-1)")
+	fs.BoolVar(&c.IPv6RA, "ipv6-ra", false, "send 'no router' IPv6 router adverts on the netboot interface (saves iPXE ~13 s where no IPv6 router exists)")
 	fs.DurationVar(&c.LeaseTime, "lease-time", 0, "DHCP lease time (default 1h)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", 0, "heartbeat interval told to agents (default 5s)")
 	fs.DurationVar(&c.Grace, "grace", 0, "silence before a node is Unreachable (default 4 heartbeats)")

@@ -1,0 +1,224 @@
+// Command lab runs Loom's lab: loomd in a network namespace of its own,
+// serving DHCP and netboot on a bridge, and N QEMU servers that PXE-boot
+// from it and register.
+//
+//	lab up [-n 3]   start (replacing a lab that is already up)
+//	lab down        stop the lab's processes and remove its namespace
+//
+// State (PIDs, namespace) is kept in build/lab/state.json from the first
+// step on, so `lab down` cleans up after a crash too.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/scripts/lab"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "lab:", err)
+		os.Exit(1)
+	}
+}
+
+// state is what `lab down` needs.
+type state struct {
+	NS    string `json:"ns"`
+	Procs []proc `json:"procs"`
+}
+
+type proc struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid"`
+	// Exe is the program, checked before a signal so a reused PID is spared.
+	Exe string `json:"exe"`
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("lab", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	n := fs.Int("n", 3, "number of servers")
+	dir := fs.String("dir", "build/lab", "lab directory (logs, disks, state)")
+	cpus := fs.Int("cpus", 1, "vCPUs per server")
+	mem := fs.Int("memory", 1024, "MiB of memory per server")
+	disk := fs.Int("disk", 16, "GiB of (sparse) disk per server")
+	wait := fs.Duration("wait", 6*time.Minute, "how long `up` waits for every server to register")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	switch fs.Arg(0) {
+	case "up":
+		return up(ctx, abs, *n, *cpus, *mem, *disk, *wait, stdout)
+	case "down":
+		return down(abs, stdout)
+	}
+	return errors.New("usage: lab [flags] up|down")
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "state.json") }
+
+func save(dir string, st *state) error {
+	b, _ := json.MarshalIndent(st, "", "  ")
+	return os.WriteFile(statePath(dir), b, 0o644)
+}
+
+func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Duration, out io.Writer) error {
+	if err := lab.Prereqs(); err != nil {
+		return err
+	}
+	for _, f := range []string{"build/bin/loomd", "build/maintenance/vmlinuz", "build/maintenance/initramfs.cpio.xz"} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%v (run 'make build initramfs')", err)
+		}
+	}
+	if _, err := os.Stat(statePath(dir)); err == nil {
+		fmt.Fprintln(out, "== a lab is up already; taking it down first")
+		if err := down(dir, out); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	st := &state{NS: "loom-lab-" + lab.Suffix()}
+	if err := save(dir, st); err != nil {
+		return err
+	}
+	ln, err := lab.NewNet(ctx, st.NS, netip.MustParsePrefix("10.77.0.1/24"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "== namespace %s, bridge %s %s\n", ln.NS, ln.Bridge, ln.Addr)
+
+	bin, _ := filepath.Abs("build/bin/loomd")
+	boot, _ := filepath.Abs("build/maintenance")
+	ldLog := filepath.Join(dir, "loomd.log")
+	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
+		Bin: bin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "loomd.sock"),
+		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra"}, Detach: true,
+	})
+	if err != nil {
+		return err
+	}
+	st.Procs = append(st.Procs, proc{Name: "loomd", PID: ld.Process.Pid, Exe: "loomd"})
+	if err := save(dir, st); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "== loomd up (pid %d), log %s\n", ld.Process.Pid, ldLog)
+
+	accel := lab.Accel()
+	var servers []lab.Server
+	for i := 1; i <= n; i++ {
+		s := lab.Server{
+			Name: fmt.Sprintf("server%d", i), MAC: fmt.Sprintf("52:54:00:4c:00:%02x", i), UUID: lab.NewUUID(),
+			CPUs: cpus, MemoryMB: mem, DiskGB: disk, Dir: filepath.Join(dir, fmt.Sprintf("server%d", i)), Detach: true,
+		}
+		cmd, err := ln.Start(ctx, s, fmt.Sprintf("tap%d", i))
+		if err != nil {
+			return err
+		}
+		go cmd.Wait()
+		st.Procs = append(st.Procs, proc{Name: s.Name, PID: cmd.Process.Pid, Exe: "qemu-system-x86_64"})
+		if err := save(dir, st); err != nil {
+			return err
+		}
+		servers = append(servers, s)
+		fmt.Fprintf(out, "== %s (%s, %s) booting from the network under %s, console %s\n", s.Name, s.MAC, s.Dir, accel, s.SerialLog())
+	}
+
+	fmt.Fprintf(out, "== waiting for %d servers to register (up to %v)\n", n, wait)
+	start := time.Now()
+	for _, s := range servers {
+		node, err := lab.WaitNode(ctx, fabric, s.MAC, wait-time.Since(start), func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+		if err != nil {
+			fmt.Fprintf(out, "!! %s: %v; its console:\n%s\n", s.Name, err, lab.Tail(s.SerialLog(), 15))
+			continue
+		}
+		fmt.Fprintf(out, "   %s registered as %s after %.0fs\n", s.Name, node.ID, time.Since(start).Seconds())
+	}
+	env := []string{"LOOM_ADDR=" + fabric.BaseURL, "LOOM_TOKEN=" + fabric.Token}
+	cmd := exec.CommandContext(ctx, "build/bin/loom", "nodes")
+	cmd.Env, cmd.Stdout, cmd.Stderr = append(os.Environ(), env...), out, out
+	fmt.Fprintln(out)
+	cmd.Run()
+	fmt.Fprintf(out, `
+The lab is up. Look around:
+  export LOOM_ADDR=%s
+  export LOOM_TOKEN=$(sudo cat %s)
+  build/bin/loom nodes
+  build/bin/loom node show ID
+  tail -f %s/server1/serial.log     # a server's console
+  tail -f %s                        # loomd
+Take it down with: sudo make lab-down
+`, fabric.BaseURL, filepath.Join(dir, "data", "operator.token"), dir, ldLog)
+	return nil
+}
+
+func down(dir string, out io.Writer) error {
+	b, err := os.ReadFile(statePath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintln(out, "no lab is up (no", statePath(dir)+")")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("reading %s: %w", statePath(dir), err)
+	}
+	for i := len(st.Procs) - 1; i >= 0; i-- {
+		p := st.Procs[i]
+		if !running(p) {
+			continue
+		}
+		syscall.Kill(p.PID, syscall.SIGTERM)
+		for t := 0; t < 50 && running(p); t++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if running(p) {
+			syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+		fmt.Fprintf(out, "== stopped %s (pid %d)\n", p.Name, p.PID)
+	}
+	if st.NS != "" {
+		if err := exec.Command("ip", "netns", "del", st.NS).Run(); err == nil {
+			fmt.Fprintf(out, "== removed namespace %s\n", st.NS)
+		}
+	}
+	return os.Remove(statePath(dir))
+}
+
+// running reports whether pid is alive and still the program we started.
+func running(p proc) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+	if err != nil {
+		return false
+	}
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID))
+	if strings.Contains(string(stat), ") Z ") {
+		return false // a zombie: already dead
+	}
+	return strings.Contains(string(b), p.Exe)
+}
