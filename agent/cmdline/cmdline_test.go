@@ -1,0 +1,53 @@
+package cmdline
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      string
+		want    Config
+		wantErr bool
+	}{
+		{
+			name: "as the iPXE script writes it",
+			in:   "initrd=initramfs loom.fabric=http://10.77.0.1:8080 loom.token=ABC loom.bootmac=52:54:00:4C:00:01 console=ttyS0,115200 panic=-1\n",
+			want: Config{Fabric: "http://10.77.0.1:8080", Token: "ABC", BootMAC: "52:54:00:4c:00:01"},
+		},
+		{
+			name: "quoted value and tabs",
+			in:   "quiet\tloom.fabric=\"https://fabric.example:8443\" loom.token=T",
+			want: Config{Fabric: "https://fabric.example:8443", Token: "T"},
+		},
+		{name: "missing fabric", in: "loom.token=T", wantErr: true},
+		{name: "missing token", in: "loom.fabric=http://a:1", wantErr: true},
+		{name: "fabric not a URL", in: "loom.fabric=10.0.0.1 loom.token=T", wantErr: true},
+		{name: "bad boot MAC", in: "loom.fabric=http://a:1 loom.token=T loom.bootmac=zz", wantErr: true},
+		{name: "empty", in: "", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse(tc.in)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("Parse(%q) error = %v, want error %v", tc.in, err, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Parse(%q) (-want +got):\n%s", tc.in, diff)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("loom.fabric=http://10.0.0.1:8080 loom.token=X loom.bootmac=52:54:00:00:00:01")
+	f.Add("a=\"b c\" loom.fabric=\"")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse(s)
+		if err == nil && (c.Fabric == "" || c.Token == "") {
+			t.Errorf("Parse(%q) = %+v without error but incomplete", s, c)
+		}
+	})
+}
