@@ -399,7 +399,10 @@ func (r *Registry) sweep(ctx context.Context) error {
 	now := r.cfg.Now()
 	for _, id := range Unreachable(nodes, seen, r.started, now, r.cfg.Grace) {
 		_, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
-			if n.Phase == api.PhaseRegistered {
+			r.mu.Lock()
+			fresh := now.Sub(r.lastSeen[id]) <= r.cfg.Grace // a heartbeat since the snapshot
+			r.mu.Unlock()
+			if n.Phase == api.PhaseRegistered && !fresh {
 				n.Phase = api.PhaseUnreachable
 				n.PhaseChanged = now
 			}

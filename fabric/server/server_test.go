@@ -1,0 +1,207 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/node"
+	"github.com/loomfabric/loom/fabric/store"
+)
+
+const (
+	opToken     = "operator-token"
+	enrollToken = "enroll-token"
+)
+
+// newAPI serves the API over a registry on a real embedded etcd.
+func newAPI(t *testing.T) (*httptest.Server, *store.Store) {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
+	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken}, nil))
+	t.Cleanup(srv.Close)
+	return srv, st
+}
+
+func call(t *testing.T, srv *httptest.Server, method, path, token, body string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/json" {
+		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, resp.Header.Get("Content-Type"))
+	}
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: decoding: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+const regBody = `{"mac":"52:54:00:AA:00:01","ip":"10.0.0.100","inventory":{"cpu":{"model":"x","count":4},"memoryBytes":1073741824,
+ "dmi":{"uuid":"4CAE4D26-B1C8-4450-B8EF-3D290B8D4695"},"nics":[{"name":"eth0","mac":"52:54:00:aa:00:01","link":true},{"name":"eth1","mac":"52:54:00:aa:00:02"}],
+ "disks":[{"name":"vda","sizeBytes":8589934592}]}}`
+
+func TestRejections(t *testing.T) {
+	srv, _ := newAPI(t)
+	for _, tc := range []struct {
+		name, method, path, token, body string
+		want                            int
+	}{
+		{"register without token", "POST", "/v1/nodes/register", "", regBody, 401},
+		{"register with operator token", "POST", "/v1/nodes/register", opToken, regBody, 401},
+		{"register truncated JSON", "POST", "/v1/nodes/register", enrollToken, regBody[:40], 400},
+		{"register trailing garbage", "POST", "/v1/nodes/register", enrollToken, regBody + "{}", 400},
+		{"register wrong types", "POST", "/v1/nodes/register", enrollToken, `{"mac":1}`, 400},
+		{"register bad MAC", "POST", "/v1/nodes/register", enrollToken, `{"mac":"nope"}`, 400},
+		{"register bad NIC MAC", "POST", "/v1/nodes/register", enrollToken, `{"mac":"52:54:00:00:00:01","inventory":{"nics":[{"mac":"x"}]}}`, 400},
+		{"register oversized", "POST", "/v1/nodes/register", enrollToken, `{"mac":"` + strings.Repeat("a", api.MaxBodyBytes) + `"}`, 400},
+		{"nodes without token", "GET", "/v1/nodes", "", "", 401},
+		{"nodes with enroll token", "GET", "/v1/nodes", enrollToken, "", 401},
+		{"unknown node", "GET", "/v1/nodes/n-nope", opToken, "", 404},
+		{"status of unknown node", "POST", "/v1/nodes/n-nope/status", "whatever", "{}", 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e api.Error
+			if got := call(t, srv, tc.method, tc.path, tc.token, tc.body, &e); got != tc.want {
+				t.Errorf("%s %s = %d (%q), want %d", tc.method, tc.path, got, e.Message, tc.want)
+			}
+			if e.Message == "" {
+				t.Errorf("%s %s: error without a message", tc.method, tc.path)
+			}
+		})
+	}
+	var nodes []api.Node
+	call(t, srv, "GET", "/v1/nodes", opToken, "", &nodes)
+	if len(nodes) != 0 {
+		t.Errorf("after only bad requests the store holds %d nodes, want 0", len(nodes))
+	}
+}
+
+func TestRegisterHeartbeatAndIdempotence(t *testing.T) {
+	srv, _ := newAPI(t)
+	var r1 api.RegisterResponse
+	if code := call(t, srv, "POST", "/v1/nodes/register", enrollToken, regBody, &r1); code != 200 {
+		t.Fatalf("register = %d", code)
+	}
+	if r1.NodeID == "" || r1.Credential == "" || r1.HeartbeatInterval != api.Duration(time.Second) {
+		t.Fatalf("register answer = %+v", r1)
+	}
+
+	// Same machine again (same UUID, boot MAC now eth1): same node, new credential.
+	again := strings.Replace(regBody, `"mac":"52:54:00:AA:00:01","ip"`, `"mac":"52:54:00:aa:00:02","ip"`, 1)
+	var r2 api.RegisterResponse
+	call(t, srv, "POST", "/v1/nodes/register", enrollToken, again, &r2)
+	if r2.NodeID != r1.NodeID {
+		t.Errorf("re-registration made node %s, want the same node %s", r2.NodeID, r1.NodeID)
+	}
+	// Same MAC, placeholder UUID: still the same node.
+	zero := strings.Replace(regBody, "4CAE4D26-B1C8-4450-B8EF-3D290B8D4695", "00000000-0000-0000-0000-000000000000", 1)
+	var r3 api.RegisterResponse
+	call(t, srv, "POST", "/v1/nodes/register", enrollToken, zero, &r3)
+	if r3.NodeID != r1.NodeID {
+		t.Errorf("registration by MAC made node %s, want %s", r3.NodeID, r1.NodeID)
+	}
+	// Another machine with the same placeholder UUID is a different node.
+	other := strings.NewReplacer("52:54:00:AA:00:01", "52:54:00:bb:00:01", "52:54:00:aa:00:01", "52:54:00:bb:00:01", "52:54:00:aa:00:02", "52:54:00:bb:00:02").Replace(zero)
+	var r4 api.RegisterResponse
+	call(t, srv, "POST", "/v1/nodes/register", enrollToken, other, &r4)
+	if r4.NodeID == r1.NodeID {
+		t.Errorf("a different machine with a zero UUID was merged into %s", r1.NodeID)
+	}
+
+	// The old credential was replaced; the new one works.
+	if code := call(t, srv, "POST", "/v1/nodes/"+r1.NodeID+"/status", r1.Credential, `{}`, nil); code != 401 {
+		t.Errorf("heartbeat with a superseded credential = %d, want 401", code)
+	}
+	if code := call(t, srv, "POST", "/v1/nodes/"+r1.NodeID+"/status", r3.Credential, `{"ip":"10.0.0.101"}`, nil); code != 200 {
+		t.Errorf("heartbeat = %d, want 200", code)
+	}
+	if code := call(t, srv, "POST", "/v1/nodes/"+r4.NodeID+"/status", r3.Credential, `{}`, nil); code != 401 {
+		t.Errorf("heartbeat with another node's credential = %d, want 401", code)
+	}
+
+	var nodes []api.Node
+	call(t, srv, "GET", "/v1/nodes", opToken, "", &nodes)
+	if len(nodes) != 2 {
+		t.Fatalf("GET /v1/nodes: %d nodes, want 2", len(nodes))
+	}
+	var n api.Node
+	call(t, srv, "GET", "/v1/nodes/"+r1.NodeID, opToken, "", &n)
+	got := struct {
+		Phase api.Phase
+		IP    string
+		CPUs  int
+		MACs  []string
+	}{n.Phase, n.IP, n.Inventory.CPU.Count, []string{n.Inventory.NICs[0].MAC, n.Inventory.NICs[1].MAC}}
+	want := struct {
+		Phase api.Phase
+		IP    string
+		CPUs  int
+		MACs  []string
+	}{api.PhaseRegistered, "10.0.0.101", 4, []string{"52:54:00:aa:00:01", "52:54:00:aa:00:02"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("node %s (-want +got):\n%s", r1.NodeID, diff)
+	}
+	if n.LastSeen.IsZero() {
+		t.Errorf("node %s has no LastSeen after a heartbeat", n.ID)
+	}
+}
+
+// fakeRegistry answers without a store, for fuzzing the HTTP layer.
+type fakeRegistry struct{}
+
+func (fakeRegistry) Register(_ context.Context, reg api.Registration) (api.Node, string, error) {
+	return api.Node{ID: "n-1", MAC: reg.MAC}, "cred", nil
+}
+func (fakeRegistry) Authenticate(context.Context, string, string) error  { return node.ErrUnauthorized }
+func (fakeRegistry) Heartbeat(context.Context, string, api.Status) error { return nil }
+func (fakeRegistry) List(context.Context) ([]api.Node, error)            { return nil, nil }
+func (fakeRegistry) Get(context.Context, string) (api.Node, error) {
+	return api.Node{}, store.ErrNotFound
+}
+func (fakeRegistry) HeartbeatInterval() time.Duration { return time.Second }
+
+// FuzzRegister: any body gets a 200 or a 4xx with a JSON message, never a
+// panic or a 5xx.
+func FuzzRegister(f *testing.F) {
+	f.Add(regBody)
+	f.Add(`{"mac":"52:54:00:00:00:01","inventory":{"nics":[{"mac":"52:54:00:00:00:01"}]}}`)
+	f.Add(`{"mac":`)
+	f.Add(`[]`)
+	h := New(Config{Registry: fakeRegistry{}, OperatorToken: opToken, EnrollToken: enrollToken}, nil)
+	f.Fuzz(func(t *testing.T, body string) {
+		req := httptest.NewRequest("POST", "/v1/nodes/register", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+enrollToken)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("register(%q) = %d", body, rec.Code)
+		}
+		if rec.Code != 200 {
+			var e api.Error
+			if json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Message == "" {
+				t.Fatalf("register(%q) = %d without a JSON error message: %q", body, rec.Code, rec.Body.String())
+			}
+		}
+	})
+}
