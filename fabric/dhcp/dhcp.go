@@ -67,8 +67,9 @@ type Config struct {
 	ScriptURL func(mac string) string
 	// Leases persists leases. Required.
 	Leases LeaseStore
-	// Seen is called (synchronously, so keep it quick) with each client's
-	// MAC when it asks for an address. Default: nothing.
+	// Seen is called with the MAC of each netboot (PXE or iPXE) client that
+	// sends a DISCOVER. It runs in the packet path: it must not block.
+	// Default: nothing.
 	Seen func(mac string)
 	// OfferHold is how long an offered address is held. Default 30s.
 	OfferHold time.Duration

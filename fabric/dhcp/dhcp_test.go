@@ -451,3 +451,15 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("100 concurrent ACKs took %d store transactions, want them batched (≤ 10)", store.txns)
 	}
 }
+
+func TestSeenOnlyNetbootClients(t *testing.T) {
+	var seen []string
+	s, _ := newTestServer(t, newFakeLeases(), func(c *Config) { c.Seen = func(m string) { seen = append(seen, m) } })
+	ctx := context.Background()
+	s.Handle(ctx, discover(mac(1)))
+	s.Handle(ctx, discover(mac(2), dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE"))))
+	s.Handle(ctx, discover(mac(3), dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001"))))
+	if diff := cmp.Diff([]string{mac(2).String(), mac(3).String()}, seen); diff != "" {
+		t.Errorf("Seen (-want +got):\n%s", diff)
+	}
+}

@@ -19,7 +19,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 	mac := req.ClientHWAddr.String()
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
-		s.seen(mac)
+		s.seen(req)
 		ip, err := s.pool.offer(mac, req.RequestedIPAddress(), now)
 		if err != nil {
 			s.log.Warn("dhcp: no offer", "mac", mac, "err", err)
@@ -49,7 +49,6 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 			// No ACK without a stored lease; the client will retry.
 			return nil
 		}
-		s.seen(mac)
 		return s.reply(req, dhcpv4.MessageTypeAck, ip)
 
 	case dhcpv4.MessageTypeRelease:
@@ -72,9 +71,12 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 	return nil
 }
 
-func (s *Server) seen(mac string) {
-	if s.cfg.Seen != nil {
-		s.cfg.Seen(mac)
+// seen reports netboot clients (PXE or iPXE) to Config.Seen. Plain DHCP
+// clients on the same network (BMCs, switches, the maintenance agent's own
+// lease) are not machines arriving to be managed.
+func (s *Server) seen(req *dhcpv4.DHCPv4) {
+	if s.cfg.Seen != nil && clientKind(req) != kindNone {
+		s.cfg.Seen(req.ClientHWAddr.String())
 	}
 }
 

@@ -109,7 +109,9 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
-		srv, boot, err := c.netboot(ctx, st, reg, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
+		discovered := make(chan string, 1024)
+		g.Go(func() error { return recordDiscovered(ctx, reg, discovered, log) })
+		srv, boot, err := c.netboot(ctx, st, discovered, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -151,7 +153,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	return g.Wait()
 }
 
-func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, error) {
+func (c *Config) netboot(ctx context.Context, st *store.Store, discovered chan<- string, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, error) {
 	ifi, err := net.InterfaceByName(c.NetbootInterface)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loomd: netboot interface: %w", err)
@@ -177,8 +179,9 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 		PoolStart: start, PoolEnd: end, Router: c.Router, DNS: c.DNS, LeaseTime: c.LeaseTime,
 		Reservations: c.Reservations, ScriptURL: boot.ScriptURL, Leases: st,
 		Seen: func(mac string) {
-			if err := reg.Discovered(ctx, mac); err != nil {
-				log.Warn("recording discovered node", "mac", mac, "err", err)
+			select {
+			case discovered <- mac:
+			default: // the recorder is behind; the MAC will DISCOVER again
 			}
 		},
 	}, log)
@@ -186,6 +189,21 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 		return nil, nil, err
 	}
 	return srv, boot, nil
+}
+
+// recordDiscovered turns MACs from DHCP into Discovered nodes, off the
+// packet path.
+func recordDiscovered(ctx context.Context, reg *node.Registry, macs <-chan string, log *slog.Logger) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case mac := <-macs:
+			if err := reg.Discovered(ctx, mac); err != nil && ctx.Err() == nil {
+				log.Warn("recording discovered node", "mac", mac, "err", err)
+			}
+		}
+	}
 }
 
 func firstIPv4(ifi *net.Interface) (*net.IPNet, error) {
