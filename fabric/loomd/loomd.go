@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/loomfabric/loom/fabric/dhcp"
+	"github.com/loomfabric/loom/fabric/image"
 	"github.com/loomfabric/loom/fabric/netboot"
 	"github.com/loomfabric/loom/fabric/node"
 	"github.com/loomfabric/loom/fabric/server"
@@ -105,7 +106,8 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("loomd: API listener: %w", err)
 	}
-	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok}
+	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(c.DataDir, "images")}, KV: st}
+	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

@@ -39,6 +39,8 @@ type Config struct {
 	EnrollToken string
 	// Boot, if set, serves GET /boot/{file} without authentication.
 	Boot http.Handler
+	// Images, if set, serves /v1/images.
+	Images Images
 }
 
 // New returns the API handler.
@@ -52,6 +54,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	mux.HandleFunc("POST /v1/nodes/{id}/status", a.status)
 	mux.HandleFunc("GET /v1/nodes", a.operator(a.listNodes))
 	mux.HandleFunc("GET /v1/nodes/{id}", a.operator(a.getNode))
+	if cfg.Images != nil {
+		a.routeImages(mux)
+	}
 	if cfg.Boot != nil {
 		mux.Handle("GET /boot/{file}", cfg.Boot)
 	}

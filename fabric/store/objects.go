@@ -219,3 +219,60 @@ func (s *Store) Ping(ctx context.Context, d time.Duration) error {
 	_, err := s.cli.Get(ctx, prefix+"ping")
 	return err
 }
+
+func imageKey(name string) string { return prefix + "images/" + name }
+
+// CreateImage stores a manifest under its name; ErrExists if taken.
+func (s *Store) CreateImage(ctx context.Context, m api.Manifest) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(imageKey(m.Name)), "=", 0)).
+		Then(clientv3.OpPut(imageKey(m.Name), string(b))).Commit()
+	if err != nil {
+		return fmt.Errorf("storing image %s: %w", m.Name, err)
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("image %s: %w", m.Name, ErrExists)
+	}
+	return nil
+}
+
+// Image reads one manifest.
+func (s *Store) Image(ctx context.Context, name string) (api.Manifest, error) {
+	b, _, err := s.get(ctx, imageKey(name))
+	if err != nil {
+		return api.Manifest{}, err
+	}
+	return decode[api.Manifest](b)
+}
+
+// Images lists every manifest.
+func (s *Store) Images(ctx context.Context) ([]api.Manifest, error) {
+	vals, err := s.list(ctx, prefix+"images/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Manifest, 0, len(vals))
+	for _, v := range vals {
+		m, err := decode[api.Manifest](v)
+		if err != nil {
+			return nil, fmt.Errorf("decoding image: %w", err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// DeleteImage removes a manifest.
+func (s *Store) DeleteImage(ctx context.Context, name string) error {
+	r, err := s.cli.Delete(ctx, imageKey(name))
+	if err != nil {
+		return fmt.Errorf("deleting image %s: %w", name, err)
+	}
+	if r.Deleted == 0 {
+		return fmt.Errorf("image %s: %w", name, ErrNotFound)
+	}
+	return nil
+}

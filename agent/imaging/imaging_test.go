@@ -1,0 +1,184 @@
+package imaging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/image"
+)
+
+// testImage is 8 MiB: random data in a few spans, zeros elsewhere.
+func testImage() []byte {
+	img := make([]byte, 8<<20)
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, span := range [][2]int{{0, 64 << 10}, {1 << 20, 3 << 20}, {(8 << 20) - 4096, 8 << 20}} {
+		for i := span[0]; i < span[1]; i++ {
+			img[i] = byte(r.Uint32())
+		}
+	}
+	return img
+}
+
+// dirtyTarget is a file full of 0xAA, larger than the image.
+func dirtyTarget(t *testing.T, size int) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "disk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	f.Write(bytes.Repeat([]byte{0xAA}, size))
+	return f
+}
+
+func ingest(t *testing.T, data []byte) (api.Manifest, string) {
+	t.Helper()
+	b := image.Blobs{Dir: t.TempDir()}
+	m, err := b.Ingest(bytes.NewReader(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Name = "test"
+	return m, b.Path(m.Digest)
+}
+
+func check(t *testing.T, f *os.File, img []byte) {
+	t.Helper()
+	got := make([]byte, len(img))
+	if _, err := f.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, img) {
+		for i := range got {
+			if got[i] != img[i] {
+				t.Fatalf("target differs from the image at byte %d: %#x, want %#x", i, got[i], img[i])
+			}
+		}
+	}
+}
+
+// flaky serves a blob but cuts the first big response halfway.
+func flaky(t *testing.T, path string, cuts *atomic.Int32) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f, err := os.Open(path)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		defer f.Close()
+		if cuts.Load() > 0 {
+			cuts.Add(-1)
+			hj := &cutter{ResponseWriter: w, left: 300 << 10}
+			http.ServeContent(hj, r, "", fileTime(), f)
+			return
+		}
+		http.ServeContent(w, r, "", fileTime(), f)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+type cutter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (c *cutter) Write(p []byte) (int, error) {
+	if len(p) > c.left {
+		c.ResponseWriter.Write(p[:c.left])
+		panic(http.ErrAbortHandler) // drop the connection mid-body
+	}
+	c.left -= len(p)
+	return c.ResponseWriter.Write(p)
+}
+
+func TestWrite(t *testing.T) {
+	img := testImage()
+	var z bytes.Buffer
+	zw, _ := zstd.NewWriter(&z)
+	zw.Write(img)
+	zw.Close()
+	for _, tc := range []struct {
+		name string
+		data []byte
+		http bool
+		cuts int32
+	}{
+		{"raw from a file", img, false, 0},
+		{"raw over HTTP", img, true, 0},
+		{"raw over HTTP, cut twice, resumed", img, true, 2},
+		{"zstd over HTTP", z.Bytes(), true, 0},
+		{"zstd over HTTP, cut once, restarted", z.Bytes(), true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, blob := ingest(t, tc.data)
+			target := dirtyTarget(t, 9<<20)
+			var src Source
+			var cuts atomic.Int32
+			cuts.Store(tc.cuts)
+			if tc.http {
+				src = &HTTPSource{URL: flaky(t, blob, &cuts).URL}
+			} else {
+				f, _ := os.Open(blob)
+				defer f.Close()
+				src = FileSource{F: f}
+			}
+			var last uint64
+			w := &Writer{Manifest: m, Source: src, Target: target, ChunkSize: 256 << 10, Progress: func(d, _ uint64) { last = d }}
+			if err := w.Write(context.Background()); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			check(t, target, img)
+			if last != m.DataBytes {
+				t.Errorf("final progress %d, want %d", last, m.DataBytes)
+			}
+			if cuts.Load() != 0 {
+				t.Errorf("%d planned cuts never happened: the test did not exercise resumption", cuts.Load())
+			}
+			// The holes were punched, not written.
+			if off, err := unix.Seek(int(target.Fd()), 64<<10, unix.SEEK_HOLE); err != nil || off != 64<<10 {
+				t.Errorf("SEEK_HOLE from 64K = %d, %v; want a hole at 64K", off, err)
+			}
+		})
+	}
+}
+
+func TestWriteRejectsCorruptBlob(t *testing.T) {
+	img := testImage()
+	m, blob := ingest(t, img)
+	f, _ := os.OpenFile(blob, os.O_RDWR, 0)
+	f.WriteAt([]byte{img[2<<20] ^ 0xFF}, 2<<20) // flip one byte inside a range
+	f.Close()
+	target := dirtyTarget(t, 9<<20)
+	src, _ := os.Open(blob)
+	defer src.Close()
+	err := (&Writer{Manifest: m, Source: FileSource{F: src}, Target: target}).Write(context.Background())
+	if !errors.Is(err, ErrVerify) {
+		t.Fatalf("Write of a corrupt blob = %v, want ErrVerify", err)
+	}
+	t.Logf("error: %v", err)
+}
+
+func TestWriteRejectsSmallTarget(t *testing.T) {
+	m, blob := ingest(t, testImage())
+	src, _ := os.Open(blob)
+	defer src.Close()
+	if err := (&Writer{Manifest: m, Source: FileSource{F: src}, Target: dirtyTarget(t, 1<<20)}).Write(context.Background()); err == nil {
+		t.Errorf("Write onto a 1 MiB target succeeded")
+	}
+}
+
+func fileTime() (t time.Time) { return t }
