@@ -10,6 +10,7 @@ pkgs=(
 	iproute2 kmod cpio xz-utils zstd        # namespaces, module closure, initramfs
 	curl ca-certificates git make gcc       # build and fetch
 	kea-admin kea-dhcp4-server dnsmasq-base # bench/dhcp peers (perfdhcp is in kea-admin)
+	bmap-tools e2fsprogs util-linux         # bench/imaging peer; host boot filesystem; losetup
 )
 missing=()
 for p in "${pkgs[@]}"; do

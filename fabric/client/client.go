@@ -10,8 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -45,7 +47,7 @@ func IsUnauthorized(err error) bool {
 	return errors.As(err, &se) && se.Code == http.StatusUnauthorized
 }
 
-var defaultHTTP = &http.Client{Timeout: 30 * time.Second}
+var defaultHTTP = &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 10 * time.Minute}}
 
 // transport returns the URL prefix and HTTP client for c.BaseURL, which may
 // be "unix:///path/to/loomd.sock" as well as http(s)://host:port.
@@ -55,7 +57,7 @@ func (c *Client) transport() (string, *http.Client) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}}
-		return "http://loomd", &http.Client{Timeout: 30 * time.Second, Transport: tr}
+		return "http://loomd", &http.Client{Transport: tr}
 	}
 	hc := c.HTTP
 	if hc == nil {
@@ -64,22 +66,33 @@ func (c *Client) transport() (string, *http.Client) {
 	return strings.TrimRight(c.BaseURL, "/"), hc
 }
 
+// CallTimeout bounds an ordinary API call whose context has no deadline.
+const CallTimeout = 30 * time.Second
+
 func (c *Client) do(ctx context.Context, method, path, token string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, CallTimeout)
+		defer cancel()
 	}
+	if in == nil {
+		return c.doBody(ctx, method, path, token, nil, "", out)
+	}
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return c.doBody(ctx, method, path, token, bytes.NewReader(b), "application/json", out)
+}
+
+func (c *Client) doBody(ctx context.Context, method, path, token string, body io.Reader, contentType string, out any) error {
 	base, hc := c.transport()
 	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -135,4 +148,54 @@ func (c *Client) Node(ctx context.Context, id string) (api.Node, error) {
 	var n api.Node
 	err := c.do(ctx, http.MethodGet, "/v1/nodes/"+id, c.Token, nil, &n)
 	return n, err
+}
+
+// Image reads an image's manifest (operator or enrollment token).
+func (c *Client) Image(ctx context.Context, name string) (api.Manifest, error) {
+	var m api.Manifest
+	err := c.do(ctx, http.MethodGet, "/v1/images/"+name, c.Token, nil, &m)
+	return m, err
+}
+
+// Images lists the images (operator token).
+func (c *Client) Images(ctx context.Context) ([]api.Manifest, error) {
+	var ms []api.Manifest
+	err := c.do(ctx, http.MethodGet, "/v1/images", c.Token, nil, &ms)
+	return ms, err
+}
+
+// RemoveImage deletes an image (operator token).
+func (c *Client) RemoveImage(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/images/"+name, c.Token, nil, nil)
+}
+
+// AddImage uploads an image, with an optional .bmap (operator token).
+func (c *Client) AddImage(ctx context.Context, name string, img io.Reader, bmap io.Reader) (api.Manifest, error) {
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	go func() {
+		err := func() error {
+			if bmap != nil {
+				p, err := mw.CreateFormFile("bmap", "image.bmap")
+				if err != nil {
+					return err
+				}
+				if _, err := io.Copy(p, bmap); err != nil {
+					return err
+				}
+			}
+			p, err := mw.CreateFormFile("image", name)
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(p, img); err != nil {
+				return err
+			}
+			return mw.Close()
+		}()
+		pw.CloseWithError(err)
+	}()
+	var m api.Manifest
+	err := c.doBody(ctx, http.MethodPost, "/v1/images?name="+url.QueryEscape(name), c.Token, pr, mw.FormDataContentType(), &m)
+	return m, err
 }

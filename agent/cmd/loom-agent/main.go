@@ -1,6 +1,7 @@
 // Command loom-agent is Loom's node agent. Modes:
 //
 //	loom-agent maintenance   the uinit of the maintenance OS (the default)
+//	loom-agent write-image   write one image onto a disk, verified (see writeimage.go)
 //
 // In maintenance mode it never exits: an error is logged and the agent
 // starts over after a pause, because a dying uinit would leave the machine
@@ -51,7 +52,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			log.Error("maintenance agent stopped; starting over in 10s", "err", err)
 			time.Sleep(10 * time.Second)
 		}
+	case "write-image":
+		return writeImage(ctx, fs.Args()[1:], os.Stdout, stderr, log)
 	default:
-		return fmt.Errorf("unknown mode %q (want maintenance)", mode)
+		return fmt.Errorf("unknown mode %q (want maintenance or write-image)", mode)
 	}
 }

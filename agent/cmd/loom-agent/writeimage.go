@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/loomfabric/loom/agent/imaging"
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+// writeImage is `loom-agent write-image`: write one image onto a device or
+// file with the same verified writer the maintenance agent uses.
+//
+//	loom-agent write-image [--token T] http://LOOMD/v1/images/NAME TARGET
+//	loom-agent write-image --manifest M.json --blob FILE TARGET
+func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("write-image", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	token := fs.String("token", os.Getenv("LOOM_TOKEN"), "token for loomd (enrollment or operator)")
+	manifest := fs.String("manifest", "", "local manifest (JSON) instead of a loomd URL")
+	blob := fs.String("blob", "", "local blob, with --manifest")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var m api.Manifest
+	var src imaging.Source
+	var target string
+	switch {
+	case *manifest != "" && *blob != "" && fs.NArg() == 1:
+		b, err := os.ReadFile(*manifest)
+		if err != nil {
+			return err
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			return fmt.Errorf("%s: %w", *manifest, err)
+		}
+		f, err := os.Open(*blob)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		src, target = imaging.FileSource{F: f}, fs.Arg(0)
+	case *manifest == "" && fs.NArg() == 2:
+		url := strings.TrimRight(fs.Arg(0), "/")
+		base, name, ok := strings.Cut(url, "/v1/images/")
+		if !ok {
+			return fmt.Errorf("%s: want http://LOOMD/v1/images/NAME", url)
+		}
+		var err error
+		m, err = (&client.Client{BaseURL: base, Token: *token}).Image(ctx, name)
+		if err != nil {
+			return err
+		}
+		src, target = &imaging.HTTPSource{URL: url + "/blob", Token: *token}, fs.Arg(1)
+	default:
+		return errors.New("usage: write-image [--token T] URL TARGET | write-image --manifest M --blob B TARGET")
+	}
+	f, err := os.OpenFile(target, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	start := time.Now()
+	w := &imaging.Writer{Manifest: m, Source: src, Target: f, Log: log}
+	if err := w.Write(ctx); err != nil {
+		return fmt.Errorf("writing %s to %s: %w", m.Name, target, err)
+	}
+	d := time.Since(start)
+	fmt.Fprintf(stdout, "wrote %s (%d bytes, %d of data in %d ranges) to %s in %.2fs, verified\n",
+		m.Name, m.Size, m.DataBytes, len(m.Ranges), target, d.Seconds())
+	return nil
+}
