@@ -8,10 +8,11 @@
 //     punched hole on a regular file. They are never read, hashed or sent.
 //  2. The data ranges stream from the Source: a "raw" image range by range
 //     (HTTP Range requests, so only data crosses the network), a
-//     "raw+zstd" image as one decompressed stream. One goroutine reads and
-//     hashes while another writes the previous chunk, so hashing overlaps
-//     with I/O; buffers come from a small fixed pool (memory stays flat
-//     whatever the image size). Each range's sha256 must match.
+//     "raw+zstd" image as one decompressed stream. Three stages run at
+//     once — fetch (and decompress), hash, write (O_DIRECT on a block
+//     device) — so hashing overlaps with I/O; buffers come from a small
+//     fixed pool (memory stays flat whatever the image size). Each range's
+//     sha256 must match.
 //  3. A broken transfer is resumed: a raw range continues from the exact
 //     byte it reached (its running hash continues too); a zstd stream is
 //     reopened and the ranges already verified are skipped.
@@ -35,6 +36,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"time"
+	"unsafe"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -84,6 +86,9 @@ type chunk struct {
 	off   int64
 	buf   []byte
 	fresh uint64 // bytes of buf not sent before (a restarted stream resends some)
+	rng   int    // index of the range the bytes belong to
+	first bool   // the range's first bytes: start its hash afresh
+	last  bool   // the range's last bytes: check its hash
 }
 
 // Write writes the image and verifies it.
@@ -114,16 +119,22 @@ func (w *Writer) Write(ctx context.Context) error {
 	if size < m.Size {
 		return fmt.Errorf("target holds %d bytes, image %s needs %d", size, m.Name, m.Size)
 	}
+	t0 := time.Now()
 	if err := w.zeroHoles(); err != nil {
 		return err
 	}
+	t1 := time.Now()
 	if err := w.writeData(ctx); err != nil {
 		return err
 	}
+	t2 := time.Now()
 	if err := w.Target.Sync(); err != nil {
 		return fmt.Errorf("fsync: %w", err)
 	}
-	return w.readBack()
+	t3 := time.Now()
+	err = w.readBack()
+	w.Log.Debug("imaging: done", "holes", t1.Sub(t0), "data", t2.Sub(t1), "fsync", t3.Sub(t2), "readback", time.Since(t3), "err", err)
+	return err
 }
 
 // holes lists the gaps between ranges in [0, Size).
@@ -151,58 +162,91 @@ func (w *Writer) zeroHoles() error {
 	return nil
 }
 
-// writeData runs the read+hash stage and the write stage concurrently.
+// writeData runs three stages concurrently: fetch (network or file, and
+// decompression), hash (and check each range as it completes), write.
 func (w *Writer) writeData(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	const depth = 4
-	pool := make(chan []byte, depth+2)
-	for range depth + 2 {
-		pool <- make([]byte, w.ChunkSize)
+	pool := make(chan []byte, 2*depth+2)
+	for range 2*depth + 2 {
+		pool <- alignedBuf(w.ChunkSize)
 	}
-	chunks := make(chan chunk, depth)
+	fetched := make(chan chunk, depth)
+	hashed := make(chan chunk, depth)
+	herr := make(chan error, 1)
 	werr := make(chan error, 1)
-	total := w.Manifest.DataBytes
-	go func() {
-		var done uint64
-		last := time.Now()
-		var err error
-		for c := range chunks {
-			if err == nil {
-				if _, e := w.Target.WriteAt(c.buf, c.off); e != nil {
-					err = fmt.Errorf("writing at %d: %w", c.off, e)
-					cancel()
-				}
-				done += c.fresh
-				if w.Progress != nil && time.Since(last) >= w.ProgressEvery {
-					w.Progress(done, total)
-					last = time.Now()
-				}
-			}
-			pool <- c.buf[:cap(c.buf)]
-		}
-		if err == nil && w.Progress != nil {
-			w.Progress(done, total)
-		}
-		werr <- err
-	}()
-	var rerr error
+	go func() { herr <- w.hashStage(fetched, hashed, cancel) }()
+	go func() { werr <- w.writeStage(hashed, pool, cancel) }()
+	var ferr error
 	if w.Manifest.Format == api.FormatRawZstd {
-		rerr = w.readZstd(ctx, pool, chunks)
+		ferr = w.readZstd(ctx, pool, fetched)
 	} else {
-		rerr = w.readRaw(ctx, pool, chunks)
+		ferr = w.readRaw(ctx, pool, fetched)
 	}
-	close(chunks)
-	if err := <-werr; err != nil {
-		return err
+	close(fetched)
+	hashErr, writeErr := <-herr, <-werr
+	switch {
+	case hashErr != nil:
+		return hashErr
+	case writeErr != nil:
+		return writeErr
 	}
-	return rerr
+	return ferr
+}
+
+func (w *Writer) hashStage(in <-chan chunk, out chan<- chunk, cancel func()) error {
+	defer close(out)
+	var h hash.Hash
+	var err error
+	for c := range in {
+		if err != nil {
+			continue // drain
+		}
+		if c.first {
+			h = sha256.New()
+		}
+		h.Write(c.buf)
+		out <- c
+		if c.last {
+			r := w.Manifest.Ranges[c.rng]
+			if got := hex.EncodeToString(h.Sum(nil)); got != r.SHA256 {
+				err = fmt.Errorf("%w: range %d (%d+%d): sha256 mismatch: got %s, want %s", ErrVerify, c.rng, r.Offset, r.Length, got, r.SHA256)
+				cancel()
+			}
+		}
+	}
+	return err
+}
+
+func (w *Writer) writeStage(in <-chan chunk, pool chan<- []byte, cancel func()) error {
+	total := w.Manifest.DataBytes
+	var done uint64
+	last := time.Now()
+	var err error
+	for c := range in {
+		if err == nil {
+			if _, e := w.Target.WriteAt(c.buf, c.off); e != nil {
+				err = fmt.Errorf("writing at %d: %w", c.off, e)
+				cancel()
+			}
+			done += c.fresh
+			if w.Progress != nil && time.Since(last) >= w.ProgressEvery {
+				w.Progress(done, total)
+				last = time.Now()
+			}
+		}
+		pool <- c.buf[:cap(c.buf)]
+	}
+	if err == nil && w.Progress != nil {
+		w.Progress(done, total)
+	}
+	return err
 }
 
 // readRaw fetches each range on its own, resuming at the byte it reached.
 func (w *Writer) readRaw(ctx context.Context, pool chan []byte, out chan<- chunk) error {
 	for i, r := range w.Manifest.Ranges {
-		h := sha256.New()
 		at := r.Offset
 		end := r.Offset + r.Length
 		for attempt := 0; at < end; attempt++ {
@@ -211,7 +255,7 @@ func (w *Writer) readRaw(ctx context.Context, pool chan []byte, out chan<- chunk
 			}
 			rc, err := w.Source.Open(ctx, int64(at), int64(end-at))
 			if err == nil {
-				at, err = w.pump(ctx, rc, h, at, end, pool, out)
+				at, err = w.pump(ctx, rc, i, at, pool, out)
 				rc.Close()
 			}
 			if err == nil {
@@ -223,16 +267,15 @@ func (w *Writer) readRaw(ctx context.Context, pool chan []byte, out chan<- chunk
 			w.Log.Warn("imaging: transfer broken, resuming", "range", i, "at", at, "attempt", attempt+1, "err", err)
 			sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond)
 		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != r.SHA256 {
-			return fmt.Errorf("%w: range %d (%d+%d): sha256 mismatch: got %s, want %s", ErrVerify, i, r.Offset, r.Length, got, r.SHA256)
-		}
 	}
 	return nil
 }
 
-// pump copies [at, end) from rc to out in chunks, hashing as it goes. It
+// pump copies range ri from at to its end from rc to out in chunks. It
 // returns how far it got.
-func (w *Writer) pump(ctx context.Context, rc io.Reader, h hash.Hash, at, end uint64, pool chan []byte, out chan<- chunk) (uint64, error) {
+func (w *Writer) pump(ctx context.Context, rc io.Reader, ri int, at uint64, pool chan []byte, out chan<- chunk) (uint64, error) {
+	r := w.Manifest.Ranges[ri]
+	end := r.Offset + r.Length
 	for at < end {
 		var buf []byte
 		select {
@@ -243,15 +286,19 @@ func (w *Writer) pump(ctx context.Context, rc io.Reader, h hash.Hash, at, end ui
 		n := min(uint64(len(buf)), end-at)
 		k, err := io.ReadFull(rc, buf[:n])
 		if k > 0 {
-			h.Write(buf[:k])
-			end := at + uint64(k)
-			c := chunk{off: int64(at), buf: buf[:k]}
-			if end > w.highWater {
-				c.fresh = end - max(at, w.highWater)
-				w.highWater = end
+			next := at + uint64(k)
+			c := chunk{off: int64(at), buf: buf[:k], rng: ri, first: at == r.Offset, last: next == end}
+			if next > w.highWater {
+				c.fresh = next - max(at, w.highWater)
+				w.highWater = next
 			}
-			out <- c
-			at = end
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				pool <- buf
+				return at, ctx.Err()
+			}
+			at = next
 		} else {
 			pool <- buf
 		}
@@ -272,7 +319,7 @@ func (w *Writer) readZstd(ctx context.Context, pool chan []byte, out chan<- chun
 	verified := 0
 	for attempt := 0; ; attempt++ {
 		err := w.zstdPass(ctx, &verified, pool, out)
-		if err == nil || errors.Is(err, ErrVerify) || ctx.Err() != nil || attempt >= w.Retries {
+		if err == nil || ctx.Err() != nil || attempt >= w.Retries {
 			return err
 		}
 		w.Log.Warn("imaging: stream broken, restarting", "verified_ranges", verified, "attempt", attempt+1, "err", err)
@@ -305,15 +352,11 @@ func (w *Writer) zstdPass(ctx context.Context, verified *int, pool chan []byte, 
 			at += r.Length
 			continue
 		}
-		h := sha256.New()
-		at, err = w.pump(ctx, dec, h, at, r.Offset+r.Length, pool, out)
+		at, err = w.pump(ctx, dec, i, at, pool, out)
 		if err != nil {
 			return fmt.Errorf("range %d (%d+%d) at byte %d: %w", i, r.Offset, r.Length, at, err)
 		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != r.SHA256 {
-			return fmt.Errorf("%w: range %d (%d+%d): sha256 mismatch: got %s, want %s", ErrVerify, i, r.Offset, r.Length, got, r.SHA256)
-		}
-		*verified = i + 1
+		*verified = i + 1 // sent whole; the hash stage fails everything if it does not match
 	}
 	return nil
 }
@@ -330,7 +373,7 @@ func (w *Writer) readBack() error {
 		idx = append(idx, rand.IntN(len(m.Ranges)))
 	}
 	var read uint64
-	buf := make([]byte, 1<<20)
+	buf := alignedBuf(1 << 20)
 	seen := map[int]bool{}
 	for _, i := range idx {
 		r := m.Ranges[i]
@@ -339,8 +382,13 @@ func (w *Writer) readBack() error {
 		}
 		seen[i] = true
 		h := sha256.New()
-		if _, err := io.CopyBuffer(h, io.NewSectionReader(w.Target, int64(r.Offset), int64(r.Length)), buf); err != nil {
-			return fmt.Errorf("read-back of range %d: %w", i, err)
+		for at := r.Offset; at < r.Offset+r.Length; {
+			n := min(uint64(len(buf)), r.Offset+r.Length-at)
+			if _, err := w.Target.ReadAt(buf[:n], int64(at)); err != nil {
+				return fmt.Errorf("read-back of range %d at %d: %w", i, at, err)
+			}
+			h.Write(buf[:n])
+			at += n
 		}
 		if got := hex.EncodeToString(h.Sum(nil)); got != r.SHA256 {
 			return fmt.Errorf("%w: read-back of range %d (%d+%d): sha256 %s on the device, want %s", ErrVerify, i, r.Offset, r.Length, got, r.SHA256)
@@ -348,6 +396,16 @@ func (w *Writer) readBack() error {
 		read += r.Length
 	}
 	return nil
+}
+
+// alignedBuf returns n bytes aligned to 4 KiB, as O_DIRECT needs.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+4096)
+	off := int(4096 - uintptr(unsafe.Pointer(&b[0]))%4096)
+	if off == 4096 {
+		off = 0
+	}
+	return b[off : off+n : off+n]
 }
 
 func sleep(ctx context.Context, d time.Duration) {

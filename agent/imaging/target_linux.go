@@ -47,7 +47,7 @@ func zeroRange(t Target, off, n uint64) error {
 			return nil
 		}
 	}
-	zero := make([]byte, 1<<20)
+	zero := alignedBuf(1 << 20)
 	for n > 0 {
 		k := min(n, uint64(len(zero)))
 		if _, err := t.WriteAt(zero[:k], int64(off)); err != nil {
@@ -67,4 +67,20 @@ func dropCache(t Target) {
 	if err == nil && st.Mode()&os.ModeDevice != 0 {
 		unix.Syscall(unix.SYS_IOCTL, t.Fd(), unix.BLKFLSBUF, 0)
 	}
+}
+
+// OpenTarget opens a disk or file for writing an image: block devices with
+// O_DIRECT (the writer's buffers are aligned), so data goes to the device
+// without a second copy through the page cache.
+func OpenTarget(path string) (*os.File, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.Mode()&os.ModeDevice != 0 {
+		if f, err := os.OpenFile(path, os.O_RDWR|unix.O_DIRECT, 0); err == nil {
+			return f, nil
+		}
+	}
+	return os.OpenFile(path, os.O_RDWR, 0)
 }

@@ -64,7 +64,7 @@ func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	default:
 		return errors.New("usage: write-image [--token T] URL TARGET | write-image --manifest M --blob B TARGET")
 	}
-	f, err := os.OpenFile(target, os.O_RDWR, 0)
+	f, err := imaging.OpenTarget(target)
 	if err != nil {
 		return err
 	}
