@@ -10,7 +10,7 @@ pkgs=(
 	iproute2 kmod cpio xz-utils zstd        # namespaces, module closure, initramfs
 	curl ca-certificates git make gcc       # build and fetch
 	kea-admin kea-dhcp4-server dnsmasq-base # bench/dhcp peers (perfdhcp is in kea-admin)
-	bmap-tools e2fsprogs util-linux         # bench/imaging peer; host boot filesystem; losetup
+	bmap-tools e2fsprogs util-linux fdisk   # bench/imaging peer; host filesystem; losetup; sfdisk (GPT test)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -33,11 +33,22 @@ const MaxBodyBytes = 1 << 20
 // Phase is where a node is in its life cycle. Documented in fabric/node.
 type Phase string
 
-// Node phases known so far.
+// Node phases; the state machine is documented in fabric/node.
 const (
 	PhaseDiscovered  Phase = "Discovered"  // its MAC was seen in DHCP
-	PhaseRegistered  Phase = "Registered"  // its agent registered and heartbeats
+	PhaseRegistered  Phase = "Registered"  // its maintenance agent registered and heartbeats
+	PhaseImaging     Phase = "Imaging"     // the agent is writing the host partition
+	PhaseImaged      Phase = "Imaged"      // written and verified
+	PhaseBooting     Phase = "Booting"     // handing over to the host OS
+	PhaseReady       Phase = "Ready"       // the host agent registered and heartbeats
+	PhaseFailed      Phase = "Failed"      // imaging failed; Reason says why
 	PhaseUnreachable Phase = "Unreachable" // no heartbeat within the grace period
+)
+
+// Agent modes, as reported at registration.
+const (
+	ModeMaintenance = "maintenance"
+	ModeHost        = "host"
 )
 
 // Node is a server known to the fabric.
@@ -54,6 +65,21 @@ type Node struct {
 	Created      time.Time  `json:"created"`
 	// PhaseChanged is when Phase last changed.
 	PhaseChanged time.Time `json:"phaseChanged"`
+	// Reason explains a Failed phase.
+	Reason string `json:"reason,omitempty"`
+	// Mode the node's agent runs in (maintenance or host).
+	Mode string `json:"mode,omitempty"`
+	// Profile to provision the node with ("" = none).
+	Profile string `json:"profile,omitempty"`
+	// Provision counts provisioning requests (provision, reprovision);
+	// Imaged is the request last imaged successfully. The node is to be
+	// imaged while they differ.
+	Provision int64 `json:"provision,omitempty"`
+	Imaged    int64 `json:"imaged,omitempty"`
+	// Failed is the provisioning generation that failed (0 = none).
+	Failed int64 `json:"failed,omitempty"`
+	// Progress of imaging (in memory, filled in on read).
+	Progress *Progress `json:"progress,omitempty"`
 	// LastSeen is the last heartbeat (or registration, or DHCP packet). It is
 	// kept in memory by the leader and filled in on read.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
@@ -103,6 +129,8 @@ type Disk struct {
 
 // Registration is the body of POST /v1/nodes/register.
 type Registration struct {
+	// Mode is the agent's mode; default maintenance.
+	Mode string `json:"mode,omitempty"`
 	// MAC is the interface the agent booted and reached the fabric on.
 	MAC          string    `json:"mac"`
 	IP           string    `json:"ip,omitempty"`
@@ -119,9 +147,15 @@ type RegisterResponse struct {
 	HeartbeatInterval Duration `json:"heartbeatInterval"`
 }
 
-// Status is the body of POST /v1/nodes/{id}/status (the heartbeat).
+// Status is the body of POST /v1/nodes/{id}/status (the heartbeat). A
+// heartbeat may carry a phase transition the agent made (Imaging, Imaged,
+// Booting, Failed with Reason) for the goal of Incarnation/Provision.
 type Status struct {
-	IP string `json:"ip,omitempty"`
+	IP        string    `json:"ip,omitempty"`
+	Phase     Phase     `json:"phase,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Provision int64     `json:"provision,omitempty"`
+	Progress  *Progress `json:"progress,omitempty"`
 }
 
 // StatusResponse acknowledges a heartbeat.

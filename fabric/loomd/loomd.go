@@ -71,6 +71,11 @@ type Config struct {
 	Grace time.Duration
 	// EtcdEndpoints, if set, uses an external etcd instead of the embedded one.
 	EtcdEndpoints []string
+	// DefaultProfile, if set, provisions every newly registered node with it.
+	DefaultProfile string
+	// Faults injects failures for tests (see netboot/fault.go); never set
+	// it in production.
+	Faults Faults
 }
 
 // Start runs loomd until ctx is cancelled.
@@ -101,19 +106,22 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace}, log)
+	reg := node.New(node.Config{Store: st, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, DefaultProfile: c.DefaultProfile}, log)
 	ln, err := net.Listen("tcp", c.API)
 	if err != nil {
 		return fmt.Errorf("loomd: API listener: %w", err)
 	}
-	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(c.DataDir, "images")}, KV: st}
-	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib}
+	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(c.DataDir, "images")}, KV: st,
+		InUse: func(ctx context.Context, name string) (string, error) {
+			return node.ProfilesUsing(ctx, st.Profiles, name)
+		}}
+	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
 		discovered := make(chan string, 1024)
 		g.Go(func() error { return recordDiscovered(ctx, reg, discovered, log) })
-		srv, boot, err := c.netboot(ctx, st, discovered, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
+		srv, boot, err := c.netboot(ctx, st, reg, discovered, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -124,7 +132,11 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			g.Go(func() error { return netboot.SendRouterAdverts(ctx, c.NetbootInterface, 2*time.Second, log) })
 		}
 	}
-	hs := &http.Server{Handler: server.New(scfg, log), ReadHeaderTimeout: 10 * time.Second}
+	handler := server.New(scfg, log)
+	if c.Faults.CutBlobs > 0 {
+		handler = c.Faults.wrap(handler, log)
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	listeners := []net.Listener{ln}
 	if c.APIUnix != "" {
 		os.Remove(c.APIUnix)
@@ -155,7 +167,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	return g.Wait()
 }
 
-func (c *Config) netboot(ctx context.Context, st *store.Store, discovered chan<- string, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, error) {
+func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, discovered chan<- string, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, error) {
 	ifi, err := net.InterfaceByName(c.NetbootInterface)
 	if err != nil {
 		return nil, nil, fmt.Errorf("loomd: netboot interface: %w", err)
@@ -168,7 +180,8 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, discovered chan<-
 	if fabricURL == "" {
 		fabricURL = fmt.Sprintf("http://%s:%d", ipn.IP, port)
 	}
-	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC}, log)
+	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
+		BootHost: func(mac string) bool { return reg.ImagedMAC(ctx, mac) }}, log)
 	if err != nil {
 		return nil, nil, err
 	}

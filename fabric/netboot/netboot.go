@@ -37,6 +37,11 @@ type Config struct {
 	KernelArgs string
 	// MAC normalises a MAC address or says why it is not one. Required.
 	MAC func(string) (string, error)
+	// BootHost says whether the machine with this MAC has its host OS on
+	// disk: its script then adds loom.boot=host, and the maintenance OS
+	// acts as a boot loader that kexecs into the disk's host kernel.
+	// Default: never.
+	BootHost func(mac string) bool
 }
 
 // Handler serves /boot/.
@@ -102,7 +107,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Info("netboot: iPXE script", "mac", mac, "from", r.RemoteAddr)
 		w.Header().Set("Content-Type", "text/plain")
-		err = script.Execute(w, map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Token": h.cfg.EnrollToken, "Args": h.cfg.KernelArgs})
+		args := h.cfg.KernelArgs
+		if h.cfg.BootHost != nil && h.cfg.BootHost(mac) {
+			args += " loom.boot=host"
+		}
+		err = script.Execute(w, map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Token": h.cfg.EnrollToken, "Args": args})
 		if err != nil {
 			h.log.Warn("netboot: writing script", "err", err)
 		}

@@ -2,10 +2,14 @@
 //
 // # State machine (this far)
 //
-//	(DHCP packet from an unknown MAC)      → Discovered
-//	Discovered  --agent registers-->         Registered
-//	Registered  --no heartbeat for Grace-->  Unreachable
-//	Unreachable --heartbeat or register-->   Registered
+//	(DHCP packet from an unknown netboot MAC) → Discovered
+//	Discovered  --maintenance agent registers-->  Registered
+//	any         --host agent registers-->         Ready
+//	Registered, Imaging, Imaged, Booting, Ready
+//	            --no heartbeat for Grace-->       Unreachable
+//	Unreachable --heartbeat-->                    Registered (maintenance) or Ready (host)
+//
+// Provisioning (Imaging, Imaged, Booting, Failed) is in provision.go.
 //
 // Registration is idempotent: a machine is the same node when its DMI UUID
 // or any of its MACs is already known. Heartbeats live in the leader's
@@ -59,6 +63,8 @@ type Config struct {
 	Grace time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// DefaultProfile, if set, provisions every newly registered node with it.
+	DefaultProfile string
 }
 
 // Registry is the node life cycle over the store.
@@ -69,8 +75,9 @@ type Registry struct {
 	regMu sync.Mutex // serialises registrations and discoveries
 
 	mu       sync.Mutex
-	lastSeen map[string]time.Time // node id → last heartbeat
-	known    map[string]bool      // MACs known to have a node
+	lastSeen map[string]time.Time     // node id → last heartbeat
+	progress map[string]*api.Progress // node id → imaging progress
+	known    map[string]bool          // MACs known to have a node
 	started  time.Time
 }
 
@@ -88,7 +95,7 @@ func New(cfg Config, log *slog.Logger) *Registry {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Registry{cfg: cfg, log: log, lastSeen: map[string]time.Time{}, known: map[string]bool{}, started: cfg.Now()}
+	return &Registry{cfg: cfg, log: log, lastSeen: map[string]time.Time{}, progress: map[string]*api.Progress{}, known: map[string]bool{}, started: cfg.Now()}
 }
 
 // HeartbeatInterval is what agents are told.
@@ -167,6 +174,9 @@ func Validate(reg *api.Registration) error {
 	if reg.IP != "" && net.ParseIP(reg.IP) == nil {
 		return fmt.Errorf("ip: invalid address %q", reg.IP)
 	}
+	if reg.Mode != "" && reg.Mode != api.ModeMaintenance && reg.Mode != api.ModeHost {
+		return fmt.Errorf("mode: %q: want %s or %s", reg.Mode, api.ModeMaintenance, api.ModeHost)
+	}
 	if reg.Inventory.CPU.Count < 0 {
 		return fmt.Errorf("inventory.cpu.count: %d is negative", reg.Inventory.CPU.Count)
 	}
@@ -200,12 +210,12 @@ func (r *Registry) Register(ctx context.Context, reg api.Registration) (api.Node
 	var n api.Node
 	if id == "" {
 		n = api.Node{ID: newID(), MAC: reg.MAC, Created: now}
-		apply(&n, reg, now)
+		apply(&n, reg, now, r.cfg.DefaultProfile)
 		if err := r.cfg.Store.CreateNode(ctx, n, macs, uuid); err != nil {
 			return api.Node{}, "", err
 		}
 	} else {
-		n, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error { apply(n, reg, now); return nil })
+		n, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error { apply(n, reg, now, r.cfg.DefaultProfile); return nil })
 		if err != nil {
 			return api.Node{}, "", err
 		}
@@ -259,16 +269,31 @@ func identityUUID(u string) string {
 	return u
 }
 
-func apply(n *api.Node, reg api.Registration, now time.Time) {
+func apply(n *api.Node, reg api.Registration, now time.Time, defaultProfile string) {
 	inv := reg.Inventory
 	n.Inventory = &inv
 	n.AgentVersion = reg.AgentVersion
+	n.Mode = reg.Mode
+	if n.Mode == "" {
+		n.Mode = api.ModeMaintenance
+	}
 	if reg.IP != "" {
 		n.IP = reg.IP
 	}
-	if n.Phase != api.PhaseRegistered {
-		n.Phase = api.PhaseRegistered
+	phase := api.PhaseRegistered
+	switch {
+	case n.Mode == api.ModeHost:
+		phase = api.PhaseReady
+	case n.Phase == api.PhaseFailed && n.Failed == n.Provision:
+		phase = api.PhaseFailed // stays failed until reprovisioned
+	}
+	if n.Phase != phase {
+		n.Phase = phase
 		n.PhaseChanged = now
+	}
+	if defaultProfile != "" && n.Provision == 0 && n.Mode == api.ModeMaintenance {
+		n.Profile = defaultProfile
+		n.Provision = 1
 	}
 }
 
@@ -287,32 +312,6 @@ func (r *Registry) Authenticate(ctx context.Context, id, cred string) error {
 	return nil
 }
 
-// Heartbeat records that an authenticated node is alive; it writes to the
-// store only if that changes the node's phase.
-func (r *Registry) Heartbeat(ctx context.Context, id string, st api.Status) error {
-	now := r.cfg.Now()
-	r.touch(id, now)
-	n, err := r.cfg.Store.Node(ctx, id)
-	if err != nil {
-		return err
-	}
-	if n.Phase == api.PhaseRegistered && (st.IP == "" || st.IP == n.IP) {
-		return nil
-	}
-	_, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
-		if n.Phase == api.PhaseUnreachable {
-			n.Phase = api.PhaseRegistered
-			n.PhaseChanged = now
-			r.log.Info("node reachable again", "node", id)
-		}
-		if st.IP != "" && net.ParseIP(st.IP) != nil {
-			n.IP = st.IP
-		}
-		return nil
-	})
-	return err
-}
-
 func (r *Registry) touch(id string, t time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -324,6 +323,10 @@ func (r *Registry) withLastSeen(n api.Node) api.Node {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n.LastSeen = r.lastSeen[n.ID]
+	if p := r.progress[n.ID]; p != nil && n.Phase == api.PhaseImaging {
+		cp := *p
+		n.Progress = &cp
+	}
 	return n
 }
 
@@ -349,13 +352,22 @@ func (r *Registry) Get(ctx context.Context, id string) (api.Node, error) {
 	return r.withLastSeen(n), nil
 }
 
-// Unreachable is the pure decision of the monitor: which Registered nodes
+// heartbeating says whether a phase expects heartbeats.
+func heartbeating(p api.Phase) bool {
+	switch p {
+	case api.PhaseRegistered, api.PhaseImaging, api.PhaseImaged, api.PhaseBooting, api.PhaseReady:
+		return true
+	}
+	return false
+}
+
+// Unreachable is the pure decision of the monitor: which heartbeating nodes
 // have been silent longer than grace at now. A node never heard from since
 // the registry started counts from its start.
 func Unreachable(nodes []api.Node, lastSeen map[string]time.Time, started, now time.Time, grace time.Duration) []string {
 	var out []string
 	for _, n := range nodes {
-		if n.Phase != api.PhaseRegistered {
+		if !heartbeating(n.Phase) {
 			continue
 		}
 		seen, ok := lastSeen[n.ID]
@@ -402,7 +414,7 @@ func (r *Registry) sweep(ctx context.Context) error {
 			r.mu.Lock()
 			fresh := now.Sub(r.lastSeen[id]) <= r.cfg.Grace // a heartbeat since the snapshot
 			r.mu.Unlock()
-			if n.Phase == api.PhaseRegistered && !fresh {
+			if heartbeating(n.Phase) && !fresh {
 				n.Phase = api.PhaseUnreachable
 				n.PhaseChanged = now
 			}

@@ -101,7 +101,7 @@ func TestLifecycle(t *testing.T) {
 	if got := phase(n.ID); got != api.PhaseUnreachable {
 		t.Errorf("past grace: %s, want Unreachable", got)
 	}
-	if err := r.Heartbeat(ctx, n.ID, api.Status{}); err != nil {
+	if err := r.Report(ctx, n.ID, api.Status{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := phase(n.ID); got != api.PhaseRegistered {

@@ -24,7 +24,11 @@ import (
 type Registry interface {
 	Register(ctx context.Context, reg api.Registration) (api.Node, string, error)
 	Authenticate(ctx context.Context, id, cred string) error
-	Heartbeat(ctx context.Context, id string, st api.Status) error
+	Report(ctx context.Context, id string, st api.Status) error
+	Goal(ctx context.Context, id string) (api.Goal, error)
+	WaitGoal(ctx context.Context, id string, rev int64) error
+	Provision(ctx context.Context, id, profile string) (api.Node, error)
+	Reprovision(ctx context.Context, id string) (api.Node, error)
 	List(ctx context.Context) ([]api.Node, error)
 	Get(ctx context.Context, id string) (api.Node, error)
 	HeartbeatInterval() time.Duration
@@ -41,6 +45,8 @@ type Config struct {
 	Boot http.Handler
 	// Images, if set, serves /v1/images.
 	Images Images
+	// Profiles, if set, serves /v1/profiles.
+	Profiles Profiles
 }
 
 // New returns the API handler.
@@ -57,6 +63,12 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	if cfg.Images != nil {
 		a.routeImages(mux)
 	}
+	if cfg.Profiles != nil {
+		a.routeProfiles(mux)
+	}
+	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
+	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))
+	mux.HandleFunc("POST /v1/nodes/{id}/reprovision", a.operator(a.reprovision))
 	if cfg.Boot != nil {
 		mux.Handle("GET /boot/{file}", cfg.Boot)
 	}
@@ -147,15 +159,24 @@ func (a *apiServer) register(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.RegisterResponse{NodeID: n.ID, Credential: cred, HeartbeatInterval: api.Duration(a.cfg.Registry.HeartbeatInterval())})
 }
 
-func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
+// nodeAuth checks the caller is node id (its credential).
+func (a *apiServer) nodeAuth(w http.ResponseWriter, r *http.Request) (string, bool) {
 	id := r.PathValue("id")
 	err := a.cfg.Registry.Authenticate(r.Context(), id, bearer(r))
 	if errors.Is(err, node.ErrUnauthorized) {
 		a.fail(w, r, http.StatusUnauthorized, "node %q: %v", id, err)
-		return
+		return id, false
 	}
 	if err != nil {
 		a.fail(w, r, http.StatusInternalServerError, "authenticating node %q: %v", id, err)
+		return id, false
+	}
+	return id, true
+}
+
+func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.nodeAuth(w, r)
+	if !ok {
 		return
 	}
 	var st api.Status
@@ -163,7 +184,15 @@ func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusBadRequest, "%v", err)
 		return
 	}
-	if err := a.cfg.Registry.Heartbeat(r.Context(), id, st); err != nil {
+	if len(st.Reason) > 4096 {
+		st.Reason = st.Reason[:4096]
+	}
+	err := a.cfg.Registry.Report(r.Context(), id, st)
+	if errors.Is(err, node.ErrConflict) {
+		a.fail(w, r, http.StatusConflict, "node %s: %v", id, err)
+		return
+	}
+	if err != nil {
 		a.fail(w, r, http.StatusInternalServerError, "heartbeat of %s: %v", id, err)
 		return
 	}

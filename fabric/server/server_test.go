@@ -173,9 +173,15 @@ type fakeRegistry struct{}
 func (fakeRegistry) Register(_ context.Context, reg api.Registration) (api.Node, string, error) {
 	return api.Node{ID: "n-1", MAC: reg.MAC}, "cred", nil
 }
-func (fakeRegistry) Authenticate(context.Context, string, string) error  { return node.ErrUnauthorized }
-func (fakeRegistry) Heartbeat(context.Context, string, api.Status) error { return nil }
-func (fakeRegistry) List(context.Context) ([]api.Node, error)            { return nil, nil }
+func (fakeRegistry) Authenticate(context.Context, string, string) error { return node.ErrUnauthorized }
+func (fakeRegistry) Report(context.Context, string, api.Status) error   { return nil }
+func (fakeRegistry) Goal(context.Context, string) (api.Goal, error)     { return api.Goal{}, nil }
+func (fakeRegistry) WaitGoal(context.Context, string, int64) error      { return nil }
+func (fakeRegistry) Provision(context.Context, string, string) (api.Node, error) {
+	return api.Node{}, nil
+}
+func (fakeRegistry) Reprovision(context.Context, string) (api.Node, error) { return api.Node{}, nil }
+func (fakeRegistry) List(context.Context) ([]api.Node, error)              { return nil, nil }
 func (fakeRegistry) Get(context.Context, string) (api.Node, error) {
 	return api.Node{}, store.ErrNotFound
 }

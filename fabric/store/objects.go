@@ -276,3 +276,81 @@ func (s *Store) DeleteImage(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+func profileKey(name string) string { return prefix + "profiles/" + name }
+
+// PutProfile creates or replaces a profile.
+func (s *Store) PutProfile(ctx context.Context, p api.Profile) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, profileKey(p.Name), string(b)); err != nil {
+		return fmt.Errorf("storing profile %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// Profile reads one profile.
+func (s *Store) Profile(ctx context.Context, name string) (api.Profile, error) {
+	b, _, err := s.get(ctx, profileKey(name))
+	if err != nil {
+		return api.Profile{}, err
+	}
+	return decode[api.Profile](b)
+}
+
+// Profiles lists every profile.
+func (s *Store) Profiles(ctx context.Context) ([]api.Profile, error) {
+	vals, err := s.list(ctx, prefix+"profiles/")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Profile, 0, len(vals))
+	for _, v := range vals {
+		p, err := decode[api.Profile](v)
+		if err != nil {
+			return nil, fmt.Errorf("decoding profile: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// DeleteProfile removes a profile.
+func (s *Store) DeleteProfile(ctx context.Context, name string) error {
+	r, err := s.cli.Delete(ctx, profileKey(name))
+	if err != nil {
+		return fmt.Errorf("deleting profile %s: %w", name, err)
+	}
+	if r.Deleted == 0 {
+		return fmt.Errorf("profile %s: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// NodeRev reads a node with its modification revision (the incarnation of
+// its goal state).
+func (s *Store) NodeRev(ctx context.Context, id string) (api.Node, int64, error) {
+	b, rev, err := s.get(ctx, nodeKey(id))
+	if err != nil {
+		return api.Node{}, 0, err
+	}
+	n, err := decode[api.Node](b)
+	return n, rev, err
+}
+
+// WaitNode blocks until the node changes after revision rev, or ctx ends.
+func (s *Store) WaitNode(ctx context.Context, id string, rev int64) error {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	for resp := range s.cli.Watch(ctx, nodeKey(id), clientv3.WithRev(rev+1)) {
+		if err := resp.Err(); err != nil {
+			return err
+		}
+		if len(resp.Events) > 0 {
+			return nil
+		}
+	}
+	return ctx.Err()
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -37,6 +38,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.BootDir, "boot-dir", "build/maintenance", "directory with vmlinuz and initramfs.cpio.xz")
 	fs.StringVar(&c.FabricURL, "fabric-url", "", "URL booting machines reach the API at (default from the netboot address)")
 	fs.StringVar(&c.KernelArgs, "kernel-args", "", "kernel arguments for the maintenance OS (default console=tty0 console=ttyS0,115200 panic=-1)")
+	fs.StringVar(&c.DefaultProfile, "default-profile", "", "provision every newly registered node with this profile")
 	fs.BoolVar(&c.IPv6RA, "ipv6-ra", false, "send 'no router' IPv6 router adverts on the netboot interface (saves iPXE ~13 s where no IPv6 router exists)")
 	fs.DurationVar(&c.LeaseTime, "lease-time", 0, "DHCP lease time (default 1h)")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", 0, "heartbeat interval told to agents (default 5s)")
@@ -72,6 +74,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		c.EtcdEndpoints = strings.Split(*etcd, ",")
 	}
 	c.Reservations = reserve
+	if v := os.Getenv("LOOM_FAULT_CUT_BLOBS"); v != "" { // tests only
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("LOOM_FAULT_CUT_BLOBS=%q: %w", v, err)
+		}
+		c.Faults.CutBlobs = int32(n)
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug

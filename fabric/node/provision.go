@@ -1,0 +1,255 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+// ErrConflict means a report or request does not fit the node's state.
+var ErrConflict = errors.New("conflict")
+
+// Provisioning, on top of the phases in node.go:
+//
+//	Registered  --agent starts the provision goal-->  Imaging
+//	Imaging     --written and verified-->             Imaged
+//	Imaging     --any verification or I/O error-->    Failed (Reason)
+//	Imaged      --agent hands over (kexec)-->         Booting
+//	Booting     --host agent registers-->             Ready
+//	Failed      --reprovision-->                      (goal: provision again)
+//
+// A node is to be imaged while Provision (bumped by provision and
+// reprovision) differs from Imaged and from Failed (the generation that
+// failed). Agents report their phase with every heartbeat; Transition
+// reconciles it with the stored node, so a lost report is repaired by the
+// next one.
+
+// ProvisionStore is what provisioning needs beyond Store.
+type ProvisionStore interface {
+	NodeRev(ctx context.Context, id string) (api.Node, int64, error)
+	WaitNode(ctx context.Context, id string, rev int64) error
+	Profile(ctx context.Context, name string) (api.Profile, error)
+	Image(ctx context.Context, name string) (api.Manifest, error)
+}
+
+// Transition is the pure decision for an agent's report st on node n.
+// It returns the node as it should be stored.
+func Transition(n api.Node, st api.Status, now time.Time) (api.Node, error) {
+	set := func(p api.Phase) {
+		if n.Phase != p {
+			n.Phase = p
+			n.PhaseChanged = now
+		}
+	}
+	pending := n.Provision > 0 && n.Imaged != n.Provision && n.Failed != n.Provision
+	switch st.Phase {
+	case "":
+		if n.Phase == api.PhaseUnreachable {
+			if n.Mode == api.ModeHost {
+				set(api.PhaseReady)
+			} else {
+				set(api.PhaseRegistered)
+			}
+		}
+	case api.PhaseImaging:
+		if st.Provision != n.Provision || !pending {
+			return n, fmt.Errorf("%w: imaging generation %d, but the node's pending generation is %d (imaged %d, failed %d)", ErrConflict, st.Provision, n.Provision, n.Imaged, n.Failed)
+		}
+		set(api.PhaseImaging)
+		n.Reason = ""
+	case api.PhaseImaged:
+		if st.Provision != n.Provision {
+			return n, fmt.Errorf("%w: imaged generation %d, but the node wants %d", ErrConflict, st.Provision, n.Provision)
+		}
+		n.Imaged = st.Provision
+		set(api.PhaseImaged)
+	case api.PhaseFailed:
+		if st.Provision != n.Provision {
+			return n, fmt.Errorf("%w: failure of generation %d, but the node wants %d", ErrConflict, st.Provision, n.Provision)
+		}
+		n.Failed = st.Provision
+		n.Reason = st.Reason
+		if n.Reason == "" {
+			n.Reason = "the agent reported a failure without a reason"
+		}
+		set(api.PhaseFailed)
+	case api.PhaseBooting:
+		if n.Provision == 0 || n.Imaged != n.Provision {
+			return n, fmt.Errorf("%w: booting the host, but generation %d is not imaged (imaged %d)", ErrConflict, n.Provision, n.Imaged)
+		}
+		set(api.PhaseBooting)
+	default:
+		return n, fmt.Errorf("%w: an agent cannot report phase %q", ErrConflict, st.Phase)
+	}
+	if st.IP != "" {
+		n.IP = st.IP
+	}
+	return n, nil
+}
+
+// GoalFor is the pure part of the goal: which action a node's state asks for.
+func GoalFor(n api.Node) string {
+	switch {
+	case n.Profile == "" || n.Provision == 0:
+		return api.ActionNone
+	case n.Imaged == n.Provision:
+		return api.ActionBootHost
+	case n.Failed == n.Provision:
+		return api.ActionNone // wait for reprovision
+	}
+	return api.ActionProvision
+}
+
+func (r *Registry) pstore() (ProvisionStore, error) {
+	ps, ok := r.cfg.Store.(ProvisionStore)
+	if !ok {
+		return nil, errors.New("the store does not support provisioning")
+	}
+	return ps, nil
+}
+
+// Goal computes a node's goal state.
+func (r *Registry) Goal(ctx context.Context, id string) (api.Goal, error) {
+	ps, err := r.pstore()
+	if err != nil {
+		return api.Goal{}, err
+	}
+	n, rev, err := ps.NodeRev(ctx, id)
+	if err != nil {
+		return api.Goal{}, err
+	}
+	g := api.Goal{Incarnation: rev, Action: GoalFor(n), Provision: n.Provision}
+	if g.Action != api.ActionProvision {
+		return g, nil
+	}
+	p, err := ps.Profile(ctx, n.Profile)
+	if err == nil {
+		var m api.Manifest
+		m, err = ps.Image(ctx, p.Image)
+		if err == nil {
+			g.Profile, g.Image, g.ImageURL = &p, &m, "/v1/images/"+m.Name+"/blob"
+			return g, nil
+		}
+		err = fmt.Errorf("image %s of profile %s: %w", p.Image, p.Name, err)
+	} else {
+		err = fmt.Errorf("profile %s: %w", n.Profile, err)
+	}
+	// The goal cannot be met: the node fails with the reason.
+	r.log.Warn("provisioning impossible", "node", id, "err", err)
+	_, uerr := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		*n, _ = Transition(*n, api.Status{Phase: api.PhaseFailed, Provision: n.Provision, Reason: err.Error()}, r.cfg.Now())
+		return nil
+	})
+	if uerr != nil {
+		return api.Goal{}, uerr
+	}
+	return r.Goal(ctx, id)
+}
+
+// WaitGoal waits until the node's goal incarnation moves past rev.
+func (r *Registry) WaitGoal(ctx context.Context, id string, rev int64) error {
+	ps, err := r.pstore()
+	if err != nil {
+		return err
+	}
+	return ps.WaitNode(ctx, id, rev)
+}
+
+// Report applies an authenticated agent's heartbeat and phase report.
+func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
+	now := r.cfg.Now()
+	r.touch(id, now)
+	r.mu.Lock()
+	if st.Progress != nil {
+		p := *st.Progress
+		r.progress[id] = &p
+	} else if st.Phase != "" && st.Phase != api.PhaseImaging {
+		delete(r.progress, id)
+	}
+	r.mu.Unlock()
+	n, err := r.cfg.Store.Node(ctx, id)
+	if err != nil {
+		return err
+	}
+	want, err := Transition(n, st, now)
+	if err != nil {
+		return err
+	}
+	if want.Phase == n.Phase && want.IP == n.IP && want.Imaged == n.Imaged && want.Failed == n.Failed && want.Reason == n.Reason {
+		return nil // a plain heartbeat: nothing to write
+	}
+	_, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		next, err := Transition(*n, st, now)
+		if err != nil {
+			return err
+		}
+		if next.Phase != n.Phase {
+			r.log.Info("node phase", "node", id, "from", n.Phase, "to", next.Phase, "reason", next.Reason)
+		}
+		*n = next
+		return nil
+	})
+	return err
+}
+
+// Provision sets the profile a node is to be imaged with and asks for a
+// new imaging generation.
+func (r *Registry) Provision(ctx context.Context, id, profile string) (api.Node, error) {
+	ps, err := r.pstore()
+	if err != nil {
+		return api.Node{}, err
+	}
+	if _, err := ps.Profile(ctx, profile); err != nil {
+		return api.Node{}, fmt.Errorf("profile %q: %w", profile, err)
+	}
+	return r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		n.Profile = profile
+		n.Provision++
+		return nil
+	})
+}
+
+// Reprovision asks for the node to be imaged again with its profile.
+func (r *Registry) Reprovision(ctx context.Context, id string) (api.Node, error) {
+	return r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		if n.Profile == "" {
+			return fmt.Errorf("%w: node %s has no profile; use provision", ErrConflict, id)
+		}
+		n.Provision++
+		return nil
+	})
+}
+
+// ImagedMAC reports whether the node with this MAC has its current
+// provisioning generation on disk (its netboot script then boots the host).
+func (r *Registry) ImagedMAC(ctx context.Context, mac string) bool {
+	ps, ok := r.cfg.Store.(interface {
+		NodeIDByMAC(ctx context.Context, mac string) (string, error)
+	})
+	if !ok {
+		return false
+	}
+	id, err := ps.NodeIDByMAC(ctx, mac)
+	if err != nil {
+		return false
+	}
+	n, err := r.cfg.Store.Node(ctx, id)
+	return err == nil && GoalFor(n) == api.ActionBootHost
+}
+
+// ProfilesUsing names the first profile that uses image ("" if none).
+func ProfilesUsing(ctx context.Context, profiles func(context.Context) ([]api.Profile, error), image string) (string, error) {
+	ps, err := profiles(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range ps {
+		if p.Image == image {
+			return "profile " + p.Name, nil
+		}
+	}
+	return "", nil
+}

@@ -1,0 +1,69 @@
+package node
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+func TestTransition(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	pending := api.Node{Phase: api.PhaseRegistered, Mode: api.ModeMaintenance, Profile: "p", Provision: 2, Imaged: 1}
+	type out struct {
+		Phase          api.Phase
+		Imaged, Failed int64
+		Reason         string
+		Conflict       bool
+	}
+	for _, tc := range []struct {
+		name string
+		n    api.Node
+		st   api.Status
+		want out
+	}{
+		{"heartbeat changes nothing", pending, api.Status{}, out{Phase: api.PhaseRegistered, Imaged: 1}},
+		{"start imaging", pending, api.Status{Phase: api.PhaseImaging, Provision: 2}, out{Phase: api.PhaseImaging, Imaged: 1}},
+		{"imaging an old generation", pending, api.Status{Phase: api.PhaseImaging, Provision: 1}, out{Phase: api.PhaseRegistered, Imaged: 1, Conflict: true}},
+		{"imaged", with(pending, api.PhaseImaging), api.Status{Phase: api.PhaseImaged, Provision: 2}, out{Phase: api.PhaseImaged, Imaged: 2}},
+		{"failed", with(pending, api.PhaseImaging), api.Status{Phase: api.PhaseFailed, Provision: 2, Reason: "sha256 mismatch"}, out{Phase: api.PhaseFailed, Imaged: 1, Failed: 2, Reason: "sha256 mismatch"}},
+		{"booting before imaged", pending, api.Status{Phase: api.PhaseBooting}, out{Phase: api.PhaseRegistered, Imaged: 1, Conflict: true}},
+		{"booting when imaged", func() api.Node { n := with(pending, api.PhaseImaged); n.Imaged = 2; return n }(), api.Status{Phase: api.PhaseBooting}, out{Phase: api.PhaseBooting, Imaged: 2}},
+		{"unreachable maintenance node heard again", with(pending, api.PhaseUnreachable), api.Status{}, out{Phase: api.PhaseRegistered, Imaged: 1}},
+		{"unreachable host heard again", func() api.Node { n := with(pending, api.PhaseUnreachable); n.Mode = api.ModeHost; return n }(), api.Status{}, out{Phase: api.PhaseReady, Imaged: 1}},
+		{"agents cannot claim Ready", pending, api.Status{Phase: api.PhaseReady}, out{Phase: api.PhaseRegistered, Imaged: 1, Conflict: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := Transition(tc.n, tc.st, now)
+			got := out{Phase: n.Phase, Imaged: n.Imaged, Failed: n.Failed, Reason: n.Reason, Conflict: errors.Is(err, ErrConflict)}
+			if err != nil {
+				got.Phase, got.Imaged, got.Failed, got.Reason = tc.n.Phase, tc.n.Imaged, tc.n.Failed, tc.n.Reason
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("Transition (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func with(n api.Node, p api.Phase) api.Node { n.Phase = p; return n }
+
+func TestGoalFor(t *testing.T) {
+	for _, tc := range []struct {
+		n    api.Node
+		want string
+	}{
+		{api.Node{}, api.ActionNone},
+		{api.Node{Profile: "p", Provision: 1}, api.ActionProvision},
+		{api.Node{Profile: "p", Provision: 1, Imaged: 1}, api.ActionBootHost},
+		{api.Node{Profile: "p", Provision: 1, Failed: 1}, api.ActionNone},
+		{api.Node{Profile: "p", Provision: 2, Imaged: 1, Failed: 1}, api.ActionProvision},
+	} {
+		if got := GoalFor(tc.n); got != tc.want {
+			t.Errorf("GoalFor(provision %d imaged %d failed %d) = %s, want %s", tc.n.Provision, tc.n.Imaged, tc.n.Failed, got, tc.want)
+		}
+	}
+}
