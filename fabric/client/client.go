@@ -106,6 +106,9 @@ func (c *Client) doBody(ctx context.Context, method, path, token string, body io
 	if err != nil {
 		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 	}
+	if resp.StatusCode == http.StatusNotModified {
+		return &StatusError{Code: resp.StatusCode, Message: "not modified"}
+	}
 	if resp.StatusCode/100 != 2 {
 		var e api.Error
 		if json.Unmarshal(data, &e) != nil || e.Message == "" {
@@ -113,7 +116,7 @@ func (c *Client) doBody(ctx context.Context, method, path, token string, body io
 		}
 		return fmt.Errorf("%s %s: %w", method, path, &StatusError{Code: resp.StatusCode, Message: e.Message})
 	}
-	if out == nil {
+	if out == nil || len(data) == 0 {
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
@@ -198,4 +201,56 @@ func (c *Client) AddImage(ctx context.Context, name string, img io.Reader, bmap 
 	var m api.Manifest
 	err := c.doBody(ctx, http.MethodPost, "/v1/images?name="+url.QueryEscape(name), c.Token, pr, mw.FormDataContentType(), &m)
 	return m, err
+}
+
+// Goal long-polls the node's goal state: it returns (goal, true) when the
+// goal's incarnation differs from have, (zero, false) when nothing changed
+// within wait.
+func (c *Client) Goal(ctx context.Context, id, credential string, have int64, wait time.Duration) (api.Goal, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait+CallTimeout)
+	defer cancel()
+	var g api.Goal
+	path := fmt.Sprintf("/v1/nodes/%s/goal?incarnation=%d&wait=%s", id, have, wait)
+	err := c.do(ctx, http.MethodGet, path, credential, nil, &g)
+	var se *StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotModified {
+		return api.Goal{}, false, nil
+	}
+	if err != nil {
+		return api.Goal{}, false, err
+	}
+	return g, true, nil
+}
+
+// Provision asks for a node to be imaged with a profile (operator token).
+func (c *Client) Provision(ctx context.Context, id, profile string) (api.Node, error) {
+	var n api.Node
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/provision", c.Token, map[string]string{"profile": profile}, &n)
+	return n, err
+}
+
+// Reprovision asks for a node to be imaged again (operator token).
+func (c *Client) Reprovision(ctx context.Context, id string) (api.Node, error) {
+	var n api.Node
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/reprovision", c.Token, struct{}{}, &n)
+	return n, err
+}
+
+// PutProfile creates or replaces a profile (operator token).
+func (c *Client) PutProfile(ctx context.Context, p api.Profile) (api.Profile, error) {
+	var out api.Profile
+	err := c.do(ctx, http.MethodPut, "/v1/profiles/"+p.Name, c.Token, p, &out)
+	return out, err
+}
+
+// Profiles lists the profiles (operator token).
+func (c *Client) Profiles(ctx context.Context) ([]api.Profile, error) {
+	var ps []api.Profile
+	err := c.do(ctx, http.MethodGet, "/v1/profiles", c.Token, nil, &ps)
+	return ps, err
+}
+
+// DeleteProfile removes a profile (operator token).
+func (c *Client) DeleteProfile(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/profiles/"+name, c.Token, nil, nil)
 }

@@ -122,6 +122,11 @@ func (r *Registry) Goal(ctx context.Context, id string) (api.Goal, error) {
 		return api.Goal{}, err
 	}
 	g := api.Goal{Incarnation: rev, Action: GoalFor(n), Provision: n.Provision}
+	if g.Action == api.ActionBootHost {
+		if p, err := ps.Profile(ctx, n.Profile); err == nil {
+			g.Profile = &p // for its kernel arguments
+		}
+	}
 	if g.Action != api.ActionProvision {
 		return g, nil
 	}

@@ -1,9 +1,10 @@
 // Command loom-agent is Loom's node agent. Modes:
 //
 //	loom-agent maintenance   the uinit of the maintenance OS (the default)
+//	loom-agent host          the uinit of the host OS
 //	loom-agent write-image   write one image onto a disk, verified (see writeimage.go)
 //
-// In maintenance mode it never exits: an error is logged and the agent
+// In maintenance and host mode it never exits: an error is logged and the agent
 // starts over after a pause, because a dying uinit would leave the machine
 // dead on the rack.
 package main
@@ -17,7 +18,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/loomfabric/loom/agent/maintenance"
+	"github.com/loomfabric/loom/agent/lifecycle"
+	"github.com/loomfabric/loom/fabric/api"
 )
 
 func main() {
@@ -44,17 +46,17 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("agent", mode)
 	switch mode {
-	case "maintenance":
-		fmt.Fprintln(stderr, "LOOM-MARK start mode=maintenance version="+maintenance.Version)
-		cfg := &maintenance.Config{Console: stderr}
+	case api.ModeMaintenance, api.ModeHost:
+		fmt.Fprintln(stderr, "LOOM-MARK start mode="+mode+" version="+lifecycle.Version)
+		cfg := &lifecycle.Config{Mode: mode, Console: stderr}
 		for {
 			err := cfg.Run(ctx, log)
-			log.Error("maintenance agent stopped; starting over in 10s", "err", err)
+			log.Error("agent stopped; starting over in 10s", "mode", mode, "err", err)
 			time.Sleep(10 * time.Second)
 		}
 	case "write-image":
 		return writeImage(ctx, fs.Args()[1:], os.Stdout, stderr, log)
 	default:
-		return fmt.Errorf("unknown mode %q (want maintenance or write-image)", mode)
+		return fmt.Errorf("unknown mode %q (want maintenance, host or write-image)", mode)
 	}
 }

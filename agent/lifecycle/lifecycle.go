@@ -1,0 +1,286 @@
+// Package lifecycle is loom-agent's life on a node, in its two boot modes:
+// maintenance (the uinit of the maintenance OS) and host (the uinit of the
+// host OS). It never returns while its context lives.
+//
+// Steps, each announced on the console with a marker line
+// "LOOM-MARK <step> key=value…" that tests and operators wait for:
+//
+//	cmdline      loom.fabric / loom.token read from /proc/cmdline
+//	network      links up, DHCP lease applied               (retried with backoff)
+//	inventory    hardware inventory taken
+//	registered   POST /v1/nodes/register succeeded (mode=…) (retried with backoff)
+//	heartbeat    first heartbeat acknowledged; then one every interval,
+//	             carrying the agent's phase (Imaging with progress, Imaged,
+//	             Booting, Failed with a reason), so a lost report is repaired
+//	             by the next. A 401 sends the agent back to register.
+//	goal         a new goal state arrived (long-poll)
+//
+// Maintenance mode follows the goal: "provision" images the host partition
+// (markers imaging, imaged or imaging-failed) and then hands over;
+// "boot-host" hands over at once (marker kexec): the host kernel and
+// initramfs are loaded from the "loom-host" partition and kexec'd, with a
+// reboot as the fallback. Host mode registers as the same node (marker
+// host-ready) and, when asked to provision again, reboots into the network
+// boot, where the fabric serves the maintenance OS.
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/loomfabric/loom/agent/cmdline"
+	"github.com/loomfabric/loom/agent/inventory"
+	"github.com/loomfabric/loom/agent/netconf"
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+// Version is the agent version reported at registration.
+var Version = "dev"
+
+// Config tunes the agent.
+type Config struct {
+	// Mode is api.ModeMaintenance (default) or api.ModeHost.
+	Mode string
+	// Cmdline is the kernel command line. Default: read /proc/cmdline.
+	Cmdline string
+	// Root is where sysfs and procfs are found. Default "/".
+	Root string
+	// Console receives the marker lines. Default os.Stderr.
+	Console io.Writer
+	// MaxBackoff caps retry delays. Default 30s.
+	MaxBackoff time.Duration
+}
+
+// Mark prints a marker line.
+func Mark(w io.Writer, step string, kv ...any) {
+	s := "LOOM-MARK " + step
+	for i := 0; i+1 < len(kv); i += 2 {
+		s += fmt.Sprintf(" %v=%v", kv[i], kv[i+1])
+	}
+	fmt.Fprintln(w, s)
+}
+
+// backoff sleeps for d (doubling up to max) or until ctx ends.
+type backoff struct {
+	d, max time.Duration
+}
+
+func (b *backoff) wait(ctx context.Context) error {
+	if b.d == 0 {
+		b.d = time.Second
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(b.d):
+	}
+	b.d *= 2
+	if b.d > b.max {
+		b.d = b.max
+	}
+	return nil
+}
+
+// Run is the agent.
+func (c *Config) Run(ctx context.Context, log *slog.Logger) error {
+	if c.Console == nil {
+		c.Console = os.Stderr
+	}
+	if c.Root == "" {
+		c.Root = "/"
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	if c.Mode == "" {
+		c.Mode = api.ModeMaintenance
+	}
+	line := c.Cmdline
+	if line == "" {
+		b, err := os.ReadFile("/proc/cmdline")
+		if err != nil {
+			return fmt.Errorf("reading kernel command line: %w", err)
+		}
+		line = string(b)
+	}
+	cl, err := cmdline.Parse(line)
+	if err != nil {
+		return err
+	}
+	Mark(c.Console, "cmdline", "fabric", cl.Fabric, "bootmac", cl.BootMAC, "mode", c.Mode)
+
+	ncfg := netconf.Config{Prefer: cl.BootMAC}
+	var lease *netconf.Lease
+	for b := (backoff{max: c.MaxBackoff}); ; {
+		lease, err = netconf.Up(ctx, ncfg, log)
+		if err == nil {
+			break
+		}
+		log.Warn("network not up yet", "err", err)
+		if err := b.wait(ctx); err != nil {
+			return err
+		}
+	}
+	Mark(c.Console, "network", "iface", lease.Interface, "mac", lease.MAC, "ip", lease.Addr.String(), "server", lease.Server)
+	go netconf.Renew(ctx, lease, ncfg, log)
+
+	inv, err := inventory.Collect(c.Root)
+	if err != nil {
+		return err
+	}
+	Mark(c.Console, "inventory", "cpus", inv.CPU.Count, "memory", inv.Memory, "nics", len(inv.NICs), "disks", len(inv.Disks))
+
+	fabric := &client.Client{BaseURL: cl.Fabric, Token: cl.Token}
+	reg := api.Registration{Mode: c.Mode, MAC: lease.MAC, IP: lease.Addr.IP.String(), AgentVersion: Version, Inventory: inv}
+	for {
+		resp := register(ctx, fabric, reg, c.MaxBackoff, log)
+		if resp == nil {
+			return ctx.Err()
+		}
+		Mark(c.Console, "registered", "node", resp.NodeID, "mode", c.Mode)
+		s := &session{cfg: c, cmdline: line, token: cl.Token, fabric: fabric, reg: *resp, ip: lease.Addr.IP.String(), log: log}
+		sctx, cancel := context.WithCancel(ctx)
+		go s.goalLoop(sctx)
+		s.heartbeat(sctx)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Warn("the fabric no longer knows this node; registering again")
+	}
+}
+
+func register(ctx context.Context, fabric *client.Client, reg api.Registration, max time.Duration, log *slog.Logger) *api.RegisterResponse {
+	for b := (backoff{max: max}); ; {
+		resp, err := fabric.Register(ctx, reg)
+		if err == nil {
+			return &resp
+		}
+		log.Warn("registering with the fabric", "fabric", fabric.BaseURL, "err", err)
+		if b.wait(ctx) != nil {
+			return nil
+		}
+	}
+}
+
+// session is one registration's worth of agent: heartbeats and goals.
+type session struct {
+	cfg     *Config
+	cmdline string
+	token   string
+	fabric  *client.Client
+	reg     api.RegisterResponse
+	ip      string
+	log     *slog.Logger
+
+	mu     sync.Mutex
+	report api.Status // the phase the agent is in, sent with every heartbeat
+}
+
+func (s *session) setReport(st api.Status) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.report = st
+}
+
+func (s *session) current() api.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.report
+	st.IP = s.ip
+	if st.Progress != nil {
+		p := *st.Progress
+		st.Progress = &p
+	}
+	return st
+}
+
+// post sends the current report now (phase transitions do not wait for
+// the next heartbeat). Errors are logged; the heartbeat repeats it anyway.
+func (s *session) post(ctx context.Context) {
+	if _, err := s.fabric.Status(ctx, s.reg.NodeID, s.reg.Credential, s.current()); err != nil {
+		s.log.Warn("reporting status", "err", err)
+	}
+}
+
+// heartbeat posts the report until ctx ends or the fabric rejects the
+// credential.
+func (s *session) heartbeat(ctx context.Context) {
+	interval := time.Duration(s.reg.HeartbeatInterval)
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	first := true
+	b := backoff{max: s.cfg.MaxBackoff}
+	for {
+		resp, err := s.fabric.Status(ctx, s.reg.NodeID, s.reg.Credential, s.current())
+		switch {
+		case client.IsUnauthorized(err):
+			return
+		case err != nil:
+			s.log.Warn("heartbeat", "err", err)
+			if b.wait(ctx) != nil {
+				return
+			}
+			continue
+		}
+		b = backoff{max: s.cfg.MaxBackoff}
+		if first {
+			Mark(s.cfg.Console, "heartbeat", "node", s.reg.NodeID, "interval", interval)
+			if s.cfg.Mode == api.ModeHost {
+				Mark(s.cfg.Console, "host-ready", "node", s.reg.NodeID)
+			}
+			first = false
+		}
+		if d := time.Duration(resp.HeartbeatInterval); d > 0 {
+			interval = d
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// goalLoop long-polls the goal and acts on each new one.
+func (s *session) goalLoop(ctx context.Context) {
+	have := int64(-1)
+	tried := map[int64]bool{} // provisioning generations attempted by this boot
+	b := backoff{max: s.cfg.MaxBackoff}
+	for ctx.Err() == nil {
+		g, changed, err := s.fabric.Goal(ctx, s.reg.NodeID, s.reg.Credential, have, 30*time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("goal", "err", err)
+				b.wait(ctx)
+			}
+			continue
+		}
+		b = backoff{max: s.cfg.MaxBackoff}
+		if !changed {
+			continue
+		}
+		have = g.Incarnation
+		Mark(s.cfg.Console, "goal", "incarnation", g.Incarnation, "action", g.Action, "provision", g.Provision)
+		switch {
+		case s.cfg.Mode == api.ModeHost:
+			if g.Action == api.ActionProvision {
+				Mark(s.cfg.Console, "reprovision-reboot", "provision", g.Provision)
+				s.log.Info("asked to provision again: rebooting into the network boot")
+				reboot()
+			}
+		case g.Action == api.ActionProvision && !tried[g.Provision]:
+			tried[g.Provision] = true
+			s.provision(ctx, g)
+		case g.Action == api.ActionBootHost:
+			s.handover(ctx, g)
+		}
+	}
+}

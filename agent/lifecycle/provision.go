@@ -1,0 +1,147 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/loomfabric/loom/agent/disk"
+	"github.com/loomfabric/loom/agent/imaging"
+	"github.com/loomfabric/loom/agent/inventory"
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+// provision lays down the host partition for goal g, then hands over.
+func (s *session) provision(ctx context.Context, g api.Goal) {
+	total := g.Image.DataBytes
+	s.setReport(api.Status{Phase: api.PhaseImaging, Provision: g.Provision, Progress: &api.Progress{Total: total}})
+	s.post(ctx)
+	Mark(s.cfg.Console, "imaging", "image", g.Image.Name, "size", g.Image.Size, "data", total, "provision", g.Provision)
+	start := time.Now()
+	dev, err := s.image(ctx, g)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		reason := fmt.Sprintf("imaging %s onto %s: %v", g.Image.Name, dev, err)
+		s.setReport(api.Status{Phase: api.PhaseFailed, Provision: g.Provision, Reason: reason})
+		s.post(ctx)
+		Mark(s.cfg.Console, "imaging-failed", "reason", fmt.Sprintf("%q", reason))
+		s.log.Error("imaging failed", "err", err)
+		return
+	}
+	secs := time.Since(start).Seconds()
+	s.setReport(api.Status{Phase: api.PhaseImaged, Provision: g.Provision})
+	s.post(ctx)
+	Mark(s.cfg.Console, "imaged", "device", dev, "seconds", fmt.Sprintf("%.1f", secs), "mbps", fmt.Sprintf("%.0f", float64(g.Image.Size)/1e6/secs))
+	s.handover(ctx, g)
+}
+
+// image partitions the disk the profile names and writes the image into
+// the host partition. On failure the partition is left unbootable.
+func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
+	if g.Profile == nil || g.Image == nil {
+		return "", errors.New("goal without profile or image")
+	}
+	rule, err := api.ParseDiskRule(g.Profile.Disk)
+	if err != nil {
+		return "", err
+	}
+	inv, err := inventory.Collect(s.cfg.Root)
+	if err != nil {
+		return "", err
+	}
+	d, err := rule.Select(inv.Disks)
+	if err != nil {
+		return "", err
+	}
+	whole := "/dev/" + d.Name
+	parts, err := disk.Layout(d.SizeBytes, g.Image.Size)
+	if err != nil {
+		return whole, err
+	}
+	f, err := os.OpenFile(whole, os.O_RDWR, 0)
+	if err != nil {
+		return whole, err
+	}
+	err = disk.Wipe(f, d.SizeBytes)
+	if err == nil {
+		err = disk.WriteGPT(f, d.SizeBytes, parts)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = disk.Reread(f)
+	}
+	f.Close()
+	if err != nil {
+		return whole, err
+	}
+	dev, err := disk.PartitionDevice(d.Name, 1, 10*time.Second)
+	if err != nil {
+		return whole, err
+	}
+	t, err := imaging.OpenTarget(dev)
+	if err != nil {
+		return dev, err
+	}
+	defer t.Close()
+	start := time.Now()
+	w := &imaging.Writer{
+		Manifest: *g.Image,
+		Source:   &imaging.HTTPSource{URL: strings.TrimRight(s.fabric.BaseURL, "/") + g.ImageURL, Token: s.token},
+		Target:   t,
+		Log:      s.log,
+		Progress: func(done, total uint64) {
+			p := &api.Progress{Bytes: done, Total: total}
+			if el := time.Since(start).Seconds(); el > 0 && done > 0 {
+				p.BytesPerS = float64(done) / el
+				p.ETASeconds = float64(total-done) / p.BytesPerS
+			}
+			s.setReport(api.Status{Phase: api.PhaseImaging, Provision: g.Provision, Progress: p})
+		},
+	}
+	if err := w.Write(ctx); err != nil {
+		unbootable(t)
+		return dev, err
+	}
+	return dev, nil
+}
+
+// unbootable zeroes the start of a partition whose image failed, so no
+// filesystem (and no kernel on it) is ever found there.
+func unbootable(t *os.File) {
+	zero := make([]byte, 1<<20)
+	f, err := os.OpenFile(t.Name(), os.O_WRONLY, 0) // not O_DIRECT: zero is unaligned
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.WriteAt(zero, 0)
+	f.Sync()
+}
+
+// handover boots the host OS from the host partition: kexec, else reboot.
+func (s *session) handover(ctx context.Context, g api.Goal) {
+	var extra string
+	if g.Profile != nil {
+		extra = g.Profile.KernelArgs
+	}
+	s.setReport(api.Status{Phase: api.PhaseBooting, Provision: g.Provision})
+	s.post(ctx)
+	dev, err := findHost()
+	if err == nil {
+		err = loadHost(dev, hostCmdline(s.cmdline, extra))
+	}
+	if err == nil {
+		Mark(s.cfg.Console, "kexec", "device", dev)
+		err = execHost()
+	}
+	s.log.Error("kexec into the host failed; rebooting", "err", err)
+	Mark(s.cfg.Console, "kexec-failed", "reason", fmt.Sprintf("%q", err.Error()))
+	reboot()
+}
