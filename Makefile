@@ -8,7 +8,7 @@ N ?= 3
 GO_SOURCES := $(shell find agent fabric scripts initramfs -name '*.go' -not -name '*_test.go') go.mod go.sum
 AGENT_SOURCES := $(shell find agent fabric/api fabric/client -name '*.go' -not -name '*_test.go') initramfs/commands.txt initramfs/modules.txt initramfs/kernel.txt go.mod go.sum scripts/build-initramfs.sh
 
-.PHONY: help deps build initramfs lab lab-down test bench fuzz clean
+.PHONY: help deps build initramfs images lab lab-down test bench fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,21 +28,28 @@ $(BIN)/loom-agent: $(AGENT_SOURCES) | build/.deps
 
 initramfs: build/maintenance/initramfs.cpio.xz ## build the maintenance OS: build/maintenance/{vmlinuz,initramfs.cpio.xz}
 build/maintenance/initramfs.cpio.xz: $(AGENT_SOURCES) | build/.deps
-	scripts/build-initramfs.sh
+	scripts/build-initramfs.sh maintenance
 
-lab: deps build initramfs ## run the lab (as root): loomd and N=3 QEMU servers that PXE-boot and register
+images: build/images/host.ext4 ## build the host image (host kernel + u-root initramfs with loom-agent host and QEMU) as build/images/host.ext4
+build/host/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/host-modules.txt initramfs/host-files.txt | build/.deps
+	scripts/build-initramfs.sh host
+build/images/host.ext4: build/host/initramfs.cpio.xz scripts/build-host-image.sh
+	scripts/build-host-image.sh
+
+lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers that PXE-boot, get imaged and boot their host OS
 	$(GO) run ./scripts/lab/cmd/lab up -n $(N)
 
 lab-down: ## remove the lab: its processes, namespace, bridge and taps (also after a crash)
 	$(GO) run ./scripts/lab/cmd/lab down
 
-test: deps build initramfs ## run every test (VM tests need root and QEMU; LOOM_REQUIRE_VM=1 makes them mandatory)
+test: deps build initramfs images ## run every test (VM tests need root and QEMU; LOOM_REQUIRE_VM=1 makes them mandatory)
 	$(GO) vet ./...
 	$(GO) test -timeout 30m ./...
 
-bench: deps build initramfs ## run the benchmarks against their peer tools
+bench: deps build initramfs images ## run the benchmarks against their peer tools
 	$(GO) run ./bench/boot
 	$(GO) run ./bench/dhcp
+	$(GO) run ./bench/imaging
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test ./fabric/dhcp -run '^$$' -fuzz FuzzHandle -fuzztime $${FUZZTIME:-30s}

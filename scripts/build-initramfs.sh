@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
-# Builds the maintenance OS into build/maintenance/{vmlinuz,initramfs.cpio.xz}
-# from the data files in initramfs/: kernel.txt (the Debian kernel package),
-# modules.txt (modules to load, with their dependency closure) and
-# commands.txt (u-root commands). loom-agent is the uinit.
+# Builds an OS image pair {vmlinuz,initramfs.cpio.xz} from the data files
+# in initramfs/: kernel.txt (the Debian kernel package), modules.txt
+# (modules to load, with their dependency closure), commands.txt (u-root
+# commands). loom-agent is the uinit.
+#
+#   build-initramfs.sh [maintenance]  → build/maintenance/ (uinit: loom-agent maintenance)
+#   build-initramfs.sh host           → build/host/        (uinit: loom-agent host;
+#                                       plus host-modules.txt and host-files.txt)
 # Needs: apt-get (download only), dpkg-deb, depmod/modprobe (kmod), xz, go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-out=build/maintenance
+flavour=${1:-maintenance}
+case "$flavour" in
+maintenance | host) ;;
+*) echo "usage: $0 [maintenance|host]" >&2; exit 2 ;;
+esac
+out=build/$flavour
 cache=build/cache
 data() { grep -v '^[[:space:]]*#' "$1" | sed '/^[[:space:]]*$/d'; }
 
@@ -29,10 +38,12 @@ if [ ! -f "$kroot/boot/vmlinuz-$kver" ]; then
 fi
 
 echo "== kernel modules (dependency closure)"
-stage=build/initramfs-stage
+stage=build/initramfs-stage-$flavour
+modlists=(initramfs/modules.txt)
+[ "$flavour" = host ] && modlists+=(initramfs/host-modules.txt)
 rm -rf "$stage"
 mkdir -p "$stage/lib/modules/$kver" "$stage/lib/modules-load.d"
-data initramfs/modules.txt | while read -r m; do
+cat "${modlists[@]}" | grep -v '^[[:space:]]*#' | sed '/^[[:space:]]*$/d' | while read -r m; do
 	modprobe -d "$kroot" -S "$kver" --show-depends "$m" || { echo "module $m not found in $pkg" >&2; exit 1; }
 done | awk '$1 == "insmod" { print $2 }' | sort -u | while read -r f; do
 	rel=lib/modules/${f#*/lib/modules/}
@@ -42,18 +53,23 @@ done
 cp "$kroot/lib/modules/$kver/modules.builtin" "$kroot/lib/modules/$kver/modules.order" "$stage/lib/modules/$kver/"
 [ -f "$kroot/lib/modules/$kver/modules.builtin.modinfo" ] && cp "$kroot/lib/modules/$kver/modules.builtin.modinfo" "$stage/lib/modules/$kver/"
 depmod -b "$stage" "$kver"
-data initramfs/modules.txt > "$stage/lib/modules-load.d/loom.conf"
+cat "${modlists[@]}" | grep -v '^[[:space:]]*#' | sed '/^[[:space:]]*$/d' > "$stage/lib/modules-load.d/loom.conf"
 echo "   $(find "$stage/lib/modules" -name '*.ko*' | wc -l) modules"
 
+extra=()
+if [ "$flavour" = host ]; then
+	while read -r f; do extra+=(-files "$f"); done < <(data initramfs/host-files.txt)
+fi
 echo "== u-root (takes a minute or two)"
 mkdir -p "$out"
 
 # shellcheck disable=SC2046
 GOOS=linux GOARCH=amd64 CGO_ENABLED=0 \
 	go tool u-root -o "$out/initramfs.cpio" \
-	-uinitcmd="loom-agent maintenance" -defaultsh=gosh \
+	-uinitcmd="loom-agent $flavour" -defaultsh=gosh \
 	-files "$stage/lib/modules:lib/modules" \
 	-files "$stage/lib/modules-load.d:lib/modules-load.d" \
+	"${extra[@]}" \
 	$(data initramfs/commands.txt) ./agent/cmd/loom-agent
 xz --check=crc32 -9 -T0 -f "$out/initramfs.cpio"
 cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz"

@@ -96,7 +96,7 @@ func WaitNode(ctx context.Context, c *client.Client, mac string, d time.Duration
 		select {
 		case <-ctx.Done():
 			return last, fmt.Errorf("node %s: condition not met within %v (last phase %q)", mac, d, last.Phase)
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
@@ -136,4 +136,34 @@ func RequireVM(t testing.TB, extra ...error) {
 		t.Fatalf("LOOM_REQUIRE_VM=1 but the VM test cannot run: %s", msg)
 	}
 	t.Skipf("skipping VM test: %s (set LOOM_REQUIRE_VM=1 to make this a failure)", msg)
+}
+
+// SetUpHostProfile uploads the host image (unless an image of that name
+// exists) and creates profile name using it.
+func SetUpHostProfile(ctx context.Context, c *client.Client, name, imagePath string) error {
+	if _, err := c.Image(ctx, name); err != nil {
+		f, err := os.Open(imagePath)
+		if err != nil {
+			return fmt.Errorf("%v (run 'make images')", err)
+		}
+		defer f.Close()
+		if _, err := c.AddImage(ctx, name, f, nil); err != nil {
+			return fmt.Errorf("uploading %s: %w", imagePath, err)
+		}
+	}
+	_, err := c.PutProfile(ctx, api.Profile{Name: name, Image: name, Disk: "first:1GiB"})
+	return err
+}
+
+// WatchPhases polls a node until ok(node) and returns the phases it went
+// through, in order (each once).
+func WatchPhases(ctx context.Context, c *client.Client, mac string, d time.Duration, ok func(api.Node) bool) ([]api.Phase, api.Node, error) {
+	var seen []api.Phase
+	n, err := WaitNode(ctx, c, mac, d, func(n api.Node) bool {
+		if len(seen) == 0 || seen[len(seen)-1] != n.Phase {
+			seen = append(seen, n.Phase)
+		}
+		return ok(n)
+	})
+	return seen, n, err
 }

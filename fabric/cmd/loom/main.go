@@ -4,8 +4,15 @@
 // unix:///path socket works too) and its operator token through LOOM_TOKEN
 // or --token-file.
 //
-//	loom nodes              a table of every node
-//	loom node show ID       one node's full inventory (-o json for JSON)
+//	loom nodes                              a table of every node
+//	loom node show ID [-o json]             one node's full inventory
+//	loom node provision ID --profile P      image the node with profile P
+//	loom node reprovision ID                image it again
+//	loom node watch ID                      live imaging progress until Ready or Failed
+//	loom image add FILE [--name N] [--bmap F.bmap]
+//	loom image list | show NAME | rm NAME
+//	loom profile set NAME --image I [--disk RULE] [--kernel-args A]
+//	loom profile list | show NAME | rm NAME
 package main
 
 import (
@@ -35,8 +42,16 @@ func main() {
 }
 
 const usage = `usage: loom [--token-file F] COMMAND
-  nodes              list nodes
-  node show ID       show one node (-o json for JSON)
+  nodes                                  list nodes
+  node show ID [-o json]                 show one node
+  node provision ID --profile P          image the node with profile P
+  node reprovision ID                    image it again
+  node watch ID                          follow imaging until Ready or Failed
+  image add FILE [--name N] [--bmap F]   upload an image (raw or zstd; optional .bmap)
+  image list | show NAME | rm NAME
+  profile set NAME --image I [--disk RULE] [--kernel-args A]
+                                         RULE: path:/dev/X, serial:S, first:SIZE (default first:1GiB)
+  profile list | show NAME | rm NAME
 environment: LOOM_ADDR (default http://127.0.0.1:8080), LOOM_TOKEN`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -59,6 +74,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		c.Token = strings.TrimSpace(string(b))
 	}
 	rest := fs.Args()
+	if len(rest) >= 2 {
+		switch rest[0] + " " + rest[1] {
+		case "node provision", "node reprovision", "node watch":
+			return nodeCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
+		}
+		switch rest[0] {
+		case "image":
+			return imageCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
+		case "profile":
+			return profileCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
+		}
+	}
 	switch {
 	case len(rest) == 1 && rest[0] == "nodes":
 		nodes, err := c.Nodes(ctx)
@@ -126,7 +153,7 @@ func nodeTable(w io.Writer, nodes []api.Node, now time.Time) error {
 		if ip == "" {
 			ip = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.MAC, ip, n.Phase, cpus, mem, disks, ago(n.LastSeen, now))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.MAC, ip, phaseText(n), cpus, mem, disks, ago(n.LastSeen, now))
 	}
 	return tw.Flush()
 }
@@ -138,7 +165,16 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	fmt.Fprintf(tw, "MAC:\t%s\n", n.MAC)
 	fmt.Fprintf(tw, "IP:\t%s\n", n.IP)
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(n.LastSeen, now))
-	fmt.Fprintf(tw, "Agent:\t%s\n", n.AgentVersion)
+	fmt.Fprintf(tw, "Agent:\t%s (%s mode)\n", n.AgentVersion, n.Mode)
+	if n.Profile != "" {
+		fmt.Fprintf(tw, "Profile:\t%s (generation %d, imaged %d)\n", n.Profile, n.Provision, n.Imaged)
+	}
+	if n.Reason != "" {
+		fmt.Fprintf(tw, "Reason:\t%s\n", n.Reason)
+	}
+	if p := n.Progress; p != nil {
+		fmt.Fprintf(tw, "Imaging:\t%s\n", progressText(p))
+	}
 	if inv := n.Inventory; inv != nil {
 		fmt.Fprintf(tw, "System:\t%s %s (serial %q, uuid %s)\n", inv.DMI.Vendor, inv.DMI.Product, inv.DMI.Serial, inv.DMI.UUID)
 		fmt.Fprintf(tw, "CPU:\t%d × %s\n", inv.CPU.Count, inv.CPU.Model)

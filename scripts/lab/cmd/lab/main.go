@@ -57,17 +57,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	n := fs.Int("n", 3, "number of servers")
 	dir := fs.String("dir", "build/lab", "lab directory (logs, disks, state)")
 	cpus := fs.Int("cpus", 1, "vCPUs per server")
-	mem := fs.Int("memory", 1024, "MiB of memory per server")
+	mem := fs.Int("memory", 1536, "MiB of memory per server")
 	disk := fs.Int("disk", 16, "GiB of (sparse) disk per server")
-	wait := fs.Duration("wait", 6*time.Minute, "how long `up` waits for every server to register")
+	wait := fs.Duration("wait", 8*time.Minute, "how long `up` waits for every server to be Ready")
+	verb := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		verb, args = args[0], args[1:] // lab up -n 3: flags after the verb
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if verb == "" {
+		verb = fs.Arg(0)
 	}
 	abs, err := filepath.Abs(*dir)
 	if err != nil {
 		return err
 	}
-	switch fs.Arg(0) {
+	switch verb {
 	case "up":
 		return up(ctx, abs, *n, *cpus, *mem, *disk, *wait, stdout)
 	case "down":
@@ -87,9 +94,9 @@ func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Durat
 	if err := lab.Prereqs(); err != nil {
 		return err
 	}
-	for _, f := range []string{"build/bin/loomd", "build/maintenance/vmlinuz", "build/maintenance/initramfs.cpio.xz"} {
+	for _, f := range []string{"build/bin/loomd", "build/maintenance/vmlinuz", "build/maintenance/initramfs.cpio.xz", "build/images/host.ext4"} {
 		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("%v (run 'make build initramfs')", err)
+			return fmt.Errorf("%v (run 'make build initramfs images')", err)
 		}
 	}
 	if _, err := os.Stat(statePath(dir)); err == nil {
@@ -116,16 +123,19 @@ func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Durat
 	ldLog := filepath.Join(dir, "loomd.log")
 	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
 		Bin: bin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "loomd.sock"),
-		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra"}, Detach: true,
+		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra", "--default-profile", "host", "--heartbeat", "2s"}, Detach: true,
 	})
 	if err != nil {
+		return err
+	}
+	if err := lab.SetUpHostProfile(ctx, fabric, "host", "build/images/host.ext4"); err != nil {
 		return err
 	}
 	st.Procs = append(st.Procs, proc{Name: "loomd", PID: ld.Process.Pid, Exe: "loomd"})
 	if err := save(dir, st); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "== loomd up (pid %d), log %s\n", ld.Process.Pid, ldLog)
+	fmt.Fprintf(out, "== loomd up (pid %d), log %s; image and profile \"host\" provision every new server\n", ld.Process.Pid, ldLog)
 
 	accel := lab.Accel()
 	var servers []lab.Server
@@ -147,15 +157,34 @@ func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Durat
 		fmt.Fprintf(out, "== %s (%s, %s) booting from the network under %s, console %s\n", s.Name, s.MAC, s.Dir, accel, s.SerialLog())
 	}
 
-	fmt.Fprintf(out, "== waiting for %d servers to register (up to %v)\n", n, wait)
+	fmt.Fprintf(out, "== waiting for %d servers: netboot, register, imaging, host OS Ready (up to %v)\n", n, wait)
 	start := time.Now()
+	type result struct {
+		s      lab.Server
+		phases []api.Phase
+		node   api.Node
+		err    error
+		secs   float64
+	}
+	results := make(chan result, len(servers))
 	for _, s := range servers {
-		node, err := lab.WaitNode(ctx, fabric, s.MAC, wait-time.Since(start), func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
-		if err != nil {
-			fmt.Fprintf(out, "!! %s: %v; its console:\n%s\n", s.Name, err, lab.Tail(s.SerialLog(), 15))
-			continue
+		go func() {
+			ph, node, err := lab.WatchPhases(ctx, fabric, s.MAC, wait, func(n api.Node) bool {
+				return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed
+			})
+			results <- result{s, ph, node, err, time.Since(start).Seconds()}
+		}()
+	}
+	for range servers {
+		r := <-results
+		switch {
+		case r.err != nil:
+			fmt.Fprintf(out, "!! %s: %v; its console:\n%s\n", r.s.Name, r.err, lab.Tail(r.s.SerialLog(), 15))
+		case r.node.Phase == api.PhaseFailed:
+			fmt.Fprintf(out, "!! %s (%s) Failed after %.0fs: %s\n", r.s.Name, r.node.ID, r.secs, r.node.Reason)
+		default:
+			fmt.Fprintf(out, "   %s is %s Ready after %.0fs: %v\n", r.s.Name, r.node.ID, r.secs, r.phases)
 		}
-		fmt.Fprintf(out, "   %s registered as %s after %.0fs\n", s.Name, node.ID, time.Since(start).Seconds())
 	}
 	env := []string{"LOOM_ADDR=" + fabric.BaseURL, "LOOM_TOKEN=" + fabric.Token}
 	cmd := exec.CommandContext(ctx, "build/bin/loom", "nodes")
@@ -168,6 +197,8 @@ The lab is up. Look around:
   export LOOM_TOKEN=$(sudo cat %s)
   build/bin/loom nodes
   build/bin/loom node show ID
+  build/bin/loom node reprovision ID && build/bin/loom node watch ID
+  build/bin/loom image list; build/bin/loom profile list
   tail -f %s/server1/serial.log     # a server's console
   tail -f %s                        # loomd
 Take it down with: sudo make lab-down
