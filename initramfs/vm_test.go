@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,19 +16,118 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
 	"github.com/loomfabric/loom/scripts/lab"
 )
 
-// bootDir is where `make initramfs` puts the maintenance OS.
-const bootDir = "../build/maintenance"
+// Where `make initramfs` and `make images` put their output.
+const (
+	bootDir   = "../build/maintenance"
+	hostImage = "../build/images/host.ext4"
+)
 
-func maintenanceBuilt() error {
-	for _, f := range []string{"vmlinuz", "initramfs.cpio.xz"} {
-		if _, err := os.Stat(filepath.Join(bootDir, f)); err != nil {
-			return fmt.Errorf("no maintenance OS (%v): run 'make initramfs'", err)
+func built(paths ...string) error {
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%v: run 'make initramfs images'", err)
 		}
 	}
 	return nil
+}
+
+var (
+	buildOnce sync.Once
+	loomdBin  string
+	buildErr  error
+)
+
+// loomd builds loomd once for all tests.
+func loomd(t *testing.T) string {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "loom-vmtest-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		loomdBin = filepath.Join(dir, "loomd")
+		if out, err := exec.Command("go", "build", "-o", loomdBin, "../fabric/cmd/loomd").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building loomd: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return loomdBin
+}
+
+// rig is one test's lab: a namespace, a loomd and one server.
+type rig struct {
+	t       *testing.T
+	dir     string
+	fabric  *client.Client
+	srv     lab.Server
+	data    string
+	qemu    *exec.Cmd
+	exited  chan error
+	loomLog string
+}
+
+// newRig starts loomd in a fresh namespace (subnet 10.79.N.0/24).
+func newRig(t *testing.T, subnet int, env []string, args ...string) *rig {
+	lab.RequireVM(t, built(bootDir+"/vmlinuz", bootDir+"/initramfs.cpio.xz", hostImage))
+	bin := loomd(t)
+	dir := t.TempDir()
+	boot, _ := filepath.Abs(bootDir)
+	ctx := context.Background()
+	ln, err := lab.NewNet(ctx, "loom-t-"+lab.Suffix(), netip.MustParsePrefix(fmt.Sprintf("10.79.%d.1/24", subnet)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	r := &rig{t: t, dir: dir, data: filepath.Join(dir, "data"), loomLog: filepath.Join(dir, "loomd.log")}
+	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
+		Bin: bin, DataDir: r.data, Socket: filepath.Join(dir, "loomd.sock"), BootDir: boot, Log: r.loomLog, Env: env,
+		Args: append([]string{"--ipv6-ra", "--heartbeat", "1s"}, args...),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ld.Process.Signal(syscall.SIGTERM) })
+	r.fabric = fabric
+	r.srv = lab.Server{Name: "s", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 3, Dir: filepath.Join(dir, "s"), NoReboot: true}
+	r.startServer(ln)
+	return r
+}
+
+func (r *rig) startServer(ln *lab.Net) {
+	q, err := ln.Start(context.Background(), r.srv, "tap0")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.qemu, r.exited = q, make(chan error, 1)
+	go func() { r.exited <- q.Wait() }()
+	r.t.Cleanup(func() { q.Process.Kill() })
+}
+
+func (r *rig) dump() {
+	r.t.Logf("serial console (last lines):\n%s", lab.Tail(r.srv.SerialLog(), 40))
+	r.t.Logf("loomd log (last lines):\n%s", lab.Tail(r.loomLog, 30))
+}
+
+func (r *rig) serial() string {
+	b, _ := os.ReadFile(r.srv.SerialLog())
+	return string(b)
+}
+
+// wait waits for a condition on the node, failing the test with the logs.
+func (r *rig) wait(d time.Duration, what string, ok func(api.Node) bool) ([]api.Phase, api.Node) {
+	r.t.Helper()
+	phases, n, err := lab.WatchPhases(context.Background(), r.fabric, r.srv.MAC, d, ok)
+	if err != nil {
+		r.dump()
+		r.t.Fatalf("waiting for %s: %v (phases seen: %v)", what, err, phases)
+	}
+	return phases, n
 }
 
 // TestNetbootRegisters boots one QEMU server with -boot n against a real
@@ -36,63 +136,10 @@ func maintenanceBuilt() error {
 // register with the inventory QEMU was given. Then the VM is killed and
 // the node must go Unreachable.
 func TestNetbootRegisters(t *testing.T) {
-	lab.RequireVM(t, maintenanceBuilt())
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-
-	loomdBin := filepath.Join(dir, "loomd")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", loomdBin, "../fabric/cmd/loomd").CombinedOutput(); err != nil {
-		t.Fatalf("building loomd: %v\n%s", err, out)
-	}
-	boot, err := filepath.Abs(bootDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ln, err := lab.NewNet(ctx, "loom-t-"+lab.Suffix(), netip.MustParsePrefix("10.79.0.1/24"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-
-	loomdLog := filepath.Join(dir, "loomd.log")
-	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
-		Bin: loomdBin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "loomd.sock"),
-		BootDir: boot, Log: loomdLog, Args: []string{"--heartbeat", "1s", "--grace", "6s", "--ipv6-ra"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ld.Process.Signal(syscall.SIGTERM) })
-
-	srv := lab.Server{
-		Name: "s1", MAC: lab.NewMAC(), UUID: lab.NewUUID(),
-		CPUs: 2, MemoryMB: 1024, DiskGB: 3, Dir: filepath.Join(dir, "s1"), NoReboot: true,
-	}
+	t.Parallel()
 	start := time.Now()
-	qemu, err := ln.Start(ctx, srv, "tap-s1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	qemuDone := make(chan error, 1)
-	go func() { qemuDone <- qemu.Wait() }()
-	t.Cleanup(func() { qemu.Process.Kill() })
-	dump := func() {
-		t.Logf("serial console (last lines):\n%s", lab.Tail(srv.SerialLog(), 40))
-		t.Logf("loomd log (last lines):\n%s", lab.Tail(loomdLog, 30))
-	}
-
-	n, err := lab.WaitNode(ctx, fabric, srv.MAC, 5*time.Minute, func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
-	if err != nil {
-		select {
-		case err := <-qemuDone:
-			t.Logf("QEMU exited: %v\n%s", err, lab.Tail(filepath.Join(srv.Dir, "qemu.log"), 10))
-		default:
-		}
-		dump()
-		t.Fatal(err)
-	}
+	r := newRig(t, 1, nil, "--grace", "6s")
+	_, n := r.wait(5*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
 	t.Logf("node %s Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
 
 	if n.Inventory == nil {
@@ -113,25 +160,181 @@ func TestNetbootRegisters(t *testing.T) {
 	for _, d := range inv.Disks {
 		got.Disks[d.Name] = d.SizeBytes
 	}
-	want := summary{CPUs: 2, Memory: 1024 << 20, UUID: srv.UUID, MACs: []string{srv.MAC}, Disks: map[string]uint64{"vda": 3 << 30}}
+	want := summary{CPUs: 1, Memory: 1536 << 20, UUID: r.srv.UUID, MACs: []string{r.srv.MAC}, Disks: map[string]uint64{"vda": 3 << 30}}
 	if diff := cmp.Diff(want, got); diff != "" {
-		dump()
+		r.dump()
 		t.Errorf("inventory of %s differs from what QEMU was given (-want +got):\n%s", n.ID, diff)
 	}
-	if !strings.HasPrefix(n.IP, "10.79.0.") {
-		t.Errorf("node IP = %q, want an address from loomd's pool 10.79.0.0/24", n.IP)
+	if !strings.HasPrefix(n.IP, "10.79.1.") {
+		t.Errorf("node IP = %q, want an address from loomd's pool 10.79.1.0/24", n.IP)
 	}
-	serial, _ := os.ReadFile(srv.SerialLog())
-	if !strings.Contains(string(serial), "LOOM-MARK registered node="+n.ID) {
-		dump()
+	if !strings.Contains(r.serial(), "LOOM-MARK registered node="+n.ID) {
+		r.dump()
 		t.Errorf("serial console lacks the agent's marker %q", "LOOM-MARK registered node="+n.ID)
 	}
 
 	// Kill the server: it must go Unreachable after the grace period.
-	qemu.Process.Kill()
-	<-qemuDone
-	if _, err := lab.WaitNode(ctx, fabric, srv.MAC, 30*time.Second, func(n api.Node) bool { return n.Phase == api.PhaseUnreachable }); err != nil {
-		dump()
+	r.qemu.Process.Kill()
+	<-r.exited
+	r.wait(30*time.Second, "Unreachable", func(n api.Node) bool { return n.Phase == api.PhaseUnreachable })
+}
+
+// provisionRig starts loomd with the host image as the default profile
+// (uploaded, and corrupted if asked, before the server boots).
+func provisionRig(t *testing.T, subnet int, env []string, corrupt bool) *rig {
+	lab.RequireVM(t, built(bootDir+"/vmlinuz", bootDir+"/initramfs.cpio.xz", hostImage))
+	bin := loomd(t)
+	dir := t.TempDir()
+	boot, _ := filepath.Abs(bootDir)
+	ctx := context.Background()
+	ln, err := lab.NewNet(ctx, "loom-t-"+lab.Suffix(), netip.MustParsePrefix(fmt.Sprintf("10.79.%d.1/24", subnet)))
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
+	r := &rig{t: t, dir: dir, data: filepath.Join(dir, "data"), loomLog: filepath.Join(dir, "loomd.log")}
+	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
+		Bin: bin, DataDir: r.data, Socket: filepath.Join(dir, "loomd.sock"), BootDir: boot, Log: r.loomLog, Env: env,
+		Args: []string{"--ipv6-ra", "--heartbeat", "1s", "--grace", "60s", "--default-profile", "host"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ld.Process.Signal(syscall.SIGTERM) })
+	r.fabric = fabric
+	if err := lab.SetUpHostProfile(ctx, fabric, "host", hostImage); err != nil {
+		t.Fatal(err)
+	}
+	if corrupt {
+		m, err := fabric.Image(ctx, "host")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rg := m.Ranges[len(m.Ranges)/2]
+		at := int64(rg.Offset + rg.Length/2)
+		blob := filepath.Join(r.data, "images", m.Digest)
+		f, err := os.OpenFile(blob, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := []byte{0}
+		f.ReadAt(b, at)
+		b[0] ^= 0x01
+		f.WriteAt(b, at)
+		f.Close()
+		t.Logf("flipped one bit of the stored image at byte %d (range %d+%d)", at, rg.Offset, rg.Length)
+	}
+	r.srv = lab.Server{Name: "s", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 3, Dir: filepath.Join(dir, "s"), NoReboot: true}
+	r.startServer(ln)
+	return r
+}
+
+// checkDisk stops the server and compares its host partition with the image.
+func (r *rig) checkDisk() {
+	r.t.Helper()
+	r.qemu.Process.Kill()
+	<-r.exited
+	raw := filepath.Join(r.dir, "disk.raw")
+	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", filepath.Join(r.srv.Dir, "disk.qcow2"), raw).CombinedOutput(); err != nil {
+		r.t.Fatalf("qemu-img convert: %v\n%s", err, out)
+	}
+	st, err := os.Stat(hostImage)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	out, err := exec.Command("cmp", "-i", "1048576:0", "-n", fmt.Sprint(st.Size()), raw, hostImage).CombinedOutput()
+	if err != nil {
+		r.t.Errorf("host partition (at 1 MiB on the disk) differs from %s: %v %s", hostImage, err, out)
+	}
+	if out, err := exec.Command("sfdisk", "--dump", raw).CombinedOutput(); err != nil || !strings.Contains(string(out), `name="loom-host"`) || !strings.Contains(string(out), `name="loom-data"`) {
+		r.t.Errorf("partition table: %v\n%s", err, out)
+	}
+}
+
+// TestProvisionToReady: Registered → Imaging → Imaged → Booting → Ready,
+// with the host agent really running from the new partition, as the same node.
+func TestProvisionToReady(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	r := provisionRig(t, 2, nil, false)
+	phases, n := r.wait(8*time.Minute, "Ready", func(n api.Node) bool { return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed })
+	if n.Phase != api.PhaseReady {
+		r.dump()
+		t.Fatalf("node %s ended %s: %s", n.ID, n.Phase, n.Reason)
+	}
+	t.Logf("node %s Ready %.1fs after QEMU started; phases %v", n.ID, time.Since(start).Seconds(), phases)
+	var history []api.Phase
+	for _, h := range n.History {
+		history = append(history, h.To)
+	}
+	want := []api.Phase{api.PhaseRegistered, api.PhaseImaging, api.PhaseImaged, api.PhaseBooting, api.PhaseReady}
+	if !isSubsequence(want, history) {
+		t.Errorf("node history %v, want it to pass through %v in order", history, want)
+	}
+	serial := r.serial()
+	for _, m := range []string{"LOOM-MARK imaged device=/dev/vda1", "LOOM-MARK kexec device=/dev/vda1", "LOOM-MARK registered node=" + n.ID + " mode=host", "LOOM-MARK host-ready node=" + n.ID} {
+		if !strings.Contains(serial, m) {
+			r.dump()
+			t.Errorf("serial console lacks %q", m)
+		}
+	}
+	if n.Mode != api.ModeHost || n.Imaged != n.Provision {
+		t.Errorf("node %s: mode %s, imaged %d of %d; want host, imaged", n.ID, n.Mode, n.Imaged, n.Provision)
+	}
+	r.checkDisk()
+}
+
+// TestProvisionResumesCutStream: loomd cuts the image transfer halfway; the
+// agent resumes from where it was and the node still reaches Ready with a
+// correct image.
+func TestProvisionResumesCutStream(t *testing.T) {
+	t.Parallel()
+	r := provisionRig(t, 3, []string{"LOOM_FAULT_CUT_BLOBS=1"}, false)
+	_, n := r.wait(8*time.Minute, "Ready", func(n api.Node) bool { return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed })
+	if n.Phase != api.PhaseReady {
+		r.dump()
+		t.Fatalf("node %s ended %s: %s", n.ID, n.Phase, n.Reason)
+	}
+	if log, _ := os.ReadFile(r.loomLog); !strings.Contains(string(log), "fault injection: cutting an image transfer") {
+		t.Errorf("loomd never cut a transfer: the test did not test resumption")
+	}
+	if !strings.Contains(r.serial(), "transfer broken, resuming") {
+		r.dump()
+		t.Errorf("the agent did not log a resumed transfer")
+	}
+	r.checkDisk()
+}
+
+// TestProvisionCorruptImage: one flipped bit in the stored image → the
+// node ends Failed with a sha256 mismatch and never boots the host.
+func TestProvisionCorruptImage(t *testing.T) {
+	t.Parallel()
+	r := provisionRig(t, 4, nil, true)
+	_, n := r.wait(8*time.Minute, "Failed", func(n api.Node) bool { return n.Phase == api.PhaseFailed || n.Phase == api.PhaseReady })
+	if n.Phase != api.PhaseFailed || !strings.Contains(n.Reason, "sha256 mismatch") {
+		r.dump()
+		t.Fatalf("node %s: phase %s reason %q; want Failed with a sha256 mismatch", n.ID, n.Phase, n.Reason)
+	}
+	t.Logf("reason: %s", n.Reason)
+	time.Sleep(5 * time.Second)
+	n, err := r.fabric.Node(context.Background(), n.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := r.serial()
+	if n.Phase != api.PhaseFailed || strings.Contains(serial, "LOOM-MARK kexec") || strings.Contains(serial, "mode=host") {
+		r.dump()
+		t.Errorf("after the failure: phase %s, kexec attempted %v; want Failed and no handover", n.Phase, strings.Contains(serial, "LOOM-MARK kexec"))
+	}
+}
+
+// isSubsequence reports whether want appears in got in order.
+func isSubsequence(want, got []api.Phase) bool {
+	i := 0
+	for _, g := range got {
+		if i < len(want) && g == want[i] {
+			i++
+		}
+	}
+	return i == len(want)
 }

@@ -80,9 +80,35 @@ type Node struct {
 	Failed int64 `json:"failed,omitempty"`
 	// Progress of imaging (in memory, filled in on read).
 	Progress *Progress `json:"progress,omitempty"`
+	// History holds the node's last phase changes, oldest first.
+	History []PhaseChange `json:"history,omitempty"`
 	// LastSeen is the last heartbeat (or registration, or DHCP packet). It is
 	// kept in memory by the leader and filled in on read.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
+}
+
+// PhaseChange is one entry of a node's history.
+type PhaseChange struct {
+	From   Phase     `json:"from,omitempty"`
+	To     Phase     `json:"to"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+}
+
+// MaxHistory bounds Node.History.
+const MaxHistory = 32
+
+// SetPhase moves n to phase p at t, recording the change in its history.
+// It is the only place a node's phase changes.
+func (n *Node) SetPhase(p Phase, t time.Time, reason string) {
+	if n.Phase == p {
+		return
+	}
+	n.History = append(n.History, PhaseChange{From: n.Phase, To: p, At: t, Reason: reason})
+	if len(n.History) > MaxHistory {
+		n.History = n.History[len(n.History)-MaxHistory:]
+	}
+	n.Phase, n.PhaseChanged = p, t
 }
 
 // Inventory is what the maintenance agent finds in sysfs and procfs.

@@ -140,7 +140,8 @@ func (r *Registry) Discovered(ctx context.Context, mac string) error {
 		return err
 	}
 	now := r.cfg.Now()
-	n := api.Node{ID: newID(), Phase: api.PhaseDiscovered, MAC: mac, Created: now, PhaseChanged: now}
+	n := api.Node{ID: newID(), MAC: mac, Created: now}
+	n.SetPhase(api.PhaseDiscovered, now, "")
 	if err := r.cfg.Store.CreateNode(ctx, n, []string{mac}, ""); err != nil {
 		return fmt.Errorf("recording discovered %s: %w", mac, err)
 	}
@@ -287,10 +288,7 @@ func apply(n *api.Node, reg api.Registration, now time.Time, defaultProfile stri
 	case n.Phase == api.PhaseFailed && n.Failed == n.Provision:
 		phase = api.PhaseFailed // stays failed until reprovisioned
 	}
-	if n.Phase != phase {
-		n.Phase = phase
-		n.PhaseChanged = now
-	}
+	n.SetPhase(phase, now, "")
 	if defaultProfile != "" && n.Provision == 0 && n.Mode == api.ModeMaintenance {
 		n.Profile = defaultProfile
 		n.Provision = 1
@@ -415,8 +413,7 @@ func (r *Registry) sweep(ctx context.Context) error {
 			fresh := now.Sub(r.lastSeen[id]) <= r.cfg.Grace // a heartbeat since the snapshot
 			r.mu.Unlock()
 			if heartbeating(n.Phase) && !fresh {
-				n.Phase = api.PhaseUnreachable
-				n.PhaseChanged = now
+				n.SetPhase(api.PhaseUnreachable, now, fmt.Sprintf("no heartbeat for %v", r.cfg.Grace))
 			}
 			return nil
 		})

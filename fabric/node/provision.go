@@ -38,12 +38,7 @@ type ProvisionStore interface {
 // Transition is the pure decision for an agent's report st on node n.
 // It returns the node as it should be stored.
 func Transition(n api.Node, st api.Status, now time.Time) (api.Node, error) {
-	set := func(p api.Phase) {
-		if n.Phase != p {
-			n.Phase = p
-			n.PhaseChanged = now
-		}
-	}
+	set := func(p api.Phase) { n.SetPhase(p, now, st.Reason) }
 	pending := n.Provision > 0 && n.Imaged != n.Provision && n.Failed != n.Provision
 	switch st.Phase {
 	case "":

@@ -29,6 +29,8 @@ type Loomd struct {
 	Args []string
 	// Detach runs loomd in a session of its own that outlives the caller.
 	Detach bool
+	// Env adds environment variables (e.g. LOOM_FAULT_CUT_BLOBS=1).
+	Env []string
 }
 
 // StartLoomd runs loomd in the namespace, serving netboot on the bridge,
@@ -43,6 +45,9 @@ func (n *Net) StartLoomd(ctx context.Context, l Loomd) (*exec.Cmd, *client.Clien
 	if l.Detach {
 		cmd = n.Command(context.Background(), l.Bin, args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	if len(l.Env) > 0 {
+		cmd.Env = append(os.Environ(), l.Env...)
 	}
 	out, err := os.Create(l.Log)
 	if err != nil {

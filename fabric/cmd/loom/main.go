@@ -175,6 +175,20 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	if p := n.Progress; p != nil {
 		fmt.Fprintf(tw, "Imaging:\t%s\n", progressText(p))
 	}
+	for i, h := range n.History {
+		label := ""
+		if i == 0 {
+			label = "History:"
+		}
+		line := fmt.Sprintf("%s  %s → %s", h.At.Format("15:04:05.000"), h.From, h.To)
+		if h.From == "" {
+			line = fmt.Sprintf("%s  %s", h.At.Format("15:04:05.000"), h.To)
+		}
+		if h.Reason != "" {
+			line += " (" + h.Reason + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\n", label, line)
+	}
 	if inv := n.Inventory; inv != nil {
 		fmt.Fprintf(tw, "System:\t%s %s (serial %q, uuid %s)\n", inv.DMI.Vendor, inv.DMI.Product, inv.DMI.Serial, inv.DMI.UUID)
 		fmt.Fprintf(tw, "CPU:\t%d × %s\n", inv.CPU.Count, inv.CPU.Model)
