@@ -55,6 +55,9 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test ./fabric/dhcp -run '^$$' -fuzz FuzzHandle -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./agent/cmdline -run '^$$' -fuzz FuzzParse -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./fabric/server -run '^$$' -fuzz FuzzRegister -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./fabric/image -run '^$$' -fuzz FuzzParseBmap -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./fabric/image -run '^$$' -fuzz FuzzManifest -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./fabric/api -run '^$$' -fuzz FuzzProfile -fuzztime $${FUZZTIME:-30s}
 
 clean: ## remove build/ (keeps nothing, not even the kernel cache)
 	rm -rf build
