@@ -4,19 +4,39 @@
 // # Agent ↔ fabric protocol (HTTP/JSON)
 //
 //	POST /v1/nodes/register        body Registration, auth: enrollment token
-//	                               → 200 RegisterResponse
-//	POST /v1/nodes/{id}/status     body Status, auth: the node's credential
-//	                               → 200 StatusResponse; 401 if the credential
-//	                               is unknown (the agent then re-registers)
+//	                               → 200 RegisterResponse. The same machine
+//	                               (DMI UUID or any MAC) is always the same
+//	                               node; mode "host" makes it Ready.
+//	POST /v1/nodes/{id}/status     body Status, auth: the node's credential.
+//	                               The heartbeat; it carries the agent's
+//	                               phase (Imaging+Progress, Imaged, Booting,
+//	                               Failed+Reason) → 200 StatusResponse,
+//	                               409 if the phase does not fit the node,
+//	                               401 if the credential is unknown (the
+//	                               agent then registers again)
+//	GET  /v1/nodes/{id}/goal?incarnation=N&wait=30s
+//	                               auth: the node's credential → 200 Goal if
+//	                               its Incarnation is not N, else waits up to
+//	                               wait (≤ 60s) for a change → 304
+//	GET  /v1/images/{name}         Manifest (ranges included), auth:
+//	                               enrollment or operator token
+//	GET  /v1/images/{name}/blob    the stored bytes, with Range support
 //
 // Operator calls carry the operator token that loomd writes to its data
 // directory on first start:
 //
-//	GET /v1/nodes                  → 200 []Node
-//	GET /v1/nodes/{id}             → 200 Node
+//	GET    /v1/nodes, /v1/nodes/{id}        → []Node, Node
+//	POST   /v1/nodes/{id}/provision         {"profile": P} → Node
+//	POST   /v1/nodes/{id}/reprovision       → Node
+//	POST   /v1/images?name=N                the image as the body, or
+//	                                        multipart "bmap" + "image" → Manifest
+//	GET    /v1/images                       → []Manifest (without ranges)
+//	DELETE /v1/images/{name}                204; 409 while a profile uses it
+//	PUT    /v1/profiles/{name}              Profile → Profile (400 names the bad field)
+//	GET    /v1/profiles[/{name}], DELETE /v1/profiles/{name}
 //
-// Every error is a JSON Error with a message and a non-2xx status. Bodies are
-// limited to MaxBodyBytes.
+// Every error is a JSON Error with a message and a non-2xx status. Bodies
+// other than image uploads are limited to MaxBodyBytes.
 //
 // Netboot (no authentication; firmware cannot send any):
 //
