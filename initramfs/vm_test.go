@@ -72,8 +72,9 @@ type rig struct {
 	loomLog string
 }
 
-// newRig starts loomd in a fresh namespace (subnet 10.79.N.0/24).
-func newRig(t *testing.T, subnet int, env []string, args ...string) *rig {
+// newRig starts loomd in a fresh namespace (subnet 10.79.N.0/24), runs
+// prepare (if any) against it, then boots one server.
+func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(*rig)) *rig {
 	lab.RequireVM(t, built(bootDir+"/vmlinuz", bootDir+"/initramfs.cpio.xz", hostImage))
 	bin := loomd(t)
 	dir := t.TempDir()
@@ -94,6 +95,9 @@ func newRig(t *testing.T, subnet int, env []string, args ...string) *rig {
 	}
 	t.Cleanup(func() { ld.Process.Signal(syscall.SIGTERM) })
 	r.fabric = fabric
+	if prepare != nil {
+		prepare(r)
+	}
 	r.srv = lab.Server{Name: "s", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 3, Dir: filepath.Join(dir, "s"), NoReboot: true}
 	r.startServer(ln)
 	return r
@@ -138,7 +142,7 @@ func (r *rig) wait(d time.Duration, what string, ok func(api.Node) bool) ([]api.
 func TestNetbootRegisters(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	r := newRig(t, 1, nil, "--grace", "6s")
+	r := newRig(t, 1, nil, []string{"--grace", "6s"}, nil)
 	_, n := r.wait(5*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
 	t.Logf("node %s Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
 
@@ -182,51 +186,31 @@ func TestNetbootRegisters(t *testing.T) {
 // provisionRig starts loomd with the host image as the default profile
 // (uploaded, and corrupted if asked, before the server boots).
 func provisionRig(t *testing.T, subnet int, env []string, corrupt bool) *rig {
-	lab.RequireVM(t, built(bootDir+"/vmlinuz", bootDir+"/initramfs.cpio.xz", hostImage))
-	bin := loomd(t)
-	dir := t.TempDir()
-	boot, _ := filepath.Abs(bootDir)
-	ctx := context.Background()
-	ln, err := lab.NewNet(ctx, "loom-t-"+lab.Suffix(), netip.MustParsePrefix(fmt.Sprintf("10.79.%d.1/24", subnet)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	r := &rig{t: t, dir: dir, data: filepath.Join(dir, "data"), loomLog: filepath.Join(dir, "loomd.log")}
-	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
-		Bin: bin, DataDir: r.data, Socket: filepath.Join(dir, "loomd.sock"), BootDir: boot, Log: r.loomLog, Env: env,
-		Args: []string{"--ipv6-ra", "--heartbeat", "1s", "--grace", "60s", "--default-profile", "host"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ld.Process.Signal(syscall.SIGTERM) })
-	r.fabric = fabric
-	if err := lab.SetUpHostProfile(ctx, fabric, "host", hostImage); err != nil {
-		t.Fatal(err)
-	}
-	if corrupt {
-		m, err := fabric.Image(ctx, "host")
+	return newRig(t, subnet, env, []string{"--grace", "60s", "--default-profile", "host"}, func(r *rig) {
+		ctx := context.Background()
+		if err := lab.SetUpHostProfile(ctx, r.fabric, "host", hostImage); err != nil {
+			t.Fatal(err)
+		}
+		if !corrupt {
+			return
+		}
+		m, err := r.fabric.Image(ctx, "host")
 		if err != nil {
 			t.Fatal(err)
 		}
 		rg := m.Ranges[len(m.Ranges)/2]
 		at := int64(rg.Offset + rg.Length/2)
-		blob := filepath.Join(r.data, "images", m.Digest)
-		f, err := os.OpenFile(blob, os.O_RDWR, 0)
+		f, err := os.OpenFile(filepath.Join(r.data, "images", m.Digest), os.O_RDWR, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer f.Close()
 		b := []byte{0}
 		f.ReadAt(b, at)
 		b[0] ^= 0x01
 		f.WriteAt(b, at)
-		f.Close()
 		t.Logf("flipped one bit of the stored image at byte %d (range %d+%d)", at, rg.Offset, rg.Length)
-	}
-	r.srv = lab.Server{Name: "s", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 3, Dir: filepath.Join(dir, "s"), NoReboot: true}
-	r.startServer(ln)
-	return r
+	})
 }
 
 // checkDisk stops the server and compares its host partition with the image.

@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -77,7 +78,9 @@ type Writer struct {
 	ChunkSize int
 	// SampleBytes bounds the read-back check. Default 64 MiB.
 	SampleBytes uint64
-	Log         *slog.Logger
+	// Writers is how many writes are in flight at once. Default 2.
+	Writers int
+	Log     *slog.Logger
 
 	highWater uint64 // end of the furthest chunk sent (read stage only)
 }
@@ -102,6 +105,9 @@ func (w *Writer) Write(ctx context.Context) error {
 	}
 	if w.ChunkSize == 0 {
 		w.ChunkSize = 4 << 20
+	}
+	if w.Writers == 0 {
+		w.Writers = 2
 	}
 	if w.SampleBytes == 0 {
 		w.SampleBytes = 64 << 20
@@ -167,7 +173,7 @@ func (w *Writer) zeroHoles() error {
 func (w *Writer) writeData(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	const depth = 4
+	depth := 2 + w.Writers
 	pool := make(chan []byte, 2*depth+2)
 	for range 2*depth + 2 {
 		pool <- alignedBuf(w.ChunkSize)
@@ -219,25 +225,44 @@ func (w *Writer) hashStage(in <-chan chunk, out chan<- chunk, cancel func()) err
 	return err
 }
 
+// writeStage writes chunks with Writers goroutines, so several O_DIRECT
+// writes are in flight at once (positional writes need no ordering).
 func (w *Writer) writeStage(in <-chan chunk, pool chan<- []byte, cancel func()) error {
 	total := w.Manifest.DataBytes
-	var done uint64
-	last := time.Now()
-	var err error
-	for c := range in {
-		if err == nil {
-			if _, e := w.Target.WriteAt(c.buf, c.off); e != nil {
-				err = fmt.Errorf("writing at %d: %w", c.off, e)
-				cancel()
+	var (
+		mu   sync.Mutex
+		done uint64
+		last = time.Now()
+		err  error
+		wg   sync.WaitGroup
+	)
+	for range w.Writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range in {
+				mu.Lock()
+				failed := err != nil
+				mu.Unlock()
+				if !failed {
+					_, e := w.Target.WriteAt(c.buf, c.off)
+					mu.Lock()
+					if e != nil && err == nil {
+						err = fmt.Errorf("writing at %d: %w", c.off, e)
+						cancel()
+					}
+					done += c.fresh
+					if w.Progress != nil && time.Since(last) >= w.ProgressEvery {
+						w.Progress(done, total)
+						last = time.Now()
+					}
+					mu.Unlock()
+				}
+				pool <- c.buf[:cap(c.buf)]
 			}
-			done += c.fresh
-			if w.Progress != nil && time.Since(last) >= w.ProgressEvery {
-				w.Progress(done, total)
-				last = time.Now()
-			}
-		}
-		pool <- c.buf[:cap(c.buf)]
+		}()
 	}
+	wg.Wait()
 	if err == nil && w.Progress != nil {
 		w.Progress(done, total)
 	}

@@ -105,16 +105,9 @@ func imageCmd(ctx context.Context, c *client.Client, verb string, args []string,
 	fs.SetOutput(stderr)
 	name := fs.String("name", "", "image name (default: the file name without extensions)")
 	bmap := fs.String("bmap", "", "bmaptool .bmap file describing the image")
-	var pos []string
-	for len(args) > 0 { // allow flags after the positional argument
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return err
 	}
 	switch verb {
 	case "add":
@@ -183,16 +176,9 @@ func profileCmd(ctx context.Context, c *client.Client, verb string, args []strin
 	fs.StringVar(&p.Image, "image", "", "image for the host partition")
 	fs.StringVar(&p.Disk, "disk", "", "disk rule: path:/dev/X, serial:S or first:SIZE (default first:1GiB)")
 	fs.StringVar(&p.KernelArgs, "kernel-args", "", "extra host kernel arguments")
-	var pos []string
-	for len(args) > 0 {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+	pos, err := parseMixed(fs, args)
+	if err != nil {
+		return err
 	}
 	switch verb {
 	case "set":
@@ -239,4 +225,21 @@ func profileCmd(ctx context.Context, c *client.Client, verb string, args []strin
 		return fmt.Errorf("profile %s: unknown (want set, list, show, rm)", verb)
 	}
 	return nil
+}
+
+// parseMixed parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parseMixed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for len(args) > 0 {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	return pos, nil
 }
