@@ -30,11 +30,13 @@ initramfs: build/maintenance/initramfs.cpio.xz ## build the maintenance OS: buil
 build/maintenance/initramfs.cpio.xz: $(AGENT_SOURCES) | build/.deps
 	scripts/build-initramfs.sh maintenance
 
-images: build/images/host.ext4 ## build the host image (host kernel + u-root initramfs with loom-agent host and QEMU) as build/images/host.ext4
+images: build/images/host.ext4 build/guest/initramfs.cpio.xz ## build the host image (build/images/host.ext4: kernel + u-root with loom-agent host and QEMU) and the guest OS (build/guest)
 build/host/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/host-modules.txt initramfs/host-files.txt | build/.deps
 	scripts/build-initramfs.sh host
 build/images/host.ext4: build/host/initramfs.cpio.xz scripts/build-host-image.sh
 	scripts/build-host-image.sh
+build/guest/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/guest-modules.txt | build/.deps
+	scripts/build-initramfs.sh guest
 
 lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers that PXE-boot, get imaged and boot their host OS
 	$(GO) run ./scripts/lab/cmd/lab up -n $(N)

@@ -7,14 +7,16 @@
 #   build-initramfs.sh [maintenance]  → build/maintenance/ (uinit: loom-agent maintenance)
 #   build-initramfs.sh host           → build/host/        (uinit: loom-agent host;
 #                                       plus host-modules.txt and host-files.txt)
+#   build-initramfs.sh guest          → build/guest/       (uinit: loom-agent guest;
+#                                       guest-modules.txt only: no NIC drivers)
 # Needs: apt-get (download only), dpkg-deb, depmod/modprobe (kmod), xz, go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 flavour=${1:-maintenance}
 case "$flavour" in
-maintenance | host) ;;
-*) echo "usage: $0 [maintenance|host]" >&2; exit 2 ;;
+maintenance | host | guest) ;;
+*) echo "usage: $0 [maintenance|host|guest]" >&2; exit 2 ;;
 esac
 out=build/$flavour
 cache=build/cache
@@ -41,6 +43,7 @@ echo "== kernel modules (dependency closure)"
 stage=build/initramfs-stage-$flavour
 modlists=(initramfs/modules.txt)
 [ "$flavour" = host ] && modlists+=(initramfs/host-modules.txt)
+[ "$flavour" = guest ] && modlists=(initramfs/guest-modules.txt)
 rm -rf "$stage"
 mkdir -p "$stage/lib/modules/$kver" "$stage/lib/modules-load.d"
 cat "${modlists[@]}" | grep -v '^[[:space:]]*#' | sed '/^[[:space:]]*$/d' | while read -r m; do

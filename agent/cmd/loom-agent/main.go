@@ -2,6 +2,7 @@
 //
 //	loom-agent maintenance   the uinit of the maintenance OS (the default)
 //	loom-agent host          the uinit of the host OS
+//	loom-agent guest         the uinit of a guest VM (talks only over the channel)
 //	loom-agent write-image   write one image onto a disk, verified (see writeimage.go)
 //
 // In maintenance and host mode it never exits: an error is logged and the agent
@@ -54,9 +55,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			log.Error("agent stopped; starting over in 10s", "mode", mode, "err", err)
 			time.Sleep(10 * time.Second)
 		}
+	case "guest":
+		fmt.Fprintln(stderr, "LOOM-MARK start mode=guest version="+lifecycle.Version)
+		return (&lifecycle.Config{Console: stderr}).RunGuest(ctx, log)
 	case "write-image":
 		return writeImage(ctx, fs.Args()[1:], os.Stdout, stderr, log)
 	default:
-		return fmt.Errorf("unknown mode %q (want maintenance, host or write-image)", mode)
+		return fmt.Errorf("unknown mode %q (want maintenance, host, guest or write-image)", mode)
 	}
 }

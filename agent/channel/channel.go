@@ -1,0 +1,113 @@
+// Package channel is the VMBus-like link between a host agent and a guest:
+// the guest's only route to the outside world.
+//
+// # Protocol (version 1)
+//
+// The transport is one virtio-serial port ("org.loom.channel.0"): a unix
+// socket on the host, /dev/vportNpM in the guest. On it runs one yamux
+// session (github.com/hashicorp/yamux); the guest is the yamux client, the
+// host the server. Every stream begins with an open request from the side
+// that opened it and an answer from the other side, each one frame:
+//
+//	frame  = length(uint32, big endian, ≤ MaxFrame) JSON
+//	open   = {"service": NAME, "version": 1}
+//	answer = {"ok": true} | {"ok": false, "error": "…"}
+//
+// after which the stream carries what the service defines. The first
+// stream a guest opens is "hello" (both sides exchange a Hello frame and
+// close it); a peer speaking another major version is refused there.
+//
+// The host is the policy point: a guest may open only the services the
+// host offers (Host.Services); anything else is answered
+// {"ok":false,"error":"service X not offered"}, closed and logged. The host
+// opens streams towards the guest for the services the guest serves
+// (ingress connections for web roles, later).
+//
+// Control messages on the "control" service are frames of Message.
+package channel
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Version is the protocol's major version.
+const Version = 1
+
+// MaxFrame bounds one frame.
+const MaxFrame = 1 << 20
+
+// ErrRefused means the peer refused to open a stream.
+var ErrRefused = errors.New("refused")
+
+// Open is the first frame on a stream, from its opener.
+type Open struct {
+	Service string `json:"service"`
+	Version int    `json:"version"`
+}
+
+// Answer is the reply to Open.
+type Answer struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// Hello is what each side says on the "hello" stream.
+type Hello struct {
+	Version  int    `json:"version"`
+	Side     string `json:"side"` // "host" or "guest"
+	Instance string `json:"instance,omitempty"`
+	Agent    string `json:"agent,omitempty"`
+}
+
+// Message is a control message.
+type Message struct {
+	Type string `json:"type"` // "health", "interfaces", "log", "goal"
+	// Health: the guest agent's state ("starting", "ready", "failed").
+	State string `json:"state,omitempty"`
+	// Interfaces: the network interfaces the guest sees.
+	Interfaces []string `json:"interfaces,omitempty"`
+	// Log: one line.
+	Line string `json:"line,omitempty"`
+}
+
+// WriteFrame writes v as one frame.
+func WriteFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(b) > MaxFrame {
+		return fmt.Errorf("channel: frame of %d bytes exceeds %d", len(b), MaxFrame)
+	}
+	buf := make([]byte, 4+len(b))
+	binary.BigEndian.PutUint32(buf, uint32(len(b)))
+	copy(buf[4:], b)
+	_, err = w.Write(buf)
+	return err
+}
+
+// ReadFrame reads one frame into v. A frame over MaxFrame, a short frame
+// or bad JSON is an error; nothing is allocated beyond the declared length
+// up to MaxFrame.
+func ReadFrame(r io.Reader, v any) error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > MaxFrame {
+		return fmt.Errorf("channel: frame of %d bytes exceeds %d", n, MaxFrame)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return fmt.Errorf("channel: short frame: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("channel: bad frame: %w", err)
+	}
+	return nil
+}

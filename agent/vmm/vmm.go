@@ -1,0 +1,266 @@
+// Package vmm runs guest VMs with QEMU, driven over QMP
+// (github.com/digitalocean/go-qemu/qmp).
+//
+// Each guest lives in Dir/<name>/: qmp.sock (QMP), channel.sock (the
+// virtio-serial port "org.loom.channel.0", QEMU listening), console.log
+// (serial console), qemu.pid. A guest has no NIC at all (-nic none): the
+// channel is its only way out. QEMU runs in a session of its own, so it
+// outlives a restart of the host agent, which then adopts it through its
+// pidfile and QMP socket instead of killing and recreating it.
+package vmm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/digitalocean/go-qemu/qmp"
+)
+
+// ChannelName is the virtio-serial port name the guest looks for.
+const ChannelName = "org.loom.channel.0"
+
+// Spec is what a guest is made of.
+type Spec struct {
+	Name     string
+	VCPUs    int // default 1
+	MemoryMB int // default 256
+	Kernel   string
+	Initrd   string
+	// Cmdline is appended to "console=ttyS0 panic=-1 loom.instance=NAME".
+	Cmdline string
+}
+
+// Manager starts and adopts guests.
+type Manager struct {
+	// Dir holds one directory per guest. Required.
+	Dir string
+	// QEMU is the binary. Default "qemu-system-x86_64".
+	QEMU string
+	// Accel is "kvm" or "tcg". Default: kvm if /dev/kvm opens, else tcg.
+	Accel string
+	Log   *slog.Logger
+}
+
+// VM is a running guest.
+type VM struct {
+	Spec Spec
+	Dir  string
+	PID  int
+	mon  *qmp.SocketMonitor
+}
+
+func (m *Manager) dir(name string) string { return filepath.Join(m.Dir, name) }
+
+func accel() string {
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		return "kvm"
+	}
+	return "tcg"
+}
+
+// Args returns QEMU's command line for a guest (pure, for tests).
+func (m *Manager) Args(s Spec) []string {
+	d := m.dir(s.Name)
+	acc := m.Accel
+	if acc == "" {
+		acc = accel()
+	}
+	cpu := "max"
+	if acc == "kvm" {
+		cpu = "host"
+	}
+	return []string{
+		"-name", "loom-guest-" + s.Name,
+		"-machine", "q35,accel=" + acc, "-cpu", cpu,
+		"-smp", strconv.Itoa(max(s.VCPUs, 1)), "-m", strconv.Itoa(cmp0(s.MemoryMB, 256)),
+		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+		"-nic", "none",
+		"-kernel", s.Kernel, "-initrd", s.Initrd,
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 loom.instance=" + s.Name + " " + s.Cmdline),
+		"-serial", "file:" + filepath.Join(d, "console.log"),
+		"-device", "virtio-rng-pci",
+		"-device", "virtio-serial-pci",
+		"-chardev", "socket,id=ch0,path=" + filepath.Join(d, "channel.sock") + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=ch0,name=" + ChannelName,
+		"-qmp", "unix:" + filepath.Join(d, "qmp.sock") + ",server=on,wait=off",
+		"-pidfile", filepath.Join(d, "qemu.pid"),
+	}
+}
+
+func cmp0(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// Start boots a guest and connects to its QMP socket.
+func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
+	if s.Name == "" || s.Kernel == "" || s.Initrd == "" {
+		return nil, errors.New("vmm: a guest needs Name, Kernel and Initrd")
+	}
+	d := m.dir(s.Name)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		return nil, err
+	}
+	for _, f := range []string{"qmp.sock", "channel.sock", "qemu.pid"} {
+		os.Remove(filepath.Join(d, f))
+	}
+	bin := m.QEMU
+	if bin == "" {
+		bin = "qemu-system-x86_64"
+	}
+	logf, err := os.Create(filepath.Join(d, "qemu.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, m.Args(s)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("vmm: starting QEMU for %s: %w", s.Name, err)
+	}
+	go cmd.Wait() // reap; the pidfile is what identifies it later
+	v := &VM{Spec: s, Dir: d, PID: cmd.Process.Pid}
+	if err := v.connect(ctx, 15*time.Second); err != nil {
+		cmd.Process.Kill()
+		b, _ := os.ReadFile(filepath.Join(d, "qemu.log"))
+		return nil, fmt.Errorf("vmm: %s: %w (qemu: %s)", s.Name, err, strings.TrimSpace(string(b)))
+	}
+	writeSpec(d, s)
+	return v, nil
+}
+
+// Adopt reconnects to a guest a previous host agent started.
+func (m *Manager) Adopt(ctx context.Context, name string) (*VM, error) {
+	d := m.dir(name)
+	b, err := os.ReadFile(filepath.Join(d, "qemu.pid"))
+	if err != nil {
+		return nil, fmt.Errorf("vmm: adopting %s: %w", name, err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("vmm: adopting %s: pidfile: %w", name, err)
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), "loom-guest-"+name) {
+		return nil, fmt.Errorf("vmm: adopting %s: process %d is not its QEMU any more", name, pid)
+	}
+	v := &VM{Spec: readSpec(d), Dir: d, PID: pid}
+	if err := v.connect(ctx, 5*time.Second); err != nil {
+		return nil, fmt.Errorf("vmm: adopting %s: %w", name, err)
+	}
+	return v, nil
+}
+
+func (v *VM) connect(ctx context.Context, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	var err error
+	for time.Now().Before(deadline) {
+		var mon *qmp.SocketMonitor
+		mon, err = qmp.NewSocketMonitor("unix", filepath.Join(v.Dir, "qmp.sock"), 2*time.Second)
+		if err == nil {
+			if err = mon.Connect(); err == nil {
+				v.mon = mon
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("QMP: %w", err)
+}
+
+func (v *VM) run(cmd string) ([]byte, error) {
+	out, err := v.mon.Run([]byte(`{"execute":"` + cmd + `"}`))
+	if err != nil {
+		return nil, fmt.Errorf("vmm: %s %s: %w", v.Spec.Name, cmd, err)
+	}
+	return out, nil
+}
+
+// Status is QEMU's run state ("running", "paused", "shutdown", …).
+func (v *VM) Status() (string, error) {
+	out, err := v.run("query-status")
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Return struct {
+			Status string `json:"status"`
+		} `json:"return"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		return "", err
+	}
+	return r.Return.Status, nil
+}
+
+// Reboot resets the guest (system_reset).
+func (v *VM) Reboot() error { _, err := v.run("system_reset"); return err }
+
+// Stop asks the guest to power down (system_powerdown) and quits QEMU if
+// it is still there after grace.
+func (v *VM) Stop(grace time.Duration) error {
+	v.run("system_powerdown")
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !v.Alive() {
+			return nil
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	v.run("quit")
+	for range 50 {
+		if !v.Alive() {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return syscall.Kill(v.PID, syscall.SIGKILL)
+}
+
+// Alive reports whether the QEMU process still runs.
+func (v *VM) Alive() bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", v.PID))
+	return err == nil && !strings.Contains(string(b), ") Z ")
+}
+
+// Events streams QMP events (SHUTDOWN, RESET, STOP, GUEST_PANICKED, …).
+func (v *VM) Events(ctx context.Context) (<-chan qmp.Event, error) { return v.mon.Events(ctx) }
+
+// Channel connects to the guest's channel socket.
+func (v *VM) Channel() (net.Conn, error) {
+	return net.Dial("unix", filepath.Join(v.Dir, "channel.sock"))
+}
+
+// Close drops the QMP connection (the guest keeps running).
+func (v *VM) Close() error { return v.mon.Disconnect() }
+
+func writeSpec(dir string, s Spec) {
+	b, _ := json.Marshal(s)
+	os.WriteFile(filepath.Join(dir, "spec.json"), b, 0o600)
+}
+
+func readSpec(dir string) Spec {
+	var s Spec
+	b, _ := os.ReadFile(filepath.Join(dir, "spec.json"))
+	json.Unmarshal(b, &s)
+	return s
+}
