@@ -2,7 +2,6 @@ package vmm
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -172,5 +171,4 @@ func TestGuestOverChannel(t *testing.T) {
 	if _, err := m2.Adopt(ctx, "g1"); err == nil {
 		t.Errorf("Adopt of a dead guest succeeded")
 	}
-	fmt.Fprint(os.Stderr)
 }
