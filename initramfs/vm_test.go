@@ -172,6 +172,11 @@ func TestNetbootRegisters(t *testing.T) {
 	if !strings.HasPrefix(n.IP, "10.79.1.") {
 		t.Errorf("node IP = %q, want an address from loomd's pool 10.79.1.0/24", n.IP)
 	}
+	// The agent prints its marker once the answer is in: the API may be
+	// a moment ahead of the console.
+	for i := 0; i < 100 && !strings.Contains(r.serial(), "LOOM-MARK registered node="+n.ID); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
 	if !strings.Contains(r.serial(), "LOOM-MARK registered node="+n.ID) {
 		r.dump()
 		t.Errorf("serial console lacks the agent's marker %q", "LOOM-MARK registered node="+n.ID)
