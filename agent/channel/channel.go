@@ -23,7 +23,19 @@
 // opens streams towards the guest for the services the guest serves
 // (ingress connections for web roles, later).
 //
-// Control messages on the "control" service are frames of Message.
+// Services the host offers a guest (version 1):
+//
+//	control   both ways, frames of Message: the guest sends "interfaces",
+//	          "health" and "log"; the host sends "shutdown" (stop the
+//	          role and power off)
+//	goal      the host sends one GuestGoal frame and closes
+//	package   the host sends a PackageHeader frame, then exactly Size raw
+//	          bytes whose sha256 is Digest, and closes
+//
+// and the guest serves the host:
+//
+//	ingress   one TCP connection to the role's port inside the guest:
+//	          raw bytes both ways after the answer
 package channel
 
 import (
@@ -72,6 +84,20 @@ type Message struct {
 	Interfaces []string `json:"interfaces,omitempty"`
 	// Log: one line.
 	Line string `json:"line,omitempty"`
+}
+
+// GuestGoal is what the guest is to run.
+type GuestGoal struct {
+	Instance string            `json:"instance"`
+	Package  string            `json:"package"`
+	Digest   string            `json:"digest"`
+	Settings map[string]string `json:"settings,omitempty"`
+}
+
+// PackageHeader precedes a role package on the "package" stream.
+type PackageHeader struct {
+	Size   int64  `json:"size"`
+	Digest string `json:"digest"`
 }
 
 // WriteFrame writes v as one frame.

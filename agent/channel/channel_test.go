@@ -2,6 +2,7 @@ package channel
 
 import (
 	"bytes"
+	"io"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,15 +16,19 @@ import (
 
 // pair runs a host over one end of a pipe and dials the guest on the other.
 func pair(t *testing.T, services map[string]Handler) (*Host, *Guest, chan Hello) {
+	return pairWith(t, &Host{Instance: "web-0", Services: services}, nil)
+}
+
+func pairWith(t *testing.T, h *Host, guestServices map[string]Handler) (*Host, *Guest, chan Hello) {
 	t.Helper()
 	hc, gc := net.Pipe()
 	hellos := make(chan Hello, 4)
-	h := &Host{Instance: "web-0", Services: services, OnHello: func(g Hello) { hellos <- g }}
+	h.OnHello = func(g Hello) { hellos <- g }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- h.Serve(ctx, hc) }()
 	t.Cleanup(func() { cancel(); <-done })
-	g, err := Dial(gc, Hello{Agent: "test"})
+	g, err := Dial(gc, Hello{Agent: "test"}, guestServices, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,3 +152,56 @@ func FuzzHostStream(f *testing.F) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// The host opens streams to services the guest serves (ingress); the
+// guest refuses the others. Bytes are counted both ways.
+func TestHostOpensGuestService(t *testing.T) {
+	h, _, _ := pairWith(t, &Host{Instance: "web-0"}, map[string]Handler{
+		"echo": func(_ context.Context, s net.Conn) {
+			defer s.Close()
+			buf := make([]byte, 5)
+			if _, err := io.ReadFull(s, buf); err == nil {
+				s.Write(bytes.ToUpper(buf))
+			}
+		},
+	})
+	s, err := h.Open("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("hello"))
+	got, _ := io.ReadAll(s)
+	if string(got) != "HELLO" {
+		t.Errorf("echo = %q, want HELLO", got)
+	}
+	if _, err := h.Open("shell"); !errors.Is(err, ErrRefused) {
+		t.Errorf("open of an unserved guest service: %v, want refused", err)
+	}
+	if h.Bytes.Load() == 0 {
+		t.Error("no channel bytes counted")
+	}
+}
+
+// A bandwidth limit paces the channel: 1 MiB at 2 MiB/s takes ~0.5s
+// (minus the burst), not microseconds.
+func TestChannelLimit(t *testing.T) {
+	const size = 1 << 20
+	_, g, _ := pairWith(t, &Host{Instance: "w", Limit: 2 << 20, Services: map[string]Handler{
+		"sink": func(_ context.Context, s net.Conn) {
+			io.Copy(io.Discard, s)
+			s.Close()
+		},
+	}}, nil)
+	s, err := g.Open("sink")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := s.Write(make([]byte, size)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("1 MiB through a 2 MiB/s channel took %v; the limit is not applied", d)
+	}
+}

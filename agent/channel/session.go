@@ -37,8 +37,24 @@ type Host struct {
 	OnHello func(Hello)
 	Log     *slog.Logger
 
+	// Limit caps the channel's bandwidth in bytes per second, each way
+	// (0 = unlimited), so one guest cannot take the host's links.
+	Limit int
 	// Refused counts refused open requests.
 	Refused atomic.Int64
+	// Bytes counts bytes carried both ways (for metering).
+	Bytes atomic.Uint64
+
+	sess atomic.Pointer[yamux.Session]
+}
+
+// Open opens a stream to a service the guest serves (ingress).
+func (h *Host) Open(service string) (net.Conn, error) {
+	sess := h.sess.Load()
+	if sess == nil || sess.IsClosed() {
+		return nil, fmt.Errorf("channel %s: no session with the guest", h.Instance)
+	}
+	return openStream(sess, service)
 }
 
 // Serve runs the host end over conn (the serial port's socket) until the
@@ -48,13 +64,18 @@ func (h *Host) Serve(ctx context.Context, conn io.ReadWriteCloser) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	sess, err := yamux.Server(conn, yamuxConfig())
+	sess, err := yamux.Server(meter(conn, h.Limit, &h.Bytes), yamuxConfig())
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	h.sess.Store(sess)
+	defer h.sess.CompareAndSwap(sess, nil)
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-sess.CloseChan():
+		}
 		sess.Close()
 	}()
 	for {
@@ -70,27 +91,21 @@ func (h *Host) Serve(ctx context.Context, conn io.ReadWriteCloser) error {
 }
 
 func (h *Host) handle(ctx context.Context, st net.Conn, log *slog.Logger) {
-	st.SetDeadline(time.Now().Add(openTimeout))
-	var o Open
-	if err := ReadFrame(st, &o); err != nil {
-		log.Warn("channel: bad open request", "instance", h.Instance, "err", err)
-		st.Close()
-		return
+	services := map[string]Handler{"hello": h.hello(log)}
+	for k, v := range h.Services {
+		if k != "hello" {
+			services[k] = v
+		}
 	}
-	refuse := func(msg string) {
-		h.Refused.Add(1)
-		log.Warn("channel: refused a stream", "instance", h.Instance, "service", o.Service, "reason", msg)
-		WriteFrame(st, Answer{Error: msg})
-		st.Close()
-	}
-	if o.Version != Version {
-		refuse(fmt.Sprintf("protocol version %d not spoken (this host speaks %d)", o.Version, Version))
-		return
-	}
-	if o.Service == "hello" {
+	serveStream(ctx, st, services, h.Instance, &h.Refused, log)
+}
+
+func (h *Host) hello(log *slog.Logger) Handler {
+	return func(_ context.Context, st net.Conn) {
 		defer st.Close()
+		st.SetDeadline(time.Now().Add(openTimeout))
 		var g Hello
-		if WriteFrame(st, Answer{OK: true}) != nil || ReadFrame(st, &g) != nil {
+		if ReadFrame(st, &g) != nil {
 			return
 		}
 		if g.Version != Version || g.Side != "guest" {
@@ -101,9 +116,32 @@ func (h *Host) handle(ctx context.Context, st net.Conn, log *slog.Logger) {
 		if h.OnHello != nil {
 			h.OnHello(g)
 		}
+	}
+}
+
+// serveStream reads a stream's open request and hands the stream to the
+// service's handler, or refuses it (counted in refused, logged).
+func serveStream(ctx context.Context, st net.Conn, services map[string]Handler, instance string, refused *atomic.Int64, log *slog.Logger) {
+	st.SetDeadline(time.Now().Add(openTimeout))
+	var o Open
+	if err := ReadFrame(st, &o); err != nil {
+		log.Warn("channel: bad open request", "instance", instance, "err", err)
+		st.Close()
 		return
 	}
-	handler, ok := h.Services[o.Service]
+	refuse := func(msg string) {
+		if refused != nil {
+			refused.Add(1)
+		}
+		log.Warn("channel: refused a stream", "instance", instance, "service", o.Service, "reason", msg)
+		WriteFrame(st, Answer{Error: msg})
+		st.Close()
+	}
+	if o.Version != Version {
+		refuse(fmt.Sprintf("protocol version %d not spoken (this side speaks %d)", o.Version, Version))
+		return
+	}
+	handler, ok := services[o.Service]
 	if !ok {
 		refuse(fmt.Sprintf("service %q not offered", o.Service))
 		return
@@ -122,13 +160,27 @@ type Guest struct {
 	Host Hello // what the host said in its hello
 }
 
-// Dial starts the guest end over conn (the serial port) and says hello.
-func Dial(conn io.ReadWriteCloser, hello Hello) (*Guest, error) {
+// Dial starts the guest end over conn (the serial port), says hello, and
+// serves the streams the host opens to services (e.g. "ingress"); anything
+// else the host asks for is refused.
+func Dial(conn io.ReadWriteCloser, hello Hello, services map[string]Handler, log *slog.Logger) (*Guest, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	sess, err := yamux.Client(conn, yamuxConfig())
 	if err != nil {
 		return nil, err
 	}
 	g := &Guest{sess: sess}
+	go func() {
+		for {
+			st, err := sess.AcceptStream()
+			if err != nil {
+				return
+			}
+			go serveStream(context.Background(), st, services, hello.Instance, nil, log)
+		}
+	}()
 	st, err := g.Open("hello")
 	if err != nil {
 		sess.Close()
@@ -153,8 +205,10 @@ func Dial(conn io.ReadWriteCloser, hello Hello) (*Guest, error) {
 }
 
 // Open opens a stream to a host service.
-func (g *Guest) Open(service string) (net.Conn, error) {
-	st, err := g.sess.OpenStream()
+func (g *Guest) Open(service string) (net.Conn, error) { return openStream(g.sess, service) }
+
+func openStream(sess *yamux.Session, service string) (net.Conn, error) {
+	st, err := sess.OpenStream()
 	if err != nil {
 		return nil, err
 	}

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/agent/cmdline"
+	"github.com/loomfabric/loom/agent/guests"
 	"github.com/loomfabric/loom/agent/inventory"
 	"github.com/loomfabric/loom/agent/netconf"
 	"github.com/loomfabric/loom/fabric/api"
@@ -55,6 +56,25 @@ type Config struct {
 	Console io.Writer
 	// MaxBackoff caps retry delays. Default 30s.
 	MaxBackoff time.Duration
+
+	// Fabric and Token, if set, replace loom.fabric and loom.token from
+	// the command line, and the network is taken as it is (no DHCP): a
+	// host agent run on an installed machine.
+	Fabric, Token string
+	// IP is the address reported to the fabric when the network is taken
+	// as it is. Default: the local address of the route to the fabric.
+	IP string
+
+	// Host mode: where guests live and what they boot.
+	GuestDir    string // default /var/lib/loom
+	GuestKernel string // default /guest/vmlinuz
+	GuestInitrd string // default /guest/initramfs.cpio.xz
+	// IngressIP is the host address web roles' ingress ports use (and
+	// advertise). Default: the agent's IP.
+	IngressIP string
+
+	guests  *guests.Supervisor
+	changed chan struct{}
 }
 
 // Mark prints a marker line.
@@ -109,42 +129,69 @@ func (c *Config) Run(ctx context.Context, log *slog.Logger) error {
 		}
 		line = string(b)
 	}
-	cl, err := cmdline.Parse(line)
-	if err != nil {
+	var cl cmdline.Config
+	var err error
+	if c.Fabric != "" {
+		cl = cmdline.Config{Fabric: c.Fabric, Token: c.Token}
+	} else if cl, err = cmdline.Parse(line); err != nil {
 		return err
 	}
 	Mark(c.Console, "cmdline", "fabric", cl.Fabric, "bootmac", cl.BootMAC, "mode", c.Mode)
 
-	ncfg := netconf.Config{Prefer: cl.BootMAC}
-	var lease *netconf.Lease
-	for b := (backoff{max: c.MaxBackoff}); ; {
-		lease, err = netconf.Up(ctx, ncfg, log)
-		if err == nil {
-			break
-		}
-		log.Warn("network not up yet", "err", err)
-		if err := b.wait(ctx); err != nil {
+	var mac, ip string
+	if c.Fabric != "" {
+		if ip, err = localIP(cl.Fabric, c.IP); err != nil {
 			return err
 		}
+		Mark(c.Console, "network", "ip", ip, "managed", "by the OS")
+	} else {
+		ncfg := netconf.Config{Prefer: cl.BootMAC}
+		var lease *netconf.Lease
+		for b := (backoff{max: c.MaxBackoff}); ; {
+			lease, err = netconf.Up(ctx, ncfg, log)
+			if err == nil {
+				break
+			}
+			log.Warn("network not up yet", "err", err)
+			if err := b.wait(ctx); err != nil {
+				return err
+			}
+		}
+		Mark(c.Console, "network", "iface", lease.Interface, "mac", lease.MAC, "ip", lease.Addr.String(), "server", lease.Server)
+		go netconf.Renew(ctx, lease, ncfg, log)
+		mac, ip = lease.MAC, lease.Addr.IP.String()
 	}
-	Mark(c.Console, "network", "iface", lease.Interface, "mac", lease.MAC, "ip", lease.Addr.String(), "server", lease.Server)
-	go netconf.Renew(ctx, lease, ncfg, log)
 
 	inv, err := inventory.Collect(c.Root)
 	if err != nil {
 		return err
 	}
 	Mark(c.Console, "inventory", "cpus", inv.CPU.Count, "memory", inv.Memory, "nics", len(inv.NICs), "disks", len(inv.Disks))
+	if mac == "" {
+		for _, n := range inv.NICs {
+			if mac == "" || n.Link {
+				mac = n.MAC
+			}
+			if n.Link {
+				break
+			}
+		}
+	}
 
 	fabric := &client.Client{BaseURL: cl.Fabric, Token: cl.Token}
-	reg := api.Registration{Mode: c.Mode, MAC: lease.MAC, IP: lease.Addr.IP.String(), AgentVersion: Version, Inventory: inv}
+	if c.Mode == api.ModeHost && c.guests == nil {
+		if err := c.startGuests(ctx, fabric, ip, log); err != nil {
+			return err
+		}
+	}
+	reg := api.Registration{Mode: c.Mode, MAC: mac, IP: ip, AgentVersion: Version, Inventory: inv}
 	for {
 		resp := register(ctx, fabric, reg, c.MaxBackoff, log)
 		if resp == nil {
 			return ctx.Err()
 		}
 		Mark(c.Console, "registered", "node", resp.NodeID, "mode", c.Mode)
-		s := &session{cfg: c, cmdline: line, token: cl.Token, fabric: fabric, reg: *resp, ip: lease.Addr.IP.String(), log: log}
+		s := &session{cfg: c, cmdline: line, token: cl.Token, fabric: fabric, reg: *resp, ip: ip, log: log}
 		sctx, cancel := context.WithCancel(ctx)
 		go s.goalLoop(sctx)
 		s.heartbeat(sctx)
@@ -194,6 +241,9 @@ func (s *session) current() api.Status {
 	defer s.mu.Unlock()
 	st := s.report
 	st.IP = s.ip
+	if s.cfg.guests != nil {
+		st.VMs, st.VMsComplete = s.cfg.guests.Report(), true
+	}
 	if st.Progress != nil {
 		p := *st.Progress
 		st.Progress = &p
@@ -245,6 +295,8 @@ func (s *session) heartbeat(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(interval):
+		case <-s.cfg.changed: // a guest changed: report at once
+			time.Sleep(100 * time.Millisecond) // and gather what comes with it
 		}
 	}
 }
@@ -271,6 +323,9 @@ func (s *session) goalLoop(ctx context.Context) {
 		Mark(s.cfg.Console, "goal", "incarnation", g.Incarnation, "action", g.Action, "provision", g.Provision)
 		switch {
 		case s.cfg.Mode == api.ModeHost:
+			if s.cfg.guests != nil {
+				s.cfg.guests.Apply(g.VMs)
+			}
 			if g.Action == api.ActionProvision {
 				Mark(s.cfg.Console, "reprovision-reboot", "provision", g.Provision)
 				s.log.Info("asked to provision again: rebooting into the network boot")

@@ -39,6 +39,8 @@ type Spec struct {
 	Initrd   string
 	// Cmdline is appended to "console=ttyS0 panic=-1 loom.instance=NAME".
 	Cmdline string
+	// Disk, if set, is a qcow2 file attached as the guest's virtio disk.
+	Disk string `json:",omitempty"`
 }
 
 // Manager starts and adopts guests.
@@ -81,9 +83,13 @@ func (m *Manager) Args(s Spec) []string {
 	if acc == "kvm" {
 		cpu = "host"
 	}
-	return []string{
+	accArg := acc
+	if acc == "tcg" {
+		accArg = "tcg,tb-size=64" // bound the translation cache: it counts against the guest's memory ceiling
+	}
+	args := []string{
 		"-name", "loom-guest-" + s.Name,
-		"-machine", "q35,accel=" + acc, "-cpu", cpu,
+		"-machine", "q35", "-accel", accArg, "-cpu", cpu,
 		"-smp", strconv.Itoa(max(s.VCPUs, 1)), "-m", strconv.Itoa(cmp0(s.MemoryMB, 256)),
 		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
 		"-nic", "none",
@@ -91,12 +97,17 @@ func (m *Manager) Args(s Spec) []string {
 		"-append", strings.TrimSpace("console=ttyS0 panic=-1 loom.instance=" + s.Name + " " + s.Cmdline),
 		"-serial", "file:" + filepath.Join(d, "console.log"),
 		"-device", "virtio-rng-pci",
+		"-device", "pvpanic",
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=ch0,path=" + filepath.Join(d, "channel.sock") + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=ch0,name=" + ChannelName,
 		"-qmp", "unix:" + filepath.Join(d, "qmp.sock") + ",server=on,wait=off",
 		"-pidfile", filepath.Join(d, "qemu.pid"),
 	}
+	if s.Disk != "" {
+		args = append(args, "-drive", "file="+s.Disk+",if=virtio,format=qcow2,cache=none,aio=threads")
+	}
+	return args
 }
 
 func cmp0(v, def int) int {

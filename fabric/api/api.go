@@ -98,6 +98,8 @@ type Node struct {
 	Imaged    int64 `json:"imaged,omitempty"`
 	// Failed is the provisioning generation that failed (0 = none).
 	Failed int64 `json:"failed,omitempty"`
+	// VMGen moves whenever the node's VMs change (so does its goal).
+	VMGen int64 `json:"vmGen,omitempty"`
 	// Progress of imaging (in memory, filled in on read).
 	Progress *Progress `json:"progress,omitempty"`
 	// History holds the node's last phase changes, oldest first.
@@ -202,6 +204,10 @@ type Status struct {
 	Reason    string    `json:"reason,omitempty"`
 	Provision int64     `json:"provision,omitempty"`
 	Progress  *Progress `json:"progress,omitempty"`
+	// VMs (host mode) is every guest the host agent runs or knows of; with
+	// VMsComplete the fabric may forget deleted VMs missing from it.
+	VMs         []VMStatus `json:"vms,omitempty"`
+	VMsComplete bool       `json:"vmsComplete,omitempty"`
 }
 
 // StatusResponse acknowledges a heartbeat.

@@ -156,6 +156,8 @@ type Goal struct {
 	// Provision is the provisioning generation this goal asks for; the agent
 	// reports it back when it has imaged it.
 	Provision int64 `json:"provision,omitempty"`
+	// VMs are the guests a host is to run (host mode).
+	VMs []GoalVM `json:"vms,omitempty"`
 }
 
 // Progress is imaging progress as the agent reports it.

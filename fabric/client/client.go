@@ -254,3 +254,56 @@ func (c *Client) Profiles(ctx context.Context) ([]api.Profile, error) {
 func (c *Client) DeleteProfile(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/profiles/"+name, c.Token, nil, nil)
 }
+
+// CreateVM asks for a VM (operator token).
+func (c *Client) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, error) {
+	var vm api.VM
+	err := c.do(ctx, http.MethodPost, "/v1/vms", c.Token, req, &vm)
+	return vm, err
+}
+
+// VMs lists the VMs (operator token).
+func (c *Client) VMs(ctx context.Context) ([]api.VM, error) {
+	var vms []api.VM
+	err := c.do(ctx, http.MethodGet, "/v1/vms", c.Token, nil, &vms)
+	return vms, err
+}
+
+// VM reads one VM (operator token).
+func (c *Client) VM(ctx context.Context, id string) (api.VM, error) {
+	var vm api.VM
+	err := c.do(ctx, http.MethodGet, "/v1/vms/"+url.PathEscape(id), c.Token, nil, &vm)
+	return vm, err
+}
+
+// VMAction is start, stop, reboot or delete (operator token).
+func (c *Client) VMAction(ctx context.Context, id, action string) (api.VM, error) {
+	var vm api.VM
+	if action == "delete" {
+		return vm, c.do(ctx, http.MethodDelete, "/v1/vms/"+url.PathEscape(id), c.Token, nil, nil)
+	}
+	err := c.do(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(id)+"/"+action, c.Token, struct{}{}, &vm)
+	return vm, err
+}
+
+// Blob downloads path (an image blob URL from a goal) to w, authenticated
+// with the enrollment token.
+func (c *Client) Blob(ctx context.Context, path string, w io.Writer) error {
+	base, hc := c.transport()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return &StatusError{Code: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
+}

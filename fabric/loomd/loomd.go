@@ -115,7 +115,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		InUse: func(ctx context.Context, name string) (string, error) {
 			return node.ProfilesUsing(ctx, st.Profiles, name)
 		}}
-	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st}
+	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: reg}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

@@ -78,6 +78,7 @@ type Registry struct {
 	lastSeen map[string]time.Time     // node id → last heartbeat
 	progress map[string]*api.Progress // node id → imaging progress
 	known    map[string]bool          // MACs known to have a node
+	vmLive   map[string]*vmLive       // VM id → usage, last report
 	started  time.Time
 }
 

@@ -117,6 +117,11 @@ func (r *Registry) Goal(ctx context.Context, id string) (api.Goal, error) {
 		return api.Goal{}, err
 	}
 	g := api.Goal{Incarnation: rev, Action: GoalFor(n), Provision: n.Provision}
+	if n.Mode == api.ModeHost {
+		if g.VMs, err = r.goalVMs(ctx, id); err != nil {
+			return api.Goal{}, err
+		}
+	}
 	if g.Action == api.ActionBootHost {
 		if p, err := ps.Profile(ctx, n.Profile); err == nil {
 			g.Profile = &p // for its kernel arguments
@@ -177,6 +182,11 @@ func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
 	want, err := Transition(n, st, now)
 	if err != nil {
 		return err
+	}
+	if n.Mode == api.ModeHost {
+		if err := r.reportVMs(ctx, id, st); err != nil {
+			return fmt.Errorf("VM report: %w", err)
+		}
 	}
 	if want.Phase == n.Phase && want.IP == n.IP && want.Imaged == n.Imaged && want.Failed == n.Failed && want.Reason == n.Reason {
 		return nil // a plain heartbeat: nothing to write

@@ -47,6 +47,8 @@ type Config struct {
 	Images Images
 	// Profiles, if set, serves /v1/profiles.
 	Profiles Profiles
+	// VMs, if set, serves /v1/vms.
+	VMs VMs
 }
 
 // New returns the API handler.
@@ -65,6 +67,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Profiles != nil {
 		a.routeProfiles(mux)
+	}
+	if cfg.VMs != nil {
+		a.routeVMs(mux)
 	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))

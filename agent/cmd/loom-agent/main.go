@@ -17,6 +17,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/loomfabric/loom/agent/lifecycle"
@@ -34,12 +37,46 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loom-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		return err
+	cfg := &lifecycle.Config{Console: stderr}
+	fs.StringVar(&cfg.Fabric, "fabric", "", "loomd's URL; with it the network is taken as it is (default: loom.fabric= on the kernel command line)")
+	tokenFile := fs.String("token-file", "", "file with the enrollment token (with --fabric; or $LOOM_ENROLL_TOKEN)")
+	fs.StringVar(&cfg.IP, "ip", "", "address to report (with --fabric; default: the route to the fabric)")
+	fs.StringVar(&cfg.GuestDir, "guest-dir", "", "host mode: where guests live (default /var/lib/loom)")
+	fs.StringVar(&cfg.GuestKernel, "guest-kernel", "", "host mode: the guest kernel (default /guest/vmlinuz)")
+	fs.StringVar(&cfg.GuestInitrd, "guest-initrd", "", "host mode: the guest initramfs (default /guest/initramfs.cpio.xz)")
+	fs.StringVar(&cfg.IngressIP, "ingress-ip", "", "host mode: address for web roles' ingress ports (default: the agent's IP)")
+	// Flags may come before or after the mode.
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		rest = append(rest, fs.Arg(0))
+		args = fs.Args()[1:]
+		if rest[0] == "write-image" {
+			rest = append(rest, args...)
+			break
+		}
 	}
 	mode := "maintenance"
-	if fs.NArg() > 0 {
-		mode = fs.Arg(0)
+	if len(rest) > 0 {
+		mode = rest[0]
+	}
+	if cfg.Fabric != "" {
+		cfg.Token = os.Getenv("LOOM_ENROLL_TOKEN")
+		if *tokenFile != "" {
+			b, err := os.ReadFile(*tokenFile)
+			if err != nil {
+				return err
+			}
+			cfg.Token = strings.TrimSpace(string(b))
+		}
+		if cfg.Token == "" {
+			return fmt.Errorf("--fabric needs the enrollment token (--token-file or $LOOM_ENROLL_TOKEN)")
+		}
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -49,9 +86,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	switch mode {
 	case api.ModeMaintenance, api.ModeHost:
 		fmt.Fprintln(stderr, "LOOM-MARK start mode="+mode+" version="+lifecycle.Version)
-		cfg := &lifecycle.Config{Mode: mode, Console: stderr}
+		cfg.Mode = mode
+		if cfg.Fabric != "" {
+			// Run as a service: SIGTERM ends it (its guests keep running).
+			var stop context.CancelFunc
+			ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+			defer stop()
+		}
 		for {
 			err := cfg.Run(ctx, log)
+			if ctx.Err() != nil {
+				log.Info("agent stopped", "mode", mode)
+				return nil
+			}
 			log.Error("agent stopped; starting over in 10s", "mode", mode, "err", err)
 			time.Sleep(10 * time.Second)
 		}
@@ -59,7 +106,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "LOOM-MARK start mode=guest version="+lifecycle.Version)
 		return (&lifecycle.Config{Console: stderr}).RunGuest(ctx, log)
 	case "write-image":
-		return writeImage(ctx, fs.Args()[1:], os.Stdout, stderr, log)
+		return writeImage(ctx, rest[1:], os.Stdout, stderr, log)
 	default:
 		return fmt.Errorf("unknown mode %q (want maintenance, host, guest or write-image)", mode)
 	}

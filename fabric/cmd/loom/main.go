@@ -13,6 +13,8 @@
 //	loom image list | show NAME | rm NAME
 //	loom profile set NAME --image I [--disk RULE] [--kernel-args A]
 //	loom profile list | show NAME | rm NAME
+//	loom vm create [--node ID] --vcpus N --memory M --package P [--set K=V]
+//	loom vm list | show ID | start ID | stop ID | reboot ID | delete ID
 package main
 
 import (
@@ -52,6 +54,10 @@ const usage = `usage: loom [--token-file F] COMMAND
   profile set NAME --image I [--disk RULE] [--kernel-args A]
                                          RULE: path:/dev/X, serial:S, first:SIZE (default first:1GiB)
   profile list | show NAME | rm NAME
+  vm create [--node ID] [--vcpus N] [--memory M] --package P [--set K=V]...
+                                         run a guest (placed on a Ready node with room)
+  vm list | show ID [-o json]
+  vm start|stop|reboot|delete ID
 environment: LOOM_ADDR (default http://127.0.0.1:8080), LOOM_TOKEN`
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -84,6 +90,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return imageCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
 		case "profile":
 			return profileCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
+		case "vm":
+			return vmCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
 		}
 	}
 	switch {

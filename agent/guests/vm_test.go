@@ -1,0 +1,369 @@
+package guests_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+const root = "../.."
+
+// require skips (or, with LOOM_REQUIRE_VM=1, fails) without root, QEMU,
+// the guest OS and the role packages from `make images`.
+func require(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (control groups)")
+	}
+	for _, bin := range []string{"qemu-system-x86_64", "qemu-img"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	for _, f := range []string{"build/guest/vmlinuz", "build/guest/initramfs.cpio.xz", "build/roles/web.tar", "build/roles/worker.tar"} {
+		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+			missing = append(missing, f+" (make images)")
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	if os.Getenv("LOOM_REQUIRE_VM") == "1" {
+		t.Fatalf("LOOM_REQUIRE_VM=1 but missing: %s", strings.Join(missing, ", "))
+	}
+	t.Skipf("skipping guest test: missing %s", strings.Join(missing, ", "))
+}
+
+// rig is loomd, the loom CLI and a host agent running on this machine.
+type rig struct {
+	t              *testing.T
+	dir, bin, addr string
+	env            []string
+	agent          *exec.Cmd
+	agentExit      chan struct{}
+	agentLog       string
+	guestDir       string
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func newRig(t *testing.T) *rig {
+	r := &rig{t: t, dir: t.TempDir()}
+	r.bin = filepath.Join(r.dir, "bin")
+	build := exec.Command("go", "build", "-o", r.bin+"/", "./fabric/cmd/loomd", "./fabric/cmd/loom", "./agent/cmd/loom-agent")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	r.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	data := filepath.Join(r.dir, "data")
+	loomd := exec.Command(filepath.Join(r.bin, "loomd"), "--data-dir", data, "--api", r.addr, "--heartbeat", "2s")
+	logf, _ := os.Create(filepath.Join(r.dir, "loomd.log"))
+	loomd.Stdout, loomd.Stderr = logf, logf
+	if err := loomd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { loomd.Process.Kill(); loomd.Wait() })
+	for i := 0; ; i++ {
+		tok, err := os.ReadFile(filepath.Join(data, "operator.token"))
+		if err == nil {
+			r.env = []string{"LOOM_ADDR=http://" + r.addr, "LOOM_TOKEN=" + strings.TrimSpace(string(tok))}
+			if _, err := r.loomErr("nodes"); err == nil {
+				break
+			}
+		}
+		if i > 300 {
+			t.Fatalf("loomd not answering; its log:\n%s", tail(filepath.Join(r.dir, "loomd.log")))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.guestDir = filepath.Join(r.dir, "host")
+	r.agentLog = filepath.Join(r.dir, "agent.log")
+	t.Cleanup(r.cleanup)
+	return r
+}
+
+// startAgent runs loom-agent in host mode, as a service on this machine.
+func (r *rig) startAgent() {
+	abs := func(p string) string { a, _ := filepath.Abs(filepath.Join(root, p)); return a }
+	cmd := exec.Command(filepath.Join(r.bin, "loom-agent"), "host",
+		"--fabric", "http://"+r.addr, "--token-file", filepath.Join(r.dir, "data", "enroll.token"),
+		"--ip", "127.0.0.1", "--ingress-ip", "127.0.0.1", "--guest-dir", r.guestDir,
+		"--guest-kernel", abs("build/guest/vmlinuz"), "--guest-initrd", abs("build/guest/initramfs.cpio.xz"))
+	logf, _ := os.OpenFile(r.agentLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.agent, r.agentExit = cmd, make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(r.agentExit) }()
+}
+
+func (r *rig) stopAgent() {
+	r.agent.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.agentExit:
+	case <-time.After(10 * time.Second):
+		r.t.Error("host agent did not exit on SIGTERM")
+		r.agent.Process.Kill()
+		<-r.agentExit
+	}
+}
+
+// cleanup kills the guests' QEMUs (by their pidfiles) and the agent.
+func (r *rig) cleanup() {
+	if r.agent != nil {
+		r.agent.Process.Kill()
+	}
+	pids, _ := filepath.Glob(filepath.Join(r.guestDir, "guests", "*", "qemu.pid"))
+	for _, p := range pids {
+		if pid := readPID(p); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if r.t.Failed() {
+		r.t.Logf("host agent log:\n%s", tail(r.agentLog))
+		r.t.Logf("loomd log:\n%s", tail(filepath.Join(r.dir, "loomd.log")))
+		logs, _ := filepath.Glob(filepath.Join(r.guestDir, "guests", "*", "console.log"))
+		for _, l := range logs {
+			r.t.Logf("%s:\n%s", l, tail(l))
+		}
+	}
+}
+
+func readPID(p string) int {
+	b, _ := os.ReadFile(p)
+	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return n
+}
+
+func tail(p string) string {
+	b, _ := os.ReadFile(p)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (r *rig) loomErr(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(r.bin, "loom"), args...)
+	cmd.Env = append(os.Environ(), r.env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("loom %s: %v: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+func (r *rig) loom(args ...string) string {
+	r.t.Helper()
+	out, err := r.loomErr(args...)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return out
+}
+
+func (r *rig) vm(id string) api.VM {
+	r.t.Helper()
+	var v api.VM
+	if err := json.Unmarshal([]byte(r.loom("vm", "show", id, "-o", "json")), &v); err != nil {
+		r.t.Fatal(err)
+	}
+	return v
+}
+
+// waitVM polls until ok(vm) or the deadline.
+func (r *rig) waitVM(id, what string, d time.Duration, ok func(api.VM) bool) api.VM {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		v := r.vm(id)
+		if ok(v) {
+			return v
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("vm %s: not %s after %v: %+v", id, what, d, v)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+func (r *rig) qemuPID(id string) int { return readPID(filepath.Join(r.guestDir, "guests", id, "qemu.pid")) }
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 20 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(b), ") Z ")
+}
+
+func running(v api.VM) bool { return v.State == api.VMStateRunning }
+
+// TestGuestsThroughTheFabric: loomd and a host agent on this machine; two
+// guests created with the CLI boot with no NIC, reach the world only over
+// the channel, serve HTTP through the host's ingress, get refused an
+// unoffered service, are restarted after kill -9, survive a host agent
+// restart without a reboot, reboot over QMP, stop gracefully and go away
+// when deleted.
+func TestGuestsThroughTheFabric(t *testing.T) {
+	require(t)
+	r := newRig(t)
+	r.loom("image", "add", filepath.Join(root, "build/roles/web.tar"), "--name", "web")
+	r.loom("image", "add", filepath.Join(root, "build/roles/worker.tar"), "--name", "worker")
+	r.startAgent()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(r.loom("nodes"), "Ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the host agent's node is not Ready:\n%s", r.loom("nodes"))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	web := strings.TrimSpace(r.loom("vm", "create", "--vcpus", "1", "--memory", "256", "--package", "web", "--set", "greeting=hi there"))
+	worker := strings.TrimSpace(r.loom("vm", "create", "--memory", "256MiB", "--package", "worker", "--set", "job=crunch"))
+	if _, err := r.loomErr("vm", "create", "--vcpus", "64", "--package", "web"); err == nil || !strings.Contains(err.Error(), "no Ready node has 64 vCPUs") {
+		t.Errorf("an oversized VM: %v, want a refusal naming what is missing", err)
+	}
+	if _, err := r.loomErr("vm", "create", "--package", "nosuch"); err == nil || !strings.Contains(err.Error(), "package") {
+		t.Errorf("a VM with an unknown package: %v, want an error naming the package", err)
+	}
+
+	start := time.Now()
+	w := r.waitVM(web, "Running", 4*time.Minute, running)
+	r.waitVM(worker, "Running", 4*time.Minute, running)
+	t.Logf("both guests Running %.1fs after create", time.Since(start).Seconds())
+	if strings.Join(w.Interfaces, ",") != "lo" {
+		t.Errorf("the web guest sees interfaces %v, want only lo", w.Interfaces)
+	}
+	for _, a := range []string{"netdev", "virtio-net"} {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", r.qemuPID(web)))
+		if strings.Contains(string(b), a) {
+			t.Errorf("the guest's QEMU has a NIC (%s)", a)
+		}
+	}
+	if w.Endpoint == "" {
+		t.Fatal("the web VM has no endpoint")
+	}
+	url := "http://" + w.Endpoint
+	if code, body := get(t, url+"/"); code != 200 || body != "hello from "+web+": hi there\n" {
+		t.Errorf("GET %s/ = %d %q, want the role's greeting", url, code, body)
+	}
+	if code, body := get(t, url+"/connect?service=shell"); code != http.StatusForbidden || !strings.Contains(body, `service "shell" not offered`) {
+		t.Errorf("an unoffered service: %d %q, want 403 refused", code, body)
+	}
+	if !strings.Contains(tail(r.agentLog), "refused a stream") {
+		t.Error("the host agent did not log the refused stream")
+	}
+	if code, _ := get(t, url+"/connect?service=goal"); code != 200 {
+		t.Errorf("an offered service through the local endpoint: %d, want 200", code)
+	}
+
+	// kill -9 of the web guest's QEMU: reported, restarted.
+	pid := r.qemuPID(web)
+	syscall.Kill(pid, syscall.SIGKILL)
+	v := r.waitVM(web, "restarted and Running", 4*time.Minute, func(v api.VM) bool { return v.Restarts == 1 && running(v) && r.qemuPID(web) != pid })
+	if code, _ := get(t, url+"/healthz"); code != 200 {
+		t.Errorf("after the restart the endpoint answers %d", code)
+	}
+	t.Logf("restarted after kill -9: %+v", v.VMStatus)
+
+	// The host agent restarts: both guests keep running, adopted.
+	pids := map[string]int{web: r.qemuPID(web), worker: r.qemuPID(worker)}
+	r.stopAgent()
+	r.startAgent()
+	time.Sleep(3 * time.Second)
+	for id, p := range pids {
+		v := r.waitVM(id, "Running after the agent restart", 2*time.Minute, running)
+		if r.qemuPID(id) != p || !alive(p) {
+			t.Errorf("vm %s: QEMU %d replaced by %d across the agent restart", id, p, r.qemuPID(id))
+		}
+		if id == web && v.Restarts != 1 {
+			t.Errorf("vm %s: restarts %d after adoption, want 1", id, v.Restarts)
+		}
+	}
+	if !strings.Contains(tail(r.agentLog), "guest adopted") {
+		t.Error("the new host agent did not adopt the guests")
+	}
+	if code, body := get(t, url+"/"); code != 200 || !strings.Contains(body, web) {
+		t.Errorf("after the agent restart GET / = %d %q", code, body)
+	}
+
+	// QMP reboot: same QEMU, the guest comes back.
+	r.loom("vm", "reboot", web)
+	r.waitVM(web, "rebooted", time.Minute, func(v api.VM) bool { return v.Rebooted == 1 })
+	r.waitVM(web, "Running after the reboot", 3*time.Minute, running)
+	if r.qemuPID(web) != pids[web] {
+		t.Error("a reboot replaced the QEMU process")
+	}
+	console, _ := os.ReadFile(filepath.Join(r.guestDir, "guests", web, "console.log"))
+	if n := strings.Count(string(console), "LOOM-MARK start mode=guest"); n < 2 {
+		t.Errorf("the guest's console shows %d boots, want 2 (the reboot)", n)
+	}
+
+	// Usage is metered.
+	v = r.vm(web)
+	if v.Usage == nil || v.Usage.CPUSeconds <= 0 || v.Usage.ChannelBytes == 0 || v.Usage.MemoryBytes == 0 {
+		t.Errorf("usage = %+v, want CPU time, memory and channel bytes", v.Usage)
+	}
+
+	// Graceful stop of the worker: the guest agent powers off on request.
+	wpid := r.qemuPID(worker)
+	r.loom("vm", "stop", worker)
+	r.waitVM(worker, "Stopped", 2*time.Minute, func(v api.VM) bool { return v.State == api.VMStateStopped })
+	if alive(wpid) {
+		t.Error("the stopped guest's QEMU still runs")
+	}
+	wc, _ := os.ReadFile(filepath.Join(r.guestDir, "guests", worker, "console.log"))
+	if !strings.Contains(string(wc), "LOOM-MARK shutdown") || !strings.Contains(string(wc), "tick 1 (job crunch)") {
+		t.Errorf("the worker's console lacks its ticks or the graceful shutdown:\n%s", tail(filepath.Join(r.guestDir, "guests", worker, "console.log")))
+	}
+
+	// Delete: gone from the fabric and from the host.
+	r.loom("vm", "delete", worker)
+	deadline = time.Now().Add(time.Minute)
+	for strings.Contains(r.loom("vm", "list"), worker) {
+		if time.Now().After(deadline) {
+			t.Fatalf("deleted vm %s still listed:\n%s", worker, r.loom("vm", "list"))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(r.guestDir, "guests", worker)); !os.IsNotExist(err) {
+		t.Errorf("the deleted guest's directory is still there: %v", err)
+	}
+}

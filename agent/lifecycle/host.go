@@ -1,0 +1,81 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	"github.com/loomfabric/loom/agent/guests"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+// localIP is the address this machine uses to reach the fabric (or want,
+// if given).
+func localIP(fabric, want string) (string, error) {
+	if want != "" {
+		return want, nil
+	}
+	u, err := url.Parse(fabric)
+	if err != nil {
+		return "", err
+	}
+	host := u.Host
+	if _, _, err := net.SplitHostPort(host); err != nil {
+		host = net.JoinHostPort(host, "80")
+	}
+	c, err := net.Dial("udp", host) // no packet is sent: this only picks the route
+	if err != nil {
+		return "", fmt.Errorf("finding the route to the fabric %s: %w", fabric, err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
+}
+
+// startGuests starts the host's guest supervisor (adopting running guests).
+func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip string, log *slog.Logger) error {
+	dir := c.GuestDir
+	if dir == "" {
+		dir = "/var/lib/loom"
+	}
+	kernel, initrd := c.GuestKernel, c.GuestInitrd
+	if kernel == "" {
+		kernel = "/guest/vmlinuz"
+	}
+	if initrd == "" {
+		initrd = "/guest/initramfs.cpio.xz"
+	}
+	for _, f := range []*string{&kernel, &initrd} {
+		abs, err := filepath.Abs(*f)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			log.Warn("guest OS missing: guests will fail to start", "err", err)
+		}
+		*f = abs
+	}
+	ingress := c.IngressIP
+	if ingress == "" {
+		ingress = ip
+	}
+	c.changed = make(chan struct{}, 1)
+	c.guests = guests.New(guests.Config{
+		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Log: log,
+		Fetch: fabric.Blob,
+		OnChange: func() {
+			select {
+			case c.changed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err := c.guests.Start(ctx); err != nil {
+		return fmt.Errorf("guest supervisor: %w", err)
+	}
+	Mark(c.Console, "guests", "dir", dir)
+	return nil
+}

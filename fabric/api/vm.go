@@ -1,0 +1,177 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// VMs: guest virtual machines that host agents run with QEMU.
+//
+//	POST   /v1/vms                     VMRequest → VM (201); 409 with the reason
+//	                                   when no Ready node has room for it
+//	GET    /v1/vms, /v1/vms/{id}       → []VM, VM
+//	POST   /v1/vms/{id}/start|stop|reboot → VM
+//	DELETE /v1/vms/{id}                → 204 (the host stops and removes it)
+//
+// The desired state (Desired, RebootGen) is the operator's; the observed
+// state (State, Reason, Endpoint, Usage, …) is what the host agent reports
+// with its heartbeat (Status.VMs). Each node's goal document lists its VMs.
+
+// VM desired states.
+const (
+	VMRunning = "running"
+	VMStopped = "stopped"
+	VMDeleted = "deleted" // the host removes it, then the fabric forgets it
+)
+
+// VM observed states.
+const (
+	VMStatePending  = "Pending"  // placed, not yet seen on its host
+	VMStateStarting = "Starting" // QEMU runs, the guest agent has not said ready
+	VMStateRunning  = "Running"  // the guest agent and its role are healthy
+	VMStateStopped  = "Stopped"  // stopped on request
+	VMStateCrashed  = "Crashed"  // QEMU died or the guest panicked; restarting with backoff
+	VMStateFailed   = "Failed"   // cannot be started (Reason says why)
+)
+
+// VMRequest is the body of POST /v1/vms.
+type VMRequest struct {
+	// Node to place the VM on; "" picks a Ready node with room.
+	Node     string `json:"node,omitempty"`
+	VCPUs    int    `json:"vcpus"`
+	MemoryMB int    `json:"memoryMB"`
+	// Package names the role package: a stored image holding a tar with
+	// loom-role.json (see images/roles).
+	Package string `json:"package"`
+	// Settings are handed to the role (its local endpoint serves them).
+	Settings map[string]string `json:"settings,omitempty"`
+}
+
+// VM is a guest as the fabric knows it.
+type VM struct {
+	ID       string            `json:"id"`
+	Node     string            `json:"node"`
+	VCPUs    int               `json:"vcpus"`
+	MemoryMB int               `json:"memoryMB"`
+	Package  string            `json:"package"`
+	Settings map[string]string `json:"settings,omitempty"`
+	Created  time.Time         `json:"created"`
+
+	// Desired is running, stopped or deleted.
+	Desired string `json:"desired"`
+	// RebootGen is bumped by each reboot request; the host reboots the
+	// guest when it differs from what it last acted on.
+	RebootGen int64 `json:"rebootGen,omitempty"`
+
+	// Observed, from the host agent.
+	VMStatus
+}
+
+// VMStatus is what a host agent reports of one guest.
+type VMStatus struct {
+	ID     string `json:"id,omitempty"`
+	State  string `json:"state,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Endpoint is host:port where the host carries TCP connections over the
+	// channel to the role's port (web roles).
+	Endpoint string `json:"endpoint,omitempty"`
+	// Restarts counts restarts after crashes.
+	Restarts int `json:"restarts,omitempty"`
+	// Rebooted is the RebootGen the host last acted on.
+	Rebooted int64 `json:"rebooted,omitempty"`
+	// Interfaces the guest agent sees inside the guest.
+	Interfaces []string `json:"interfaces,omitempty"`
+	Usage      *Usage   `json:"usage,omitempty"`
+	// Observed is when the host agent last reported this guest.
+	Observed time.Time `json:"observed,omitzero"`
+}
+
+// Usage is a guest's resource use, for metering.
+type Usage struct {
+	CPUSeconds   float64 `json:"cpuSeconds"`
+	MemoryBytes  uint64  `json:"memoryBytes"`
+	ChannelBytes uint64  `json:"channelBytes"`
+}
+
+// GoalVM is one guest in a host's goal document.
+type GoalVM struct {
+	ID        string            `json:"id"`
+	VCPUs     int               `json:"vcpus"`
+	MemoryMB  int               `json:"memoryMB"`
+	Desired   string            `json:"desired"`
+	RebootGen int64             `json:"rebootGen,omitempty"`
+	Package   string            `json:"package"`
+	Settings  map[string]string `json:"settings,omitempty"`
+	// PackageDigest is the sha256 of the package blob, served at PackageURL.
+	PackageDigest string `json:"packageDigest"`
+	PackageURL    string `json:"packageURL"`
+}
+
+// Limits on a VM request.
+const (
+	MaxVCPUs    = 64
+	MinMemoryMB = 64
+	MaxMemoryMB = 1 << 20
+)
+
+var settingKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`)
+
+// Validate checks a VM request; the error names the bad field.
+func (r *VMRequest) Validate() error {
+	var errs []error
+	if r.VCPUs == 0 {
+		r.VCPUs = 1
+	}
+	if r.MemoryMB == 0 {
+		r.MemoryMB = 256
+	}
+	if r.VCPUs < 1 || r.VCPUs > MaxVCPUs {
+		errs = append(errs, fmt.Errorf("vcpus: %d: want 1 to %d", r.VCPUs, MaxVCPUs))
+	}
+	if r.MemoryMB < MinMemoryMB || r.MemoryMB > MaxMemoryMB {
+		errs = append(errs, fmt.Errorf("memoryMB: %d: want %d to %d", r.MemoryMB, MinMemoryMB, MaxMemoryMB))
+	}
+	if r.Package == "" {
+		errs = append(errs, errors.New("package: required"))
+	}
+	if len(r.Settings) > 64 {
+		errs = append(errs, fmt.Errorf("settings: %d entries, at most 64", len(r.Settings)))
+	}
+	for k, v := range r.Settings {
+		if !settingKeyRE.MatchString(k) {
+			errs = append(errs, fmt.Errorf("settings: key %q: want a letter or _ then up to 63 of A-Z a-z 0-9 _ . -", k))
+		}
+		if len(v) > 4096 {
+			errs = append(errs, fmt.Errorf("settings: %s: value longer than 4096 bytes", k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// HostReserveMB is the memory a host keeps for itself (and QEMU's own
+// overhead) when VMs are placed on it.
+const HostReserveMB = 512
+
+// Capacity is what a node has left for VMs.
+type Capacity struct {
+	VCPUs    int `json:"vcpus"`
+	MemoryMB int `json:"memoryMB"`
+}
+
+// Free is what node n has left once vms (those placed on it) are counted.
+// vCPUs are not overcommitted: a guest's vCPUs are the host's CPUs.
+func Free(n Node, vms []VM) Capacity {
+	if n.Inventory == nil {
+		return Capacity{}
+	}
+	c := Capacity{VCPUs: n.Inventory.CPU.Count, MemoryMB: int(n.Inventory.Memory>>20) - HostReserveMB}
+	for _, v := range vms {
+		if v.Node == n.ID && v.Desired != VMDeleted {
+			c.VCPUs -= v.VCPUs
+			c.MemoryMB -= v.MemoryMB
+		}
+	}
+	return c
+}

@@ -1,0 +1,83 @@
+// Command web is Loom's sample web role. It runs inside a guest, listens
+// on $PORT (reached from outside only through the host's ingress over the
+// channel) and reads its settings from the guest agent's local endpoint
+// ($LOOM_ENDPOINT/settings).
+//
+//	GET  /          "hello from INSTANCE: GREETING" (setting "greeting")
+//	GET  /healthz   200 while healthy
+//	GET  /bytes?n=N N bytes (for throughput measurements)
+//	POST /sink      reads the body, answers its length
+//	GET  /connect?service=S  asks the guest agent for a stream to the host's
+//	                service S and answers what the host said
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"strconv"
+)
+
+func settings() map[string]string {
+	m := map[string]string{}
+	resp, err := http.Get(os.Getenv("LOOM_ENDPOINT") + "/settings")
+	if err != nil {
+		return m
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(&m)
+	return m
+}
+
+var zeros = make([]byte, 1<<20)
+
+func main() {
+	port := os.Getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	instance := os.Getenv("LOOM_INSTANCE")
+	http.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		greeting := settings()["greeting"]
+		if greeting == "" {
+			greeting = "hello"
+		}
+		fmt.Fprintf(w, "hello from %s: %s\n", instance, greeting)
+	})
+	http.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	http.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		for n > 0 {
+			k := min(n, int64(len(zeros)))
+			if _, err := w.Write(zeros[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
+	})
+	http.HandleFunc("POST /sink", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintln(w, n)
+	})
+	http.HandleFunc("GET /connect", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := http.Post(os.Getenv("LOOM_ENDPOINT")+"/connect/"+r.URL.Query().Get("service"), "", nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			w.WriteHeader(resp.StatusCode)
+			w.Write(b)
+			return
+		}
+		fmt.Fprintln(w, "connected")
+	})
+	log.Printf("web role %s listening on :%s", instance, port)
+	log.Fatal(http.ListenAndServe(":"+port, nil))
+}
