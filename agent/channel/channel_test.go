@@ -2,9 +2,9 @@ package channel
 
 import (
 	"bytes"
-	"io"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"strings"

@@ -213,7 +213,9 @@ func (r *rig) waitVM(id, what string, d time.Duration, ok func(api.VM) bool) api
 	}
 }
 
-func (r *rig) qemuPID(id string) int { return readPID(filepath.Join(r.guestDir, "guests", id, "qemu.pid")) }
+func (r *rig) qemuPID(id string) int {
+	return readPID(filepath.Join(r.guestDir, "guests", id, "qemu.pid"))
+}
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()

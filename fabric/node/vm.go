@@ -147,7 +147,9 @@ func (r *Registry) VMs(ctx context.Context) ([]api.VM, error) {
 	for i := range vms {
 		vms[i] = r.withLive(vms[i])
 	}
-	sort.Slice(vms, func(i, j int) bool { return vms[i].Created.Before(vms[j].Created) || vms[i].Created.Equal(vms[j].Created) && vms[i].ID < vms[j].ID })
+	sort.Slice(vms, func(i, j int) bool {
+		return vms[i].Created.Before(vms[j].Created) || vms[i].Created.Equal(vms[j].Created) && vms[i].ID < vms[j].ID
+	})
 	return vms, nil
 }
 
