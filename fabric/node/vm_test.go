@@ -15,8 +15,8 @@ func host(id string, phase api.Phase, cpus int, memMiB uint64) api.Node {
 
 func TestPlace(t *testing.T) {
 	nodes := []api.Node{
-		host("a", api.PhaseReady, 4, 4096),       // 3584 MiB after the host's reserve
-		host("b", api.PhaseReady, 8, 16384),      // 15872
+		host("a", api.PhaseReady, 4, 4096),        // 3584 MiB after the host's reserve
+		host("b", api.PhaseReady, 8, 16384),       // 15872
 		host("c", api.PhaseRegistered, 64, 1<<20), // not a host yet
 	}
 	placed := []api.VM{
