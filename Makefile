@@ -54,6 +54,8 @@ bench: deps build initramfs images ## run the benchmarks against their peer tool
 	$(GO) run ./bench/boot
 	$(GO) run ./bench/dhcp
 	$(GO) run ./bench/imaging
+	$(GO) run ./bench/channel
+	$(GO) run ./bench/guest
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test ./fabric/dhcp -run '^$$' -fuzz FuzzHandle -fuzztime $${FUZZTIME:-30s}

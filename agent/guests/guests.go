@@ -71,6 +71,11 @@ type Config struct {
 	StopGrace time.Duration
 	// QEMU binary (default qemu-system-x86_64).
 	QEMU string
+	// QEMUArgs and Cmdline are added to every guest's QEMU arguments and
+	// kernel command line. Not for production: bench/channel uses them to
+	// give a guest a NIC to compare the channel with.
+	QEMUArgs []string
+	Cmdline  string
 	// OnChange is called when a guest's observed state changes.
 	OnChange func()
 	Log      *slog.Logger
@@ -502,6 +507,7 @@ func (g *guest) start(ctx context.Context, goal api.GoalVM) error {
 	v, err := g.s.mgr.Start(ctx, vmm.Spec{
 		Name: g.id, VCPUs: goal.VCPUs, MemoryMB: goal.MemoryMB,
 		Kernel: g.s.cfg.Kernel, Initrd: g.s.cfg.Initrd, Disk: disk,
+		Cmdline: g.s.cfg.Cmdline, ExtraArgs: g.s.cfg.QEMUArgs,
 	})
 	if err != nil {
 		return err

@@ -82,13 +82,24 @@ func (c *Config) RunGuest(ctx context.Context, log *slog.Logger) error {
 		line = string(b)
 	}
 	a := &guestAgent{console: c.Console, log: log}
+	nicIP := ""
 	for _, kv := range cmdline.Split(line) {
-		if kv[0] == "loom.instance" {
+		switch kv[0] {
+		case "loom.instance":
 			a.instance = kv[1]
+		case "loom.nic-ip":
+			nicIP = kv[1]
 		}
 	}
 	if lo, err := netlink.LinkByName("lo"); err == nil {
 		netlink.LinkSetUp(lo)
+	}
+	if nicIP != "" {
+		// Only bench/channel starts a guest with a NIC (to compare the
+		// channel with it); Loom's guests have none.
+		if err := nicUp(nicIP); err != nil {
+			log.Warn("loom.nic-ip", "err", err)
+		}
 	}
 	go a.serveLocal()
 	go a.healthLoop(ctx)
@@ -292,10 +303,14 @@ func (a *guestAgent) setHealth(h string) {
 func (a *guestAgent) healthLoop(ctx context.Context) {
 	hc := &http.Client{Timeout: 2 * time.Second}
 	for ctx.Err() == nil {
-		time.Sleep(time.Second)
 		a.mu.Lock()
-		spec, proc := a.spec, a.proc
+		spec, proc, healthy := a.spec, a.proc, a.health == "ready"
 		a.mu.Unlock()
+		if healthy {
+			time.Sleep(time.Second)
+		} else {
+			time.Sleep(50 * time.Millisecond) // starting: say ready as soon as it is
+		}
 		if spec == nil || proc == nil {
 			continue
 		}
@@ -435,6 +450,28 @@ func (a *guestAgent) serveLocal() {
 		a.log.Warn("local endpoint", "err", err)
 		time.Sleep(time.Second)
 	}
+}
+
+// nicUp gives the first non-loopback link the address cidr.
+func nicUp(cidr string) error {
+	addr, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		return err
+	}
+	for range 50 {
+		links, _ := netlink.LinkList()
+		for _, l := range links {
+			if l.Attrs().Name == "lo" {
+				continue
+			}
+			if err := netlink.AddrAdd(l, addr); err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(l)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("no network interface")
 }
 
 // lineWriter splits output into lines (bounded to 4 KiB each).

@@ -41,6 +41,8 @@ type Spec struct {
 	Cmdline string
 	// Disk, if set, is a qcow2 file attached as the guest's virtio disk.
 	Disk string `json:",omitempty"`
+	// ExtraArgs are appended to QEMU's arguments (benchmarks, debugging).
+	ExtraArgs []string `json:",omitempty"`
 }
 
 // Manager starts and adopts guests.
@@ -107,7 +109,7 @@ func (m *Manager) Args(s Spec) []string {
 	if s.Disk != "" {
 		args = append(args, "-drive", "file="+s.Disk+",if=virtio,format=qcow2,cache=none,aio=threads")
 	}
-	return args
+	return append(args, s.ExtraArgs...)
 }
 
 func cmp0(v, def int) int {

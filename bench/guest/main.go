@@ -1,0 +1,109 @@
+// Command guest measures guest start: from the host agent being asked for
+// a guest (its goal applied to the product's supervisor) to the role
+// Ready (the guest agent's health report over the channel: package pulled
+// over the channel, role started, HTTP probe answered), against a bare
+// `qemu-system-x86_64 -kernel` boot of the same kernel and initramfs, in
+// the same run: to its first console line (bare_s), and to u-root's init
+// starting (bare_init_s), which is the floor under any agent. Median of
+// -rounds each.
+//
+// Last line: bench guest: ready_s=… bare_s=… overhead=… bare_init_s=…
+// (overhead = ready_s / bare_s).
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/loomfabric/loom/bench/internal/guestrig"
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench guest:", err)
+		os.Exit(1)
+	}
+}
+
+func accel() string {
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		return "kvm"
+	}
+	return "tcg"
+}
+
+// bare boots the kernel and initramfs with nothing else and times the
+// first console line and the init banner.
+func bare(guestDir string) (first, init float64, err error) {
+	cmd := exec.Command("qemu-system-x86_64", "-machine", "q35", "-accel", accel(), "-cpu", "max", "-m", "256",
+		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
+		"-kernel", filepath.Join(guestDir, "vmlinuz"), "-initrd", filepath.Join(guestDir, "initramfs.cpio.xz"),
+		"-append", "console=ttyS0 panic=-1", "-serial", "stdio")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, 0, err
+	}
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if first == 0 && strings.TrimSpace(sc.Text()) != "" {
+			first = time.Since(t0).Seconds()
+		}
+		if strings.Contains(sc.Text(), "Welcome to u-root") {
+			return first, time.Since(t0).Seconds(), nil
+		}
+	}
+	return 0, 0, fmt.Errorf("bare boot: no init banner on the console")
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("guest", flag.ContinueOnError)
+	guestDir := fs.String("guest", "build/guest", "guest OS")
+	pkg := fs.String("package", "build/roles/web.tar", "role package")
+	rounds := fs.Int("rounds", 3, "starts of each kind (median taken)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	r, err := guestrig.New(ctx, *guestDir, *pkg, nil, "")
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	var ready, firsts, inits []float64
+	for i := range *rounds {
+		id := fmt.Sprintf("bench-%d", i)
+		t0 := time.Now()
+		r.Sup.Apply([]api.GoalVM{r.Goal(id, 256)})
+		if _, err := r.Wait(id, 5*time.Minute, func(s api.VMStatus, _ bool) bool { return s.State == api.VMStateRunning }); err != nil {
+			return err
+		}
+		ready = append(ready, time.Since(t0).Seconds())
+		r.Sup.Apply(nil)
+		if _, err := r.Wait(id, time.Minute, func(_ api.VMStatus, found bool) bool { return !found }); err != nil {
+			return err
+		}
+		f, in, err := bare(*guestDir)
+		if err != nil {
+			return err
+		}
+		firsts, inits = append(firsts, f), append(inits, in)
+		fmt.Fprintf(out, "round %d: loom create→role Ready %.2fs; bare qemu -kernel: first console line %.2fs, init %.2fs\n", i+1, ready[i], f, in)
+	}
+	rs, bs, is := guestrig.Median(ready), guestrig.Median(firsts), guestrig.Median(inits)
+	fmt.Fprintf(out, "bench guest: ready_s=%.2f bare_s=%.2f overhead=%.2f bare_init_s=%.2f accel=%s\n", rs, bs, rs/bs, is, accel())
+	return nil
+}
