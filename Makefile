@@ -31,7 +31,7 @@ build/maintenance/initramfs.cpio.xz: $(AGENT_SOURCES) | build/.deps
 	scripts/build-initramfs.sh maintenance
 
 images: build/images/host.ext4 build/guest/initramfs.cpio.xz build/roles/web.tar ## build the host image (build/images/host.ext4: kernel + u-root with loom-agent host and QEMU), the guest OS (build/guest) and the sample role packages (build/roles)
-build/host/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/host-modules.txt initramfs/host-files.txt | build/.deps
+build/host/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/host-modules.txt initramfs/host-files.txt build/guest/initramfs.cpio.xz | build/.deps
 	scripts/build-initramfs.sh host
 build/images/host.ext4: build/host/initramfs.cpio.xz scripts/build-host-image.sh
 	scripts/build-host-image.sh
@@ -64,6 +64,9 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test ./fabric/image -run '^$$' -fuzz FuzzParseBmap -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./fabric/image -run '^$$' -fuzz FuzzManifest -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./fabric/api -run '^$$' -fuzz FuzzProfile -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./agent/channel -run '^$$' -fuzz FuzzFrame -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./agent/channel -run '^$$' -fuzz FuzzHostStream -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./agent/guests -run '^$$' -fuzz FuzzControl -fuzztime $${FUZZTIME:-30s}
 
 clean: ## remove build/ (keeps nothing, not even the kernel cache)
 	rm -rf build

@@ -590,6 +590,18 @@ func (g *guest) control(_ context.Context, s net.Conn) {
 		if err := channel.ReadFrame(s, &m); err != nil {
 			return
 		}
+		// The guest is not trusted: bound what it can make the host report.
+		if len(m.Interfaces) > 64 {
+			m.Interfaces = m.Interfaces[:64]
+		}
+		for i, n := range m.Interfaces {
+			if len(n) > 32 {
+				m.Interfaces[i] = n[:32]
+			}
+		}
+		if len(m.Line) > 512 {
+			m.Line = m.Line[:512]
+		}
 		switch m.Type {
 		case "interfaces":
 			g.mu.Lock()

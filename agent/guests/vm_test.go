@@ -266,6 +266,10 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 		t.Errorf("a VM with an unknown package: %v, want an error naming the package", err)
 	}
 
+	if _, err := r.loomErr("image", "rm", "web"); err == nil || !strings.Contains(err.Error(), "in use by vm "+web) {
+		t.Errorf("image rm of a package a VM uses: %v, want a refusal naming the VM", err)
+	}
+
 	start := time.Now()
 	w := r.waitVM(web, "Running", 4*time.Minute, running)
 	r.waitVM(worker, "Running", 4*time.Minute, running)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/loomfabric/loom/agent/guests"
 	"github.com/loomfabric/loom/fabric/client"
@@ -58,6 +59,7 @@ func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip stri
 		}
 		*f = abs
 	}
+	mountCgroup2(log)
 	ingress := c.IngressIP
 	if ingress == "" {
 		ingress = ip
@@ -78,4 +80,21 @@ func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip stri
 	}
 	Mark(c.Console, "guests", "dir", dir)
 	return nil
+}
+
+// mountCgroup2 mounts the unified cgroup hierarchy at /sys/fs/cgroup when
+// nothing is there (the host OS's init does not): guests get their control
+// groups from it. A machine with cgroups already mounted is left alone.
+func mountCgroup2(log *slog.Logger) {
+	const dir = "/sys/fs/cgroup"
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		return
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		log.Warn("cgroup2", "err", err)
+		return
+	}
+	if err := syscall.Mount("cgroup2", dir, "cgroup2", 0, ""); err != nil {
+		log.Warn("mounting cgroup2: guests run without control groups", "err", err)
+	}
 }

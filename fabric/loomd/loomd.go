@@ -113,7 +113,10 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	}
 	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(c.DataDir, "images")}, KV: st,
 		InUse: func(ctx context.Context, name string) (string, error) {
-			return node.ProfilesUsing(ctx, st.Profiles, name)
+			if user, err := node.ProfilesUsing(ctx, st.Profiles, name); user != "" || err != nil {
+				return user, err
+			}
+			return node.VMsUsing(ctx, st.VMs, name)
 		}}
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: reg}
 

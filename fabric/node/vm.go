@@ -332,3 +332,17 @@ func sameObserved(have, got api.VMStatus) bool {
 		have.Restarts == got.Restarts && have.Rebooted == got.Rebooted &&
 		strings.Join(have.Interfaces, ",") == strings.Join(got.Interfaces, ",")
 }
+
+// VMsUsing names the first VM whose package is image ("" if none).
+func VMsUsing(ctx context.Context, vms func(context.Context) ([]api.VM, error), image string) (string, error) {
+	list, err := vms(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, v := range list {
+		if v.Package == image {
+			return "vm " + v.ID, nil
+		}
+	}
+	return "", nil
+}
