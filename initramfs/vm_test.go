@@ -327,3 +327,51 @@ func isSubsequence(want, got []api.Phase) bool {
 	}
 	return i == len(want)
 }
+
+// TestNestedGuestOnImagedNode (opt-in: LOOM_NESTED=1, TCG inside TCG takes
+// minutes): a lab server is imaged, boots its host OS, and its host agent
+// runs one guest VM placed through the fabric's API, which reports Running
+// with lo as its only interface.
+func TestNestedGuestOnImagedNode(t *testing.T) {
+	if os.Getenv("LOOM_NESTED") != "1" {
+		t.Skip("opt-in (LOOM_NESTED=1): a guest inside a TCG lab server boots under TCG inside TCG")
+	}
+	r := provisionRig(t, 5, nil, false)
+	_, n := r.wait(8*time.Minute, "Ready", func(n api.Node) bool { return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed })
+	if n.Phase != api.PhaseReady {
+		r.dump()
+		t.Fatalf("node %s ended %s: %s", n.ID, n.Phase, n.Reason)
+	}
+	ctx := context.Background()
+	f, err := os.Open("../build/roles/web.tar")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := r.fabric.AddImage(ctx, "web", f, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := r.fabric.CreateVM(ctx, api.VMRequest{VCPUs: 1, MemoryMB: 256, Package: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		v, err := r.fabric.VM(ctx, vm.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.State == api.VMStateRunning {
+			if strings.Join(v.Interfaces, ",") != "lo" {
+				t.Errorf("the nested guest sees %v, want only lo", v.Interfaces)
+			}
+			t.Logf("nested guest %s Running on %s %.0fs after create (endpoint %s)", v.ID, v.Node, time.Since(start).Seconds(), v.Endpoint)
+			return
+		}
+		if time.Since(start) > 25*time.Minute {
+			r.dump()
+			t.Fatalf("nested guest not Running after 25 min: %+v", v.VMStatus)
+		}
+		time.Sleep(5 * time.Second)
+	}
+}

@@ -20,8 +20,13 @@
 // "boot-host" hands over at once (marker kexec): the host kernel and
 // initramfs are loaded from the "loom-host" partition and kexec'd, with a
 // reboot as the fallback. Host mode registers as the same node (marker
-// host-ready) and, when asked to provision again, reboots into the network
-// boot, where the fabric serves the maintenance OS.
+// host-ready), runs the guests its goal lists (package guests; marker
+// guests) and reports them with every heartbeat, and, when asked to
+// provision again, reboots into the network boot, where the fabric serves
+// the maintenance OS. With --fabric the host agent runs on an installed
+// machine: the network is taken as it is (no DHCP) and SIGTERM stops it,
+// leaving its guests running for the next agent to adopt. Guest mode is in
+// guest.go.
 package lifecycle
 
 import (
