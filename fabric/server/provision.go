@@ -99,7 +99,14 @@ func (a *apiServer) reprovision(w http.ResponseWriter, r *http.Request) {
 	a.nodeResult(w, r, n, err)
 }
 
+// nodeResult answers with n, or with err mapped to 404, 409 or 500.
 func (a *apiServer) nodeResult(w http.ResponseWriter, r *http.Request, n api.Node, err error) {
+	a.result(w, r, n, err)
+}
+
+// result answers with v, or with err mapped to 404 (not found), 409
+// (conflict) or 500.
+func (a *apiServer) result(w http.ResponseWriter, r *http.Request, v any, err error) {
 	switch {
 	case store.IsNotFound(err):
 		a.fail(w, r, http.StatusNotFound, "%v", err)
@@ -108,7 +115,7 @@ func (a *apiServer) nodeResult(w http.ResponseWriter, r *http.Request, n api.Nod
 	case err != nil:
 		a.fail(w, r, http.StatusInternalServerError, "%v", err)
 	default:
-		writeJSON(w, http.StatusOK, n)
+		writeJSON(w, http.StatusOK, v)
 	}
 }
 

@@ -85,14 +85,5 @@ func (a *apiServer) deleteVM(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiServer) vmResult(w http.ResponseWriter, r *http.Request, vm api.VM, err error) {
-	switch {
-	case store.IsNotFound(err):
-		a.fail(w, r, http.StatusNotFound, "%v", err)
-	case errors.Is(err, node.ErrConflict):
-		a.fail(w, r, http.StatusConflict, "%v", err)
-	case err != nil:
-		a.fail(w, r, http.StatusInternalServerError, "%v", err)
-	default:
-		writeJSON(w, http.StatusOK, vm)
-	}
+	a.result(w, r, vm, err)
 }
