@@ -29,9 +29,12 @@ func newFullAPI(t *testing.T) *httptest.Server {
 	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
 	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(dir, "images")}, KV: st,
 		InUse: func(ctx context.Context, name string) (string, error) {
-			return node.ProfilesUsing(ctx, st.Profiles, name)
+			if user, err := node.ProfilesUsing(ctx, st.Profiles, name); user != "" || err != nil {
+				return user, err
+			}
+			return node.VMsUsing(ctx, st.VMs, name)
 		}}
-	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Images: lib, Profiles: st}, nil))
+	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Images: lib, Profiles: st, VMs: reg}, nil))
 	t.Cleanup(srv.Close)
 	return srv
 }
