@@ -107,9 +107,21 @@ func (m *Manager) Args(s Spec) []string {
 		"-pidfile", filepath.Join(d, "qemu.pid"),
 	}
 	if s.Disk != "" {
-		args = append(args, "-drive", "file="+s.Disk+",if=virtio,format=qcow2,cache=none,aio=threads")
+		args = append(args, "-drive", "file="+s.Disk+",if=virtio,format=qcow2,"+diskCache(s.Disk))
 	}
 	return append(args, s.ExtraArgs...)
+}
+
+// diskCache bypasses the host's page cache (O_DIRECT: a guest's writes are
+// its own, not the host's memory) where the file system allows it; a RAM
+// root (tmpfs) does not.
+func diskCache(file string) string {
+	f, err := os.OpenFile(file, os.O_RDONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return "cache=writeback"
+	}
+	f.Close()
+	return "cache=none,aio=threads"
 }
 
 func cmp0(v, def int) int {
@@ -146,9 +158,25 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("vmm: starting QEMU for %s: %w", s.Name, err)
 	}
-	go cmd.Wait() // reap; the pidfile is what identifies it later
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }() // reap; the pidfile is what identifies it later
 	v := &VM{Spec: s, Dir: d, PID: cmd.Process.Pid}
-	if err := v.connect(ctx, 15*time.Second); err != nil {
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-exited: // QEMU refused to start: no need to wait for its socket
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	err = v.connect(cctx, 15*time.Second)
+	cancel()
+	select {
+	case <-exited:
+		err = errors.New("QEMU exited at start")
+	default:
+	}
+	if err != nil {
 		cmd.Process.Kill()
 		b, _ := os.ReadFile(filepath.Join(d, "qemu.log"))
 		return nil, fmt.Errorf("vmm: %s: %w (qemu: %s)", s.Name, err, strings.TrimSpace(string(b)))
