@@ -7,8 +7,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"syscall"
+
+	"github.com/loomfabric/loom/agent/disk"
 
 	"github.com/loomfabric/loom/agent/guests"
 	"github.com/loomfabric/loom/fabric/client"
@@ -41,6 +44,13 @@ func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip stri
 	dir := c.GuestDir
 	if dir == "" {
 		dir = "/var/lib/loom"
+		if c.Fabric == "" { // the uinit of an imaged host: guests live on its data partition
+			if err := mountData(dir, log); err != nil {
+				log.Warn("guests live on the RAM root: no data partition", "err", err)
+			} else {
+				Mark(c.Console, "data", "dir", dir)
+			}
+		}
 	}
 	kernel, initrd := c.GuestKernel, c.GuestInitrd
 	if kernel == "" {
@@ -97,4 +107,46 @@ func mountCgroup2(log *slog.Logger) {
 	if err := syscall.Mount("cgroup2", dir, "cgroup2", 0, ""); err != nil {
 		log.Warn("mounting cgroup2: guests run without control groups", "err", err)
 	}
+}
+
+// mountData mounts the "loom-data" partition at dir, making an ext4 file
+// system on it first if it has none (its first boot after imaging).
+func mountData(dir string, log *slog.Logger) error {
+	dev, err := disk.FindPartition("loom-data")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := syscall.Mount(dev, dir, "ext4", 0, ""); err == nil {
+		return nil
+	}
+	if hasExt4(dev) {
+		return fmt.Errorf("%s has a file system that does not mount", dev)
+	}
+	log.Info("making a file system on the data partition", "dev", dev)
+	mkfs := "/usr/sbin/mke2fs" // u-root's PATH has no sbin
+	if _, err := os.Stat(mkfs); err != nil {
+		mkfs = "mke2fs"
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", "-t", "ext4", "-L", "loom-data", "-E", "lazy_itable_init=1,lazy_journal_init=1", dev).CombinedOutput(); err != nil {
+		return fmt.Errorf("mke2fs %s: %v: %s", dev, err, out)
+	}
+	return syscall.Mount(dev, dir, "ext4", 0, "")
+}
+
+// hasExt4 reports whether dev carries an ext2/3/4 superblock (magic 0xEF53
+// at byte 1080): such a disk is never formatted over.
+func hasExt4(dev string) bool {
+	f, err := os.Open(dev)
+	if err != nil {
+		return true // unknown: do not format
+	}
+	defer f.Close()
+	b := make([]byte, 2)
+	if _, err := f.ReadAt(b, 1080); err != nil {
+		return true
+	}
+	return b[0] == 0x53 && b[1] == 0xef
 }
