@@ -366,6 +366,10 @@ func TestNestedGuestOnImagedNode(t *testing.T) {
 				t.Errorf("the nested guest sees %v, want only lo", v.Interfaces)
 			}
 			t.Logf("nested guest %s Running on %s %.0fs after create (endpoint %s)", v.ID, v.Node, time.Since(start).Seconds(), v.Endpoint)
+			if !strings.Contains(r.serial(), "LOOM-MARK data dir=/var/lib/loom") {
+				r.dump()
+				t.Error("the host agent did not put its guests on the data partition")
+			}
 			return
 		}
 		if time.Since(start) > 25*time.Minute {
