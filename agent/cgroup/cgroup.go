@@ -84,6 +84,8 @@ func New(name string, l Limits) (*Group, error) {
 			return nil, errors.New("cgroup: neither the unified hierarchy nor the v1 cpu/memory hierarchies are mounted")
 		}
 	}
+	// A limit that cannot be set is an error, but the group is returned
+	// with whatever limits did apply.
 	return g, g.Set(l)
 }
 

@@ -40,7 +40,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/loomfabric/loom/agent/cgroup"
 	"github.com/loomfabric/loom/agent/channel"
@@ -67,6 +70,9 @@ type Config struct {
 	ChannelLimit int
 	// DiskSize of the base guest disk. Default 1 GiB.
 	DiskSize string
+	// DiskBytesPerSec caps each guest's reads and writes on the disk under
+	// Dir (cgroup io.max). Default 200 MiB/s; negative: no cap.
+	DiskBytesPerSec int64
 	// StopGrace is how long a guest may take to power down. Default 20s.
 	StopGrace time.Duration
 	// QEMU binary (default qemu-system-x86_64).
@@ -91,6 +97,7 @@ type Supervisor struct {
 	guests map[string]*guest
 	ctx    context.Context
 	diskMu sync.Mutex // one base disk, made once
+	ioDev  string     // MAJ:MIN of the disk under Dir ("" if none)
 }
 
 // New returns a supervisor; Start adopts running guests.
@@ -103,6 +110,9 @@ func New(cfg Config) *Supervisor {
 	}
 	if cfg.DiskSize == "" {
 		cfg.DiskSize = "1G"
+	}
+	if cfg.DiskBytesPerSec == 0 {
+		cfg.DiskBytesPerSec = 200 << 20
 	}
 	if cfg.StopGrace == 0 {
 		cfg.StopGrace = 20 * time.Second
@@ -128,6 +138,9 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	s.ctx = ctx
 	if err := os.MkdirAll(s.mgr.Dir, 0o700); err != nil {
 		return err
+	}
+	if s.cfg.DiskBytesPerSec > 0 {
+		s.ioDev = diskOf(s.cfg.Dir)
 	}
 	dirs, _ := os.ReadDir(s.mgr.Dir)
 	for _, d := range dirs {
@@ -515,12 +528,18 @@ func (g *guest) start(ctx context.Context, goal api.GoalVM) error {
 	os.Remove(filepath.Join(g.dir, "last-event"))
 	// QEMU's own overhead (device models, TCG translation cache) on top of
 	// the guest's memory.
-	cg, err := cgroup.New(g.id, cgroup.Limits{CPUs: goal.VCPUs, MemoryBytes: uint64(goal.MemoryMB+256) << 20})
-	if err == nil {
-		err = cg.Add(v.PID)
+	lim := cgroup.Limits{CPUs: goal.VCPUs, MemoryBytes: uint64(goal.MemoryMB+256) << 20}
+	if g.s.ioDev != "" {
+		lim.IODevice, lim.IOBytesPerSec = g.s.ioDev, uint64(g.s.cfg.DiskBytesPerSec)
 	}
+	cg, err := cgroup.New(g.id, lim)
 	if err != nil {
-		g.s.log.Warn("guest runs without its control group", "vm", g.id, "err", err)
+		g.s.log.Warn("guest control group", "vm", g.id, "err", err)
+	}
+	if cg != nil {
+		if err := cg.Add(v.PID); err != nil {
+			g.s.log.Warn("guest runs outside its control group", "vm", g.id, "err", err)
+		}
 	}
 	g.mu.Lock()
 	g.vm, g.cg, g.startedAt = v, cg, time.Now()
@@ -770,4 +789,28 @@ func (s *Supervisor) overlay(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("guest overlay: qemu-img: %v: %s", err, out)
 	}
 	return disk, nil
+}
+
+// diskOf is "MAJ:MIN" of the whole disk holding dir (io.max takes disks,
+// not partitions), or "" when dir is on no block device (tmpfs, overlay).
+func diskOf(dir string) string {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return ""
+	}
+	maj, min := unix.Major(st.Dev), unix.Minor(st.Dev)
+	if maj == 0 {
+		return ""
+	}
+	sys, err := filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", maj, min))
+	if err != nil {
+		return ""
+	}
+	if _, err := os.Stat(filepath.Join(sys, "partition")); err == nil {
+		if b, err := os.ReadFile(filepath.Join(filepath.Dir(sys), "dev")); err == nil {
+			return strings.TrimSpace(string(b))
+		}
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", maj, min)
 }

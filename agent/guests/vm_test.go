@@ -235,6 +235,31 @@ func alive(pid int) bool {
 	return err == nil && !strings.Contains(string(b), ") Z ")
 }
 
+// cgroupLimits reads a process's CPU quota (µs per 100 ms) and memory
+// limit from its control groups (v2, or the v1 cpu and memory hierarchies).
+func cgroupLimits(t *testing.T, pid int) (quota, mem string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) string { v, _ := os.ReadFile(p); return strings.TrimSpace(string(v)) }
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		switch {
+		case parts[1] == "" && fileExists("/sys/fs/cgroup/cgroup.controllers"):
+			quota = strings.Fields(read("/sys/fs/cgroup" + parts[2] + "/cpu.max") + " ")[0]
+			mem = read("/sys/fs/cgroup" + parts[2] + "/memory.max")
+		case strings.Contains(","+parts[1]+",", ",cpu,"):
+			quota = read("/sys/fs/cgroup/cpu" + parts[2] + "/cpu.cfs_quota_us")
+		case parts[1] == "memory":
+			mem = read("/sys/fs/cgroup/memory" + parts[2] + "/memory.limit_in_bytes")
+		}
+	}
+	return quota, mem
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
 func running(v api.VM) bool { return v.State == api.VMStateRunning }
 
 // TestGuestsThroughTheFabric: loomd and a host agent on this machine; two
@@ -285,6 +310,9 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 	}
 	if w.Endpoint == "" {
 		t.Fatal("the web VM has no endpoint")
+	}
+	if q, m := cgroupLimits(t, r.qemuPID(web)); q != "100000" || m != fmt.Sprint((256+256)<<20) {
+		t.Errorf("the web guest's control group: CPU quota %q, memory limit %q; want one CPU (100000) and 512 MiB", q, m)
 	}
 	url := "http://" + w.Endpoint
 	if code, body := get(t, url+"/"); code != 200 || body != "hello from "+web+": hi there\n" {
