@@ -247,7 +247,7 @@ func cgroupLimits(t *testing.T, pid int) (quota, mem string) {
 		parts := strings.SplitN(line, ":", 3)
 		switch {
 		case parts[1] == "" && fileExists("/sys/fs/cgroup/cgroup.controllers"):
-			quota = strings.Fields(read("/sys/fs/cgroup" + parts[2] + "/cpu.max") + " ")[0]
+			quota = strings.Fields(read("/sys/fs/cgroup"+parts[2]+"/cpu.max") + " ")[0]
 			mem = read("/sys/fs/cgroup" + parts[2] + "/memory.max")
 		case strings.Contains(","+parts[1]+",", ",cpu,"):
 			quota = read("/sys/fs/cgroup/cpu" + parts[2] + "/cpu.cfs_quota_us")
