@@ -123,6 +123,23 @@ func (r *rig) serial() string {
 	return string(b)
 }
 
+// expectSerial waits up to d for each marker on the serial console: the
+// agent prints a marker once it has the fabric's answer, so the API may be a
+// moment ahead of the console.
+func (r *rig) expectSerial(d time.Duration, marks ...string) {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for _, m := range marks {
+		for !strings.Contains(r.serial(), m) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !strings.Contains(r.serial(), m) {
+			r.dump()
+			r.t.Errorf("serial console lacks %q", m)
+		}
+	}
+}
+
 // wait waits for a condition on the node, failing the test with the logs.
 func (r *rig) wait(d time.Duration, what string, ok func(api.Node) bool) ([]api.Phase, api.Node) {
 	r.t.Helper()
@@ -172,15 +189,7 @@ func TestNetbootRegisters(t *testing.T) {
 	if !strings.HasPrefix(n.IP, "10.79.1.") {
 		t.Errorf("node IP = %q, want an address from loomd's pool 10.79.1.0/24", n.IP)
 	}
-	// The agent prints its marker once the answer is in: the API may be
-	// a moment ahead of the console.
-	for i := 0; i < 100 && !strings.Contains(r.serial(), "LOOM-MARK registered node="+n.ID); i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !strings.Contains(r.serial(), "LOOM-MARK registered node="+n.ID) {
-		r.dump()
-		t.Errorf("serial console lacks the agent's marker %q", "LOOM-MARK registered node="+n.ID)
-	}
+	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
 
 	// Kill the server: it must go Unreachable after the grace period.
 	r.qemu.Process.Kill()
@@ -260,13 +269,7 @@ func TestProvisionToReady(t *testing.T) {
 	if !isSubsequence(want, history) {
 		t.Errorf("node history %v, want it to pass through %v in order", history, want)
 	}
-	serial := r.serial()
-	for _, m := range []string{"LOOM-MARK imaged device=/dev/vda1", "LOOM-MARK kexec device=/dev/vda1", "LOOM-MARK registered node=" + n.ID + " mode=host", "LOOM-MARK host-ready node=" + n.ID} {
-		if !strings.Contains(serial, m) {
-			r.dump()
-			t.Errorf("serial console lacks %q", m)
-		}
-	}
+	r.expectSerial(30*time.Second, "LOOM-MARK imaged device=/dev/vda1", "LOOM-MARK kexec device=/dev/vda1", "LOOM-MARK registered node="+n.ID+" mode=host", "LOOM-MARK host-ready node="+n.ID)
 	if n.Mode != api.ModeHost || n.Imaged != n.Provision {
 		t.Errorf("node %s: mode %s, imaged %d of %d; want host, imaged", n.ID, n.Mode, n.Imaged, n.Provision)
 	}

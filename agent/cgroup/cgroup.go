@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Limits for one group.
@@ -201,11 +203,18 @@ func (g *Group) Usage() Usage {
 	return u
 }
 
-// Remove deletes the group (its processes must be gone).
+// Remove deletes the group. Its processes must be gone; a group whose last
+// process has only just exited may be busy for a moment, so Remove retries
+// for up to a second.
 func (g *Group) Remove() error {
 	var errs []error
 	for _, p := range g.paths() {
-		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+		err := os.Remove(p)
+		for i := 0; i < 20 && errors.Is(err, syscall.EBUSY); i++ {
+			time.Sleep(50 * time.Millisecond)
+			err = os.Remove(p)
+		}
+		if err != nil && !os.IsNotExist(err) {
 			errs = append(errs, err)
 		}
 	}

@@ -3,6 +3,7 @@ package cgroup
 import (
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -17,12 +18,19 @@ func TestGroupOnThisMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30")
+	// The child waits until it is in the group before it works: memory is
+	// charged where it is allocated, and nothing moves with a process.
+	cmd := exec.Command("sh", "-c", `read go; x=$(head -c 8000000 /dev/zero | tr '\0' a); i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; sleep 30`)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		cmd.Process.Kill()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // sh and the children it forked
 		cmd.Wait()
 		if err := g.Remove(); err != nil {
 			t.Errorf("remove: %v", err)
@@ -34,8 +42,11 @@ func TestGroupOnThisMachine(t *testing.T) {
 	if !g.Has(cmd.Process.Pid) {
 		t.Fatal("the process is not in the group after Add")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for g.Usage().CPUSeconds == 0 && time.Now().Before(deadline) {
+	if _, err := in.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for u := g.Usage(); (u.CPUSeconds == 0 || u.MemoryBytes == 0) && time.Now().Before(deadline); u = g.Usage() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	u := g.Usage()
