@@ -77,6 +77,8 @@ type Config struct {
 	StopGrace time.Duration
 	// QEMU binary (default qemu-system-x86_64).
 	QEMU string
+	// Accel is how guests run (accel.Decide). Default: TCG.
+	Accel api.Accel
 	// QEMUArgs and Cmdline are added to every guest's QEMU arguments and
 	// kernel command line. Not for production: bench/channel uses them to
 	// give a guest a NIC to compare the channel with.
@@ -126,7 +128,7 @@ func New(cfg Config) *Supervisor {
 	}
 	return &Supervisor{
 		cfg: cfg, log: log, guests: map[string]*guest{},
-		mgr: &vmm.Manager{Dir: filepath.Join(cfg.Dir, "guests"), QEMU: cfg.QEMU, Log: log},
+		mgr: &vmm.Manager{Dir: filepath.Join(cfg.Dir, "guests"), QEMU: cfg.QEMU, Accel: cfg.Accel, Log: log},
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/agent/disk"
 
 	"github.com/loomfabric/loom/agent/guests"
@@ -70,13 +71,23 @@ func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip stri
 		*f = abs
 	}
 	mountCgroup2(log)
+	cache := c.AccelCache
+	if cache == "" {
+		cache = dir
+	}
+	v, err := accel.Decide(ctx, accel.Config{Mode: c.Accel, Kernel: kernel, CacheDir: cache, Log: log})
+	if err != nil {
+		return fmt.Errorf("deciding how guests run: %w", err)
+	}
+	c.accel = v
+	Mark(c.Console, "accel", "accel", v.Accel, "cpu", v.CPU)
 	ingress := c.IngressIP
 	if ingress == "" {
 		ingress = ip
 	}
 	c.changed = make(chan struct{}, 1)
 	c.guests = guests.New(guests.Config{
-		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Log: log,
+		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Accel: v, Log: log,
 		Fetch: fabric.Blob,
 		OnChange: func() {
 			select {

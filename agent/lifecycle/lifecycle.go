@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/agent/cmdline"
 	"github.com/loomfabric/loom/agent/guests"
 	"github.com/loomfabric/loom/agent/inventory"
@@ -77,8 +78,14 @@ type Config struct {
 	// IngressIP is the host address web roles' ingress ports use (and
 	// advertise). Default: the agent's IP.
 	IngressIP string
+	// Accel is how guests should run (auto probes). Default accel.Auto.
+	Accel accel.Mode
+	// AccelCache is where the accelerator verdict is cached. Default:
+	// the guest directory.
+	AccelCache string
 
 	guests  *guests.Supervisor
+	accel   api.Accel
 	changed chan struct{}
 }
 
@@ -190,6 +197,9 @@ func (c *Config) Run(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	reg := api.Registration{Mode: c.Mode, MAC: mac, IP: ip, AgentVersion: Version, Inventory: inv}
+	if c.Mode == api.ModeHost {
+		reg.Accel = &c.accel
+	}
 	for {
 		resp := register(ctx, fabric, reg, c.MaxBackoff, log)
 		if resp == nil {

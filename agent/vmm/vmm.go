@@ -25,6 +25,9 @@ import (
 	"time"
 
 	"github.com/digitalocean/go-qemu/qmp"
+
+	"github.com/loomfabric/loom/agent/accel"
+	"github.com/loomfabric/loom/fabric/api"
 )
 
 // ChannelName is the virtio-serial port name the guest looks for.
@@ -51,8 +54,8 @@ type Manager struct {
 	Dir string
 	// QEMU is the binary. Default "qemu-system-x86_64".
 	QEMU string
-	// Accel is "kvm" or "tcg". Default: kvm if /dev/kvm opens, else tcg.
-	Accel string
+	// Accel is how guests run, as accel.Decide found. Default: TCG.
+	Accel api.Accel
 	Log   *slog.Logger
 }
 
@@ -66,46 +69,31 @@ type VM struct {
 
 func (m *Manager) dir(name string) string { return filepath.Join(m.Dir, name) }
 
-func accel() string {
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		return "kvm"
-	}
-	return "tcg"
-}
-
 // Args returns QEMU's command line for a guest (pure, for tests).
 func (m *Manager) Args(s Spec) []string {
 	d := m.dir(s.Name)
-	acc := m.Accel
-	if acc == "" {
-		acc = accel()
+	acc := accel.Args(m.Accel)
+	if acc[1] == "tcg" {
+		acc[1] = "tcg,tb-size=64" // bound the translation cache: it counts against the guest's memory ceiling
 	}
-	cpu := "max"
-	if acc == "kvm" {
-		cpu = "host"
-	}
-	accArg := acc
-	if acc == "tcg" {
-		accArg = "tcg,tb-size=64" // bound the translation cache: it counts against the guest's memory ceiling
-	}
-	args := []string{
+	args := append([]string{
 		"-name", "loom-guest-" + s.Name,
-		"-machine", "q35", "-accel", accArg, "-cpu", cpu,
+		"-machine", "q35"}, acc...)
+	args = append(args,
 		"-smp", strconv.Itoa(max(s.VCPUs, 1)), "-m", strconv.Itoa(cmp0(s.MemoryMB, 256)),
 		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
 		"-nic", "none",
 		"-kernel", s.Kernel, "-initrd", s.Initrd,
-		"-append", strings.TrimSpace("console=ttyS0 panic=-1 loom.instance=" + s.Name + " " + s.Cmdline),
-		"-serial", "file:" + filepath.Join(d, "console.log"),
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 loom.instance="+s.Name+" "+s.Cmdline),
+		"-serial", "file:"+filepath.Join(d, "console.log"),
 		"-device", "virtio-rng-pci",
 		"-device", "pvpanic",
 		"-device", "virtio-serial-pci",
-		"-chardev", "socket,id=ch0,path=" + filepath.Join(d, "channel.sock") + ",server=on,wait=off",
-		"-device", "virtserialport,chardev=ch0,name=" + ChannelName,
-		"-qmp", "unix:" + filepath.Join(d, "qmp.sock") + ",server=on,wait=off",
+		"-chardev", "socket,id=ch0,path="+filepath.Join(d, "channel.sock")+",server=on,wait=off",
+		"-device", "virtserialport,chardev=ch0,name="+ChannelName,
+		"-qmp", "unix:"+filepath.Join(d, "qmp.sock")+",server=on,wait=off",
 		"-pidfile", filepath.Join(d, "qemu.pid"),
-	}
+	)
 	if s.Disk != "" {
 		args = append(args, "-drive", "file="+s.Disk+",if=virtio,format=qcow2,"+diskCache(s.Disk))
 	}

@@ -66,19 +66,23 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	mb := float64(size) / 1e6
 	bin, _ := filepath.Abs(*loomd)
 	boot, _ := filepath.Abs(*bootDir)
-	fmt.Fprintf(out, "bench boot: maintenance OS %.2f MB (kernel + initramfs), accel %s, %d rounds\n", mb, lab.Accel(), *rounds)
+	acc, err := lab.DecideAccel(ctx, ".", "", nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "bench boot: maintenance OS %.2f MB (kernel + initramfs), servers under %s, %d rounds\n", mb, acc, *rounds)
 
 	var reg, ready, between []float64
 	for r := 0; r < *rounds; r++ {
-		t, err := once(ctx, bin, boot, *hostImage)
+		t, err := once(ctx, bin, boot, *hostImage, acc)
 		if err != nil {
 			return fmt.Errorf("round %d: %w", r, err)
 		}
 		fmt.Fprintf(out, "  round %d: Registered after %.1fs, Ready after %.1fs (imaging + kexec + host boot %.1fs)\n", r, t.registered, t.ready, t.ready-t.registered)
 		reg, ready, between = append(reg, t.registered), append(ready, t.ready), append(between, t.ready-t.registered)
 	}
-	fmt.Fprintf(out, "bench boot: maint_mb=%.2f registered_s=%.1f ready_s=%.1f registered_to_ready_s=%.1f vs_tinyipa_size=%.1f vs_hookos_size=%.1f (peer sizes are published figures, not measured here)\n",
-		mb, median(reg), median(ready), median(between), tinyIPAMB/mb, hookOSMB/mb)
+	fmt.Fprintf(out, "bench boot: maint_mb=%.2f registered_s=%.1f ready_s=%.1f registered_to_ready_s=%.1f vs_tinyipa_size=%.1f vs_hookos_size=%.1f accel=%s (peer sizes are published figures, not measured here)\n",
+		mb, median(reg), median(ready), median(between), tinyIPAMB/mb, hookOSMB/mb, acc.Accel)
 	return nil
 }
 
@@ -92,7 +96,7 @@ type timing struct{ registered, ready float64 }
 
 // once boots one server from a fresh loomd and returns seconds from QEMU
 // start to Registered and to Ready.
-func once(ctx context.Context, bin, boot, hostImage string) (timing, error) {
+func once(ctx context.Context, bin, boot, hostImage string, acc api.Accel) (timing, error) {
 	dir, err := os.MkdirTemp("", "loom-bench-boot-")
 	if err != nil {
 		return timing{}, err
@@ -114,7 +118,7 @@ func once(ctx context.Context, bin, boot, hostImage string) (timing, error) {
 	if err := lab.SetUpHostProfile(ctx, fabric, "host", hostImage); err != nil {
 		return timing{}, err
 	}
-	srv := lab.Server{Name: "b", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 4, Dir: filepath.Join(dir, "s"), NoReboot: true}
+	srv := lab.Server{Name: "b", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 4, Dir: filepath.Join(dir, "s"), NoReboot: true, Accel: acc}
 	start := time.Now()
 	q, err := ln.Start(ctx, srv, "tapb")
 	if err != nil {

@@ -124,7 +124,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%-8s %7.1f MB/s (GET %d MiB, median of %d)   p50 %.2f ms  p99 %.2f ms (%d requests, kept alive)\n",
 			p.name, mbps[p.name], *mb, *rounds, p50[p.name], lat[len(lat)*99/100], *requests)
 	}
-	fmt.Fprintf(out, "bench channel: mbps=%.1f vs_nic=%.2f p50_ms=%.2f nic_mbps=%.1f nic_p50_ms=%.2f\n",
-		mbps["channel"], mbps["channel"]/mbps["nic"], p50["channel"], mbps["nic"], p50["nic"])
+	fmt.Fprintf(out, "bench channel: mbps=%.1f vs_nic=%.2f p50_ms=%.2f nic_mbps=%.1f nic_p50_ms=%.2f accel=%s\n",
+		mbps["channel"], mbps["channel"]/mbps["nic"], p50["channel"], mbps["nic"], p50["nic"], r.Accel.Accel)
 	return nil
 }

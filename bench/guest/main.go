@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/bench/internal/guestrig"
 	"github.com/loomfabric/loom/fabric/api"
 )
@@ -34,21 +35,14 @@ func main() {
 	}
 }
 
-func accel() string {
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		return "kvm"
-	}
-	return "tcg"
-}
-
 // bare boots the kernel and initramfs with nothing else and times the
 // first console line and the init banner.
-func bare(guestDir string) (first, init float64, err error) {
-	cmd := exec.Command("qemu-system-x86_64", "-machine", "q35", "-accel", accel(), "-cpu", "max", "-m", "256",
+func bare(guestDir string, acc api.Accel) (first, init float64, err error) {
+	args := append([]string{"-machine", "q35"}, accel.Args(acc)...)
+	cmd := exec.Command("qemu-system-x86_64", append(args, "-m", "256",
 		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
 		"-kernel", filepath.Join(guestDir, "vmlinuz"), "-initrd", filepath.Join(guestDir, "initramfs.cpio.xz"),
-		"-append", "console=ttyS0 panic=-1", "-serial", "stdio")
+		"-append", "console=ttyS0 panic=-1", "-serial", "stdio")...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, 0, err
@@ -96,7 +90,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if _, err := r.Wait(id, time.Minute, func(_ api.VMStatus, found bool) bool { return !found }); err != nil {
 			return err
 		}
-		f, in, err := bare(*guestDir)
+		f, in, err := bare(*guestDir, r.Accel)
 		if err != nil {
 			return err
 		}
@@ -104,6 +98,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "round %d: loom create→role Ready %.2fs; bare qemu -kernel: first console line %.2fs, init %.2fs\n", i+1, ready[i], f, in)
 	}
 	rs, bs, is := guestrig.Median(ready), guestrig.Median(firsts), guestrig.Median(inits)
-	fmt.Fprintf(out, "bench guest: ready_s=%.2f bare_s=%.2f overhead=%.2f bare_init_s=%.2f accel=%s\n", rs, bs, rs/bs, is, accel())
+	fmt.Fprintf(out, "bench guest: ready_s=%.2f bare_s=%.2f overhead=%.2f bare_init_s=%.2f accel=%s cpu=%s\n", rs, bs, rs/bs, is, r.Accel.Accel, r.Accel.CPU)
 	return nil
 }

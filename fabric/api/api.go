@@ -89,6 +89,8 @@ type Node struct {
 	Reason string `json:"reason,omitempty"`
 	// Mode the node's agent runs in (maintenance or host).
 	Mode string `json:"mode,omitempty"`
+	// Accel is how a host runs its guests (host mode only).
+	Accel *Accel `json:"accel,omitempty"`
 	// Profile to provision the node with ("" = none).
 	Profile string `json:"profile,omitempty"`
 	// Provision counts provisioning requests (provision, reprovision);
@@ -184,6 +186,28 @@ type Registration struct {
 	IP           string    `json:"ip,omitempty"`
 	AgentVersion string    `json:"agentVersion,omitempty"`
 	Inventory    Inventory `json:"inventory"`
+	// Accel is how a host agent runs its guests (host mode).
+	Accel *Accel `json:"accel,omitempty"`
+}
+
+// Accel is how QEMU runs guests on a machine, as its probe decided.
+type Accel struct {
+	// Accel is "kvm" or "tcg".
+	Accel string `json:"accel"`
+	// CPU is QEMU's -cpu model ("host", "host,-arch-capabilities", "max").
+	CPU string `json:"cpu"`
+	// Reason says why: the probe's result, the QEMU error or "no console
+	// output in 10s" of each model tried, or the operator's choice.
+	Reason string `json:"reason,omitempty"`
+}
+
+// String is "kvm (cpu host): reason".
+func (a Accel) String() string {
+	s := a.Accel + " (cpu " + a.CPU + ")"
+	if a.Reason != "" {
+		s += ": " + a.Reason
+	}
+	return s
 }
 
 // RegisterResponse tells the agent who it is and how to call back.

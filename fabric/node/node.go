@@ -179,6 +179,16 @@ func Validate(reg *api.Registration) error {
 	if reg.Mode != "" && reg.Mode != api.ModeMaintenance && reg.Mode != api.ModeHost {
 		return fmt.Errorf("mode: %q: want %s or %s", reg.Mode, api.ModeMaintenance, api.ModeHost)
 	}
+	if a := reg.Accel; a != nil {
+		switch {
+		case a.Accel != "kvm" && a.Accel != "tcg":
+			return fmt.Errorf("accel.accel: %q: want kvm or tcg", a.Accel)
+		case a.CPU == "" || len(a.CPU) > 128:
+			return fmt.Errorf("accel.cpu: want a QEMU CPU model of 1 to 128 bytes, got %d", len(a.CPU))
+		case len(a.Reason) > 4096:
+			return fmt.Errorf("accel.reason: %d bytes, at most 4096", len(a.Reason))
+		}
+	}
 	if reg.Inventory.CPU.Count < 0 {
 		return fmt.Errorf("inventory.cpu.count: %d is negative", reg.Inventory.CPU.Count)
 	}
@@ -279,6 +289,7 @@ func apply(n *api.Node, reg api.Registration, now time.Time, defaultProfile stri
 	if n.Mode == "" {
 		n.Mode = api.ModeMaintenance
 	}
+	n.Accel = reg.Accel
 	if reg.IP != "" {
 		n.IP = reg.IP
 	}

@@ -20,6 +20,9 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/loomfabric/loom/agent/accel"
+	"github.com/loomfabric/loom/fabric/api"
 )
 
 // Prereqs says what is missing to run a lab, or nil.
@@ -128,9 +131,15 @@ type Server struct {
 	Dir string
 	// NoReboot makes QEMU exit instead of rebooting (tests).
 	NoReboot bool
-	// Detach runs QEMU in a session of its own that outlives the caller.
+	// Detach runs QEMU in a session of its own that outlives the caller;
+	// otherwise QEMU dies with the caller.
 	Detach bool
+	// Accel is how QEMU runs (DecideAccel). Default: TCG.
+	Accel api.Accel
 }
+
+// QEMULog is where QEMU's own output (its errors) goes.
+func (s Server) QEMULog() string { return filepath.Join(s.Dir, "qemu.log") }
 
 // SerialLog is where the server's console goes.
 func (s Server) SerialLog() string { return filepath.Join(s.Dir, "serial.log") }
@@ -153,15 +162,6 @@ func NewUUID() string {
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b)
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-// Accel is "kvm" when /dev/kvm is usable, else "tcg".
-func Accel() string {
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		return "kvm"
-	}
-	return "tcg"
 }
 
 // Start creates the server's tap and disk and starts QEMU in the namespace.
@@ -190,15 +190,8 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		return nil, err
 	}
 	os.Remove(s.QMP())
-	accel := Accel()
-	cpu := "max"
-	if accel == "kvm" {
-		cpu = "host"
-	}
-	args := []string{
-		"-name", s.Name,
-		"-machine", "q35,accel=" + accel,
-		"-cpu", cpu,
+	args := append([]string{"-name", s.Name, "-machine", "q35"}, accel.Args(s.Accel)...)
+	args = append(args,
 		"-smp", fmt.Sprint(s.CPUs),
 		"-m", fmt.Sprint(s.MemoryMB),
 		"-display", "none", "-monitor", "none",
@@ -209,7 +202,7 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		"-drive", "file=" + disk + ",if=virtio,format=qcow2",
 		"-device", "virtio-rng-pci",
 		"-boot", "n",
-	}
+	)
 	if s.UUID != "" {
 		args = append(args, "-uuid", s.UUID)
 	}
@@ -217,11 +210,12 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		args = append(args, "-no-reboot")
 	}
 	cmd := n.Command(ctx, "qemu-system-x86_64", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if s.Detach {
 		cmd = n.Command(context.Background(), "qemu-system-x86_64", args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
-	log, err := os.Create(filepath.Join(s.Dir, "qemu.log"))
+	log, err := os.Create(s.QEMULog())
 	if err != nil {
 		return nil, err
 	}

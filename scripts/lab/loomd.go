@@ -42,6 +42,7 @@ func (n *Net) StartLoomd(ctx context.Context, l Loomd) (*exec.Cmd, *client.Clien
 		"--netboot-interface", n.Bridge, "--boot-dir", l.BootDir,
 	}, l.Args...)
 	cmd := n.Command(ctx, l.Bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if l.Detach {
 		cmd = n.Command(context.Background(), l.Bin, args...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -122,8 +123,12 @@ func Tail(path string, n int) string {
 // RequireVM skips t when the lab cannot run here (not root, no QEMU, no
 // maintenance build), saying why, unless LOOM_REQUIRE_VM=1, in which case
 // a missing prerequisite fails the test.
+//
+// It also sweeps what interrupted test runs left behind and marks this
+// process as the owner of what it starts (Claim).
 func RequireVM(t testing.TB, extra ...error) {
 	t.Helper()
+	Claim()
 	var problems []string
 	if err := Prereqs(); err != nil {
 		problems = append(problems, err.Error())

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/agent/lifecycle"
 	"github.com/loomfabric/loom/fabric/api"
 )
@@ -44,6 +46,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GuestDir, "guest-dir", "", "host mode: where guests live (default /var/lib/loom)")
 	fs.StringVar(&cfg.GuestKernel, "guest-kernel", "", "host mode: the guest kernel (default /guest/vmlinuz)")
 	fs.StringVar(&cfg.GuestInitrd, "guest-initrd", "", "host mode: the guest initramfs (default /guest/initramfs.cpio.xz)")
+	accelFlag := fs.String("accel", os.Getenv("LOOM_ACCEL"), "host mode: how guests run: auto (probe KVM, fall back to TCG), kvm (fail unless KVM runs a guest) or tcg (default $LOOM_ACCEL, else auto)")
+	fs.StringVar(&cfg.AccelCache, "accel-cache", "", "host mode: directory caching the accelerator probe's verdict (default: the guest directory)")
 	fs.StringVar(&cfg.IngressIP, "ingress-ip", "", "host mode: address for web roles' ingress ports (default: the agent's IP)")
 	// Flags may come before or after the mode.
 	var rest []string
@@ -61,6 +65,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			break
 		}
 	}
+	m, err := accel.ParseMode(*accelFlag)
+	if err != nil {
+		return fmt.Errorf("--accel: %w", err)
+	}
+	cfg.Accel = m
 	mode := "maintenance"
 	if len(rest) > 0 {
 		mode = rest[0]
@@ -98,6 +107,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			if ctx.Err() != nil {
 				log.Info("agent stopped", "mode", mode)
 				return nil
+			}
+			if errors.Is(err, accel.ErrNoKVM) && cfg.Fabric != "" {
+				return err // a service: the operator's --accel kvm cannot be met, say so at once
 			}
 			log.Error("agent stopped; starting over in 10s", "mode", mode, "err", err)
 			time.Sleep(10 * time.Second)

@@ -16,12 +16,15 @@ import (
 
 	"github.com/loomfabric/loom/agent/guests"
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 // Rig is a supervisor over a temporary directory.
 type Rig struct {
 	Sup *guests.Supervisor
 	Dir string
+	// Accel is how the guests run (lab.DecideAccel: $LOOM_ACCEL, probed).
+	Accel api.Accel
 	pkg api.GoalVM
 }
 
@@ -39,15 +42,19 @@ func New(ctx context.Context, guestDir, pkg string, qemuArgs []string, cmdline s
 	if err != nil {
 		return nil, err
 	}
+	acc, err := lab.DecideAccel(ctx, ".", "", nil)
+	if err != nil {
+		return nil, err
+	}
 	sum := sha256.Sum256(b)
 	dir, err := os.MkdirTemp("", "loom-bench-guest-")
 	if err != nil {
 		return nil, err
 	}
-	r := &Rig{Dir: dir, pkg: api.GoalVM{Package: filepath.Base(pkg), PackageDigest: hex.EncodeToString(sum[:]), PackageURL: pkg}}
+	r := &Rig{Dir: dir, Accel: acc, pkg: api.GoalVM{Package: filepath.Base(pkg), PackageDigest: hex.EncodeToString(sum[:]), PackageURL: pkg}}
 	r.Sup = guests.New(guests.Config{
 		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: "127.0.0.1",
-		QEMUArgs: qemuArgs, Cmdline: cmdline, StopGrace: 5 * time.Second,
+		QEMUArgs: qemuArgs, Cmdline: cmdline, StopGrace: 5 * time.Second, Accel: acc,
 		Log: slog.New(slog.DiscardHandler),
 		Fetch: func(_ context.Context, path string, w io.Writer) error {
 			f, err := os.Open(path)

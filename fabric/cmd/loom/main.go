@@ -174,6 +174,9 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	fmt.Fprintf(tw, "IP:\t%s\n", n.IP)
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(n.LastSeen, now))
 	fmt.Fprintf(tw, "Agent:\t%s (%s mode)\n", n.AgentVersion, n.Mode)
+	if n.Accel != nil {
+		fmt.Fprintf(tw, "Guests run:\t%s\n", n.Accel)
+	}
 	if n.Profile != "" {
 		fmt.Fprintf(tw, "Profile:\t%s (generation %d, imaged %d)\n", n.Profile, n.Provision, n.Imaged)
 	}

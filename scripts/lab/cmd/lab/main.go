@@ -60,6 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mem := fs.Int("memory", 1536, "MiB of memory per server")
 	disk := fs.Int("disk", 16, "GiB of (sparse) disk per server")
 	wait := fs.Duration("wait", 8*time.Minute, "how long `up` waits for every server to be Ready")
+	acc := fs.String("accel", os.Getenv(lab.AccelEnv), "how servers run: auto (probe KVM, fall back to TCG), kvm or tcg (default $LOOM_ACCEL, else auto)")
 	verb := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		verb, args = args[0], args[1:] // lab up -n 3: flags after the verb
@@ -76,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch verb {
 	case "up":
-		return up(ctx, abs, *n, *cpus, *mem, *disk, *wait, stdout)
+		return up(ctx, abs, *acc, *n, *cpus, *mem, *disk, *wait, stdout)
 	case "down":
 		return down(abs, stdout)
 	}
@@ -90,10 +91,15 @@ func save(dir string, st *state) error {
 	return os.WriteFile(statePath(dir), b, 0o644)
 }
 
-func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Duration, out io.Writer) error {
+func up(ctx context.Context, dir, accelMode string, n, cpus, mem, disk int, wait time.Duration, out io.Writer) error {
 	if err := lab.Prereqs(); err != nil {
 		return err
 	}
+	accel, err := lab.DecideAccel(ctx, ".", accelMode, nil)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "== servers run under %s\n", accel)
 	for _, f := range []string{"build/bin/loomd", "build/maintenance/vmlinuz", "build/maintenance/initramfs.cpio.xz", "build/images/host.ext4"} {
 		if _, err := os.Stat(f); err != nil {
 			return fmt.Errorf("%v (run 'make build initramfs images')", err)
@@ -137,24 +143,27 @@ func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Durat
 	}
 	fmt.Fprintf(out, "== loomd up (pid %d), log %s; image and profile \"host\" provision every new server\n", ld.Process.Pid, ldLog)
 
-	accel := lab.Accel()
 	var servers []lab.Server
+	exits := map[string]chan error{}
 	for i := 1; i <= n; i++ {
 		s := lab.Server{
 			Name: fmt.Sprintf("server%d", i), MAC: fmt.Sprintf("52:54:00:4c:00:%02x", i), UUID: lab.NewUUID(),
 			CPUs: cpus, MemoryMB: mem, DiskGB: disk, Dir: filepath.Join(dir, fmt.Sprintf("server%d", i)), Detach: true,
+			Accel: accel,
 		}
 		cmd, err := ln.Start(ctx, s, fmt.Sprintf("tap%d", i))
 		if err != nil {
 			return err
 		}
-		go cmd.Wait()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		exits[s.Name] = exited
 		st.Procs = append(st.Procs, proc{Name: s.Name, PID: cmd.Process.Pid, Exe: "qemu-system-x86_64"})
 		if err := save(dir, st); err != nil {
 			return err
 		}
 		servers = append(servers, s)
-		fmt.Fprintf(out, "== %s (%s, %s) booting from the network under %s, console %s\n", s.Name, s.MAC, s.Dir, accel, s.SerialLog())
+		fmt.Fprintf(out, "== %s (%s, %s) booting from the network under %s, console %s\n", s.Name, s.MAC, s.Dir, accel.Accel, s.SerialLog())
 	}
 
 	fmt.Fprintf(out, "== waiting for %d servers: netboot, register, imaging, host OS Ready (up to %v)\n", n, wait)
@@ -169,14 +178,32 @@ func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Durat
 	results := make(chan result, len(servers))
 	for _, s := range servers {
 		go func() {
-			ph, node, err := lab.WatchPhases(ctx, fabric, s.MAC, wait, func(n api.Node) bool {
+			// A server whose QEMU dies is reported at once, with QEMU's
+			// own words, instead of after the whole wait.
+			wctx, cancel := context.WithCancelCause(ctx)
+			defer cancel(nil)
+			go func() {
+				select {
+				case err := <-exits[s.Name]:
+					cancel(fmt.Errorf("its QEMU exited (%v): %s", err, lab.Tail(s.QEMULog(), 5)))
+				case <-wctx.Done():
+				}
+			}()
+			ph, node, err := lab.WatchPhases(wctx, fabric, s.MAC, wait, func(n api.Node) bool {
 				return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed
 			})
+			if cause := context.Cause(wctx); err != nil && cause != nil && cause != context.Canceled {
+				err = cause
+			}
 			results <- result{s, ph, node, err, time.Since(start).Seconds()}
 		}()
 	}
+	failed := 0
 	for range servers {
 		r := <-results
+		if r.err != nil || r.node.Phase == api.PhaseFailed {
+			failed++
+		}
 		switch {
 		case r.err != nil:
 			fmt.Fprintf(out, "!! %s: %v; its console:\n%s\n", r.s.Name, r.err, lab.Tail(r.s.SerialLog(), 15))
@@ -191,8 +218,11 @@ func up(ctx context.Context, dir string, n, cpus, mem, disk int, wait time.Durat
 	cmd.Env, cmd.Stdout, cmd.Stderr = append(os.Environ(), env...), out, out
 	fmt.Fprintln(out)
 	cmd.Run()
+	if failed > 0 {
+		return fmt.Errorf("%d of %d servers did not reach Ready (above); the lab is left as it is to look at: %s/, and 'sudo make lab-down' removes it", failed, len(servers), dir)
+	}
 	fmt.Fprintf(out, `
-The lab is up. Look around:
+The lab is up (servers under %s). Look around:
   export LOOM_ADDR=%s
   export LOOM_TOKEN=$(sudo cat %s)
   build/bin/loom nodes
@@ -202,11 +232,14 @@ The lab is up. Look around:
   tail -f %s/server1/serial.log     # a server's console
   tail -f %s                        # loomd
 Take it down with: sudo make lab-down
-`, fabric.BaseURL, filepath.Join(dir, "data", "operator.token"), dir, ldLog)
+`, accel.Accel, fabric.BaseURL, filepath.Join(dir, "data", "operator.token"), dir, ldLog)
 	return nil
 }
 
 func down(dir string, out io.Writer) error {
+	for _, s := range lab.Sweep() {
+		fmt.Fprintln(out, "== swept", s)
+	}
 	b, err := os.ReadFile(statePath(dir))
 	if errors.Is(err, os.ErrNotExist) {
 		fmt.Fprintln(out, "no lab is up (no", statePath(dir)+")")
