@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -68,7 +70,9 @@ type rig struct {
 	srv     lab.Server
 	data    string
 	qemu    *exec.Cmd
-	exited  chan error
+	exited  chan struct{} // closed when QEMU has exited
+	exitErr error
+	killed  atomic.Bool // the test ended QEMU itself
 	loomLog string
 }
 
@@ -76,11 +80,15 @@ type rig struct {
 // prepare (if any) against it, then boots one server.
 func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(*rig)) *rig {
 	lab.RequireVM(t, built(bootDir+"/vmlinuz", bootDir+"/initramfs.cpio.xz", hostImage))
+	ctx := context.Background()
+	acc, err := lab.DecideAccel(ctx, "..", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := loomd(t)
 	dir := t.TempDir()
 	boot, _ := filepath.Abs(bootDir)
-	ctx := context.Background()
-	ln, err := lab.NewNet(ctx, "loom-t-"+lab.Suffix(), netip.MustParsePrefix(fmt.Sprintf("10.79.%d.1/24", subnet)))
+	ln, err := lab.NewNet(ctx, lab.TestNS(), netip.MustParsePrefix(fmt.Sprintf("10.79.%d.1/24", subnet)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +106,7 @@ func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(
 	if prepare != nil {
 		prepare(r)
 	}
-	r.srv = lab.Server{Name: "s", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 3, Dir: filepath.Join(dir, "s"), NoReboot: true}
+	r.srv = lab.Server{Name: "s", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 3, Dir: filepath.Join(dir, "s"), NoReboot: true, Accel: acc}
 	r.startServer(ln)
 	return r
 }
@@ -108,9 +116,29 @@ func (r *rig) startServer(ln *lab.Net) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	r.qemu, r.exited = q, make(chan error, 1)
-	go func() { r.exited <- q.Wait() }()
-	r.t.Cleanup(func() { q.Process.Kill() })
+	r.qemu, r.exited = q, make(chan struct{})
+	go func() { r.exitErr = q.Wait(); close(r.exited) }()
+	r.t.Cleanup(func() { r.kill() })
+}
+
+// kill ends the server's QEMU and waits for it.
+func (r *rig) kill() {
+	r.killed.Store(true)
+	r.qemu.Process.Kill()
+	<-r.exited
+}
+
+// died says, when QEMU has exited without the test asking, how: its exit
+// and the tail of its own output. "" while it runs.
+func (r *rig) died() string {
+	select {
+	case <-r.exited:
+		if !r.killed.Load() {
+			return fmt.Sprintf("the server's QEMU exited (%v): %s", r.exitErr, lab.Tail(r.srv.QEMULog(), 5))
+		}
+	default:
+	}
+	return ""
 }
 
 func (r *rig) dump() {
@@ -131,6 +159,10 @@ func (r *rig) expectSerial(d time.Duration, marks ...string) {
 	deadline := time.Now().Add(d)
 	for _, m := range marks {
 		for !strings.Contains(r.serial(), m) && time.Now().Before(deadline) {
+			if d := r.died(); d != "" && !strings.Contains(r.serial(), m) {
+				r.dump()
+				r.t.Fatalf("waiting for %q on the console: %s", m, d)
+			}
 			time.Sleep(100 * time.Millisecond)
 		}
 		if !strings.Contains(r.serial(), m) {
@@ -140,10 +172,25 @@ func (r *rig) expectSerial(d time.Duration, marks ...string) {
 	}
 }
 
-// wait waits for a condition on the node, failing the test with the logs.
+// wait waits for a condition on the node, failing the test with the logs;
+// a QEMU that dies meanwhile fails it at once, with QEMU's own words.
 func (r *rig) wait(d time.Duration, what string, ok func(api.Node) bool) ([]api.Phase, api.Node) {
 	r.t.Helper()
-	phases, n, err := lab.WatchPhases(context.Background(), r.fabric, r.srv.MAC, d, ok)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-r.exited:
+			if d := r.died(); d != "" {
+				cancel(errors.New(d))
+			}
+		case <-ctx.Done():
+		}
+	}()
+	phases, n, err := lab.WatchPhases(ctx, r.fabric, r.srv.MAC, d, ok)
+	if cause := context.Cause(ctx); err != nil && cause != nil && cause != context.Canceled {
+		err = cause
+	}
 	if err != nil {
 		r.dump()
 		r.t.Fatalf("waiting for %s: %v (phases seen: %v)", what, err, phases)
@@ -192,8 +239,7 @@ func TestNetbootRegisters(t *testing.T) {
 	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
 
 	// Kill the server: it must go Unreachable after the grace period.
-	r.qemu.Process.Kill()
-	<-r.exited
+	r.kill()
 	r.wait(30*time.Second, "Unreachable", func(n api.Node) bool { return n.Phase == api.PhaseUnreachable })
 }
 
@@ -230,8 +276,7 @@ func provisionRig(t *testing.T, subnet int, env []string, corrupt bool) *rig {
 // checkDisk stops the server and compares its host partition with the image.
 func (r *rig) checkDisk() {
 	r.t.Helper()
-	r.qemu.Process.Kill()
-	<-r.exited
+	r.kill()
 	raw := filepath.Join(r.dir, "disk.raw")
 	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", filepath.Join(r.srv.Dir, "disk.qcow2"), raw).CombinedOutput(); err != nil {
 		r.t.Fatalf("qemu-img convert: %v\n%s", err, out)

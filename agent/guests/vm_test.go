@@ -2,6 +2,7 @@ package guests_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,35 +18,29 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 const root = "../.."
 
 // require skips (or, with LOOM_REQUIRE_VM=1, fails) without root, QEMU,
-// the guest OS and the role packages from `make images`.
-func require(t *testing.T) {
+// the guest OS and the role packages from `make images`. A kvm asked for
+// (LOOM_ACCEL=kvm) that cannot run a guest fails at once.
+func require(t *testing.T) api.Accel {
 	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root (control groups)")
-	}
-	for _, bin := range []string{"qemu-system-x86_64", "qemu-img"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
+	var missing []error
 	for _, f := range []string{"build/guest/vmlinuz", "build/guest/initramfs.cpio.xz", "build/roles/web.tar", "build/roles/worker.tar"} {
 		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
-			missing = append(missing, f+" (make images)")
+			missing = append(missing, fmt.Errorf("%s (make images)", f))
 		}
 	}
-	if len(missing) == 0 {
-		return
+	lab.RequireVM(t, missing...)
+	v, err := lab.DecideAccel(context.Background(), root, "", nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if os.Getenv("LOOM_REQUIRE_VM") == "1" {
-		t.Fatalf("LOOM_REQUIRE_VM=1 but missing: %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("skipping guest test: missing %s", strings.Join(missing, ", "))
+	t.Logf("guests run under %s", v)
+	return v
 }
 
 // rig is loomd, the loom CLI and a host agent running on this machine.
@@ -79,6 +74,7 @@ func newRig(t *testing.T) *rig {
 	r.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	data := filepath.Join(r.dir, "data")
 	loomd := exec.Command(filepath.Join(r.bin, "loomd"), "--data-dir", data, "--api", r.addr, "--heartbeat", "2s")
+	loomd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	logf, _ := os.Create(filepath.Join(r.dir, "loomd.log"))
 	loomd.Stdout, loomd.Stderr = logf, logf
 	if err := loomd.Start(); err != nil {
@@ -109,10 +105,11 @@ func (r *rig) startAgent() {
 	abs := func(p string) string { a, _ := filepath.Abs(filepath.Join(root, p)); return a }
 	cmd := exec.Command(filepath.Join(r.bin, "loom-agent"), "host",
 		"--fabric", "http://"+r.addr, "--token-file", filepath.Join(r.dir, "data", "enroll.token"),
-		"--ip", "127.0.0.1", "--ingress-ip", "127.0.0.1", "--guest-dir", r.guestDir,
+		"--ip", "127.0.0.1", "--ingress-ip", "127.0.0.1", "--guest-dir", r.guestDir, "--accel-cache", abs("build"),
 		"--guest-kernel", abs("build/guest/vmlinuz"), "--guest-initrd", abs("build/guest/initramfs.cpio.xz"))
 	logf, _ := os.OpenFile(r.agentLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // its guests live on (sessions of their own) and are swept by the next run
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -206,6 +203,11 @@ func (r *rig) waitVM(id, what string, d time.Duration, ok func(api.VM) bool) api
 		if ok(v) {
 			return v
 		}
+		select {
+		case <-r.agentExit:
+			r.t.Fatalf("vm %s: waiting for %s, the host agent exited; its log:\n%s", id, what, tail(r.agentLog))
+		default:
+		}
 		if time.Now().After(deadline) {
 			r.t.Fatalf("vm %s: not %s after %v: %+v", id, what, d, v)
 		}
@@ -269,7 +271,7 @@ func running(v api.VM) bool { return v.State == api.VMStateRunning }
 // restart without a reboot, reboot over QMP, stop gracefully and go away
 // when deleted.
 func TestGuestsThroughTheFabric(t *testing.T) {
-	require(t)
+	acc := require(t)
 	r := newRig(t)
 	r.loom("image", "add", filepath.Join(root, "build/roles/web.tar"), "--name", "web")
 	r.loom("image", "add", filepath.Join(root, "build/roles/worker.tar"), "--name", "worker")
@@ -280,6 +282,16 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 			t.Fatalf("the host agent's node is not Ready:\n%s", r.loom("nodes"))
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+	// The host says how its guests run: the machine's verdict, with why.
+	var nodeID string
+	for _, l := range strings.Split(r.loom("nodes"), "\n") {
+		if strings.Contains(l, "Ready") {
+			nodeID = strings.Fields(l)[0]
+		}
+	}
+	if show := r.loom("node", "show", nodeID); !strings.Contains(show, "Guests run:") || !strings.Contains(show, acc.String()) {
+		t.Errorf("loom node show %s lacks the accelerator %q:\n%s", nodeID, acc, show)
 	}
 
 	web := strings.TrimSpace(r.loom("vm", "create", "--vcpus", "1", "--memory", "256", "--package", "web", "--set", "greeting=hi there"))

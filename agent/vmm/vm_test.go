@@ -2,9 +2,9 @@ package vmm
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,31 +14,31 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loomfabric/loom/agent/channel"
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 const guestDir = "../../build/guest"
 
 // requireGuest skips (or, with LOOM_REQUIRE_VM=1, fails) without QEMU or
-// the guest OS from `make images`.
-func requireGuest(t *testing.T) {
+// the guest OS from `make images`, and returns how guests run here
+// (LOOM_ACCEL, probed once per machine): a kvm asked for that cannot run
+// fails at once with the probe's reason.
+func requireGuest(t *testing.T) api.Accel {
 	t.Helper()
-	var missing []string
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		missing = append(missing, "qemu-system-x86_64")
-	}
+	var missing error
 	for _, f := range []string{"vmlinuz", "initramfs.cpio.xz"} {
 		if _, err := os.Stat(filepath.Join(guestDir, f)); err != nil {
-			missing = append(missing, "the guest OS (make images)")
-			break
+			missing = errors.New("the guest OS (make images)")
 		}
 	}
-	if len(missing) == 0 {
-		return
+	lab.RequireVM(t, missing)
+	v, err := lab.DecideAccel(context.Background(), "../..", "", nil)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if os.Getenv("LOOM_REQUIRE_VM") == "1" {
-		t.Fatalf("LOOM_REQUIRE_VM=1 but missing: %s", strings.Join(missing, ", "))
-	}
-	t.Skipf("skipping guest VM test: missing %s", strings.Join(missing, ", "))
+	t.Logf("guests run under %s", v)
+	return v
 }
 
 // serveChannel runs the host end for v, reconnecting when the guest's
@@ -73,16 +73,27 @@ func serveChannel(ctx context.Context, v *VM, hellos chan<- channel.Hello, msgs 
 	return h
 }
 
+// waitHello waits for the guest's hello; a QEMU that dies meanwhile fails
+// the test at once, with its own words.
 func waitHello(t *testing.T, hellos <-chan channel.Hello, what string, v *VM) channel.Hello {
 	t.Helper()
-	select {
-	case h := <-hellos:
-		return h
-	case <-time.After(3 * time.Minute):
-		b, _ := os.ReadFile(filepath.Join(v.Dir, "console.log"))
-		t.Fatalf("%s: no hello from the guest; its console:\n%s", what, tail(string(b), 30))
+	deadline := time.After(3 * time.Minute)
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	console := func() string { b, _ := os.ReadFile(filepath.Join(v.Dir, "console.log")); return tail(string(b), 30) }
+	for {
+		select {
+		case h := <-hellos:
+			return h
+		case <-tick.C:
+			if !v.Alive() {
+				q, _ := os.ReadFile(filepath.Join(v.Dir, "qemu.log"))
+				t.Fatalf("%s: QEMU exited: %s; console:\n%s", what, tail(string(q), 5), console())
+			}
+		case <-deadline:
+			t.Fatalf("%s: no hello from the guest; its console:\n%s", what, console())
+		}
 	}
-	return channel.Hello{}
 }
 
 func tail(s string, n int) string {
@@ -97,12 +108,12 @@ func tail(s string, n int) string {
 // over the channel only, see no interface but lo, survive a QMP reboot, be
 // adopted by a new manager without a restart, and be seen dying on kill -9.
 func TestGuestOverChannel(t *testing.T) {
-	requireGuest(t)
+	acc := requireGuest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kernel, _ := filepath.Abs(filepath.Join(guestDir, "vmlinuz"))
 	initrd, _ := filepath.Abs(filepath.Join(guestDir, "initramfs.cpio.xz"))
-	m := &Manager{Dir: t.TempDir()}
+	m := &Manager{Dir: t.TempDir(), Accel: acc}
 	v, err := m.Start(ctx, Spec{Name: "g1", VCPUs: 1, MemoryMB: 256, Kernel: kernel, Initrd: initrd})
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +159,7 @@ func TestGuestOverChannel(t *testing.T) {
 	// A new manager (a restarted host agent) adopts the running guest.
 	pid := v.PID
 	v.Close()
-	m2 := &Manager{Dir: m.Dir}
+	m2 := &Manager{Dir: m.Dir, Accel: acc}
 	v2, err := m2.Adopt(ctx, "g1")
 	if err != nil {
 		t.Fatal(err)
