@@ -25,7 +25,7 @@ type Rig struct {
 	Dir string
 	// Accel is how the guests run (lab.DecideAccel: $LOOM_ACCEL, probed).
 	Accel api.Accel
-	pkg api.GoalVM
+	pkg   api.GoalVM
 }
 
 // New starts a supervisor for the guest OS in guestDir running the role
