@@ -40,17 +40,19 @@ build/guest/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/guest-modules.txt | bu
 build/roles/web.tar: $(wildcard images/roles/*/*) scripts/build-roles.sh | build/.deps
 	scripts/build-roles.sh
 
-lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers that PXE-boot, get imaged and boot their host OS
+lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers that PXE-boot, get imaged and boot their host OS (LOOM_ACCEL=auto|kvm|tcg)
 	$(GO) run ./scripts/lab/cmd/lab up -n $(N)
 
 lab-down: ## remove the lab: its processes, namespace, bridge and taps (also after a crash)
 	$(GO) run ./scripts/lab/cmd/lab down
 
-test: deps build initramfs images ## run every test (VM tests need root and QEMU; LOOM_REQUIRE_VM=1 makes them mandatory)
+test: deps build initramfs images ## run every test (VM tests need root and QEMU; LOOM_REQUIRE_VM=1 makes them mandatory; LOOM_ACCEL=auto|kvm|tcg)
+	$(GO) run ./scripts/lab/cmd/lab accel
 	$(GO) vet ./...
 	$(GO) test -timeout 30m ./...
 
-bench: deps build initramfs images ## run the benchmarks against their peer tools
+bench: deps build initramfs images ## run the benchmarks against their peer tools (LOOM_ACCEL=auto|kvm|tcg)
+	$(GO) run ./scripts/lab/cmd/lab accel
 	$(GO) run ./bench/boot
 	$(GO) run ./bench/dhcp
 	$(GO) run ./bench/imaging

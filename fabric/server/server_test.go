@@ -74,6 +74,9 @@ func TestRejections(t *testing.T) {
 		{"register wrong types", "POST", "/v1/nodes/register", enrollToken, `{"mac":1}`, 400},
 		{"register bad MAC", "POST", "/v1/nodes/register", enrollToken, `{"mac":"nope"}`, 400},
 		{"register bad NIC MAC", "POST", "/v1/nodes/register", enrollToken, `{"mac":"52:54:00:00:00:01","inventory":{"nics":[{"mac":"x"}]}}`, 400},
+		{"register unknown accelerator", "POST", "/v1/nodes/register", enrollToken, `{"mac":"52:54:00:00:00:01","mode":"host","accel":{"accel":"hvf","cpu":"host"}}`, 400},
+		{"register accelerator without CPU", "POST", "/v1/nodes/register", enrollToken, `{"mac":"52:54:00:00:00:01","mode":"host","accel":{"accel":"kvm"}}`, 400},
+		{"register accelerator reason too long", "POST", "/v1/nodes/register", enrollToken, `{"mac":"52:54:00:00:00:01","mode":"host","accel":{"accel":"tcg","cpu":"max","reason":"` + strings.Repeat("x", 5000) + `"}}`, 400},
 		{"register oversized", "POST", "/v1/nodes/register", enrollToken, `{"mac":"` + strings.Repeat("a", api.MaxBodyBytes) + `"}`, 400},
 		{"nodes without token", "GET", "/v1/nodes", "", "", 401},
 		{"nodes with enroll token", "GET", "/v1/nodes", enrollToken, "", 401},
@@ -94,6 +97,28 @@ func TestRejections(t *testing.T) {
 	call(t, srv, "GET", "/v1/nodes", opToken, "", &nodes)
 	if len(nodes) != 0 {
 		t.Errorf("after only bad requests the store holds %d nodes, want 0", len(nodes))
+	}
+}
+
+// TestRegisterAccel: a host says how it runs guests; the node shows it,
+// and a bad one is refused naming the field.
+func TestRegisterAccel(t *testing.T) {
+	srv, _ := newAPI(t)
+	host := strings.Replace(regBody, `"ip":`, `"mode":"host","accel":{"accel":"tcg","cpu":"max","reason":"kvm probe failed: -cpu host: MSR 0x10a"},"ip":`, 1)
+	var r api.RegisterResponse
+	if code := call(t, srv, "POST", "/v1/nodes/register", enrollToken, host, &r); code != 200 {
+		t.Fatalf("register = %d", code)
+	}
+	var n api.Node
+	call(t, srv, "GET", "/v1/nodes/"+r.NodeID, opToken, "", &n)
+	want := &api.Accel{Accel: "tcg", CPU: "max", Reason: "kvm probe failed: -cpu host: MSR 0x10a"}
+	if diff := cmp.Diff(want, n.Accel); diff != "" {
+		t.Errorf("node accel (-want +got):\n%s", diff)
+	}
+	var e api.Error
+	bad := strings.Replace(regBody, `"ip":`, `"mode":"host","accel":{"accel":"xen","cpu":"max"},"ip":`, 1)
+	if code := call(t, srv, "POST", "/v1/nodes/register", enrollToken, bad, &e); code != 400 || !strings.Contains(e.Message, "accel.accel") {
+		t.Errorf("register with accel xen = %d %q, want 400 naming accel.accel", code, e.Message)
 	}
 }
 

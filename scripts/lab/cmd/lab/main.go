@@ -4,6 +4,7 @@
 //
 //	lab up [-n 3]   start (replacing a lab that is already up)
 //	lab down        stop the lab's processes and remove its namespace
+//	lab accel       decide (or read from the cache) how QEMU runs here, and say why
 //
 // State (PIDs, namespace) is kept in build/lab/state.json from the first
 // step on, so `lab down` cleans up after a crash too.
@@ -80,8 +81,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return up(ctx, abs, *acc, *n, *cpus, *mem, *disk, *wait, stdout)
 	case "down":
 		return down(abs, stdout)
+	case "accel":
+		v, err := lab.DecideAccel(ctx, ".", *acc, nil)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "== QEMU runs under %s\n", v)
+		return nil
 	}
-	return errors.New("usage: lab [flags] up|down")
+	return errors.New("usage: lab [flags] up|down|accel")
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
