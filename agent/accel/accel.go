@@ -9,9 +9,12 @@
 // removed, the guest kernel hangs after its real-mode setup ("Probing
 // EDD"). A few bytes of real-mode code run fine on such a machine (tried:
 // they do), so the probe boots the very kernel Loom will run, without an
-// initramfs, and requires it to reach its root-mount panic: with panic=-1
-// and -no-reboot QEMU then exits 0. That takes about a second under a
-// working KVM. CPU models are tried in order (host, then host without
+// initramfs, and requires it to reach its root-mount panic (with panic=-1
+// and -no-reboot QEMU then exits 0): about a second under a working KVM.
+// The kernel prints from its first instructions (earlyprintk), so a model
+// fails when the console stays silent for 10 s, and a slow but working KVM
+// (nested under an emulated CPU, where a boot takes a minute and still
+// beats TCG by far) passes as long as the kernel keeps printing. CPU models are tried in order (host, then host without
 // arch-capabilities); the first that boots wins; when none does, the
 // verdict is TCG (-cpu max) with the reason each model failed.
 //
@@ -32,6 +35,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -77,9 +81,12 @@ type Config struct {
 	Kernel string
 	// CacheDir holds accel.json and accel.lock. Default: no cache.
 	CacheDir string
-	// Timeout is how long one CPU model may take to reach the kernel's
-	// root-mount panic. Default 10s.
+	// Timeout is how long the probe kernel's console may stay silent
+	// before the CPU model is judged not to run. Default 10s.
 	Timeout time.Duration
+	// MaxTime bounds one CPU model's boot to the kernel's root-mount
+	// panic, however steadily it prints. Default 3m.
+	MaxTime time.Duration
 	// CPUs are the models tried under KVM. Default DefaultCPUs.
 	CPUs []string
 	// Device is the KVM device. Default "/dev/kvm".
@@ -96,6 +103,13 @@ func (c Config) timeout() time.Duration {
 		return 10 * time.Second
 	}
 	return c.Timeout
+}
+
+func (c Config) maxTime() time.Duration {
+	if c.MaxTime <= 0 {
+		return 3 * time.Minute
+	}
+	return c.MaxTime
 }
 
 func cmpOr(v, def string) string {
@@ -212,27 +226,89 @@ func (c Config) probeAll(ctx context.Context) api.Accel {
 	return api.Accel{Accel: "tcg", CPU: TCGCPU, Reason: "kvm probe failed: " + strings.Join(why, "; ")}
 }
 
-// probe boots Kernel under KVM with cpu and waits for its root-mount panic
-// (QEMU exits 0 through -no-reboot), or the timeout.
+// probe boots Kernel under KVM with cpu and waits for its root-mount
+// panic (QEMU exits 0 through -no-reboot). The kernel prints from its
+// first instructions (earlyprintk); it fails when the console stays silent
+// for Timeout, or the boot takes longer than MaxTime. So a slow KVM (nested
+// under an emulated CPU, where a boot takes a minute yet still beats TCG)
+// passes, and a KVM whose guest hangs fails within seconds.
 func (c Config) probe(ctx context.Context, cpu string) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	ctx, cancel := context.WithTimeoutCause(ctx, c.maxTime(), errTooSlow)
 	defer cancel()
-	var console, stderr bytes.Buffer
+	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, c.qemu(),
 		"-machine", "q35", "-accel", "kvm", "-cpu", cpu, "-m", "128", "-smp", "1",
 		"-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-nic", "none",
 		"-no-reboot", "-kernel", c.Kernel,
-		"-append", "console=ttyS0 panic=-1 loglevel=4",
+		"-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1",
 		"-serial", "stdio")
-	cmd.Stdout, cmd.Stderr = &console, &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = time.Second
-	err := cmd.Run()
-	out := console.String()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("qemu: %w", err)
+	}
+	var (
+		mu      sync.Mutex
+		console []byte
+		lastOut = time.Now()
+		silent  bool
+	)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		buf := make([]byte, 4096)
+		for {
+			n, err := stdout.Read(buf)
+			mu.Lock()
+			console = append(console, buf[:n]...)
+			if len(console) > 64<<10 {
+				console = console[len(console)-32<<10:]
+			}
+			if n > 0 {
+				lastOut = time.Now()
+			}
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	watch := time.NewTicker(c.timeout() / 10)
+	defer watch.Stop()
+wait:
+	for {
+		select {
+		case <-read:
+			break wait
+		case <-ctx.Done():
+			break wait
+		case <-watch.C:
+			mu.Lock()
+			idle := time.Since(lastOut) > c.timeout()
+			mu.Unlock()
+			if idle {
+				silent = true
+				cmd.Process.Kill()
+				break wait
+			}
+		}
+	}
+	err = cmd.Wait()
+	mu.Lock()
+	out := string(console)
+	mu.Unlock()
 	switch {
-	case ctx.Err() == context.DeadlineExceeded:
+	case silent || context.Cause(ctx) == errTooSlow:
 		last := lastLine(out)
-		if last == "" {
+		switch {
+		case !silent:
+			return fmt.Errorf("the kernel did not finish booting in %v (last: %q)", c.maxTime(), last)
+		case last == "":
 			return fmt.Errorf("no console output in %v", c.timeout())
 		}
 		return fmt.Errorf("the kernel stopped after %q (nothing more in %v)", last, c.timeout())
@@ -246,6 +322,8 @@ func (c Config) probe(ctx context.Context, cpu string) error {
 	}
 	return nil
 }
+
+var errTooSlow = errors.New("probe took too long")
 
 // lastLine is the last non-empty line of s, trimmed and bounded.
 func lastLine(s string) string {

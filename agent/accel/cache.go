@@ -18,6 +18,7 @@ import (
 // cacheKey is what a verdict holds for: change any part and the probe
 // runs again.
 type cacheKey struct {
+	Probe      int      `json:"probe"`      // probeVersion: a changed probe judges again
 	QEMU       string   `json:"qemu"`       // the binary's path and its --version line
 	HostKernel string   `json:"hostKernel"` // release and build of the running kernel (KVM lives there)
 	Kernel     string   `json:"kernel"`     // the probe kernel's version string
@@ -46,12 +47,16 @@ func (c Config) key() (cacheKey, error) {
 		return cacheKey{}, err
 	}
 	return cacheKey{
+		Probe:      probeVersion,
 		QEMU:       bin + " " + firstLine(string(out)),
 		HostKernel: strings.TrimSpace(string(rel)) + " " + strings.TrimSpace(string(ver)),
 		Kernel:     kv,
 		CPUs:       c.cpus(),
 	}, nil
 }
+
+// probeVersion changes whenever the probe judges differently.
+const probeVersion = 2
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
@@ -96,7 +101,7 @@ func readCache(dir string, key cacheKey) (api.Accel, bool) {
 }
 
 func sameKey(a, b cacheKey) bool {
-	return a.QEMU == b.QEMU && a.HostKernel == b.HostKernel && a.Kernel == b.Kernel &&
+	return a.Probe == b.Probe && a.QEMU == b.QEMU && a.HostKernel == b.HostKernel && a.Kernel == b.Kernel &&
 		strings.Join(a.CPUs, "\n") == strings.Join(b.CPUs, "\n")
 }
 
