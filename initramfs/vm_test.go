@@ -78,7 +78,8 @@ type rig struct {
 
 // newRig starts loomd in a fresh namespace (subnet 10.79.N.0/24), runs
 // prepare (if any) against it, then boots one server.
-func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(*rig)) *rig {
+// Options, if any, adjust the server (firmware, option ROM).
+func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(*rig), options ...func(*lab.Server)) *rig {
 	lab.RequireVM(t, built(bootDir+"/vmlinuz", bootDir+"/initramfs.cpio.xz", hostImage))
 	ctx := context.Background()
 	acc, err := lab.DecideAccel(ctx, "..", "", nil)
@@ -107,6 +108,9 @@ func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(
 		prepare(r)
 	}
 	r.srv = lab.Server{Name: "s", MAC: lab.NewMAC(), UUID: lab.NewUUID(), CPUs: 1, MemoryMB: 1536, DiskGB: 3, Dir: filepath.Join(dir, "s"), NoReboot: true, Accel: acc}
+	for _, o := range options {
+		o(&r.srv)
+	}
 	r.startServer(ln)
 	return r
 }
@@ -241,6 +245,31 @@ func TestNetbootRegisters(t *testing.T) {
 	// Kill the server: it must go Unreachable after the grace period.
 	r.kill()
 	r.wait(30*time.Second, "Unreachable", func(n api.Node) bool { return n.Phase == api.PhaseUnreachable })
+}
+
+// TestUEFIFirmwarePXE boots a UEFI server (OVMF) whose NIC has no iPXE
+// option ROM, as a real server's: the firmware's own PXE stack gets its
+// DHCP answer from loomd, fetches ipxe.efi over loomd's TFTP, and iPXE
+// takes it from there over HTTP to the maintenance OS, which registers.
+func TestUEFIFirmwarePXE(t *testing.T) {
+	t.Parallel()
+	var missing error
+	if _, err := os.Stat(lab.OVMFCode); err != nil {
+		missing = fmt.Errorf("UEFI firmware (apt-get install ovmf): %v", err)
+	}
+	if _, err := os.Stat("/usr/lib/ipxe/ipxe.efi"); err != nil {
+		missing = errors.Join(missing, fmt.Errorf("first-stage iPXE (apt-get install ipxe): %v", err))
+	}
+	lab.RequireVM(t, missing)
+	start := time.Now()
+	r := newRig(t, 6, nil, []string{"--grace", "60s"}, nil, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
+	_, n := r.wait(8*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	t.Logf("UEFI server %s Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
+	if log, _ := os.ReadFile(r.loomLog); !strings.Contains(string(log), "tftp: sent") || !strings.Contains(string(log), "file=ipxe.efi") {
+		r.dump()
+		t.Errorf("loomd did not send ipxe.efi over TFTP: the firmware did not boot through TFTP")
+	}
+	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
 }
 
 // provisionRig starts loomd with the host image as the default profile

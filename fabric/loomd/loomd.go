@@ -24,6 +24,7 @@ import (
 	"github.com/loomfabric/loom/fabric/node"
 	"github.com/loomfabric/loom/fabric/server"
 	"github.com/loomfabric/loom/fabric/store"
+	"github.com/loomfabric/loom/fabric/tftp"
 )
 
 // Token file names in the data directory.
@@ -57,6 +58,13 @@ type Config struct {
 	// BootDir holds vmlinuz and initramfs.cpio.xz. Required with
 	// NetbootInterface.
 	BootDir string
+	// IPXEDir holds the first-stage iPXE binaries that firmware PXE
+	// fetches over TFTP (undionly.kpxe for BIOS, ipxe.efi and snponly.efi
+	// for UEFI). Default /usr/lib/ipxe (Debian's ipxe package).
+	IPXEDir string
+	// TFTPAddr is where TFTP listens with NetbootInterface. Default: the
+	// netboot address, port 69; "off" disables it.
+	TFTPAddr string
 	// FabricURL is how machines reach the API. Default
 	// http://<netboot address>:<API port>.
 	FabricURL string
@@ -131,6 +139,14 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		}
 		scfg.Boot = boot
 		g.Go(func() error { return srv.Serve(ctx) })
+		if c.TFTPAddr != "off" {
+			ts, err := c.startTFTP(log)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			g.Go(func() error { return ts.Serve(ctx) })
+		}
 		if c.IPv6RA {
 			g.Go(func() error { return netboot.SendRouterAdverts(ctx, c.NetbootInterface, 2*time.Second, log) })
 		}
@@ -207,6 +223,57 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 		return nil, nil, err
 	}
 	return srv, boot, nil
+}
+
+// firstStage are the iPXE binaries firmware fetches over TFTP.
+var firstStage = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
+
+// startTFTP stages the first-stage binaries into DataDir/tftp (copies, so that
+// the TFTP root holds regular files only: Debian's ipxe.efi is a symlink
+// out of its directory) and opens the TFTP server on the netboot address.
+func (c *Config) startTFTP(log *slog.Logger) (*tftp.Server, error) {
+	src := c.IPXEDir
+	if src == "" {
+		src = "/usr/lib/ipxe"
+	}
+	dir := filepath.Join(c.DataDir, "tftp")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("loomd: tftp dir: %w", err)
+	}
+	var staged []string
+	for _, name := range firstStage {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			log.Warn("loomd: first-stage iPXE binary missing: firmware PXE clients that need it cannot boot (apt-get install ipxe)", "file", name, "err", err)
+			continue
+		}
+		tmp := filepath.Join(dir, "."+name+".tmp")
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return nil, fmt.Errorf("loomd: staging %s: %w", name, err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+			return nil, fmt.Errorf("loomd: staging %s: %w", name, err)
+		}
+		staged = append(staged, name)
+	}
+	addr := c.TFTPAddr
+	if addr == "" {
+		ifi, err := net.InterfaceByName(c.NetbootInterface)
+		if err != nil {
+			return nil, fmt.Errorf("loomd: netboot interface: %w", err)
+		}
+		ipn, err := firstIPv4(ifi)
+		if err != nil {
+			return nil, err
+		}
+		addr = net.JoinHostPort(ipn.IP.String(), "69")
+	}
+	ts, err := tftp.New(tftp.Config{Dir: dir, Addr: addr}, log)
+	if err != nil {
+		return nil, fmt.Errorf("loomd: %w", err)
+	}
+	log.Info("loomd: TFTP serving the first stage", "addr", addr, "files", staged)
+	return ts, nil
 }
 
 // recordDiscovered turns MACs from DHCP into Discovered nodes, off the

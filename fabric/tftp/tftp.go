@@ -226,7 +226,7 @@ func (s *Server) send(ctx context.Context, req Request, client net.Addr) error {
 		return err
 	}
 	s.Sent.Add(1)
-	s.log.Debug("tftp: sent", "file", req.Filename, "client", client, "bytes", size, "blksize", o.blockSize, "windowsize", o.windowSize)
+	s.log.Info("tftp: sent", "file", req.Filename, "client", client, "bytes", size, "blksize", o.blockSize, "windowsize", o.windowSize)
 	return nil
 }
 

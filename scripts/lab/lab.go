@@ -136,7 +136,21 @@ type Server struct {
 	Detach bool
 	// Accel is how QEMU runs (DecideAccel). Default: TCG.
 	Accel api.Accel
+	// Firmware is "bios" (SeaBIOS, the default) or "uefi" (OVMF, Debian's
+	// ovmf package).
+	Firmware string
+	// NoOptionROM leaves the NIC without QEMU's iPXE option ROM, as on a
+	// real server: the firmware's own PXE stack boots (UEFI), fetching the
+	// first stage over TFTP.
+	NoOptionROM bool
 }
+
+// OVMF is Debian's UEFI firmware for QEMU: code (read-only) and the
+// template of a machine's variable store.
+const (
+	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
 
 // QEMULog is where QEMU's own output (its errors) goes.
 func (s Server) QEMULog() string { return filepath.Join(s.Dir, "qemu.log") }
@@ -162,6 +176,13 @@ func NewUUID() string {
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b)
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func romfile(none bool) string {
+	if none {
+		return ",romfile="
+	}
+	return ""
 }
 
 // Start creates the server's tap and disk and starts QEMU in the namespace.
@@ -198,13 +219,28 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		"-serial", "file:"+s.SerialLog(),
 		"-qmp", "unix:"+s.QMP()+",server=on,wait=off",
 		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac="+s.MAC+",bootindex=1",
+		"-device", "virtio-net-pci,netdev=n0,mac="+s.MAC+",bootindex=1"+romfile(s.NoOptionROM),
 		"-drive", "file="+disk+",if=virtio,format=qcow2",
 		"-device", "virtio-rng-pci",
 		"-boot", "n",
 	)
 	if s.UUID != "" {
 		args = append(args, "-uuid", s.UUID)
+	}
+	switch s.Firmware {
+	case "", "bios":
+	case "uefi":
+		vars := filepath.Join(s.Dir, "OVMF_VARS.fd")
+		b, err := os.ReadFile(OVMFVars)
+		if err != nil {
+			return nil, fmt.Errorf("UEFI firmware: %w (apt-get install ovmf)", err)
+		}
+		if err := os.WriteFile(vars, b, 0o644); err != nil {
+			return nil, err
+		}
+		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+OVMFCode, "-drive", "if=pflash,format=raw,file="+vars)
+	default:
+		return nil, fmt.Errorf("lab: firmware %q: want bios or uefi", s.Firmware)
 	}
 	if s.NoReboot {
 		args = append(args, "-no-reboot")

@@ -35,6 +35,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.APIUnix, "api-unix", "", "also serve the API on this unix socket")
 	fs.StringVar(&c.NetbootInterface, "netboot-interface", "", "interface to serve DHCP and netboot on (none: no netboot)")
 	fs.StringVar(&c.Pool, "pool", "", "DHCP pool START-END (default .100-.199 of the interface's subnet)")
+	fs.StringVar(&c.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory with the first-stage iPXE binaries served over TFTP (undionly.kpxe, ipxe.efi, snponly.efi)")
+	fs.StringVar(&c.TFTPAddr, "tftp", "", `TFTP listen address for firmware PXE (default: the netboot address, port 69; "off" disables it)`)
 	fs.StringVar(&c.BootDir, "boot-dir", "build/maintenance", "directory with vmlinuz and initramfs.cpio.xz")
 	fs.StringVar(&c.FabricURL, "fabric-url", "", "URL booting machines reach the API at (default from the netboot address)")
 	fs.StringVar(&c.KernelArgs, "kernel-args", "", "kernel arguments for the maintenance OS (default console=tty0 console=ttyS0,115200 panic=-1)")
