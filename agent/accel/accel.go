@@ -12,7 +12,8 @@
 // initramfs, and requires it to reach its root-mount panic (with panic=-1
 // and -no-reboot QEMU then exits 0): about a second under a working KVM.
 // The kernel prints from its first instructions (earlyprintk), so a model
-// fails when the console stays silent for 10 s, and a slow but working KVM
+// fails when the console stays silent for 10 s (30 s before its first
+// line, which comes after the firmware), and a slow but working KVM
 // (nested under an emulated CPU, where a boot takes a minute and still
 // beats TCG by far) passes as long as the kernel keeps printing. CPU models are tried in order (host, then host without
 // arch-capabilities); the first that boots wins; when none does, the
@@ -84,6 +85,10 @@ type Config struct {
 	// Timeout is how long the probe kernel's console may stay silent
 	// before the CPU model is judged not to run. Default 10s.
 	Timeout time.Duration
+	// FirstOutput is how long the probe waits for the first console line
+	// (firmware runs before it: slow where KVM is nested under an emulated
+	// CPU). Default 30s.
+	FirstOutput time.Duration
 	// MaxTime bounds one CPU model's boot to the kernel's root-mount
 	// panic, however steadily it prints. Default 3m.
 	MaxTime time.Duration
@@ -103,6 +108,13 @@ func (c Config) timeout() time.Duration {
 		return 10 * time.Second
 	}
 	return c.Timeout
+}
+
+func (c Config) firstOutput() time.Duration {
+	if c.FirstOutput <= 0 {
+		return 30 * time.Second
+	}
+	return c.FirstOutput
 }
 
 func (c Config) maxTime() time.Duration {
@@ -229,7 +241,8 @@ func (c Config) probeAll(ctx context.Context) api.Accel {
 // probe boots Kernel under KVM with cpu and waits for its root-mount
 // panic (QEMU exits 0 through -no-reboot). The kernel prints from its
 // first instructions (earlyprintk); it fails when the console stays silent
-// for Timeout, or the boot takes longer than MaxTime. So a slow KVM (nested
+// for Timeout (FirstOutput before the first line), or the boot takes longer
+// than MaxTime. So a slow KVM (nested
 // under an emulated CPU, where a boot takes a minute yet still beats TCG)
 // passes, and a KVM whose guest hangs fails within seconds.
 func (c Config) probe(ctx context.Context, cpu string) error {
@@ -256,6 +269,7 @@ func (c Config) probe(ctx context.Context, cpu string) error {
 		mu      sync.Mutex
 		console []byte
 		lastOut = time.Now()
+		printed bool
 		silent  bool
 	)
 	read := make(chan struct{})
@@ -270,7 +284,7 @@ func (c Config) probe(ctx context.Context, cpu string) error {
 				console = console[len(console)-32<<10:]
 			}
 			if n > 0 {
-				lastOut = time.Now()
+				lastOut, printed = time.Now(), true
 			}
 			mu.Unlock()
 			if err != nil {
@@ -289,7 +303,11 @@ wait:
 			break wait
 		case <-watch.C:
 			mu.Lock()
-			idle := time.Since(lastOut) > c.timeout()
+			limit := c.timeout()
+			if !printed {
+				limit = c.firstOutput()
+			}
+			idle := time.Since(lastOut) > limit
 			mu.Unlock()
 			if idle {
 				silent = true
@@ -309,7 +327,7 @@ wait:
 		case !silent:
 			return fmt.Errorf("the kernel did not finish booting in %v (last: %q)", c.maxTime(), last)
 		case last == "":
-			return fmt.Errorf("no console output in %v", c.timeout())
+			return fmt.Errorf("no console output in %v", c.firstOutput())
 		}
 		return fmt.Errorf("the kernel stopped after %q (nothing more in %v)", last, c.timeout())
 	case err != nil:

@@ -98,7 +98,7 @@ func TestDecide(t *testing.T) {
 			reasonHas: []string{"kvm probe failed", "-cpu host: qemu: signal: aborted", "failed to set MSR 0x10a", `-cpu host,-arch-capabilities: the kernel stopped after "Probing EDD`},
 			wantCalls: []string{"host", "host,-arch-capabilities"}},
 		{name: "silent hangs", behave: map[string]string{"host": "hang-silent", "host,-arch-capabilities": "hang-silent"},
-			want: api.Accel{Accel: "tcg", CPU: "max"}, reasonHas: []string{"no console output in 300ms"}, wantCalls: []string{"host", "host,-arch-capabilities"}},
+			want: api.Accel{Accel: "tcg", CPU: "max"}, reasonHas: []string{"no console output in 500ms"}, wantCalls: []string{"host", "host,-arch-capabilities"}},
 		{name: "exits without the kernel running", behave: map[string]string{"host": "exit0", "host,-arch-capabilities": "exit0"},
 			want: api.Accel{Accel: "tcg", CPU: "max"}, reasonHas: []string{"QEMU exited before the kernel ran"}, wantCalls: []string{"host", "host,-arch-capabilities"}},
 		{name: "no device: no probe", noDevice: true, behave: map[string]string{"host": "run"},
@@ -119,7 +119,7 @@ func TestDecide(t *testing.T) {
 			if tc.noDevice {
 				device = filepath.Join(dir, "no-such-kvm")
 			}
-			c := Config{Mode: tc.mode, QEMU: fakeQEMU(t, dir, "7.2.0", tc.behave), Kernel: kernel, Device: device, Timeout: 300 * time.Millisecond}
+			c := Config{Mode: tc.mode, QEMU: fakeQEMU(t, dir, "7.2.0", tc.behave), Kernel: kernel, Device: device, Timeout: 300 * time.Millisecond, FirstOutput: 500 * time.Millisecond}
 			t0 := time.Now()
 			got, err := Decide(context.Background(), c)
 			if !errors.Is(err, tc.wantErr) {
@@ -155,7 +155,7 @@ func TestCache(t *testing.T) {
 	dir, device, kernel := fakeEnv(t)
 	cache := filepath.Join(dir, "cache")
 	broken := map[string]string{"host": "abort", "host,-arch-capabilities": "hang"}
-	c := Config{QEMU: fakeQEMU(t, dir, "7.2.0", broken), Kernel: kernel, Device: device, CacheDir: cache, Timeout: 300 * time.Millisecond}
+	c := Config{QEMU: fakeQEMU(t, dir, "7.2.0", broken), Kernel: kernel, Device: device, CacheDir: cache, Timeout: 300 * time.Millisecond, FirstOutput: 300 * time.Millisecond}
 	ctx := context.Background()
 
 	first, err := Decide(ctx, c)

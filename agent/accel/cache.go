@@ -56,7 +56,7 @@ func (c Config) key() (cacheKey, error) {
 }
 
 // probeVersion changes whenever the probe judges differently.
-const probeVersion = 2
+const probeVersion = 3
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
