@@ -69,6 +69,7 @@ fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test ./agent/channel -run '^$$' -fuzz FuzzFrame -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./agent/channel -run '^$$' -fuzz FuzzHostStream -fuzztime $${FUZZTIME:-30s}
 	$(GO) test ./agent/guests -run '^$$' -fuzz FuzzControl -fuzztime $${FUZZTIME:-30s}
+	$(GO) test ./fabric/tftp -run '^$$' -fuzz FuzzParseRequest -fuzztime $${FUZZTIME:-30s}
 
 clean: ## remove build/ (keeps nothing, not even the kernel cache)
 	rm -rf build
