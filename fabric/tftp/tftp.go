@@ -262,9 +262,14 @@ func (t *transfer) run() error {
 	last := t.size/int64(t.o.blockSize) + 1 // the final block is shorter than blksize, maybe empty
 	buf := make([]byte, 4+t.o.blockSize)
 	in := make([]byte, 1024)
-	var acked int64 // blocks the client has confirmed
-	if len(t.o.ack) > 0 {
-		if err := t.exchange(oack(t.o.ack), in, func(b uint16) bool { return b == 0 }); err != nil {
+	var acked int64       // blocks the client has confirmed
+	if len(t.o.ack) > 0 { // the OACK is "block 0": the client answers it with ACK 0
+		p := oack(t.o.ack)
+		sendOACK := func() error { _, err := t.c.WriteTo(p, t.client); return err }
+		if err := sendOACK(); err != nil {
+			return err
+		}
+		if _, err := t.awaitAck(in, -1, 0, sendOACK); err != nil {
 			return fmt.Errorf("option acknowledgement: %w", err)
 		}
 	}
@@ -295,32 +300,6 @@ func (t *transfer) run() error {
 		acked = got
 	}
 	return nil
-}
-
-// exchange sends p and waits for an ACK that ok accepts, resending p on
-// timeout.
-func (t *transfer) exchange(p, in []byte, ok func(uint16) bool) error {
-	for try := 0; ; try++ {
-		if _, err := t.c.WriteTo(p, t.client); err != nil {
-			return err
-		}
-		deadline := time.Now().Add(t.timeout)
-		for {
-			b, err := t.read(in, deadline)
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if ok(b) {
-				return nil
-			}
-		}
-		if try >= t.retries {
-			return fmt.Errorf("no answer after %d tries", try+1)
-		}
-	}
 }
 
 // awaitAck waits for an ACK within (acked, end] and returns the highest
