@@ -250,6 +250,17 @@ type Lease struct {
 	IP       string    `json:"ip"`
 	Expires  time.Time `json:"expires"`
 	Hostname string    `json:"hostname,omitempty"`
+	// Relay says which relay the request came through, if any.
+	Relay *LeaseRelay `json:"relay,omitempty"`
+}
+
+// LeaseRelay is the relay a lease was given through: its address on the
+// client's subnet (giaddr) and its relay agent information (option 82).
+// The IDs are text where printable, else hex.
+type LeaseRelay struct {
+	GIAddr    string `json:"giaddr"`
+	CircuitID string `json:"circuit_id,omitempty"`
+	RemoteID  string `json:"remote_id,omitempty"`
 }
 
 // Duration is a time.Duration that travels as a string ("10s").

@@ -14,8 +14,23 @@
 //
 // Boot: a client whose user class is "iPXE" (option 77) or that sends
 // option 175 is an iPXE client and gets its HTTP script URL as the boot file.
-// Any other PXE client (option 60 "PXEClient") gets the first-stage iPXE
-// binary name for its architecture and this server as next-server.
+// A firmware PXE client (option 60 "PXEClient") gets the first-stage iPXE
+// binary for its architecture (option 93) on this server's TFTP. A UEFI HTTP
+// boot client (option 60 "HTTPClient") gets option 60 "HTTPClient" back and
+// the full http:// URL of the EFI first stage.
+//
+// Subnets: the netboot interface's own subnet, plus any number behind DHCP
+// relays (Config.Subnets). A relayed request (giaddr set) gets its address,
+// netmask and router from the subnet that holds its giaddr; the relay agent
+// information (option 82) is echoed in the reply and kept in the lease.
+//
+// Proxy mode (ModeProxy, "proxyDHCP"): another DHCP server owns the
+// addresses. This one never offers an address; it answers netboot clients
+// only, with boot information: on port 67 an OFFER without an address, and
+// on port 4011 an ACK to the PXE clients that ask there. Both carry option
+// 60 and, for PXE, option 43 with PXE_DISCOVERY_CONTROL=8 ("boot the file in
+// this offer, no boot server discovery"): firmwares that see a proxy offer
+// without option 43 ignore it.
 package dhcp
 
 import (
@@ -24,7 +39,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -42,8 +59,102 @@ type LeaseStore interface {
 	CommitLeases(ctx context.Context, puts []api.Lease, dels []string) error
 }
 
+// Mode is how the server takes part in DHCP.
+type Mode string
+
+const (
+	// ModeServer hands out addresses and boot information.
+	ModeServer Mode = "server"
+	// ModeProxy hands out boot information only (proxyDHCP), next to a
+	// DHCP server that owns the addresses.
+	ModeProxy Mode = "proxy"
+)
+
+// ParseMode checks a mode's name.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(s); m {
+	case ModeServer, ModeProxy:
+		return m, nil
+	case "":
+		return ModeServer, nil
+	}
+	return "", fmt.Errorf("DHCP mode %q: want server or proxy", s)
+}
+
+// Subnet is a subnet behind a DHCP relay.
+type Subnet struct {
+	// Prefix is the subnet, e.g. 10.80.0.0/24. Requests whose giaddr lies
+	// in it get their address here. Required.
+	Prefix netip.Prefix
+	// PoolStart and PoolEnd bound the pool, inclusive. Required.
+	PoolStart, PoolEnd net.IP
+	// Router (option 3). Default: the relay's address (giaddr).
+	Router net.IP
+	// DNS (option 6). Default: Config.DNS.
+	DNS []net.IP
+}
+
+// ParseSubnet reads a relayed subnet as given on loomd's command line:
+// "PREFIX,pool=START-END[,router=IP][,dns=IP[;IP...]]", e.g.
+// "10.80.0.0/24,pool=10.80.0.100-10.80.0.199,router=10.80.0.1".
+func ParseSubnet(s string) (Subnet, error) {
+	fields := strings.Split(s, ",")
+	var sn Subnet
+	pfx, err := netip.ParsePrefix(strings.TrimSpace(fields[0]))
+	if err != nil || !pfx.Addr().Is4() {
+		return Subnet{}, fmt.Errorf("subnet %q: %q is not an IPv4 prefix like 10.80.0.0/24", s, fields[0])
+	}
+	sn.Prefix = pfx.Masked()
+	ip := func(key, v string) (net.IP, error) {
+		a := net.ParseIP(strings.TrimSpace(v)).To4()
+		if a == nil {
+			return nil, fmt.Errorf("subnet %q: %s %q is not an IPv4 address", s, key, v)
+		}
+		return a, nil
+	}
+	for _, f := range fields[1:] {
+		k, v, ok := strings.Cut(strings.TrimSpace(f), "=")
+		if !ok {
+			return Subnet{}, fmt.Errorf("subnet %q: %q: want key=value (pool, router, dns)", s, f)
+		}
+		switch k {
+		case "pool":
+			a, b, ok := strings.Cut(v, "-")
+			if !ok {
+				return Subnet{}, fmt.Errorf("subnet %q: pool %q: want START-END", s, v)
+			}
+			if sn.PoolStart, err = ip("pool start", a); err != nil {
+				return Subnet{}, err
+			}
+			if sn.PoolEnd, err = ip("pool end", b); err != nil {
+				return Subnet{}, err
+			}
+		case "router":
+			if sn.Router, err = ip("router", v); err != nil {
+				return Subnet{}, err
+			}
+		case "dns":
+			for _, d := range strings.Split(v, ";") {
+				a, err := ip("dns", d)
+				if err != nil {
+					return Subnet{}, err
+				}
+				sn.DNS = append(sn.DNS, a)
+			}
+		default:
+			return Subnet{}, fmt.Errorf("subnet %q: unknown key %q (want pool, router, dns)", s, k)
+		}
+	}
+	if sn.PoolStart == nil {
+		return Subnet{}, fmt.Errorf("subnet %q: pool=START-END is required", s)
+	}
+	return sn, nil
+}
+
 // Config describes the pool and the boot options.
 type Config struct {
+	// Mode is ModeServer (default) or ModeProxy.
+	Mode Mode
 	// Interface to serve on. Required.
 	Interface string
 	// ServerIP is this server's address on Interface (option 54, next-server).
@@ -51,8 +162,11 @@ type Config struct {
 	ServerIP net.IP
 	// Netmask of the served subnet. Default: the mask of ServerIP on Interface.
 	Netmask net.IPMask
-	// PoolStart and PoolEnd bound the dynamic pool, inclusive. Required.
+	// PoolStart and PoolEnd bound the dynamic pool of the interface's own
+	// subnet, inclusive. Required in ModeServer.
 	PoolStart, PoolEnd net.IP
+	// Subnets are served through relays. Default: none.
+	Subnets []Subnet
 	// Router (option 3). Default: none.
 	Router net.IP
 	// DNS servers (option 6). Default: none.
@@ -60,12 +174,18 @@ type Config struct {
 	// LeaseTime (option 51). Default 1h.
 	LeaseTime time.Duration
 	// Reservations maps a MAC ("52:54:00:12:34:56") to a fixed address,
-	// which may lie outside the pool but must be in the subnet.
+	// which may lie outside the pool but must be in one of the subnets.
 	Reservations map[string]net.IP
 	// ScriptURL returns the iPXE script URL for a MAC. Required for netboot;
 	// if nil, clients get addresses but no boot file.
 	ScriptURL func(mac string) string
-	// Leases persists leases. Required.
+	// NoTFTP says nothing serves the first stage over TFTP: firmware PXE
+	// clients then get no boot file (UEFI ones go on to HTTP boot).
+	NoTFTP bool
+	// HTTPBootURL is where UEFI HTTP boot clients find the first stage:
+	// they are sent HTTPBootURL + "/ipxe.efi". Default: no HTTP boot.
+	HTTPBootURL string
+	// Leases persists leases. Required in ModeServer.
 	Leases LeaseStore
 	// Seen is called with the MAC of each netboot (PXE or iPXE) client that
 	// sends a DISCOVER. It runs in the packet path: it must not block.
@@ -80,6 +200,9 @@ type Config struct {
 	// Conn replaces the socket on Interface (tests). Default: a UDP socket
 	// on port 67 bound to Interface.
 	Conn net.PacketConn
+	// ProxyConn replaces the proxy mode's port 4011 socket (tests).
+	// Default: a UDP socket on ServerIP port 4011.
+	ProxyConn net.PacketConn
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -88,10 +211,13 @@ type Config struct {
 type Server struct {
 	cfg    Config
 	log    *slog.Logger
-	pool   *pool
+	local  *pool   // the interface's own subnet (nil in ModeProxy)
+	pools  []*pool // local first, then the relayed subnets
 	commit chan commitReq
 	// Malformed counts packets that could not be parsed.
-	Malformed atomic.Int64
+	Malformed    atomic.Int64
+	unknownRelay atomic.Int64
+	unknownArch  atomic.Int64
 }
 
 // New validates cfg, fills in defaults and loads the leases from the store.
@@ -99,7 +225,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Leases == nil {
+	mode, err := ParseMode(string(cfg.Mode))
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: %w", err)
+	}
+	cfg.Mode = mode
+	if cfg.Leases == nil && mode == ModeServer {
 		return nil, errors.New("dhcp: Leases store is required")
 	}
 	if cfg.ServerIP == nil || cfg.Netmask == nil {
@@ -136,8 +267,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	p, err := newPool(cfg)
-	if err != nil {
+	s := &Server{cfg: cfg, log: log, commit: make(chan commitReq, 4*cfg.Workers)}
+	if mode == ModeProxy {
+		log.Info("dhcp: proxyDHCP ready: boot information only, addresses come from another server", "server", cfg.ServerIP)
+		return s, nil
+	}
+	if err := s.makePools(); err != nil {
 		return nil, err
 	}
 	leases, err := cfg.Leases.Leases(ctx)
@@ -145,12 +280,94 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("dhcp: loading leases: %w", err)
 	}
 	for _, l := range leases {
-		if err := p.load(l); err != nil {
+		if err := s.load(l); err != nil {
 			log.Warn("dhcp: ignoring stored lease", "mac", l.MAC, "ip", l.IP, "err", err)
 		}
 	}
-	log.Info("dhcp: pool ready", "start", cfg.PoolStart, "end", cfg.PoolEnd, "leases", len(leases), "server", cfg.ServerIP)
-	return &Server{cfg: cfg, log: log, pool: p, commit: make(chan commitReq, 4*cfg.Workers)}, nil
+	for _, p := range s.pools {
+		log.Info("dhcp: pool ready", "subnet", p.prefix(), "start", ipOf(p.start), "end", ipOf(p.end), "relayed", p != s.local, "server", cfg.ServerIP)
+	}
+	log.Info("dhcp: leases loaded", "leases", len(leases))
+	return s, nil
+}
+
+// makePools builds the local pool and one per relayed subnet, and hands
+// each reservation to the subnet that holds it.
+func (s *Server) makePools() error {
+	cfg := s.cfg
+	mask := ip4(net.IP(cfg.Netmask))
+	if len(cfg.Netmask) == 16 {
+		mask = ip4(net.IP(cfg.Netmask[12:]))
+	}
+	specs := []poolSpec{{
+		name: "local", subnet: ip4(cfg.ServerIP) & mask, mask: mask, start: cfg.PoolStart, end: cfg.PoolEnd,
+		exclude: ip4(cfg.ServerIP), router: cfg.Router, dns: cfg.DNS, netmask: net.IPMask(ipOf(mask)),
+	}}
+	for i, sn := range cfg.Subnets {
+		if !sn.Prefix.IsValid() || !sn.Prefix.Addr().Is4() {
+			return fmt.Errorf("dhcp: relayed subnet %d: %q is not an IPv4 prefix", i+1, sn.Prefix)
+		}
+		pm := uint32(0xffffffff) << (32 - sn.Prefix.Bits())
+		if sn.Prefix.Bits() == 0 {
+			pm = 0
+		}
+		dns := sn.DNS
+		if len(dns) == 0 {
+			dns = cfg.DNS
+		}
+		specs = append(specs, poolSpec{
+			name: sn.Prefix.String(), subnet: ip4(net.IP(sn.Prefix.Masked().Addr().AsSlice())), mask: pm,
+			start: sn.PoolStart, end: sn.PoolEnd, exclude: ip4(sn.Router), router: sn.Router, dns: dns,
+			netmask: net.CIDRMask(sn.Prefix.Bits(), 32),
+		})
+	}
+	for _, sp := range specs {
+		sp.leaseTime, sp.offerHold, sp.declineHold = cfg.LeaseTime, cfg.OfferHold, cfg.DeclineHold
+		p, err := newPool(sp)
+		if err != nil {
+			return err
+		}
+		for _, q := range s.pools {
+			if q.subnet&p.mask == p.subnet || p.subnet&q.mask == q.subnet {
+				return fmt.Errorf("dhcp: subnets %s and %s overlap", q.prefix(), p.prefix())
+			}
+		}
+		s.pools = append(s.pools, p)
+	}
+	s.local = s.pools[0]
+	for mac, ip := range cfg.Reservations {
+		hw, err := net.ParseMAC(mac)
+		if err != nil {
+			return fmt.Errorf("dhcp: reservation %q: %w", mac, err)
+		}
+		p := s.poolOf(ip4(ip))
+		if p == nil {
+			return fmt.Errorf("dhcp: reservation %s=%v: address is not in any served subnet", mac, ip)
+		}
+		if err := p.reserve(hw.String(), ip4(ip)); err != nil {
+			return fmt.Errorf("dhcp: reservation %s=%v: %w", mac, ip, err)
+		}
+	}
+	return nil
+}
+
+// poolOf is the pool whose subnet holds v, or nil.
+func (s *Server) poolOf(v uint32) *pool {
+	for _, p := range s.pools {
+		if p.inSubnet(v) {
+			return p
+		}
+	}
+	return nil
+}
+
+// load adds a stored lease to the pool of its subnet.
+func (s *Server) load(l api.Lease) error {
+	p := s.poolOf(ip4(net.ParseIP(l.IP)))
+	if p == nil {
+		return fmt.Errorf("address %q is in no served subnet", l.IP)
+	}
+	return p.load(l)
 }
 
 func interfaceAddr(name string) (net.IP, net.IPMask, error) {
@@ -181,13 +398,30 @@ func (s *Server) Serve(ctx context.Context) error {
 		conn = c
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.committer(ctx) })
-	g.Go(func() error { return s.expireLoop(ctx) })
+	if s.cfg.Mode == ModeProxy {
+		pc := s.cfg.ProxyConn
+		if pc == nil {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: s.cfg.ServerIP, Port: ProxyPort})
+			if err != nil {
+				conn.Close()
+				return fmt.Errorf("dhcp: proxyDHCP port: %w", err)
+			}
+			pc = c
+		}
+		g.Go(func() error {
+			<-ctx.Done()
+			return pc.Close()
+		})
+		g.Go(func() error { return s.readLoop(ctx, pc, s.handleProxyPort, peerAddr) })
+	} else {
+		g.Go(func() error { return s.committer(ctx) })
+		g.Go(func() error { return s.expireLoop(ctx) })
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		return conn.Close()
 	})
-	g.Go(func() error { return s.readLoop(ctx, conn) })
+	g.Go(func() error { return s.readLoop(ctx, conn, s.Handle, replyAddr) })
 	err := g.Wait()
 	if ctx.Err() != nil {
 		return nil
@@ -195,7 +429,12 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
+// ProxyPort is where PXE clients send their requests to a proxyDHCP server.
+const ProxyPort = 4011
+
+type handler func(context.Context, *dhcpv4.DHCPv4) *dhcpv4.DHCPv4
+
+func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handler, dest func(*dhcpv4.DHCPv4, net.Addr) net.Addr) error {
 	sem := make(chan struct{}, s.cfg.Workers)
 	for {
 		buf := make([]byte, 1500)
@@ -224,11 +463,11 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn) error {
 		}
 		go func() {
 			defer func() { <-sem }()
-			resp := s.Handle(ctx, req)
+			resp := handle(ctx, req)
 			if resp == nil {
 				return
 			}
-			if _, err := conn.WriteTo(resp.ToBytes(), replyAddr(req, peer)); err != nil && ctx.Err() == nil {
+			if _, err := conn.WriteTo(resp.ToBytes(), dest(req, peer)); err != nil && ctx.Err() == nil {
 				s.log.Warn("dhcp: sending reply", "mac", req.ClientHWAddr, "err", err)
 			}
 		}()
@@ -254,6 +493,10 @@ func parse(b []byte) (m *dhcpv4.DHCPv4, err error) {
 	}
 	return m, nil
 }
+
+// peerAddr answers whoever sent the request (proxyDHCP port 4011: the
+// client has its address by then).
+func peerAddr(_ *dhcpv4.DHCPv4, peer net.Addr) net.Addr { return peer }
 
 // replyAddr picks the destination of a reply as RFC 2131 §4.1 says.
 func replyAddr(req *dhcpv4.DHCPv4, peer net.Addr) net.Addr {

@@ -416,9 +416,9 @@ func TestServeSurvivesMalformed(t *testing.T) {
 	client.Write(discover(mac(5)).ToBytes())
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		s.pool.mu.Lock()
-		_, offered := s.pool.offerOf[mac(5).String()]
-		s.pool.mu.Unlock()
+		s.local.mu.Lock()
+		_, offered := s.local.offerOf[mac(5).String()]
+		s.local.mu.Unlock()
 		if offered && s.Malformed.Load() >= int64(len(bad)-1) {
 			return
 		}

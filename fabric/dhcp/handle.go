@@ -3,8 +3,11 @@ package dhcp
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
+	"net"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -12,34 +15,50 @@ import (
 	"github.com/loomfabric/loom/fabric/api"
 )
 
-// Handle answers one request; nil means no reply. It never panics on a
-// parsed packet, whatever its options hold.
+// Handle answers one request that came to port 67; nil means no reply. It
+// never panics on a parsed packet, whatever its options hold.
 func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	if s.cfg.Mode == ModeProxy {
+		if req.MessageType() != dhcpv4.MessageTypeDiscover {
+			return nil // the DHCP server that owns the addresses answers the rest
+		}
+		s.seen(req)
+		return s.proxyReply(req, dhcpv4.MessageTypeOffer)
+	}
 	now := s.cfg.Now()
 	mac := req.ClientHWAddr.String()
+	p := s.poolFor(req)
+	if p == nil {
+		return nil
+	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		s.seen(req)
-		ip, err := s.pool.offer(mac, req.RequestedIPAddress(), now)
+		ip, err := p.offer(mac, req.RequestedIPAddress(), now)
 		if err != nil {
-			s.log.Warn("dhcp: no offer", "mac", mac, "err", err)
+			s.log.Warn("dhcp: no offer", "mac", mac, "subnet", p.prefix(), "err", err)
 			return nil
 		}
-		return s.reply(req, dhcpv4.MessageTypeOffer, ip)
+		return s.reply(req, p, dhcpv4.MessageTypeOffer, ip)
 
 	case dhcpv4.MessageTypeRequest:
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(s.cfg.ServerIP) {
-			s.pool.dropOffer(mac) // it chose another server
+			p.dropOffer(mac) // it chose another server
 			return nil
 		}
 		ip := req.RequestedIPAddress()
 		if ip == nil || ip.IsUnspecified() {
 			ip = req.ClientIPAddr
 		}
-		lease, displaced, err := s.pool.ack(mac, ip, req.HostName(), now)
+		lease, displaced, err := p.ack(mac, ip, req.HostName(), relayOf(req), now)
 		if err != nil {
 			s.log.Info("dhcp: NAK", "mac", mac, "ip", ip, "reason", err)
 			return s.nak(req, err.Error())
+		}
+		for _, q := range s.pools {
+			if q != p {
+				q.forget(mac) // it moved subnets; its old address is free
+			}
 		}
 		var dels []string
 		if displaced != "" {
@@ -49,10 +68,10 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 			// No ACK without a stored lease; the client will retry.
 			return nil
 		}
-		return s.reply(req, dhcpv4.MessageTypeAck, ip)
+		return s.reply(req, p, dhcpv4.MessageTypeAck, ip)
 
 	case dhcpv4.MessageTypeRelease:
-		if l, ok := s.pool.release(mac, req.ClientIPAddr, now); ok {
+		if l, ok := p.release(mac, req.ClientIPAddr, now); ok {
 			_ = s.persist(ctx, commitReq{puts: []api.Lease{l}})
 		}
 		return nil
@@ -60,15 +79,76 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 	case dhcpv4.MessageTypeDecline:
 		ip := req.RequestedIPAddress()
 		s.log.Warn("dhcp: address declined (in use by another host?)", "mac", mac, "ip", ip)
-		if s.pool.decline(mac, ip, now) {
+		if p.decline(mac, ip, now) {
 			_ = s.persist(ctx, commitReq{dels: []string{mac}})
 		}
 		return nil
 
 	case dhcpv4.MessageTypeInform:
-		return s.reply(req, dhcpv4.MessageTypeAck, nil)
+		return s.reply(req, p, dhcpv4.MessageTypeAck, nil)
 	}
 	return nil
+}
+
+// poolFor is the pool a request draws from: the subnet of its relay
+// (giaddr), or the interface's own. A relay of a subnet not served gets
+// nothing.
+func (s *Server) poolFor(req *dhcpv4.DHCPv4) *pool {
+	gi := req.GatewayIPAddr
+	if gi == nil || gi.IsUnspecified() {
+		return s.local
+	}
+	p := s.poolOf(ip4(gi))
+	if p == nil || p == s.local {
+		// The local subnet is served directly, never through a relay.
+		if s.unknownRelay.Add(1)%100 == 1 {
+			s.log.Warn("dhcp: ignoring request relayed from a subnet not served (add it with --subnet)", "giaddr", gi, "mac", req.ClientHWAddr, "count", s.unknownRelay.Load())
+		}
+		return nil
+	}
+	return p
+}
+
+// handleProxyPort answers a PXE client's request to proxyDHCP port 4011.
+func (s *Server) handleProxyPort(_ context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
+		return s.proxyReply(req, dhcpv4.MessageTypeAck)
+	}
+	return nil
+}
+
+// proxyReply is a proxyDHCP answer: boot information and no address.
+func (s *Server) proxyReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	b := s.boot(req)
+	if b.file == "" {
+		return nil
+	}
+	class := b.class
+	if class == "" {
+		class = "PXEClient" // how iPXE tells a proxy offer from a plain one
+	}
+	resp, err := dhcpv4.NewReplyFromRequest(req,
+		dhcpv4.WithMessageType(mt),
+		dhcpv4.WithServerIP(s.cfg.ServerIP),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(class)),
+	)
+	if err != nil {
+		s.log.Error("dhcp: building proxy reply", "err", err)
+		return nil
+	}
+	resp.YourIPAddr = net.IPv4zero
+	resp.BootFileName = b.file
+	resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
+	if guid := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); guid != nil {
+		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid))
+	}
+	if class == "PXEClient" {
+		// PXE_DISCOVERY_CONTROL (sub-option 6) = 8: boot the file named here.
+		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+	}
+	return resp
 }
 
 // seen reports netboot clients (PXE or iPXE) to Config.Seen. Plain DHCP
@@ -80,13 +160,13 @@ func (s *Server) seen(req *dhcpv4.DHCPv4) {
 	}
 }
 
-// reply builds an OFFER or ACK for yiaddr (nil for INFORM).
-func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr []byte) *dhcpv4.DHCPv4 {
+// reply builds an OFFER or ACK for yiaddr (nil for INFORM) from pool p.
+func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiaddr []byte) *dhcpv4.DHCPv4 {
 	resp, err := dhcpv4.NewReplyFromRequest(req,
 		dhcpv4.WithMessageType(mt),
 		dhcpv4.WithServerIP(s.cfg.ServerIP),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
-		dhcpv4.WithOption(dhcpv4.OptSubnetMask(s.cfg.Netmask)),
+		dhcpv4.WithOption(dhcpv4.OptSubnetMask(p.netmask)),
 	)
 	if err != nil {
 		s.log.Error("dhcp: building reply", "err", err)
@@ -99,15 +179,22 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, yiaddr []byte)
 		resp.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
 		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
 	}
-	if s.cfg.Router != nil {
-		resp.UpdateOption(dhcpv4.OptRouter(s.cfg.Router))
+	router := p.router
+	if router == nil && p != s.local {
+		router = req.GatewayIPAddr // the relay routes for its subnet
 	}
-	if len(s.cfg.DNS) > 0 {
-		resp.UpdateOption(dhcpv4.OptDNS(s.cfg.DNS...))
+	if router != nil {
+		resp.UpdateOption(dhcpv4.OptRouter(router))
 	}
-	if file := s.bootFile(req); file != "" {
-		resp.BootFileName = file
-		resp.UpdateOption(dhcpv4.OptBootFileName(file))
+	if len(p.dns) > 0 {
+		resp.UpdateOption(dhcpv4.OptDNS(p.dns...))
+	}
+	if b := s.boot(req); b.file != "" {
+		resp.BootFileName = b.file
+		resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
+		if b.class != "" {
+			resp.UpdateOption(dhcpv4.OptClassIdentifier(b.class))
+		}
 	}
 	return resp
 }
@@ -125,41 +212,109 @@ func (s *Server) nak(req *dhcpv4.DHCPv4, msg string) *dhcpv4.DHCPv4 {
 	return resp
 }
 
+// relayOf reads a relayed request's giaddr and option 82, or nil.
+func relayOf(req *dhcpv4.DHCPv4) *api.LeaseRelay {
+	gi := req.GatewayIPAddr
+	if gi == nil || gi.IsUnspecified() {
+		return nil
+	}
+	r := &api.LeaseRelay{GIAddr: gi.String()}
+	if ri := req.RelayAgentInfo(); ri != nil {
+		r.CircuitID = printable(ri.Get(dhcpv4.AgentCircuitIDSubOption))
+		r.RemoteID = printable(ri.Get(dhcpv4.AgentRemoteIDSubOption))
+	}
+	return r
+}
+
+// printable is b as text if it is printable, else as hex.
+func printable(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	for _, r := range string(b) {
+		if r == unicode.ReplacementChar || !unicode.IsPrint(r) {
+			return hex.EncodeToString(b)
+		}
+	}
+	return string(b)
+}
+
 // Client kinds, as far as booting goes.
 const (
 	kindNone = iota // not a netboot client
-	kindPXE         // firmware PXE: needs the first-stage iPXE binary
+	kindPXE         // firmware PXE: needs the first-stage iPXE binary over TFTP
+	kindHTTP        // UEFI HTTP boot: needs the first stage's http:// URL
 	kindIPXE        // iPXE already: give it the script URL
 )
 
-// clientKind tells iPXE, PXE firmware and plain DHCP clients apart.
+// clientKind tells iPXE, PXE and HTTP boot firmware and plain DHCP clients
+// apart.
 func clientKind(req *dhcpv4.DHCPv4) int {
 	if req.Options.Has(dhcpv4.GenericOptionCode(175)) ||
 		bytes.Contains(req.GetOneOption(dhcpv4.OptionUserClassInformation), []byte("iPXE")) {
 		return kindIPXE
 	}
-	if strings.HasPrefix(req.ClassIdentifier(), "PXEClient") {
+	switch vc := req.ClassIdentifier(); {
+	case strings.HasPrefix(vc, "PXEClient"):
 		return kindPXE
+	case strings.HasPrefix(vc, "HTTPClient"):
+		return kindHTTP
 	}
 	return kindNone
 }
 
-// bootFile is the boot file name for a client, or "".
-func (s *Server) bootFile(req *dhcpv4.DHCPv4) string {
+// bootInfo is what a client is told to boot: a file and the vendor class
+// (option 60) the reply carries ("" for none).
+type bootInfo struct{ file, class string }
+
+// boot says what a client boots, if anything.
+func (s *Server) boot(req *dhcpv4.DHCPv4) bootInfo {
 	switch clientKind(req) {
 	case kindIPXE:
 		if s.cfg.ScriptURL != nil {
-			return s.cfg.ScriptURL(req.ClientHWAddr.String())
+			return bootInfo{file: s.cfg.ScriptURL(req.ClientHWAddr.String())}
 		}
 	case kindPXE:
-		for _, a := range req.ClientArch() {
-			if a == iana.EFI_X86_64 || a == iana.EFI_BC || a == iana.EFI_X86_64_HTTP {
-				return "ipxe.efi"
+		if s.cfg.NoTFTP {
+			return bootInfo{}
+		}
+		for _, a := range archs(req) {
+			switch a {
+			case iana.EFI_X86_64, iana.EFI_BC:
+				return bootInfo{file: "ipxe.efi", class: "PXEClient"}
+			case iana.INTEL_X86PC:
+				return bootInfo{file: "undionly.kpxe", class: "PXEClient"}
 			}
 		}
-		return "undionly.kpxe"
+		s.noFirstStage(req)
+	case kindHTTP:
+		if s.cfg.HTTPBootURL == "" {
+			return bootInfo{}
+		}
+		for _, a := range archs(req) {
+			if a == iana.EFI_X86_64_HTTP {
+				return bootInfo{file: strings.TrimRight(s.cfg.HTTPBootURL, "/") + "/ipxe.efi", class: "HTTPClient"}
+			}
+		}
+		s.noFirstStage(req)
 	}
-	return ""
+	return bootInfo{}
+}
+
+// archs is the client's architectures (option 93); a PXE client that sends
+// none is a BIOS one (RFC 4578 §2.1).
+func archs(req *dhcpv4.DHCPv4) []iana.Arch {
+	if a := req.ClientArch(); len(a) > 0 {
+		return a
+	}
+	return []iana.Arch{iana.INTEL_X86PC}
+}
+
+// noFirstStage logs, now and then, a firmware Loom has no first stage for.
+func (s *Server) noFirstStage(req *dhcpv4.DHCPv4) {
+	if s.unknownArch.Add(1)%100 == 1 {
+		s.log.Warn("dhcp: no first stage for this client's architecture (x86-64 BIOS and UEFI only)", "mac", req.ClientHWAddr, "arch", req.ClientArch(), "class", req.ClassIdentifier())
+	}
 }
 
 // expireLoop forgets run-out offers and quarantines now and then.
@@ -171,7 +326,9 @@ func (s *Server) expireLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			s.pool.expireHolds(s.cfg.Now())
+			for _, p := range s.pools {
+				p.expireHolds(s.cfg.Now())
+			}
 		}
 	}
 }

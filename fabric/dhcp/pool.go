@@ -19,6 +19,7 @@ type binding struct {
 	ip       uint32
 	expires  time.Time
 	hostname string
+	relay    *api.LeaseRelay
 }
 
 type hold struct {
@@ -26,12 +27,30 @@ type hold struct {
 	until time.Time
 }
 
-// pool is the allocation state. Every method takes the lock; none does I/O.
+// poolSpec describes one subnet's pool.
+type poolSpec struct {
+	name         string
+	subnet, mask uint32
+	start, end   net.IP
+	exclude      uint32 // the server's or router's own address (0: none)
+	router       net.IP
+	dns          []net.IP
+	netmask      net.IPMask
+	leaseTime    time.Duration
+	offerHold    time.Duration
+	declineHold  time.Duration
+}
+
+// pool is the allocation state of one subnet. Every method takes the lock;
+// none does I/O.
 type pool struct {
 	mu            sync.Mutex
 	start, end    uint32
 	subnet, mask  uint32
-	server        uint32
+	server        uint32 // never handed out
+	router        net.IP
+	dns           []net.IP
+	netmask       net.IPMask
 	leaseTime     time.Duration
 	offerHold     time.Duration
 	declineHold   time.Duration
@@ -59,46 +78,45 @@ func ipOf(v uint32) net.IP {
 	return b
 }
 
-func newPool(cfg Config) (*pool, error) {
-	if cfg.PoolStart.To4() == nil || cfg.PoolEnd.To4() == nil {
-		return nil, fmt.Errorf("dhcp: pool %v-%v: both ends must be IPv4 addresses", cfg.PoolStart, cfg.PoolEnd)
-	}
-	mask := ip4(net.IP(cfg.Netmask))
-	if len(cfg.Netmask) == 16 {
-		mask = binary.BigEndian.Uint32(cfg.Netmask[12:])
+func newPool(sp poolSpec) (*pool, error) {
+	if sp.start.To4() == nil || sp.end.To4() == nil {
+		return nil, fmt.Errorf("dhcp: pool %v-%v of subnet %s: both ends must be IPv4 addresses", sp.start, sp.end, sp.name)
 	}
 	p := &pool{
-		start: ip4(cfg.PoolStart), end: ip4(cfg.PoolEnd),
-		mask: mask, server: ip4(cfg.ServerIP),
-		leaseTime: cfg.LeaseTime, offerHold: cfg.OfferHold, declineHold: cfg.DeclineHold,
+		start: ip4(sp.start), end: ip4(sp.end), subnet: sp.subnet & sp.mask, mask: sp.mask, server: sp.exclude,
+		router: sp.router, dns: sp.dns, netmask: sp.netmask,
+		leaseTime: sp.leaseTime, offerHold: sp.offerHold, declineHold: sp.declineHold,
 		reservedByMAC: map[string]uint32{}, reservedByIP: map[uint32]string{},
 		leases: map[string]*binding{}, owner: map[uint32]string{},
 		offers: map[uint32]hold{}, offerOf: map[string]uint32{}, declined: map[uint32]time.Time{},
 	}
-	p.subnet = p.server & mask
 	p.cursor = p.start
 	if p.start > p.end {
-		return nil, fmt.Errorf("dhcp: pool start %v is after its end %v", cfg.PoolStart, cfg.PoolEnd)
+		return nil, fmt.Errorf("dhcp: pool start %v is after its end %v", sp.start, sp.end)
 	}
 	if !p.inSubnet(p.start) || !p.inSubnet(p.end) {
-		return nil, fmt.Errorf("dhcp: pool %v-%v is not inside the subnet of %v/%d", cfg.PoolStart, cfg.PoolEnd, cfg.ServerIP, maskBits(mask))
+		return nil, fmt.Errorf("dhcp: pool %v-%v is not inside the subnet %s", sp.start, sp.end, p.prefix())
 	}
-	for mac, ip := range cfg.Reservations {
-		hw, err := net.ParseMAC(mac)
-		if err != nil {
-			return nil, fmt.Errorf("dhcp: reservation %q: %w", mac, err)
-		}
-		v := ip4(ip)
-		if v == 0 || !p.inSubnet(v) || v == p.server {
-			return nil, fmt.Errorf("dhcp: reservation %s=%v: address is not a usable address of the subnet", mac, ip)
-		}
-		if other, dup := p.reservedByIP[v]; dup {
-			return nil, fmt.Errorf("dhcp: address %v is reserved for both %s and %s", ip, other, hw)
-		}
-		p.reservedByMAC[hw.String()] = v
-		p.reservedByIP[v] = hw.String()
+	if r := ip4(sp.router); sp.router != nil && !p.inSubnet(r) {
+		return nil, fmt.Errorf("dhcp: router %v is not in the subnet %s", sp.router, p.prefix())
 	}
 	return p, nil
+}
+
+// prefix is the subnet in CIDR notation.
+func (p *pool) prefix() string { return fmt.Sprintf("%v/%d", ipOf(p.subnet), maskBits(p.mask)) }
+
+// reserve pins v to mac.
+func (p *pool) reserve(mac string, v uint32) error {
+	if v == 0 || !p.inSubnet(v) || v == p.server {
+		return errors.New("address is not a usable address of the subnet")
+	}
+	if other, dup := p.reservedByIP[v]; dup {
+		return fmt.Errorf("address is reserved for both %s and %s", other, mac)
+	}
+	p.reservedByMAC[mac] = v
+	p.reservedByIP[v] = mac
+	return nil
 }
 
 func maskBits(m uint32) int {
@@ -128,7 +146,7 @@ func (p *pool) load(l api.Lease) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.bind(&binding{mac: hw.String(), ip: v, expires: l.Expires, hostname: l.Hostname})
+	p.bind(&binding{mac: hw.String(), ip: v, expires: l.Expires, hostname: l.Hostname, relay: l.Relay})
 	return nil
 }
 
@@ -259,7 +277,7 @@ func (p *pool) unoffer(mac string) {
 
 // ack binds ip to mac. It returns the new lease and the MAC whose expired
 // lease it replaced ("" if none), so that lease can be deleted from the store.
-func (p *pool) ack(mac string, ip net.IP, hostname string, now time.Time) (api.Lease, string, error) {
+func (p *pool) ack(mac string, ip net.IP, hostname string, relay *api.LeaseRelay, now time.Time) (api.Lease, string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	v := ip4(ip)
@@ -274,9 +292,22 @@ func (p *pool) ack(mac string, ip net.IP, hostname string, now time.Time) (api.L
 		displaced = m
 	}
 	p.unoffer(mac)
-	b := &binding{mac: mac, ip: v, expires: now.Add(p.leaseTime), hostname: hostname}
+	b := &binding{mac: mac, ip: v, expires: now.Add(p.leaseTime), hostname: hostname, relay: relay}
 	p.bind(b)
-	return api.Lease{MAC: mac, IP: ipOf(v).String(), Expires: b.expires, Hostname: hostname}, displaced, nil
+	return api.Lease{MAC: mac, IP: ipOf(v).String(), Expires: b.expires, Hostname: hostname, Relay: relay}, displaced, nil
+}
+
+// forget drops whatever mac holds here (it took a lease in another subnet).
+func (p *pool) forget(mac string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.unoffer(mac)
+	if b, ok := p.leases[mac]; ok {
+		delete(p.leases, mac)
+		if p.owner[b.ip] == mac {
+			delete(p.owner, b.ip)
+		}
+	}
 }
 
 // release ends mac's lease now but keeps the binding, so the client gets
@@ -289,7 +320,7 @@ func (p *pool) release(mac string, ip net.IP, now time.Time) (api.Lease, bool) {
 		return api.Lease{}, false
 	}
 	b.expires = now
-	return api.Lease{MAC: mac, IP: ipOf(b.ip).String(), Expires: now, Hostname: b.hostname}, true
+	return api.Lease{MAC: mac, IP: ipOf(b.ip).String(), Expires: now, Hostname: b.hostname, Relay: b.relay}, true
 }
 
 // decline quarantines ip (another host uses it) and drops mac's lease on it.

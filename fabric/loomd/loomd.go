@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,9 +46,18 @@ type Config struct {
 	// NetbootInterface, if set, gets the DHCP server and its first IPv4
 	// address is the one booting machines are sent to.
 	NetbootInterface string
+	// DHCPMode is dhcp.ModeServer (default: loomd hands out addresses) or
+	// dhcp.ModeProxy (another DHCP server does; loomd answers netboot
+	// clients with boot information only).
+	DHCPMode dhcp.Mode
 	// Pool is the DHCP range "START-END". Default: from .100 to .199 of
 	// the netboot interface's /24 (or the whole subnet if it is smaller).
 	Pool string
+	// Subnets behind DHCP relays, each with its pool.
+	Subnets []dhcp.Subnet
+	// NoHTTPBoot leaves UEFI HTTP boot clients unanswered. By default they
+	// are sent the http:// URL of ipxe.efi.
+	NoHTTPBoot bool
 	// Router and DNS are handed out by DHCP if set.
 	Router net.IP
 	DNS    []net.IP
@@ -140,7 +150,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		scfg.Boot = boot
 		g.Go(func() error { return srv.Serve(ctx) })
 		if c.TFTPAddr != "off" {
-			ts, err := c.startTFTP(log)
+			ts, err := c.startTFTP(c.firstStageDir(), log)
 			if err != nil {
 				ln.Close()
 				return err
@@ -199,26 +209,38 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 	if fabricURL == "" {
 		fabricURL = fmt.Sprintf("http://%s:%d", ipn.IP, port)
 	}
-	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
+	staged, err := c.stageFirstStage(log)
+	if err != nil {
+		return nil, nil, err
+	}
+	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, FirstStageDir: c.firstStageDir(), BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
 		BootHost: func(mac string) bool { return reg.ImagedMAC(ctx, mac) }}, log)
 	if err != nil {
 		return nil, nil, err
 	}
-	start, end, err := poolRange(c.Pool, ipn)
-	if err != nil {
-		return nil, nil, err
-	}
-	srv, err := dhcp.New(ctx, dhcp.Config{
-		Interface: c.NetbootInterface, ServerIP: ipn.IP, Netmask: ipn.Mask,
-		PoolStart: start, PoolEnd: end, Router: c.Router, DNS: c.DNS, LeaseTime: c.LeaseTime,
+	dcfg := dhcp.Config{
+		Mode: c.DHCPMode, Interface: c.NetbootInterface, ServerIP: ipn.IP, Netmask: ipn.Mask,
+		Subnets: c.Subnets, Router: c.Router, DNS: c.DNS, LeaseTime: c.LeaseTime,
 		Reservations: c.Reservations, ScriptURL: boot.ScriptURL, Leases: st,
+		NoTFTP: c.TFTPAddr == "off",
 		Seen: func(mac string) {
 			select {
 			case discovered <- mac:
 			default: // the recorder is behind; the MAC will DISCOVER again
 			}
 		},
-	}, log)
+	}
+	if !c.NoHTTPBoot && slices.Contains(staged, "ipxe.efi") {
+		dcfg.HTTPBootURL = boot.FirstStageURL()
+	}
+	if c.DHCPMode != dhcp.ModeProxy {
+		if dcfg.PoolStart, dcfg.PoolEnd, err = poolRange(c.Pool, ipn); err != nil {
+			return nil, nil, err
+		}
+	} else if c.Pool != "" || len(c.Subnets) > 0 || len(c.Reservations) > 0 {
+		return nil, nil, errors.New("loomd: --pool, --subnet and --reserve hand out addresses: not with --dhcp-mode proxy, where another server does")
+	}
+	srv, err := dhcp.New(ctx, dcfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,17 +250,20 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 // firstStage are the iPXE binaries firmware fetches over TFTP.
 var firstStage = []string{"undionly.kpxe", "ipxe.efi", "snponly.efi"}
 
-// startTFTP stages the first-stage binaries into DataDir/tftp (copies, so that
-// the TFTP root holds regular files only: Debian's ipxe.efi is a symlink
-// out of its directory) and opens the TFTP server on the netboot address.
-func (c *Config) startTFTP(log *slog.Logger) (*tftp.Server, error) {
+// firstStageDir is where the first stage is staged for TFTP and HTTP.
+func (c *Config) firstStageDir() string { return filepath.Join(c.DataDir, "tftp") }
+
+// stageFirstStage copies the first-stage binaries into firstStageDir
+// (copies, so that the TFTP root holds regular files only: Debian's
+// ipxe.efi is a symlink out of its directory) and says which it staged.
+func (c *Config) stageFirstStage(log *slog.Logger) ([]string, error) {
 	src := c.IPXEDir
 	if src == "" {
 		src = "/usr/lib/ipxe"
 	}
-	dir := filepath.Join(c.DataDir, "tftp")
+	dir := c.firstStageDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("loomd: tftp dir: %w", err)
+		return nil, fmt.Errorf("loomd: first-stage dir: %w", err)
 	}
 	var staged []string
 	for _, name := range firstStage {
@@ -256,6 +281,11 @@ func (c *Config) startTFTP(log *slog.Logger) (*tftp.Server, error) {
 		}
 		staged = append(staged, name)
 	}
+	return staged, nil
+}
+
+// startTFTP opens the TFTP server for dir on the netboot address.
+func (c *Config) startTFTP(dir string, log *slog.Logger) (*tftp.Server, error) {
 	addr := c.TFTPAddr
 	if addr == "" {
 		ifi, err := net.InterfaceByName(c.NetbootInterface)
@@ -272,7 +302,7 @@ func (c *Config) startTFTP(log *slog.Logger) (*tftp.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loomd: %w", err)
 	}
-	log.Info("loomd: TFTP serving the first stage", "addr", addr, "files", staged)
+	log.Info("loomd: TFTP serving the first stage", "addr", addr, "dir", dir)
 	return ts, nil
 }
 

@@ -24,6 +24,10 @@ import (
 type Config struct {
 	// BootDir holds the maintenance kernel and initramfs. Required.
 	BootDir string
+	// FirstStageDir holds the iPXE first stages (ipxe.efi, snponly.efi,
+	// undionly.kpxe), served at /boot/NAME for UEFI HTTP boot. Default:
+	// none served.
+	FirstStageDir string
 	// Kernel and Initramfs are file names in BootDir. Defaults "vmlinuz"
 	// and "initramfs.cpio.xz".
 	Kernel, Initramfs string
@@ -88,6 +92,13 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 	return &Handler{cfg: cfg, log: log}, nil
 }
 
+// FirstStageURL is the base URL of the first stages: UEFI HTTP boot
+// clients get FirstStageURL()+"/ipxe.efi".
+func (h *Handler) FirstStageURL() string { return h.cfg.BaseURL + "/boot" }
+
+// firstStages are the files served from FirstStageDir.
+var firstStages = map[string]bool{"ipxe.efi": true, "snponly.efi": true, "undionly.kpxe": true}
+
 // ScriptURL is the iPXE script URL for a MAC (what DHCP hands out).
 func (h *Handler) ScriptURL(mac string) string { return h.cfg.BaseURL + "/boot/" + mac + ".ipxe" }
 
@@ -99,6 +110,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.file(w, r, h.cfg.Kernel)
 	case name == "initramfs":
 		h.file(w, r, h.cfg.Initramfs)
+	case firstStages[name] && h.cfg.FirstStageDir != "":
+		h.log.Info("netboot: serving the first stage over HTTP", "file", name, "to", r.RemoteAddr)
+		http.ServeFile(w, r, filepath.Join(h.cfg.FirstStageDir, name))
 	case strings.HasSuffix(name, ".ipxe"):
 		mac, err := h.cfg.MAC(strings.TrimSuffix(name, ".ipxe"))
 		if err != nil {

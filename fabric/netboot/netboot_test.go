@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -49,6 +50,34 @@ func TestScriptAndFiles(t *testing.T) {
 	}
 	if _, body := get("/boot/initramfs"); body != "initrd" {
 		t.Errorf("initramfs body = %q", body)
+	}
+}
+
+func TestFirstStageOverHTTP(t *testing.T) {
+	dir, fs := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(dir, "initramfs.cpio.xz"), []byte("initrd"), 0o644)
+	os.WriteFile(filepath.Join(fs, "ipxe.efi"), []byte("MZ-efi"), 0o644)
+	os.WriteFile(filepath.Join(fs, "secret"), []byte("no"), 0o644)
+	h, err := New(Config{BootDir: dir, FirstStageDir: fs, BaseURL: "http://10.0.0.1:8080", EnrollToken: "TOK", MAC: node.NormalizeMAC}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.FirstStageURL(); got != "http://10.0.0.1:8080/boot" {
+		t.Errorf("FirstStageURL = %q", got)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /boot/{file}", h)
+	for path, want := range map[string]string{"/boot/ipxe.efi": "200 MZ-efi", "/boot/snponly.efi": "404", "/boot/secret": "404", "/boot/..%2fsecret": "404"} {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		got := fmt.Sprint(rec.Code)
+		if rec.Code == 200 {
+			got += " " + rec.Body.String()
+		}
+		if got != want {
+			t.Errorf("GET %s = %q, want %q", path, got, want)
+		}
 	}
 }
 

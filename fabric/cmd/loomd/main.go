@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/loomfabric/loom/fabric/dhcp"
 	"github.com/loomfabric/loom/fabric/loomd"
 )
 
@@ -35,6 +36,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.APIUnix, "api-unix", "", "also serve the API on this unix socket")
 	fs.StringVar(&c.NetbootInterface, "netboot-interface", "", "interface to serve DHCP and netboot on (none: no netboot)")
 	fs.StringVar(&c.Pool, "pool", "", "DHCP pool START-END (default .100-.199 of the interface's subnet)")
+	mode := fs.String("dhcp-mode", "server", "server: hand out addresses and boot information; proxy: boot information only, another DHCP server owns the addresses (proxyDHCP, ports 67 and 4011)")
+	var subnets subnetFlags
+	fs.Var(&subnets, "subnet", "a subnet behind a DHCP relay: PREFIX,pool=START-END[,router=IP][,dns=IP;IP] (repeatable)")
+	fs.BoolVar(&c.NoHTTPBoot, "no-http-boot", false, "do not answer UEFI HTTP boot clients (by default they get the http:// URL of ipxe.efi)")
 	fs.StringVar(&c.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory with the first-stage iPXE binaries served over TFTP (undionly.kpxe, ipxe.efi, snponly.efi)")
 	fs.StringVar(&c.TFTPAddr, "tftp", "", `TFTP listen address for firmware PXE (default: the netboot address, port 69; "off" disables it)`)
 	fs.StringVar(&c.BootDir, "boot-dir", "build/maintenance", "directory with vmlinuz and initramfs.cpio.xz")
@@ -76,6 +81,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		c.EtcdEndpoints = strings.Split(*etcd, ",")
 	}
 	c.Reservations = reserve
+	c.Subnets = subnets
+	m, err := dhcp.ParseMode(*mode)
+	if err != nil {
+		return fmt.Errorf("--dhcp-mode: %w", err)
+	}
+	c.DHCPMode = m
 	if v := os.Getenv("LOOM_FAULT_CUT_BLOBS"); v != "" { // tests only
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -89,6 +100,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	return c.Start(ctx, log)
+}
+
+type subnetFlags []dhcp.Subnet
+
+func (s *subnetFlags) String() string { return fmt.Sprint(len(*s), " subnets") }
+
+func (s *subnetFlags) Set(v string) error {
+	sn, err := dhcp.ParseSubnet(v)
+	if err != nil {
+		return err
+	}
+	*s = append(*s, sn)
+	return nil
 }
 
 type reservations map[string]net.IP
