@@ -3,6 +3,7 @@ SHELL := /bin/bash
 GO ?= go
 BIN := build/bin
 N ?= 3
+KINDS ?= bios
 .DEFAULT_GOAL := help
 
 GO_SOURCES := $(shell find agent fabric scripts initramfs -name '*.go' -not -name '*_test.go') go.mod go.sum
@@ -40,8 +41,8 @@ build/guest/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/guest-modules.txt | bu
 build/roles/web.tar: $(wildcard images/roles/*/*) scripts/build-roles.sh | build/.deps
 	scripts/build-roles.sh
 
-lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers that PXE-boot, get imaged and boot their host OS (LOOM_ACCEL=auto|kvm|tcg)
-	$(GO) run ./scripts/lab/cmd/lab up -n $(N)
+lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers (KINDS=bios,bios-e1000,uefi,uefi-ipxe in turn) that netboot, get imaged and boot their host OS (LOOM_ACCEL=auto|kvm|tcg)
+	$(GO) run ./scripts/lab/cmd/lab up -n $(N) -kinds $(KINDS)
 
 lab-down: ## remove the lab: its processes, namespace, bridge and taps (also after a crash)
 	$(GO) run ./scripts/lab/cmd/lab down

@@ -74,6 +74,10 @@ type rig struct {
 	exitErr error
 	killed  atomic.Bool // the test ended QEMU itself
 	loomLog string
+	net     *lab.Net // loomd's network
+	// serverNet is where the server boots: net unless prepare sets it
+	// (a subnet behind a relay).
+	serverNet *lab.Net
 }
 
 // newRig starts loomd in a fresh namespace (subnet 10.79.N.0/24), runs
@@ -94,7 +98,7 @@ func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	r := &rig{t: t, dir: dir, data: filepath.Join(dir, "data"), loomLog: filepath.Join(dir, "loomd.log")}
+	r := &rig{t: t, dir: dir, data: filepath.Join(dir, "data"), loomLog: filepath.Join(dir, "loomd.log"), net: ln, serverNet: ln}
 	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
 		Bin: bin, DataDir: r.data, Socket: filepath.Join(dir, "loomd.sock"), BootDir: boot, Log: r.loomLog, Env: env,
 		Args: append([]string{"--ipv6-ra", "--heartbeat", "1s"}, args...),
@@ -111,7 +115,7 @@ func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(
 	for _, o := range options {
 		o(&r.srv)
 	}
-	r.startServer(ln)
+	r.startServer(r.serverNet)
 	return r
 }
 
@@ -253,14 +257,7 @@ func TestNetbootRegisters(t *testing.T) {
 // takes it from there over HTTP to the maintenance OS, which registers.
 func TestUEFIFirmwarePXE(t *testing.T) {
 	t.Parallel()
-	var missing error
-	if _, err := os.Stat(lab.OVMFCode); err != nil {
-		missing = fmt.Errorf("UEFI firmware (apt-get install ovmf): %v", err)
-	}
-	if _, err := os.Stat("/usr/lib/ipxe/ipxe.efi"); err != nil {
-		missing = errors.Join(missing, fmt.Errorf("first-stage iPXE (apt-get install ipxe): %v", err))
-	}
-	lab.RequireVM(t, missing)
+	requireUEFI(t)
 	start := time.Now()
 	r := newRig(t, 6, nil, []string{"--grace", "60s"}, nil, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
 	_, n := r.wait(8*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
@@ -274,6 +271,133 @@ func TestUEFIFirmwarePXE(t *testing.T) {
 
 // provisionRig starts loomd with the host image as the default profile
 // (uploaded, and corrupted if asked, before the server boots).
+// TestUEFIHTTPBoot boots a UEFI server whose NIC has no iPXE ROM with TFTP
+// off: its PXE attempts get no boot file, and its firmware's HTTP boot
+// fetches ipxe.efi from the URL loomd hands to HTTPClient.
+func TestUEFIHTTPBoot(t *testing.T) {
+	t.Parallel()
+	requireUEFI(t)
+	start := time.Now()
+	r := newRig(t, 8, nil, []string{"--grace", "60s", "--tftp", "off"}, nil, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
+	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	t.Logf("UEFI HTTP boot server %s Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
+	log, _ := os.ReadFile(r.loomLog)
+	if !strings.Contains(string(log), "netboot: serving the first stage over HTTP") || strings.Contains(string(log), "tftp: sent") {
+		r.dump()
+		t.Errorf("the first stage did not come over HTTP (and only over HTTP)")
+	}
+	if !strings.Contains(r.serial(), "HTTP Boot") {
+		t.Errorf("the firmware's console does not show an HTTP boot")
+	}
+	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+}
+
+// TestProxyDHCP: dnsmasq owns the addresses, loomd in proxy mode only
+// tells the UEFI firmware (no iPXE ROM) and then iPXE what to boot.
+func TestProxyDHCP(t *testing.T) {
+	t.Parallel()
+	requireUEFI(t)
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		lab.RequireVM(t, fmt.Errorf("dnsmasq (apt-get install dnsmasq-base): %v", err))
+	}
+	start := time.Now()
+	leases := ""
+	r := newRig(t, 9, nil, []string{"--grace", "60s", "--dhcp-mode", "proxy"}, func(r *rig) {
+		leases = filepath.Join(r.dir, "dnsmasq.leases")
+		cmd := r.net.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+			"--interface="+r.net.Bridge, "--bind-interfaces", "--dhcp-range=10.79.9.20,10.79.9.40,1h",
+			"--dhcp-leasefile="+leases, "--pid-file=", "--log-dhcp")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := os.Create(filepath.Join(r.dir, "dnsmasq.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting dnsmasq: %v", err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
+	}, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
+	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	t.Logf("server %s Registered through proxyDHCP %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
+	if a, err := netip.ParseAddr(n.IP); err != nil || a.Less(netip.MustParseAddr("10.79.9.20")) || netip.MustParseAddr("10.79.9.40").Less(a) {
+		t.Errorf("node IP %q is not from dnsmasq's range 10.79.9.20-40", n.IP)
+	}
+	if b, _ := os.ReadFile(leases); !strings.Contains(string(b), r.srv.MAC) {
+		t.Errorf("dnsmasq has no lease for %s: %q", r.srv.MAC, b)
+	}
+	if log, _ := os.ReadFile(r.loomLog); !strings.Contains(string(log), "tftp: sent") {
+		r.dump()
+		t.Errorf("the firmware did not fetch the first stage over TFTP")
+	}
+	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+}
+
+// TestRelayedSubnet boots a server on a second subnet behind a router
+// namespace running isc-dhcp-relay: it gets that subnet's address and
+// router, and loomd's lease records the relay and its option 82.
+func TestRelayedSubnet(t *testing.T) {
+	t.Parallel()
+	relay, err := exec.LookPath("dhcrelay")
+	if err != nil {
+		lab.RequireVM(t, fmt.Errorf("dhcrelay (apt-get install isc-dhcp-relay): %v", err))
+	}
+	start := time.Now()
+	r := newRig(t, 10, nil, []string{"--grace", "60s", "--subnet", "10.80.10.0/24,pool=10.80.10.100-10.80.10.150,router=10.80.10.1"}, func(r *rig) {
+		ctx := context.Background()
+		rn, err := r.net.NewRoutedNet(ctx, lab.TestNS(), netip.MustParsePrefix("10.80.10.1/24"), netip.MustParsePrefix("10.79.10.2/24"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rn.Close() })
+		r.serverNet = rn
+		cmd := rn.Command(ctx, relay, "-4", "-d", "-a", "-pf", filepath.Join(r.dir, "dhcrelay.pid"), "-id", rn.Bridge, "-iu", "up0", "10.79.10.1")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		out, err := os.Create(filepath.Join(r.dir, "dhcrelay.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting dhcrelay: %v", err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
+	})
+	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	t.Logf("server %s on the relayed subnet Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
+	if !strings.HasPrefix(n.IP, "10.80.10.") {
+		t.Errorf("node IP %q, want one from the relayed subnet's pool 10.80.10.100-150", n.IP)
+	}
+	leases, err := r.fabric.Leases(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got *api.Lease
+	for i := range leases {
+		if leases[i].MAC == r.srv.MAC {
+			got = &leases[i]
+		}
+	}
+	if got == nil || got.Relay == nil || got.Relay.GIAddr != "10.80.10.1" || got.Relay.CircuitID == "" {
+		r.dump()
+		t.Errorf("lease of %s = %+v, want one through relay 10.80.10.1 with its circuit id (option 82)", r.srv.MAC, got)
+	} else {
+		t.Logf("lease %s via %s circuit %q remote %q", got.IP, got.Relay.GIAddr, got.Relay.CircuitID, got.Relay.RemoteID)
+	}
+	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+}
+
+func requireUEFI(t *testing.T) {
+	var missing error
+	if _, err := os.Stat(lab.OVMFCode); err != nil {
+		missing = fmt.Errorf("UEFI firmware (apt-get install ovmf): %v", err)
+	}
+	if _, err := os.Stat("/usr/lib/ipxe/ipxe.efi"); err != nil {
+		missing = errors.Join(missing, fmt.Errorf("first-stage iPXE (apt-get install ipxe): %v", err))
+	}
+	lab.RequireVM(t, missing)
+}
+
 func provisionRig(t *testing.T, subnet int, env []string, corrupt bool) *rig {
 	return newRig(t, subnet, env, []string{"--grace", "60s", "--default-profile", "host"}, func(r *rig) {
 		ctx := context.Background()

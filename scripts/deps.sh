@@ -12,6 +12,7 @@ pkgs=(
 	kea-admin kea-dhcp4-server dnsmasq-base # bench/dhcp peers (perfdhcp is in kea-admin)
 	bmap-tools e2fsprogs util-linux fdisk   # bench/imaging peer; host filesystem; losetup; sfdisk (GPT test)
 	ipxe tftp-hpa atftp ovmf                # first-stage iPXE over TFTP; real TFTP clients and UEFI firmware (tests)
+	isc-dhcp-relay                          # a relayed subnet in the lab tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

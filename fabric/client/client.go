@@ -146,6 +146,13 @@ func (c *Client) Nodes(ctx context.Context) ([]api.Node, error) {
 	return n, err
 }
 
+// Leases lists the DHCP leases, expired ones included (operator token).
+func (c *Client) Leases(ctx context.Context) ([]api.Lease, error) {
+	var l []api.Lease
+	err := c.do(ctx, http.MethodGet, "/v1/leases", c.Token, nil, &l)
+	return l, err
+}
+
 // Node reads one node (operator token).
 func (c *Client) Node(ctx context.Context, id string) (api.Node, error) {
 	var n api.Node

@@ -148,6 +148,9 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			return err
 		}
 		scfg.Boot = boot
+		if c.DHCPMode != dhcp.ModeProxy {
+			scfg.Leases = st
+		}
 		g.Go(func() error { return srv.Serve(ctx) })
 		if c.TFTPAddr != "off" {
 			ts, err := c.startTFTP(c.firstStageDir(), log)

@@ -49,6 +49,10 @@ type Config struct {
 	Profiles Profiles
 	// VMs, if set, serves /v1/vms.
 	VMs VMs
+	// Leases, if set, serves GET /v1/leases.
+	Leases interface {
+		Leases(ctx context.Context) ([]api.Lease, error)
+	}
 }
 
 // New returns the API handler.
@@ -70,6 +74,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.VMs != nil {
 		a.routeVMs(mux)
+	}
+	if cfg.Leases != nil {
+		mux.HandleFunc("GET /v1/leases", a.operator(a.listLeases))
 	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))
@@ -211,6 +218,18 @@ func (a *apiServer) listNodes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, nodes)
+}
+
+func (a *apiServer) listLeases(w http.ResponseWriter, r *http.Request) {
+	leases, err := a.cfg.Leases.Leases(r.Context())
+	if err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "listing leases: %v", err)
+		return
+	}
+	if leases == nil {
+		leases = []api.Lease{}
+	}
+	writeJSON(w, http.StatusOK, leases)
 }
 
 func (a *apiServer) getNode(w http.ResponseWriter, r *http.Request) {

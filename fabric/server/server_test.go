@@ -236,3 +236,29 @@ func FuzzRegister(f *testing.F) {
 		}
 	})
 }
+
+func TestLeases(t *testing.T) {
+	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
+	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Leases: st}, nil))
+	t.Cleanup(srv.Close)
+	exp := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	want := []api.Lease{{MAC: "52:54:00:00:00:01", IP: "10.80.0.100", Expires: exp, Relay: &api.LeaseRelay{GIAddr: "10.80.0.1", CircuitID: "br1"}}}
+	if err := st.CommitLeases(context.Background(), want, nil); err != nil {
+		t.Fatal(err)
+	}
+	var got []api.Lease
+	if code := call(t, srv, "GET", "/v1/leases", opToken, "", &got); code != 200 {
+		t.Fatalf("GET /v1/leases = %d", code)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("leases (-want +got):\n%s", diff)
+	}
+	if code := call(t, srv, "GET", "/v1/leases", enrollToken, "", nil); code != http.StatusUnauthorized {
+		t.Errorf("GET /v1/leases with the enrollment token = %d, want 401", code)
+	}
+}

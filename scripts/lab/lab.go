@@ -95,6 +95,34 @@ func NewNet(ctx context.Context, ns string, addr netip.Prefix) (*Net, error) {
 	return n, nil
 }
 
+// NewRoutedNet makes namespace ns with bridge "br0" at addr, a subnet
+// behind a router: ns routes between its bridge and n's bridge, which it
+// joins through a veth pair whose end in ns has the address upstream (in
+// n's subnet). n gets a route to addr's subnet through it. A DHCP relay
+// in ns (Command) forwards its servers' requests to a server on n.
+func (n *Net) NewRoutedNet(ctx context.Context, ns string, addr, upstream netip.Prefix) (*Net, error) {
+	r, err := NewNet(ctx, ns, addr)
+	if err != nil {
+		return nil, err
+	}
+	veth := "vr" + Suffix()
+	for _, s := range [][]string{
+		{"ip", "-n", n.NS, "link", "add", veth, "type", "veth", "peer", "name", "up0", "netns", ns},
+		{"ip", "-n", n.NS, "link", "set", veth, "master", n.Bridge},
+		{"ip", "-n", n.NS, "link", "set", veth, "up"},
+		{"ip", "-n", ns, "addr", "add", upstream.String(), "dev", "up0"},
+		{"ip", "-n", ns, "link", "set", "up0", "up"},
+		{"ip", "netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
+		{"ip", "-n", n.NS, "route", "add", addr.Masked().String(), "via", upstream.Addr().String()},
+	} {
+		if err := run(ctx, s[0], s[1:]...); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
 // Close deletes the namespace and everything in it.
 func (n *Net) Close() error {
 	return run(context.Background(), "ip", "netns", "del", n.NS)
@@ -143,6 +171,34 @@ type Server struct {
 	// real server: the firmware's own PXE stack boots (UEFI), fetching the
 	// first stage over TFTP.
 	NoOptionROM bool
+	// NIC is QEMU's network device: "virtio-net-pci" (the default) or
+	// "e1000".
+	NIC string
+}
+
+// Kinds are the kinds of server the lab can start (Kind).
+var Kinds = []string{"bios", "bios-e1000", "uefi", "uefi-ipxe"}
+
+// Kind sets s up as one kind of server:
+//   - bios: SeaBIOS, virtio-net with QEMU's iPXE option ROM;
+//   - bios-e1000: SeaBIOS, an e1000 NIC with its iPXE option ROM;
+//   - uefi: OVMF, virtio-net without an option ROM, so the firmware's own
+//     PXE fetches the first stage over TFTP, as on a real server;
+//   - uefi-ipxe: OVMF, virtio-net with QEMU's iPXE option ROM.
+func (s *Server) Kind(kind string) error {
+	switch kind {
+	case "bios":
+		s.Firmware, s.NIC, s.NoOptionROM = "bios", "", false
+	case "bios-e1000":
+		s.Firmware, s.NIC, s.NoOptionROM = "bios", "e1000", false
+	case "uefi":
+		s.Firmware, s.NIC, s.NoOptionROM = "uefi", "", true
+	case "uefi-ipxe":
+		s.Firmware, s.NIC, s.NoOptionROM = "uefi", "", false
+	default:
+		return fmt.Errorf("server kind %q: want one of %s", kind, strings.Join(Kinds, ", "))
+	}
+	return nil
 }
 
 // OVMF is Debian's UEFI firmware for QEMU: code (read-only) and the
@@ -203,6 +259,14 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	nic := s.NIC
+	switch nic {
+	case "":
+		nic = "virtio-net-pci"
+	case "virtio-net-pci", "e1000":
+	default:
+		return nil, fmt.Errorf("lab: NIC %q: want virtio-net-pci or e1000", nic)
+	}
 	disk := filepath.Join(s.Dir, "disk.qcow2")
 	if err := run(ctx, "qemu-img", "create", "-q", "-f", "qcow2", disk, fmt.Sprintf("%dG", s.DiskGB)); err != nil {
 		return nil, err
@@ -219,7 +283,7 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		"-serial", "file:"+s.SerialLog(),
 		"-qmp", "unix:"+s.QMP()+",server=on,wait=off",
 		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac="+s.MAC+",bootindex=1"+romfile(s.NoOptionROM),
+		"-device", nic+",netdev=n0,mac="+s.MAC+",bootindex=1"+romfile(s.NoOptionROM),
 		"-drive", "file="+disk+",if=virtio,format=qcow2",
 		"-device", "virtio-rng-pci",
 		"-boot", "n",

@@ -24,8 +24,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -45,6 +47,7 @@ func main() {
 
 const usage = `usage: loom [--token-file F] COMMAND
   nodes                                  list nodes
+  leases                                 list DHCP leases (with the relay they came through)
   node show ID [-o json]                 show one node
   node provision ID --profile P          image the node with profile P
   node reprovision ID                    image it again
@@ -101,6 +104,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		return nodeTable(stdout, nodes, time.Now())
+	case len(rest) == 1 && rest[0] == "leases":
+		leases, err := c.Leases(ctx)
+		if err != nil {
+			return err
+		}
+		return leaseTable(stdout, leases, time.Now())
 	case len(rest) >= 3 && rest[0] == "node" && rest[1] == "show":
 		sub := flag.NewFlagSet("node show", flag.ContinueOnError)
 		sub.SetOutput(stderr)
@@ -121,6 +130,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs.Usage()
 	return errors.New("unknown command")
+}
+
+func leaseTable(w io.Writer, leases []api.Lease, now time.Time) error {
+	slices.SortFunc(leases, func(a, b api.Lease) int {
+		x, _ := netip.ParseAddr(a.IP)
+		y, _ := netip.ParseAddr(b.IP)
+		return x.Compare(y)
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "IP\tMAC\tHOSTNAME\tEXPIRES\tRELAY\tCIRCUIT\tREMOTE")
+	for _, l := range leases {
+		exp := "in " + l.Expires.Sub(now).Round(time.Second).String()
+		if !l.Expires.After(now) {
+			exp = "expired " + ago(l.Expires, now)
+		}
+		relay, circuit, remote := "-", "-", "-"
+		if l.Relay != nil {
+			relay, circuit, remote = l.Relay.GIAddr, orDash(l.Relay.CircuitID), orDash(l.Relay.RemoteID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.IP, l.MAC, orDash(l.Hostname), exp, relay, circuit, remote)
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
 
 func bytesHuman(b uint64) string {

@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mem := fs.Int("memory", 1536, "MiB of memory per server")
 	disk := fs.Int("disk", 16, "GiB of (sparse) disk per server")
 	wait := fs.Duration("wait", 8*time.Minute, "how long `up` waits for every server to be Ready")
+	kinds := fs.String("kinds", "bios", "server kinds, given to servers in turn: "+strings.Join(lab.Kinds, ", ")+" (e.g. bios,uefi)")
 	acc := fs.String("accel", os.Getenv(lab.AccelEnv), "how servers run: auto (probe KVM, fall back to TCG), kvm or tcg (default $LOOM_ACCEL, else auto)")
 	verb := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -78,7 +79,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch verb {
 	case "up":
-		return up(ctx, abs, *acc, *n, *cpus, *mem, *disk, *wait, stdout)
+		ks := strings.Split(*kinds, ",")
+		for _, k := range ks {
+			if err := new(lab.Server).Kind(strings.TrimSpace(k)); err != nil {
+				return fmt.Errorf("--kinds: %w", err)
+			}
+		}
+		return up(ctx, abs, *acc, ks, *n, *cpus, *mem, *disk, *wait, stdout)
 	case "down":
 		return down(abs, stdout)
 	case "accel":
@@ -99,7 +106,7 @@ func save(dir string, st *state) error {
 	return os.WriteFile(statePath(dir), b, 0o644)
 }
 
-func up(ctx context.Context, dir, accelMode string, n, cpus, mem, disk int, wait time.Duration, out io.Writer) error {
+func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem, disk int, wait time.Duration, out io.Writer) error {
 	if err := lab.Prereqs(); err != nil {
 		return err
 	}
@@ -159,6 +166,10 @@ func up(ctx context.Context, dir, accelMode string, n, cpus, mem, disk int, wait
 			CPUs: cpus, MemoryMB: mem, DiskGB: disk, Dir: filepath.Join(dir, fmt.Sprintf("server%d", i)), Detach: true,
 			Accel: accel,
 		}
+		kind := strings.TrimSpace(kinds[(i-1)%len(kinds)])
+		if err := s.Kind(kind); err != nil {
+			return err
+		}
 		cmd, err := ln.Start(ctx, s, fmt.Sprintf("tap%d", i))
 		if err != nil {
 			return err
@@ -171,7 +182,7 @@ func up(ctx context.Context, dir, accelMode string, n, cpus, mem, disk int, wait
 			return err
 		}
 		servers = append(servers, s)
-		fmt.Fprintf(out, "== %s (%s, %s) booting from the network under %s, console %s\n", s.Name, s.MAC, s.Dir, accel.Accel, s.SerialLog())
+		fmt.Fprintf(out, "== %s (%s, %s, %s) booting from the network under %s, console %s\n", s.Name, kind, s.MAC, s.Dir, accel.Accel, s.SerialLog())
 	}
 
 	fmt.Fprintf(out, "== waiting for %d servers: netboot, register, imaging, host OS Ready (up to %v)\n", n, wait)
