@@ -192,7 +192,11 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiadd
 	if b := s.boot(req); b.file != "" {
 		resp.BootFileName = b.file
 		resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
-		if b.class != "" {
+		// HTTP boot firmware needs "HTTPClient" back. A PXE firmware
+		// (OVMF) told "PXEClient" by the server that also gives it an
+		// address expects PXE vendor options and boot server discovery
+		// too, and otherwise rejects the offer: it gets no class here.
+		if b.class == "HTTPClient" {
 			resp.UpdateOption(dhcpv4.OptClassIdentifier(b.class))
 		}
 	}
