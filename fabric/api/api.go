@@ -91,6 +91,8 @@ type Node struct {
 	Mode string `json:"mode,omitempty"`
 	// Accel is how a host runs its guests (host mode only).
 	Accel *Accel `json:"accel,omitempty"`
+	// BMC is how the fabric powers the node, if it can.
+	BMC *BMC `json:"bmc,omitempty"`
 	// Profile to provision the node with ("" = none).
 	Profile string `json:"profile,omitempty"`
 	// Provision counts provisioning requests (provision, reprovision);

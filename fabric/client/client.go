@@ -314,3 +314,32 @@ func (c *Client) Blob(ctx context.Context, path string, w io.Writer) error {
 	_, err = io.Copy(w, resp.Body)
 	return err
 }
+
+// PutCredential stores a BMC credential (operator token).
+func (c *Client) PutCredential(ctx context.Context, cred api.Credential) (api.Credential, error) {
+	var out api.Credential
+	err := c.do(ctx, http.MethodPut, "/v1/credentials/"+cred.Name, c.Token, cred, &out)
+	return out, err
+}
+
+// Credentials lists the BMC credentials, without passwords (operator token).
+func (c *Client) Credentials(ctx context.Context) ([]api.Credential, error) {
+	var out []api.Credential
+	err := c.do(ctx, http.MethodGet, "/v1/credentials", c.Token, nil, &out)
+	return out, err
+}
+
+// SetBMC gives a node its BMC (operator token).
+func (c *Client) SetBMC(ctx context.Context, id string, b api.BMC) (api.Node, error) {
+	var n api.Node
+	err := c.do(ctx, http.MethodPut, "/v1/nodes/"+id+"/bmc", c.Token, b, &n)
+	return n, err
+}
+
+// Power performs a power operation on a node through its BMC (operator
+// token) and returns the power state after it.
+func (c *Client) Power(ctx context.Context, id, op string) (string, error) {
+	var out api.PowerResult
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/power", c.Token, api.PowerRequest{Op: op}, &out)
+	return out.Power, err
+}

@@ -65,6 +65,8 @@ type Config struct {
 	Now func() time.Time
 	// DefaultProfile, if set, provisions every newly registered node with it.
 	DefaultProfile string
+	// Power performs BMC operations. Default bmc.Do.
+	Power PowerFunc
 }
 
 // Registry is the node life cycle over the store.
@@ -72,7 +74,8 @@ type Registry struct {
 	cfg Config
 	log *slog.Logger
 
-	regMu sync.Mutex // serialises registrations and discoveries
+	regMu sync.Mutex     // serialises registrations and discoveries
+	wg    sync.WaitGroup // power operations started by the monitor
 
 	mu       sync.Mutex
 	lastSeen map[string]time.Time     // node id → last heartbeat
@@ -398,6 +401,7 @@ func (r *Registry) Monitor(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			r.wg.Wait()
 			return nil
 		case <-t.C:
 		}
@@ -420,11 +424,13 @@ func (r *Registry) sweep(ctx context.Context) error {
 	r.mu.Unlock()
 	now := r.cfg.Now()
 	for _, id := range Unreachable(nodes, seen, r.started, now, r.cfg.Grace) {
-		_, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		went := false
+		n, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
 			r.mu.Lock()
 			fresh := now.Sub(r.lastSeen[id]) <= r.cfg.Grace // a heartbeat since the snapshot
 			r.mu.Unlock()
-			if heartbeating(n.Phase) && !fresh {
+			went = heartbeating(n.Phase) && !fresh
+			if went {
 				n.SetPhase(api.PhaseUnreachable, now, fmt.Sprintf("no heartbeat for %v", r.cfg.Grace))
 			}
 			return nil
@@ -433,6 +439,13 @@ func (r *Registry) sweep(ctx context.Context) error {
 			return err
 		}
 		r.log.Warn("node unreachable", "node", id, "grace", r.cfg.Grace)
+		if went && n.BMC != nil {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.cycleUnreachable(ctx, id)
+			}()
+		}
 	}
 	return nil
 }

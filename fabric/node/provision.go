@@ -222,15 +222,24 @@ func (r *Registry) Provision(ctx context.Context, id, profile string) (api.Node,
 	})
 }
 
-// Reprovision asks for the node to be imaged again with its profile.
+// Reprovision asks for the node to be imaged again with its profile. A
+// node with a BMC is then booted from the network at once (PXE once, power
+// cycle); if that fails, the request stands and the error wraps ErrBMC.
 func (r *Registry) Reprovision(ctx context.Context, id string) (api.Node, error) {
-	return r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+	n, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
 		if n.Profile == "" {
 			return fmt.Errorf("%w: node %s has no profile; use provision", ErrConflict, id)
 		}
 		n.Provision++
 		return nil
 	})
+	if err != nil || n.BMC == nil {
+		return n, err
+	}
+	if err := r.netboot(ctx, id, fmt.Sprintf("reprovision (generation %d)", n.Provision)); err != nil {
+		return n, fmt.Errorf("reprovisioning recorded, but booting the node through its BMC failed: %w", err)
+	}
+	return r.Get(ctx, id)
 }
 
 // ImagedMAC reports whether the node with this MAC has its current

@@ -112,6 +112,10 @@ func (a *apiServer) result(w http.ResponseWriter, r *http.Request, v any, err er
 		a.fail(w, r, http.StatusNotFound, "%v", err)
 	case errors.Is(err, node.ErrConflict):
 		a.fail(w, r, http.StatusConflict, "%v", err)
+	case errors.Is(err, node.ErrInvalid):
+		a.fail(w, r, http.StatusBadRequest, "%v", err)
+	case errors.Is(err, node.ErrBMC):
+		a.fail(w, r, http.StatusBadGateway, "%v", err)
 	case err != nil:
 		a.fail(w, r, http.StatusInternalServerError, "%v", err)
 	default:

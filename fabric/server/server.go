@@ -49,6 +49,9 @@ type Config struct {
 	Profiles Profiles
 	// VMs, if set, serves /v1/vms.
 	VMs VMs
+	// Power and Credentials, if both set, serve BMC power and credentials.
+	Power       Power
+	Credentials Credentials
 	// Leases, if set, serves GET /v1/leases.
 	Leases interface {
 		Leases(ctx context.Context) ([]api.Lease, error)
@@ -77,6 +80,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Leases != nil {
 		mux.HandleFunc("GET /v1/leases", a.operator(a.listLeases))
+	}
+	if cfg.Power != nil && cfg.Credentials != nil {
+		a.routePower(mux)
 	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))

@@ -52,6 +52,12 @@ const usage = `usage: loom [--token-file F] COMMAND
   node provision ID --profile P          image the node with profile P
   node reprovision ID                    image it again
   node watch ID                          follow imaging until Ready or Failed
+  node bmc ID --address A --credential C [--insecure]
+                                         give a node its Redfish BMC (A: URL or host[:port])
+  node power status|on|off|cycle|pxe-once ID
+                                         power a node through its BMC
+  credential set NAME --username U --password-file F ('-': stdin)
+  credential list                        BMC credentials (passwords never shown)
   image add FILE [--name N] [--bmap F]   upload an image (raw or zstd; optional .bmap)
   image list | show NAME | rm NAME
   profile set NAME --image I [--disk RULE] [--kernel-args A]
@@ -87,6 +93,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		switch rest[0] + " " + rest[1] {
 		case "node provision", "node reprovision", "node watch":
 			return nodeCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
+		case "node bmc", "node power":
+			return powerCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
 		}
 		switch rest[0] {
 		case "image":
@@ -95,6 +103,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return profileCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
 		case "vm":
 			return vmCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
+		case "credential":
+			return credentialCmd(ctx, c, rest[1], rest[2:], os.Stdin, stdout, stderr)
 		}
 	}
 	switch {
@@ -214,6 +224,16 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	fmt.Fprintf(tw, "Agent:\t%s (%s mode)\n", n.AgentVersion, n.Mode)
 	if n.Accel != nil {
 		fmt.Fprintf(tw, "Guests run:\t%s\n", n.Accel)
+	}
+	if b := n.BMC; b != nil {
+		power := "power not read yet"
+		if b.Power != "" {
+			power = "power " + b.Power + " " + ago(b.PowerChecked, now)
+		}
+		fmt.Fprintf(tw, "BMC:\t%s %s (credential %s), %s\n", b.Protocol, b.Address, b.Credential, power)
+		if b.LastAction != "" {
+			fmt.Fprintf(tw, "Last power action:\t%s\n", b.LastAction)
+		}
 	}
 	if n.Profile != "" {
 		fmt.Fprintf(tw, "Profile:\t%s (generation %d, imaged %d)\n", n.Profile, n.Provision, n.Imaged)
