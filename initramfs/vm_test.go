@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -40,6 +41,7 @@ func built(paths ...string) error {
 var (
 	buildOnce sync.Once
 	loomdBin  string
+	labBin    string
 	buildErr  error
 )
 
@@ -54,6 +56,10 @@ func loomd(t *testing.T) string {
 		loomdBin = filepath.Join(dir, "loomd")
 		if out, err := exec.Command("go", "build", "-o", loomdBin, "../fabric/cmd/loomd").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building loomd: %v\n%s", err, out)
+		}
+		labBin = filepath.Join(dir, "lab")
+		if out, err := exec.Command("go", "build", "-o", labBin, "../scripts/lab/cmd/lab").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building lab: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -385,6 +391,96 @@ func TestRelayedSubnet(t *testing.T) {
 		t.Logf("lease %s via %s circuit %q remote %q", got.IP, got.Relay.GIAddr, got.Relay.CircuitID, got.Relay.RemoteID)
 	}
 	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+}
+
+// TestBMCPowerCycle powers a lab server through its virtual Redfish BMC,
+// by loomd: wrong credentials are refused with the node untouched; off
+// stops it; a power cycle brings it back into the maintenance OS, where it
+// registers again.
+func TestBMCPowerCycle(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, 11, nil, []string{"--grace", "60s"}, nil, func(s *lab.Server) { s.NoReboot = false })
+	_, n := r.wait(5*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	ctx := context.Background()
+
+	pwFile := filepath.Join(r.dir, "bmc.password")
+	os.WriteFile(pwFile, []byte("lab-s3cret\n"), 0o600)
+	cmd := r.net.Command(ctx, labBin, "vbmc", "-qmp", r.srv.QMP(), "-listen", "10.79.11.1:8623", "-user", "admin", "-password-file", pwFile)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := os.Create(filepath.Join(r.dir, "vbmc.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting the virtual BMC: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
+	time.Sleep(500 * time.Millisecond)
+
+	for _, c := range []api.Credential{{Name: "lab", Username: "admin", Password: "lab-s3cret"}, {Name: "wrong", Username: "admin", Password: "nope"}} {
+		if _, err := r.fabric.PutCredential(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if cs, err := r.fabric.Credentials(ctx); err != nil || len(cs) != 2 || cs[0].Password != "" || cs[1].Password != "" {
+		t.Errorf("credentials listed as %+v (%v): want two, without passwords", cs, err)
+	}
+	bmcAt := api.BMC{Protocol: api.BMCRedfish, Address: "http://10.79.11.1:8623", Credential: "wrong"}
+	if _, err := r.fabric.SetBMC(ctx, n.ID, bmcAt); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := r.fabric.Node(ctx, n.ID)
+	if _, err := r.fabric.Power(ctx, n.ID, "cycle"); err == nil || !strings.Contains(err.Error(), "refused the credentials") {
+		t.Errorf("power cycle with a wrong password: err = %v, want the BMC's refusal", err)
+	}
+	after, _ := r.fabric.Node(ctx, n.ID)
+	if after.Phase != before.Phase || after.BMC.LastAction != "" || after.BMC.Power != "" {
+		t.Errorf("a refused power cycle changed the node: %+v → %+v", before, after)
+	}
+
+	bmcAt.Credential = "lab"
+	if _, err := r.fabric.SetBMC(ctx, n.ID, bmcAt); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ op, want string }{{"status", "On"}, {"off", "Off"}, {"status", "Off"}} {
+		got, err := r.fabric.Power(ctx, n.ID, step.op)
+		if err != nil || got != step.want {
+			t.Fatalf("power %s = %q, %v; want %q", step.op, got, err, step.want)
+		}
+	}
+	size := len(r.serial())
+	time.Sleep(3 * time.Second)
+	if grown := len(r.serial()) - size; grown != 0 {
+		t.Errorf("the console grew by %d bytes while the server was off", grown)
+	}
+	boots := strings.Count(r.serial(), "LOOM-MARK registered")
+	cycled := time.Now()
+	if got, err := r.fabric.Power(ctx, n.ID, "cycle"); err != nil || got != "On" {
+		t.Fatalf("power cycle = %q, %v; want On", got, err)
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for strings.Count(r.serial(), "LOOM-MARK registered") <= boots {
+		if time.Now().After(deadline) {
+			r.dump()
+			t.Fatalf("the server did not register again within 5 min of its power cycle")
+		}
+		if d := r.died(); d != "" {
+			t.Fatalf("QEMU died: %s", d)
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("power cycle → maintenance OS registered again in %.1fs", time.Since(cycled).Seconds())
+	got, err := r.fabric.Node(ctx, n.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.BMC == nil || got.BMC.Power != "On" || !strings.HasPrefix(got.BMC.LastAction, "cycle at ") {
+		t.Errorf("node BMC after the cycle = %+v, want power On and the cycle recorded", got.BMC)
+	}
+	if b, _ := json.Marshal(got); strings.Contains(string(b), "lab-s3cret") {
+		t.Errorf("the node's JSON carries the BMC password")
+	}
 }
 
 func requireUEFI(t *testing.T) {

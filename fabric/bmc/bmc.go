@@ -86,6 +86,13 @@ func redfishDo(ctx context.Context, t Target, op Op) (string, error) {
 		return "", wrap(t, "connecting", err)
 	}
 	defer c.Logout()
+	// Log in with a plain GET first: gofish's collection reader turns a
+	// refused login into text, this keeps the status code.
+	resp, err := c.Get("/redfish/v1/Systems")
+	if err != nil {
+		return "", wrap(t, "logging in", err)
+	}
+	resp.Body.Close()
 	systems, err := c.Service.Systems()
 	if err != nil {
 		return "", wrap(t, "listing systems", err)

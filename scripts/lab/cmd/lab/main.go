@@ -17,6 +17,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -61,6 +63,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	mem := fs.Int("memory", 1536, "MiB of memory per server")
 	disk := fs.Int("disk", 16, "GiB of (sparse) disk per server")
 	wait := fs.Duration("wait", 8*time.Minute, "how long `up` waits for every server to be Ready")
+	qmpSock := fs.String("qmp", "", "vbmc: the server's QMP socket")
+	listen := fs.String("listen", "", "vbmc: address to serve Redfish on")
+	bmcUser := fs.String("user", "admin", "vbmc: user name")
+	bmcPassFile := fs.String("password-file", "", "vbmc: file holding the password")
 	kinds := fs.String("kinds", "bios", "server kinds, given to servers in turn: "+strings.Join(lab.Kinds, ", ")+" (e.g. bios,uefi)")
 	acc := fs.String("accel", os.Getenv(lab.AccelEnv), "how servers run: auto (probe KVM, fall back to TCG), kvm or tcg (default $LOOM_ACCEL, else auto)")
 	verb := ""
@@ -95,8 +101,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "== QEMU runs under %s\n", v)
 		return nil
+	case "vbmc":
+		return vbmc(ctx, *qmpSock, *listen, *bmcUser, *bmcPassFile)
 	}
-	return errors.New("usage: lab [flags] up|down|accel")
+	return errors.New("usage: lab [flags] up|down|accel|vbmc")
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
@@ -304,4 +312,27 @@ func running(p proc) bool {
 		return false // a zombie: already dead
 	}
 	return strings.Contains(string(b), p.Exe)
+}
+
+// vbmc serves a virtual Redfish BMC for one server until ctx ends.
+func vbmc(ctx context.Context, qmpSock, listen, user, passFile string) error {
+	if qmpSock == "" || listen == "" || passFile == "" {
+		return errors.New("vbmc: -qmp, -listen and -password-file are required")
+	}
+	pw, err := os.ReadFile(passFile)
+	if err != nil {
+		return fmt.Errorf("vbmc: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	b := &lab.VirtualBMC{QMP: qmpSock, Name: filepath.Base(filepath.Dir(qmpSock)), Username: user, Password: strings.TrimSpace(string(pw)), Log: log}
+	srv := &http.Server{Addr: listen, Handler: b, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	log.Info("lab BMC: serving Redfish", "addr", listen, "qmp", qmpSock)
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("vbmc: %w", err)
+	}
+	return nil
 }
