@@ -313,16 +313,7 @@ func TestProxyDHCP(t *testing.T) {
 		cmd := r.net.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 			"--interface="+r.net.Bridge, "--bind-interfaces", "--dhcp-range=10.79.9.20,10.79.9.40,1h",
 			"--dhcp-leasefile="+leases, "--pid-file=", "--log-dhcp")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		out, err := os.Create(filepath.Join(r.dir, "dnsmasq.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting dnsmasq: %v", err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
+		r.helper(cmd, "dnsmasq")
 	}, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
 	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
 	t.Logf("server %s Registered through proxyDHCP %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
@@ -357,17 +348,7 @@ func TestRelayedSubnet(t *testing.T) {
 		}
 		t.Cleanup(func() { rn.Close() })
 		r.serverNet = rn
-		cmd := rn.Command(ctx, relay, "-4", "-d", "-a", "-pf", filepath.Join(r.dir, "dhcrelay.pid"), "-id", rn.Bridge, "-iu", "up0", "10.79.10.1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		out, err := os.Create(filepath.Join(r.dir, "dhcrelay.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = out, out
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting dhcrelay: %v", err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
+		r.helper(rn.Command(ctx, relay, "-4", "-d", "-a", "-pf", filepath.Join(r.dir, "dhcrelay.pid"), "-id", rn.Bridge, "-iu", "up0", "10.79.10.1"), "dhcrelay")
 	})
 	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
 	t.Logf("server %s on the relayed subnet Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
@@ -405,17 +386,7 @@ func TestBMCPowerCycle(t *testing.T) {
 
 	pwFile := filepath.Join(r.dir, "bmc.password")
 	os.WriteFile(pwFile, []byte("lab-s3cret\n"), 0o600)
-	cmd := r.net.Command(ctx, labBin, "vbmc", "-qmp", r.srv.QMP(), "-listen", "10.79.11.1:8623", "-user", "admin", "-password-file", pwFile)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := os.Create(filepath.Join(r.dir, "vbmc.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting the virtual BMC: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
+	r.helper(r.net.Command(ctx, labBin, "vbmc", "-qmp", r.srv.QMP(), "-listen", "10.79.11.1:8623", "-user", "admin", "-password-file", pwFile), "vbmc")
 	time.Sleep(500 * time.Millisecond)
 
 	for _, c := range []api.Credential{{Name: "lab", Username: "admin", Password: "lab-s3cret"}, {Name: "wrong", Username: "admin", Password: "nope"}} {
@@ -481,6 +452,21 @@ func TestBMCPowerCycle(t *testing.T) {
 	if b, _ := json.Marshal(got); strings.Contains(string(b), "lab-s3cret") {
 		t.Errorf("the node's JSON carries the BMC password")
 	}
+}
+
+// helper runs a program of the test's (dnsmasq, a relay, a BMC) until the
+// test ends, its output in DIR/name.log.
+func (r *rig) helper(cmd *exec.Cmd, name string) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := os.Create(filepath.Join(r.dir, name+".log"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("starting %s: %v", name, err)
+	}
+	r.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); out.Close() })
 }
 
 func requireUEFI(t *testing.T) {
