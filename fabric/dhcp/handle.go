@@ -192,11 +192,7 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiadd
 	if b := s.boot(req); b.file != "" {
 		resp.BootFileName = b.file
 		resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
-		// HTTP boot firmware needs "HTTPClient" back. A PXE firmware
-		// (OVMF) told "PXEClient" by the server that also gives it an
-		// address expects PXE vendor options and boot server discovery
-		// too, and otherwise rejects the offer: it gets no class here.
-		if b.class == "HTTPClient" {
+		if b.class != "" {
 			resp.UpdateOption(dhcpv4.OptClassIdentifier(b.class))
 		}
 	}
@@ -268,7 +264,11 @@ func clientKind(req *dhcpv4.DHCPv4) int {
 }
 
 // bootInfo is what a client is told to boot: a file and the vendor class
-// (option 60) the reply carries ("" for none).
+// (option 60) the reply carries ("" for none; a proxy reply says
+// "PXEClient" then). HTTP boot firmware needs "HTTPClient" back. PXE
+// firmware gets no class from the server that also gives it an address:
+// told "PXEClient" there, OVMF expects PXE vendor options and boot server
+// discovery too, and rejects the offer without them.
 type bootInfo struct{ file, class string }
 
 // boot says what a client boots, if anything.
@@ -285,9 +285,9 @@ func (s *Server) boot(req *dhcpv4.DHCPv4) bootInfo {
 		for _, a := range archs(req) {
 			switch a {
 			case iana.EFI_X86_64, iana.EFI_BC:
-				return bootInfo{file: "ipxe.efi", class: "PXEClient"}
+				return bootInfo{file: "ipxe.efi"}
 			case iana.INTEL_X86PC:
-				return bootInfo{file: "undionly.kpxe", class: "PXEClient"}
+				return bootInfo{file: "undionly.kpxe"}
 			}
 		}
 		s.noFirstStage(req)

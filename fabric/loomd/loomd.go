@@ -142,7 +142,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if c.NetbootInterface != "" {
 		discovered := make(chan string, 1024)
 		g.Go(func() error { return recordDiscovered(ctx, reg, discovered, log) })
-		srv, boot, err := c.netboot(ctx, st, reg, discovered, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
+		srv, boot, ts, err := c.netboot(ctx, st, reg, discovered, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -152,12 +152,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			scfg.Leases = st
 		}
 		g.Go(func() error { return srv.Serve(ctx) })
-		if c.TFTPAddr != "off" {
-			ts, err := c.startTFTP(c.firstStageDir(), log)
-			if err != nil {
-				ln.Close()
-				return err
-			}
+		if ts != nil {
 			g.Go(func() error { return ts.Serve(ctx) })
 		}
 		if c.IPv6RA {
@@ -199,14 +194,14 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	return g.Wait()
 }
 
-func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, discovered chan<- string, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, error) {
+func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, discovered chan<- string, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, *tftp.Server, error) {
 	ifi, err := net.InterfaceByName(c.NetbootInterface)
 	if err != nil {
-		return nil, nil, fmt.Errorf("loomd: netboot interface: %w", err)
+		return nil, nil, nil, fmt.Errorf("loomd: netboot interface: %w", err)
 	}
 	ipn, err := firstIPv4(ifi)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	fabricURL := c.FabricURL
 	if fabricURL == "" {
@@ -214,12 +209,12 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 	}
 	staged, err := c.stageFirstStage(log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, FirstStageDir: c.firstStageDir(), BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
 		BootHost: func(mac string) bool { return reg.ImagedMAC(ctx, mac) }}, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	dcfg := dhcp.Config{
 		Mode: c.DHCPMode, Interface: c.NetbootInterface, ServerIP: ipn.IP, Netmask: ipn.Mask,
@@ -238,16 +233,22 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 	}
 	if c.DHCPMode != dhcp.ModeProxy {
 		if dcfg.PoolStart, dcfg.PoolEnd, err = poolRange(c.Pool, ipn); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	} else if c.Pool != "" || len(c.Subnets) > 0 || len(c.Reservations) > 0 {
-		return nil, nil, errors.New("loomd: --pool, --subnet and --reserve hand out addresses: not with --dhcp-mode proxy, where another server does")
+		return nil, nil, nil, errors.New("loomd: --pool, --subnet and --reserve hand out addresses: not with --dhcp-mode proxy, where another server does")
 	}
 	srv, err := dhcp.New(ctx, dcfg, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return srv, boot, nil
+	var ts *tftp.Server
+	if c.TFTPAddr != "off" {
+		if ts, err = c.startTFTP(net.JoinHostPort(ipn.IP.String(), "69"), log); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return srv, boot, ts, nil
 }
 
 // firstStage are the iPXE binaries firmware fetches over TFTP.
@@ -287,20 +288,14 @@ func (c *Config) stageFirstStage(log *slog.Logger) ([]string, error) {
 	return staged, nil
 }
 
-// startTFTP opens the TFTP server for dir on the netboot address.
-func (c *Config) startTFTP(dir string, log *slog.Logger) (*tftp.Server, error) {
+// startTFTP opens the TFTP server for the staged first stage on TFTPAddr,
+// or on defaultAddr (the netboot address, port 69).
+func (c *Config) startTFTP(defaultAddr string, log *slog.Logger) (*tftp.Server, error) {
 	addr := c.TFTPAddr
 	if addr == "" {
-		ifi, err := net.InterfaceByName(c.NetbootInterface)
-		if err != nil {
-			return nil, fmt.Errorf("loomd: netboot interface: %w", err)
-		}
-		ipn, err := firstIPv4(ifi)
-		if err != nil {
-			return nil, err
-		}
-		addr = net.JoinHostPort(ipn.IP.String(), "69")
+		addr = defaultAddr
 	}
+	dir := c.firstStageDir()
 	ts, err := tftp.New(tftp.Config{Dir: dir, Addr: addr}, log)
 	if err != nil {
 		return nil, fmt.Errorf("loomd: %w", err)
