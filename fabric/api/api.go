@@ -25,7 +25,7 @@
 // Operator calls carry the operator token that loomd writes to its data
 // directory on first start:
 //
-//	GET    /v1/nodes, /v1/nodes/{id}        → []Node, Node
+//	GET    /v1/nodes[?rack=R], /v1/nodes/{id} → []Node, Node
 //	POST   /v1/nodes/{id}/provision         {"profile": P} → Node
 //	POST   /v1/nodes/{id}/reprovision       → Node
 //	POST   /v1/images?name=N                the image as the body, or
@@ -55,6 +55,7 @@ type Phase string
 
 // Node phases; the state machine is documented in fabric/node.
 const (
+	PhaseEnrolled    Phase = "Enrolled"    // imported with its rack, not seen yet
 	PhaseDiscovered  Phase = "Discovered"  // its MAC was seen in DHCP
 	PhaseRegistered  Phase = "Registered"  // its maintenance agent registered and heartbeats
 	PhaseImaging     Phase = "Imaging"     // the agent is writing the host partition
@@ -93,6 +94,9 @@ type Node struct {
 	Accel *Accel `json:"accel,omitempty"`
 	// BMC is how the fabric powers the node, if it can.
 	BMC *BMC `json:"bmc,omitempty"`
+	// Rack and Slot say where the server stands (from a rack import).
+	Rack string `json:"rack,omitempty"`
+	Slot string `json:"slot,omitempty"`
 	// Profile to provision the node with ("" = none).
 	Profile string `json:"profile,omitempty"`
 	// Provision counts provisioning requests (provision, reprovision);

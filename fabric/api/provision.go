@@ -27,6 +27,10 @@ type Profile struct {
 
 var profileNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 
+// ValidName says whether s is fit to name a profile, credential or rack:
+// 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit.
+func ValidName(s string) bool { return profileNameRE.MatchString(s) }
+
 // Validate checks a profile; the error names the field that is wrong.
 func (p *Profile) Validate() error {
 	var errs []error

@@ -343,3 +343,33 @@ func (c *Client) Power(ctx context.Context, id, op string) (string, error) {
 	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/power", c.Token, api.PowerRequest{Op: op}, &out)
 	return out.Power, err
 }
+
+// ImportRack imports a rack CSV (operator token). A bad file imports
+// nothing; the error names its lines and fields.
+func (c *Client) ImportRack(ctx context.Context, csv []byte) (api.RackImport, error) {
+	var out api.RackImport
+	err := c.doBody(ctx, http.MethodPost, "/v1/racks/import", c.Token, bytes.NewReader(csv), "text/csv", &out)
+	return out, err
+}
+
+// Racks lists the racks with their nodes by phase (operator token).
+func (c *Client) Racks(ctx context.Context) ([]api.RackSummary, error) {
+	var out []api.RackSummary
+	err := c.do(ctx, http.MethodGet, "/v1/racks", c.Token, nil, &out)
+	return out, err
+}
+
+// RackNodes lists one rack's nodes (operator token).
+func (c *Client) RackNodes(ctx context.Context, rack string) ([]api.Node, error) {
+	var n []api.Node
+	err := c.do(ctx, http.MethodGet, "/v1/nodes?rack="+url.QueryEscape(rack), c.Token, nil, &n)
+	return n, err
+}
+
+// PowerRack performs a power operation on every node of a rack through
+// their BMCs (operator token); each node's outcome is in the result.
+func (c *Client) PowerRack(ctx context.Context, rack, op string) (api.RackPower, error) {
+	var out api.RackPower
+	err := c.do(ctx, http.MethodPost, "/v1/racks/"+url.PathEscape(rack)+"/power", c.Token, api.PowerRequest{Op: op}, &out)
+	return out, err
+}

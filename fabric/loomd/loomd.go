@@ -136,7 +136,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			}
 			return node.VMsUsing(ctx, st.VMs, name)
 		}}
-	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: reg, Power: reg, Credentials: st}
+	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: reg, Power: reg, Credentials: st, Racks: reg}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

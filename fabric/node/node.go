@@ -3,6 +3,7 @@
 // # State machine (this far)
 //
 //	(DHCP packet from an unknown netboot MAC) → Discovered
+//	Enrolled (rack import, rack.go) --DHCP packet--> Discovered
 //	Discovered  --maintenance agent registers-->  Registered
 //	any         --host agent registers-->         Ready
 //	Registered, Imaging, Imaged, Booting, Ready
@@ -135,8 +136,20 @@ func (r *Registry) Discovered(ctx context.Context, mac string) error {
 	}
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
-	_, err := r.cfg.Store.NodeIDByMAC(ctx, mac)
+	id, err := r.cfg.Store.NodeIDByMAC(ctx, mac)
 	if err == nil {
+		// A node known from a rack import has now been seen.
+		if n, err := r.cfg.Store.Node(ctx, id); err == nil && n.Phase == api.PhaseEnrolled {
+			_, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+				if n.Phase == api.PhaseEnrolled {
+					n.SetPhase(api.PhaseDiscovered, r.cfg.Now(), "seen in DHCP")
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
 		r.markKnown(mac)
 		return nil
 	}

@@ -52,6 +52,8 @@ type Config struct {
 	// Power and Credentials, if both set, serve BMC power and credentials.
 	Power       Power
 	Credentials Credentials
+	// Racks, if set, serves /v1/racks.
+	Racks Racks
 	// Leases, if set, serves GET /v1/leases.
 	Leases interface {
 		Leases(ctx context.Context) ([]api.Lease, error)
@@ -83,6 +85,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Power != nil && cfg.Credentials != nil {
 		a.routePower(mux)
+	}
+	if cfg.Racks != nil {
+		a.routeRacks(mux)
 	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))
@@ -223,7 +228,7 @@ func (a *apiServer) listNodes(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusInternalServerError, "listing nodes: %v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, nodes)
+	writeJSON(w, http.StatusOK, filterRack(nodes, r.URL.Query().Get("rack")))
 }
 
 func (a *apiServer) listLeases(w http.ResponseWriter, r *http.Request) {

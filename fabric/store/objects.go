@@ -99,6 +99,50 @@ func (s *Store) CreateNode(ctx context.Context, n api.Node, macs []string, uuid 
 	return nil
 }
 
+// NodeWrite is one node of a batch: a new node (Rev 0) claiming MACs, or
+// the stored node as it was read at Rev, changed.
+type NodeWrite struct {
+	Node api.Node
+	MACs []string // new nodes only
+	Rev  int64
+}
+
+// WriteNodes writes a batch of nodes in one transaction: all of them or,
+// if any MAC has been claimed or any node changed since it was read, none
+// (ErrExists).
+func (s *Store) WriteNodes(ctx context.Context, ws []NodeWrite) error {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, w := range ws {
+		b, err := json.Marshal(w.Node)
+		if err != nil {
+			return err
+		}
+		k := nodeKey(w.Node.ID)
+		if w.Rev == 0 {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
+			for _, m := range w.MACs {
+				cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(macKey(m)), "=", 0))
+				ops = append(ops, clientv3.OpPut(macKey(m), w.Node.ID))
+			}
+		} else {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", w.Rev))
+		}
+		ops = append(ops, clientv3.OpPut(k, string(b)))
+	}
+	if len(cmps) > MaxTxnOps || len(ops) > MaxTxnOps {
+		return fmt.Errorf("writing %d nodes: more than one transaction holds (%d operations)", len(ws), MaxTxnOps)
+	}
+	r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("writing %d nodes: %w", len(ws), err)
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("writing %d nodes: a node or MAC changed meanwhile: %w", len(ws), ErrExists)
+	}
+	return nil
+}
+
 // ClaimIndexes points MACs and a UUID that no node owns yet at id. Those
 // owned by another node are left alone.
 func (s *Store) ClaimIndexes(ctx context.Context, id string, macs []string, uuid string) error {

@@ -9,6 +9,8 @@
 //	loom node provision ID --profile P      image the node with profile P
 //	loom node reprovision ID                image it again
 //	loom node watch ID                      live imaging progress until Ready or Failed
+//	loom rack import FILE.csv               enroll a rack (see fabric/rack for the columns)
+//	loom rack power-on RACK; loom rack watch RACK
 //	loom image add FILE [--name N] [--bmap F.bmap]
 //	loom image list | show NAME | rm NAME
 //	loom profile set NAME --image I [--disk RULE] [--kernel-args A]
@@ -58,6 +60,12 @@ const usage = `usage: loom [--token-file F] COMMAND
                                          power a node through its BMC
   credential set NAME --username U --password-file F ('-': stdin)
   credential list                        BMC credentials (passwords never shown)
+  rack import FILE.csv                   enroll a rack's servers before they boot (columns:
+                                         mac,rack,slot,profile,bmc_address,bmc_protocol,credential,bmc_insecure)
+  rack list | show RACK                  racks by phase; one rack's servers by slot
+  rack power-on RACK                     boot every server of a rack through its BMC (PXE once)
+  rack power status|on|off|cycle RACK
+  rack watch RACK [--timeout D]          follow a rack until every server is Ready or Failed
   image add FILE [--name N] [--bmap F]   upload an image (raw or zstd; optional .bmap)
   image list | show NAME | rm NAME
   profile set NAME --image I [--disk RULE] [--kernel-args A]
@@ -105,6 +113,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return vmCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
 		case "credential":
 			return credentialCmd(ctx, c, rest[1], rest[2:], os.Stdin, stdout, stderr)
+		case "rack":
+			return rackCmd(ctx, c, rest[1], rest[2:], os.Stdin, stdout, stderr)
 		}
 	}
 	switch {
@@ -220,6 +230,9 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	fmt.Fprintf(tw, "Phase:\t%s (since %s)\n", n.Phase, n.PhaseChanged.Format(time.RFC3339))
 	fmt.Fprintf(tw, "MAC:\t%s\n", n.MAC)
 	fmt.Fprintf(tw, "IP:\t%s\n", n.IP)
+	if n.Rack != "" {
+		fmt.Fprintf(tw, "Rack:\t%s slot %s\n", n.Rack, dash(n.Slot))
+	}
 	fmt.Fprintf(tw, "Last seen:\t%s\n", ago(n.LastSeen, now))
 	fmt.Fprintf(tw, "Agent:\t%s (%s mode)\n", n.AgentVersion, n.Mode)
 	if n.Accel != nil {
