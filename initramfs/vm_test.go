@@ -42,6 +42,7 @@ var (
 	buildOnce sync.Once
 	loomdBin  string
 	labBin    string
+	loomBin   string
 	buildErr  error
 )
 
@@ -60,6 +61,10 @@ func loomd(t *testing.T) string {
 		labBin = filepath.Join(dir, "lab")
 		if out, err := exec.Command("go", "build", "-o", labBin, "../scripts/lab/cmd/lab").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building lab: %v\n%s", err, out)
+		}
+		loomBin = filepath.Join(dir, "loom")
+		if out, err := exec.Command("go", "build", "-o", loomBin, "../fabric/cmd/loom").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("building loom: %v\n%s", err, out)
 		}
 	})
 	if buildErr != nil {
@@ -660,5 +665,103 @@ func TestNestedGuestOnImagedNode(t *testing.T) {
 			t.Fatalf("nested guest not Running after 25 min: %+v", v.VMStatus)
 		}
 		time.Sleep(5 * time.Second)
+	}
+}
+
+// TestRackImportPowerOn images a rack of three powered-off servers with no
+// manual step: the operator's CSV (MACs, lab BMCs, slots, profile) goes in
+// with `loom rack import`, a bad one first (refused, nothing imported);
+// `loom rack power-on` boots them through their BMCs (PXE once, on), and
+// `loom rack watch` follows them to Ready.
+func TestRackImportPowerOn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	off := func(s *lab.Server) { s.Off, s.NoReboot = true, false } // a reset is a reset, not an exit
+	r := newRig(t, 12, nil, []string{"--grace", "60s"}, func(r *rig) {
+		if err := lab.SetUpHostProfile(ctx, r.fabric, "host", hostImage); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.fabric.PutCredential(ctx, api.Credential{Name: "lab", Username: "admin", Password: "rack-s3cret"}); err != nil {
+			t.Fatal(err)
+		}
+	}, off)
+	servers := []lab.Server{r.srv}
+	for i := 1; i < 3; i++ {
+		s := r.srv
+		s.Name, s.MAC, s.UUID, s.Dir = fmt.Sprintf("s%d", i), lab.NewMAC(), lab.NewUUID(), filepath.Join(r.dir, fmt.Sprintf("s%d", i))
+		q, err := r.net.Start(ctx, s, fmt.Sprintf("tap%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Process.Kill(); q.Wait() })
+		servers = append(servers, s)
+	}
+	pwFile := filepath.Join(r.dir, "bmc.password")
+	os.WriteFile(pwFile, []byte("rack-s3cret\n"), 0o600)
+	csv := "mac,rack,slot,profile,bmc_address,credential\n"
+	for i, s := range servers {
+		addr := fmt.Sprintf("10.79.12.1:%d", 8623+i)
+		r.helper(r.net.Command(ctx, labBin, "vbmc", "-qmp", s.QMP(), "-listen", addr, "-user", "admin", "-password-file", pwFile), "vbmc-"+s.Name)
+		csv += fmt.Sprintf("%s,r1,u%d,host,http://%s,lab\n", s.MAC, i+1, addr)
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	loom := func(args ...string) (string, error) {
+		cmd := exec.Command(loomBin, args...)
+		cmd.Env = append(os.Environ(), "LOOM_ADDR="+r.fabric.BaseURL, "LOOM_TOKEN="+r.fabric.Token)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	bad := filepath.Join(r.dir, "bad.csv")
+	os.WriteFile(bad, []byte(strings.Replace(csv, ",lab\n", ",nosuch\n", 1)+"52:54:00:zz:00:01,r1,u9,host,,\n"), 0o644)
+	if out, err := loom("rack", "import", bad); err == nil || !strings.Contains(out, "line 5, field mac") {
+		t.Fatalf("importing a CSV with a bad MAC: %v\n%s", err, out)
+	}
+	os.WriteFile(bad, []byte(strings.Replace(csv, ",lab\n", ",nosuch\n", 1)), 0o644)
+	if out, err := loom("rack", "import", bad); err == nil || !strings.Contains(out, `line 2, field credential: "nosuch" does not exist`) {
+		t.Fatalf("importing a CSV with an unknown credential: %v\n%s", err, out)
+	}
+	if nodes, _ := r.fabric.Nodes(ctx); len(nodes) != 0 {
+		t.Fatalf("refused imports left %d nodes", len(nodes))
+	}
+
+	good := filepath.Join(r.dir, "rack.csv")
+	os.WriteFile(good, []byte(csv), 0o644)
+	if out, err := loom("rack", "import", good); err != nil || !strings.Contains(out, "3 new") {
+		t.Fatalf("rack import: %v\n%s", err, out)
+	}
+	time.Sleep(2 * time.Second)
+	for _, s := range servers {
+		if b, _ := os.ReadFile(s.SerialLog()); len(b) != 0 {
+			t.Fatalf("%s printed %d bytes before it was powered on", s.Name, len(b))
+		}
+	}
+	start := time.Now()
+	if out, err := loom("rack", "power-on", "r1"); err != nil {
+		t.Fatalf("rack power-on: %v\n%s", err, out)
+	}
+	out, err := loom("rack", "watch", "r1", "--timeout", "9m")
+	t.Logf("loom rack watch r1:\n%s", out)
+	if err != nil || !strings.Contains(out, "rack r1: 3 of 3 Ready, 0 Failed") {
+		for _, s := range servers {
+			t.Logf("%s console:\n%s", s.Name, lab.Tail(s.SerialLog(), 15))
+		}
+		r.dump()
+		t.Fatalf("rack watch: %v", err)
+	}
+	t.Logf("rack of 3: power-on → all Ready in %.0fs", time.Since(start).Seconds())
+	nodes, err := r.fabric.RackNodes(ctx, "r1")
+	if err != nil || len(nodes) != 3 {
+		t.Fatalf("rack nodes: %v %v", nodes, err)
+	}
+	for _, n := range nodes {
+		var history []api.Phase
+		for _, h := range n.History {
+			history = append(history, h.To)
+		}
+		want := []api.Phase{api.PhaseEnrolled, api.PhaseDiscovered, api.PhaseRegistered, api.PhaseImaging, api.PhaseImaged, api.PhaseBooting, api.PhaseReady}
+		if !isSubsequence(want, history) || n.BMC == nil || n.BMC.Power != "On" || !strings.Contains(n.BMC.LastAction, "rack r1 power on") {
+			t.Errorf("node %s (slot %s): history %v, BMC %+v; want %v and powered on by the rack", n.ID, n.Slot, history, n.BMC, want)
+		}
 	}
 }

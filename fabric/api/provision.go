@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,6 +24,32 @@ type Profile struct {
 	Disk string `json:"disk,omitempty"`
 	// KernelArgs are appended to the host kernel's command line.
 	KernelArgs string `json:"kernelArgs,omitempty"`
+	// Boot is how an imaged node boots when it starts from the network:
+	// "kexec" (the default: the maintenance OS loads the host kernel from
+	// the disk, so images need no boot loader), "local" (iPXE exits to the
+	// firmware's next boot device: the disk's own boot loader), or
+	// "custom" (iPXE boots Kernel and Initrd, http(s) URLs, with
+	// KernelArgs).
+	Boot   string `json:"boot,omitempty"`
+	Kernel string `json:"kernel,omitempty"`
+	Initrd string `json:"initrd,omitempty"`
+}
+
+// How imaged nodes boot (Profile.Boot), and what netboot serves
+// (BootChoice.Kind): BootMaintenance is the maintenance OS.
+const (
+	BootMaintenance = "maintenance"
+	BootKexec       = "kexec"
+	BootLocal       = "local"
+	BootCustom      = "custom"
+)
+
+// BootChoice is what a node's netboot script boots.
+type BootChoice struct {
+	Kind string
+	// Kernel, Initrd and Args are set for BootCustom; Args also for
+	// BootKexec (the profile's KernelArgs travel with the goal instead).
+	Kernel, Initrd, Args string
 }
 
 var profileNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -49,7 +76,40 @@ func (p *Profile) Validate() error {
 	if strings.ContainsAny(p.KernelArgs, "\n\r\x00") {
 		errs = append(errs, errors.New("kernelArgs: must be one line"))
 	}
+	switch p.Boot {
+	case "", BootKexec, BootLocal:
+		if p.Kernel != "" || p.Initrd != "" {
+			errs = append(errs, fmt.Errorf("kernel, initrd: only with boot %s", BootCustom))
+		}
+	case BootCustom:
+		if err := bootURL(p.Kernel); err != nil {
+			errs = append(errs, fmt.Errorf("kernel: %w", err))
+		}
+		if p.Initrd != "" {
+			if err := bootURL(p.Initrd); err != nil {
+				errs = append(errs, fmt.Errorf("initrd: %w", err))
+			}
+		}
+	default:
+		errs = append(errs, fmt.Errorf("boot: %q: want %s, %s or %s", p.Boot, BootKexec, BootLocal, BootCustom))
+	}
 	return errors.Join(errs...)
+}
+
+// bootURL checks a URL iPXE is to fetch.
+func bootURL(s string) error {
+	u, err := url.Parse(s)
+	switch {
+	case s == "":
+		return errors.New("required with boot custom (an http or https URL)")
+	case err != nil:
+		return err
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		return fmt.Errorf("%q: want an http or https URL", s)
+	case strings.ContainsAny(s, " \t\n\r"):
+		return fmt.Errorf("%q: no spaces", s)
+	}
+	return nil
 }
 
 // DiskRule picks a disk from an inventory.

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/dhcp"
 	"github.com/loomfabric/loom/fabric/image"
 	"github.com/loomfabric/loom/fabric/netboot"
@@ -87,6 +88,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// Grace before a silent node is Unreachable. Default 4×HeartbeatInterval.
 	Grace time.Duration
+	// BootGrace is how long a node booting its host OS may be silent.
+	// Default 10 minutes.
+	BootGrace time.Duration
 	// EtcdEndpoints, if set, uses an external etcd instead of the embedded one.
 	EtcdEndpoints []string
 	// DefaultProfile, if set, provisions every newly registered node with it.
@@ -124,7 +128,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, DefaultProfile: c.DefaultProfile}, log)
+	reg := node.New(node.Config{Store: st, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
 	ln, err := net.Listen("tcp", c.API)
 	if err != nil {
 		return fmt.Errorf("loomd: API listener: %w", err)
@@ -212,7 +216,7 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 		return nil, nil, nil, err
 	}
 	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, FirstStageDir: c.firstStageDir(), BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
-		BootHost: func(mac string) bool { return reg.ImagedMAC(ctx, mac) }}, log)
+		Boot: func(mac string) api.BootChoice { return reg.BootChoice(ctx, mac) }}, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+
+	"github.com/loomfabric/loom/fabric/api"
 )
 
 // Config says what to serve.
@@ -41,11 +43,15 @@ type Config struct {
 	KernelArgs string
 	// MAC normalises a MAC address or says why it is not one. Required.
 	MAC func(string) (string, error)
-	// BootHost says whether the machine with this MAC has its host OS on
-	// disk: its script then adds loom.boot=host, and the maintenance OS
-	// acts as a boot loader that kexecs into the disk's host kernel.
-	// Default: never.
-	BootHost func(mac string) bool
+	// Boot says what the machine with this MAC is to boot (default: the
+	// maintenance OS, always):
+	//   - api.BootMaintenance: the maintenance OS;
+	//   - api.BootKexec: the maintenance OS with loom.boot=host, which acts
+	//     as a boot loader and kexecs the host kernel on the disk;
+	//   - api.BootLocal: nothing; iPXE exits to the firmware's next boot
+	//     device (the disk's own boot loader);
+	//   - api.BootCustom: the choice's kernel and initrd with its Args.
+	Boot func(mac string) api.BootChoice
 }
 
 // Handler serves /boot/.
@@ -59,6 +65,22 @@ echo Loom: booting the maintenance OS on {{.MAC}}
 kernel {{.Base}}/boot/vmlinuz initrd=initramfs loom.fabric={{.Base}} loom.token={{.Token}} loom.bootmac={{.MAC}} {{.Args}} || goto retry
 initrd --name initramfs {{.Base}}/boot/initramfs || goto retry
 boot || goto retry
+:retry
+echo Loom: boot failed, retrying in 5 seconds
+sleep 5
+chain {{.Base}}/boot/{{.MAC}}.ipxe
+`))
+
+var localScript = template.Must(template.New("local").Parse(`#!ipxe
+echo Loom: {{.MAC}} boots from its disk
+exit
+`))
+
+var customScript = template.Must(template.New("custom").Parse(`#!ipxe
+echo Loom: booting {{.Kernel}} on {{.MAC}}
+kernel {{.Kernel}}{{if .Initrd}} initrd=initrd{{end}} {{.Args}} || goto retry
+{{if .Initrd}}initrd --name initrd {{.Initrd}} || goto retry
+{{end}}boot || goto retry
 :retry
 echo Loom: boot failed, retrying in 5 seconds
 sleep 5
@@ -119,14 +141,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		h.log.Info("netboot: iPXE script", "mac", mac, "from", r.RemoteAddr)
-		w.Header().Set("Content-Type", "text/plain")
-		args := h.cfg.KernelArgs
-		if h.cfg.BootHost != nil && h.cfg.BootHost(mac) {
-			args += " loom.boot=host"
+		choice := api.BootChoice{Kind: api.BootMaintenance}
+		if h.cfg.Boot != nil {
+			choice = h.cfg.Boot(mac)
 		}
-		err = script.Execute(w, map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Token": h.cfg.EnrollToken, "Args": args})
-		if err != nil {
+		h.log.Info("netboot: iPXE script", "mac", mac, "from", r.RemoteAddr, "boot", choice.Kind)
+		w.Header().Set("Content-Type", "text/plain")
+		vars := map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Token": h.cfg.EnrollToken, "Args": h.cfg.KernelArgs}
+		t := script
+		switch choice.Kind {
+		case api.BootKexec:
+			vars["Args"] += " loom.boot=host"
+		case api.BootLocal:
+			t = localScript
+		case api.BootCustom:
+			t = customScript
+			vars["Kernel"], vars["Initrd"], vars["Args"] = choice.Kernel, choice.Initrd, choice.Args
+		}
+		if err := t.Execute(w, vars); err != nil {
 			h.log.Warn("netboot: writing script", "err", err)
 		}
 	default:

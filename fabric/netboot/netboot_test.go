@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/node"
 )
 
@@ -85,5 +86,57 @@ func TestMissingBootFiles(t *testing.T) {
 	_, err := New(Config{BootDir: t.TempDir(), BaseURL: "http://x", EnrollToken: "t", MAC: node.NormalizeMAC}, nil)
 	if err == nil || !strings.Contains(err.Error(), "make initramfs") {
 		t.Errorf("New without boot files = %v, want an error pointing at 'make initramfs'", err)
+	}
+}
+
+// TestBootChoices: the script follows what the node is to boot.
+func TestBootChoices(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte("kernel"), 0o644)
+	os.WriteFile(filepath.Join(dir, "initramfs.cpio.xz"), []byte("initrd"), 0o644)
+	choices := map[string]api.BootChoice{
+		"52:54:00:00:00:01": {Kind: api.BootKexec},
+		"52:54:00:00:00:02": {Kind: api.BootLocal},
+		"52:54:00:00:00:03": {Kind: api.BootCustom, Kernel: "http://10.0.0.9/k", Initrd: "http://10.0.0.9/i", Args: "root=/dev/vda1 ro"},
+		"52:54:00:00:00:04": {Kind: api.BootCustom, Kernel: "https://10.0.0.9/k", Args: "root=/dev/vda1"},
+	}
+	h, err := New(Config{BootDir: dir, BaseURL: "http://10.0.0.1:8080", EnrollToken: "TOK", MAC: node.NormalizeMAC,
+		Boot: func(mac string) api.BootChoice {
+			if c, ok := choices[mac]; ok {
+				return c
+			}
+			return api.BootChoice{Kind: api.BootMaintenance}
+		}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mac           string
+		want, notWant []string
+	}{
+		{"52:54:00:00:00:00", []string{"kernel http://10.0.0.1:8080/boot/vmlinuz", "loom.bootmac=52:54:00:00:00:00"}, []string{"loom.boot=host", "exit"}},
+		{"52:54:00:00:00:01", []string{"kernel http://10.0.0.1:8080/boot/vmlinuz", "panic=-1 loom.boot=host"}, []string{"exit"}},
+		{"52:54:00:00:00:02", []string{"boots from its disk\nexit\n"}, []string{"kernel", "loom.token"}},
+		{"52:54:00:00:00:03", []string{"kernel http://10.0.0.9/k initrd=initrd root=/dev/vda1 ro || goto retry\ninitrd --name initrd http://10.0.0.9/i || goto retry\nboot"}, []string{"loom.token", "/boot/vmlinuz"}},
+		{"52:54:00:00:00:04", []string{"kernel https://10.0.0.9/k root=/dev/vda1 || goto retry\nboot"}, []string{"initrd", "loom.token"}},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/boot/"+tc.mac+".ipxe", nil)
+		req.SetPathValue("file", tc.mac+".ipxe")
+		h.ServeHTTP(rec, req)
+		body := rec.Body.String()
+		if !strings.HasPrefix(body, "#!ipxe\n") {
+			t.Errorf("%s: not an iPXE script: %q", tc.mac, body)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(body, w) {
+				t.Errorf("%s: script lacks %q:\n%s", tc.mac, w, body)
+			}
+		}
+		for _, w := range tc.notWant {
+			if strings.Contains(body, w) {
+				t.Errorf("%s: script has %q:\n%s", tc.mac, w, body)
+			}
+		}
 	}
 }

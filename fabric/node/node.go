@@ -6,8 +6,10 @@
 //	Enrolled (rack import, rack.go) --DHCP packet--> Discovered
 //	Discovered  --maintenance agent registers-->  Registered
 //	any         --host agent registers-->         Ready
-//	Registered, Imaging, Imaged, Booting, Ready
+//	Registered, Imaging, Imaged, Ready
 //	            --no heartbeat for Grace-->       Unreachable
+//	Booting     --no heartbeat for BootGrace-->   Unreachable (a host OS
+//	            boots silently between the kexec and its agent's registration)
 //	Unreachable --heartbeat-->                    Registered (maintenance) or Ready (host)
 //
 // Provisioning (Imaging, Imaged, Booting, Failed) is in provision.go.
@@ -62,6 +64,10 @@ type Config struct {
 	// Grace is how long without a heartbeat before Unreachable. Default
 	// 4×HeartbeatInterval.
 	Grace time.Duration
+	// BootGrace is how long a Booting node (handed over to its host OS,
+	// whose agent has yet to register) may be silent. Default 10 minutes,
+	// never less than Grace.
+	BootGrace time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// DefaultProfile, if set, provisions every newly registered node with it.
@@ -97,6 +103,10 @@ func New(cfg Config, log *slog.Logger) *Registry {
 	if cfg.Grace == 0 {
 		cfg.Grace = 4 * cfg.HeartbeatInterval
 	}
+	if cfg.BootGrace == 0 {
+		cfg.BootGrace = 10 * time.Minute
+	}
+	cfg.BootGrace = max(cfg.BootGrace, cfg.Grace)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -388,9 +398,10 @@ func heartbeating(p api.Phase) bool {
 }
 
 // Unreachable is the pure decision of the monitor: which heartbeating nodes
-// have been silent longer than grace at now. A node never heard from since
-// the registry started counts from its start.
-func Unreachable(nodes []api.Node, lastSeen map[string]time.Time, started, now time.Time, grace time.Duration) []string {
+// have been silent longer than grace at now (bootGrace for Booting ones).
+// A node never heard from since the registry started counts from its
+// start.
+func Unreachable(nodes []api.Node, lastSeen map[string]time.Time, started, now time.Time, grace, bootGrace time.Duration) []string {
 	var out []string
 	for _, n := range nodes {
 		if !heartbeating(n.Phase) {
@@ -400,11 +411,18 @@ func Unreachable(nodes []api.Node, lastSeen map[string]time.Time, started, now t
 		if !ok || seen.Before(started) {
 			seen = started
 		}
-		if now.Sub(seen) > grace {
+		if now.Sub(seen) > graceFor(n.Phase, grace, bootGrace) {
 			out = append(out, n.ID)
 		}
 	}
 	return out
+}
+
+func graceFor(p api.Phase, grace, bootGrace time.Duration) time.Duration {
+	if p == api.PhaseBooting {
+		return bootGrace
+	}
+	return grace
 }
 
 // Monitor marks silent nodes Unreachable until ctx ends.
@@ -436,23 +454,28 @@ func (r *Registry) sweep(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	now := r.cfg.Now()
-	for _, id := range Unreachable(nodes, seen, r.started, now, r.cfg.Grace) {
+	for _, id := range Unreachable(nodes, seen, r.started, now, r.cfg.Grace, r.cfg.BootGrace) {
 		went := false
+		var grace time.Duration
 		n, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+			grace = graceFor(n.Phase, r.cfg.Grace, r.cfg.BootGrace)
 			r.mu.Lock()
-			fresh := now.Sub(r.lastSeen[id]) <= r.cfg.Grace // a heartbeat since the snapshot
+			fresh := now.Sub(r.lastSeen[id]) <= grace // a heartbeat since the snapshot
 			r.mu.Unlock()
 			went = heartbeating(n.Phase) && !fresh
 			if went {
-				n.SetPhase(api.PhaseUnreachable, now, fmt.Sprintf("no heartbeat for %v", r.cfg.Grace))
+				n.SetPhase(api.PhaseUnreachable, now, fmt.Sprintf("no heartbeat for %v (%s)", grace, n.Phase))
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		r.log.Warn("node unreachable", "node", id, "grace", r.cfg.Grace)
-		if went && n.BMC != nil {
+		if !went {
+			continue
+		}
+		r.log.Warn("node unreachable", "node", id, "grace", grace)
+		if n.BMC != nil {
 			r.wg.Add(1)
 			go func() {
 				defer r.wg.Done()

@@ -19,18 +19,20 @@ func TestUnreachable(t *testing.T) {
 		{ID: "never-heard", Phase: api.PhaseRegistered},
 		{ID: "discovered", Phase: api.PhaseDiscovered},
 		{ID: "gone", Phase: api.PhaseUnreachable},
+		{ID: "booting", Phase: api.PhaseBooting},
 	}
-	seen := map[string]time.Time{"fresh": start.Add(55 * time.Second), "silent": start.Add(10 * time.Second)}
+	seen := map[string]time.Time{"fresh": start.Add(55 * time.Second), "silent": start.Add(10 * time.Second), "booting": start.Add(10 * time.Second)}
 	for _, tc := range []struct {
 		name string
 		now  time.Time
 		want []string
 	}{
 		{"within grace of start", start.Add(15 * time.Second), nil},
-		{"silent ones past grace", start.Add(60 * time.Second), []string{"silent", "never-heard"}},
+		{"silent ones past grace, booting within its boot grace", start.Add(60 * time.Second), []string{"silent", "never-heard"}},
+		{"booting past its boot grace", start.Add(11 * time.Minute), []string{"fresh", "silent", "never-heard", "booting"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := Unreachable(nodes, seen, start, tc.now, 20*time.Second)
+			got := Unreachable(nodes, seen, start, tc.now, 20*time.Second, 10*time.Minute)
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("Unreachable (-want +got):\n%s", diff)
 			}

@@ -242,21 +242,39 @@ func (r *Registry) Reprovision(ctx context.Context, id string) (api.Node, error)
 	return r.Get(ctx, id)
 }
 
-// ImagedMAC reports whether the node with this MAC has its current
-// provisioning generation on disk (its netboot script then boots the host).
-func (r *Registry) ImagedMAC(ctx context.Context, mac string) bool {
-	ps, ok := r.cfg.Store.(interface {
-		NodeIDByMAC(ctx context.Context, mac string) (string, error)
-	})
-	if !ok {
-		return false
-	}
-	id, err := ps.NodeIDByMAC(ctx, mac)
+// BootChoice says what the machine with this MAC boots from the network:
+// the maintenance OS unless the node has its current provisioning
+// generation on disk; then what its profile says (kexec by default: the
+// maintenance OS loads the disk's host kernel; local: the disk's own boot
+// loader; custom: the profile's kernel and initrd).
+func (r *Registry) BootChoice(ctx context.Context, mac string) api.BootChoice {
+	maintenance := api.BootChoice{Kind: api.BootMaintenance}
+	id, err := r.cfg.Store.NodeIDByMAC(ctx, mac)
 	if err != nil {
-		return false
+		return maintenance
 	}
 	n, err := r.cfg.Store.Node(ctx, id)
-	return err == nil && GoalFor(n) == api.ActionBootHost
+	if err != nil || GoalFor(n) != api.ActionBootHost {
+		return maintenance
+	}
+	ps, err := r.pstore()
+	if err != nil {
+		return api.BootChoice{Kind: api.BootKexec}
+	}
+	p, err := ps.Profile(ctx, n.Profile)
+	if err != nil {
+		// The profile is gone: the maintenance OS boots the disk as it was
+		// imaged (the goal carries no kernel arguments then).
+		r.log.Warn("netboot: the node's profile is gone; booting its disk through the maintenance OS", "node", n.ID, "profile", n.Profile, "err", err)
+		return api.BootChoice{Kind: api.BootKexec}
+	}
+	switch p.Boot {
+	case api.BootLocal:
+		return api.BootChoice{Kind: api.BootLocal}
+	case api.BootCustom:
+		return api.BootChoice{Kind: api.BootCustom, Kernel: p.Kernel, Initrd: p.Initrd, Args: p.KernelArgs}
+	}
+	return api.BootChoice{Kind: api.BootKexec}
 }
 
 // ProfilesUsing names the first profile that uses image ("" if none).

@@ -1,13 +1,17 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/store"
 )
 
 func TestTransition(t *testing.T) {
@@ -64,6 +68,69 @@ func TestGoalFor(t *testing.T) {
 	} {
 		if got := GoalFor(tc.n); got != tc.want {
 			t.Errorf("GoalFor(provision %d imaged %d failed %d) = %s, want %s", tc.n.Provision, tc.n.Imaged, tc.n.Failed, got, tc.want)
+		}
+	}
+}
+
+// TestBootChoice: unimaged and unknown nodes boot the maintenance OS; an
+// imaged one what its profile says.
+func TestBootChoice(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := New(Config{Store: st}, nil)
+	for _, p := range []api.Profile{
+		{Name: "kexec", Image: "i"},
+		{Name: "local", Image: "i", Boot: api.BootLocal},
+		{Name: "custom", Image: "i", Boot: api.BootCustom, Kernel: "http://x/k", Initrd: "http://x/i", KernelArgs: "root=/dev/vda1"},
+	} {
+		if err := p.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		st.PutProfile(ctx, p)
+	}
+	for i, tc := range []struct {
+		profile         string
+		provision, done int64
+		want            api.BootChoice
+	}{
+		{"", 0, 0, api.BootChoice{Kind: api.BootMaintenance}},
+		{"local", 2, 1, api.BootChoice{Kind: api.BootMaintenance}}, // reprovisioning
+		{"kexec", 1, 1, api.BootChoice{Kind: api.BootKexec}},
+		{"local", 1, 1, api.BootChoice{Kind: api.BootLocal}},
+		{"custom", 1, 1, api.BootChoice{Kind: api.BootCustom, Kernel: "http://x/k", Initrd: "http://x/i", Args: "root=/dev/vda1"}},
+		{"gone", 1, 1, api.BootChoice{Kind: api.BootKexec}},
+	} {
+		mac := fmt.Sprintf("52:54:00:00:01:%02x", i)
+		n := api.Node{ID: fmt.Sprintf("n-%d", i), MAC: mac, Phase: api.PhaseReady, Profile: tc.profile, Provision: tc.provision, Imaged: tc.done}
+		if err := st.CreateNode(ctx, n, []string{mac}, ""); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.BootChoice(ctx, mac); got != tc.want {
+			t.Errorf("profile %q, generation %d imaged %d: %+v, want %+v", tc.profile, tc.provision, tc.done, got, tc.want)
+		}
+	}
+	if got := r.BootChoice(ctx, "52:54:00:ff:ff:ff"); got.Kind != api.BootMaintenance {
+		t.Errorf("unknown MAC: %+v", got)
+	}
+}
+
+func TestProfileBootValidation(t *testing.T) {
+	for _, tc := range []struct {
+		p    api.Profile
+		want string
+	}{
+		{api.Profile{Name: "a", Image: "i", Boot: "pxe"}, `boot: "pxe"`},
+		{api.Profile{Name: "a", Image: "i", Boot: api.BootCustom}, "kernel: required"},
+		{api.Profile{Name: "a", Image: "i", Boot: api.BootCustom, Kernel: "tftp://x/k"}, "kernel: \"tftp://x/k\": want an http or https URL"},
+		{api.Profile{Name: "a", Image: "i", Boot: api.BootCustom, Kernel: "http://x/k", Initrd: "/i"}, "initrd:"},
+		{api.Profile{Name: "a", Image: "i", Boot: api.BootLocal, Kernel: "http://x/k"}, "only with boot custom"},
+	} {
+		if err := tc.p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want %q", tc.p, err, tc.want)
 		}
 	}
 }

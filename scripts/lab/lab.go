@@ -174,6 +174,9 @@ type Server struct {
 	// NIC is QEMU's network device: "virtio-net-pci" (the default) or
 	// "e1000".
 	NIC string
+	// Off starts the server powered off (QEMU -S): it waits for its BMC
+	// to power it on, as a server fresh in a rack does.
+	Off bool
 }
 
 // Kinds are the kinds of server the lab can start (Kind).
@@ -308,6 +311,9 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	}
 	if s.NoReboot {
 		args = append(args, "-no-reboot")
+	}
+	if s.Off {
+		args = append(args, "-S")
 	}
 	cmd := n.Command(ctx, "qemu-system-x86_64", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

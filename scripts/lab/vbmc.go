@@ -125,7 +125,10 @@ func (b *VirtualBMC) reset(kind string) error {
 	var cmds []string
 	switch kind {
 	case "On", "ForceOn":
-		if !b.off {
+		// Off is either stopped by this BMC or never started (QEMU -S).
+		if state, err := b.powerState(); err != nil {
+			return err
+		} else if state == "On" {
 			return nil
 		}
 		cmds = []string{"system_reset", "cont"}

@@ -68,8 +68,10 @@ const usage = `usage: loom [--token-file F] COMMAND
   rack watch RACK [--timeout D]          follow a rack until every server is Ready or Failed
   image add FILE [--name N] [--bmap F]   upload an image (raw or zstd; optional .bmap)
   image list | show NAME | rm NAME
-  profile set NAME --image I [--disk RULE] [--kernel-args A]
+  profile set NAME --image I [--disk RULE] [--kernel-args A] [--boot B]
                                          RULE: path:/dev/X, serial:S, first:SIZE (default first:1GiB)
+                                         B: how imaged nodes boot: kexec (default), local (exit to the
+                                         disk's boot loader), custom --kernel URL [--initrd URL]
   profile list | show NAME | rm NAME
   vm create [--node ID] [--vcpus N] [--memory M] --package P [--set K=V]...
                                          run a guest (placed on a Ready node with room)

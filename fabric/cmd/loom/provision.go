@@ -176,6 +176,9 @@ func profileCmd(ctx context.Context, c *client.Client, verb string, args []strin
 	fs.StringVar(&p.Image, "image", "", "image for the host partition")
 	fs.StringVar(&p.Disk, "disk", "", "disk rule: path:/dev/X, serial:S or first:SIZE (default first:1GiB)")
 	fs.StringVar(&p.KernelArgs, "kernel-args", "", "extra host kernel arguments")
+	fs.StringVar(&p.Boot, "boot", "", "how an imaged node boots from the network: kexec (default), local (its disk's boot loader) or custom")
+	fs.StringVar(&p.Kernel, "kernel", "", "with --boot custom: the kernel's http(s) URL")
+	fs.StringVar(&p.Initrd, "initrd", "", "with --boot custom: the initrd's http(s) URL")
 	pos, err := parseMixed(fs, args)
 	if err != nil {
 		return err
@@ -183,7 +186,7 @@ func profileCmd(ctx context.Context, c *client.Client, verb string, args []strin
 	switch verb {
 	case "set":
 		if len(pos) != 1 {
-			return errors.New("profile set NAME --image I [--disk RULE] [--kernel-args A]")
+			return errors.New("profile set NAME --image I [--disk RULE] [--kernel-args A] [--boot kexec|local|custom --kernel URL --initrd URL]")
 		}
 		p.Name = pos[0]
 		out, err := c.PutProfile(ctx, p)
@@ -197,9 +200,16 @@ func profileCmd(ctx context.Context, c *client.Client, verb string, args []strin
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tIMAGE\tDISK\tKERNEL ARGS")
+		fmt.Fprintln(tw, "NAME\tIMAGE\tDISK\tBOOT\tKERNEL ARGS")
 		for _, p := range ps {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, p.Image, p.Disk, p.KernelArgs)
+			boot := p.Boot
+			if boot == "" {
+				boot = api.BootKexec
+			}
+			if boot == api.BootCustom {
+				boot += " " + p.Kernel
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p.Name, p.Image, p.Disk, boot, p.KernelArgs)
 		}
 		return tw.Flush()
 	case "show", "rm":
