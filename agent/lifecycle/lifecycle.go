@@ -341,9 +341,9 @@ func (s *session) goalLoop(ctx context.Context) {
 			if s.cfg.guests != nil {
 				s.cfg.guests.Apply(g.VMs)
 			}
-			if g.Action == api.ActionProvision {
-				Mark(s.cfg.Console, "reprovision-reboot", "provision", g.Provision)
-				s.log.Info("asked to provision again: rebooting into the network boot")
+			if g.Action == api.ActionProvision || g.Action == api.ActionWipe {
+				Mark(s.cfg.Console, "maintenance-reboot", "action", g.Action, "provision", g.Provision)
+				s.log.Info("asked to provision or wipe: rebooting into the network boot", "action", g.Action)
 				reboot()
 			}
 		case g.Action == api.ActionProvision && !tried[g.Provision]:
@@ -351,6 +351,9 @@ func (s *session) goalLoop(ctx context.Context) {
 			s.provision(ctx, g)
 		case g.Action == api.ActionBootHost:
 			s.handover(ctx, g)
+		case g.Action == api.ActionWipe && !tried[-1]:
+			tried[-1] = true // once per boot
+			s.decommission(ctx)
 		}
 	}
 }

@@ -67,7 +67,10 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 	if err != nil {
 		return whole, err
 	}
-	err = disk.Wipe(f, d.SizeBytes)
+	wiped, err := disk.Erase(f, d.Name, d.SizeBytes, g.Profile.Wipe)
+	if err == nil {
+		Mark(s.cfg.Console, "wiped", "how", fmt.Sprintf("%q", wiped))
+	}
 	if err == nil {
 		err = disk.WriteGPT(f, d.SizeBytes, parts)
 	}
@@ -110,6 +113,57 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 		return dev, err
 	}
 	return dev, nil
+}
+
+// decommission erases every fixed disk the strongest way it offers and
+// reports what was done; the fabric then powers the node off.
+func (s *session) decommission(ctx context.Context) {
+	s.setReport(api.Status{Phase: api.PhaseWiping})
+	s.post(ctx)
+	Mark(s.cfg.Console, "wiping")
+	inv, err := inventory.Collect(s.cfg.Root)
+	var done []string
+	if err == nil {
+		for _, d := range inv.Disks {
+			if d.Removable {
+				continue
+			}
+			var what string
+			what, err = eraseDisk(d)
+			if err != nil {
+				break
+			}
+			s.log.Info("disk erased", "disk", d.Name, "how", what)
+			done = append(done, what)
+		}
+	}
+	if err == nil && len(done) == 0 {
+		err = errors.New("no fixed disk found")
+	}
+	if err != nil {
+		reason := fmt.Sprintf("wiping: %v (erased before it: %s)", err, strings.Join(done, "; "))
+		s.setReport(api.Status{Phase: api.PhaseFailed, Reason: reason})
+		s.post(ctx)
+		Mark(s.cfg.Console, "wipe-failed", "reason", fmt.Sprintf("%q", reason))
+		return
+	}
+	summary := strings.Join(done, "; ")
+	s.setReport(api.Status{Phase: api.PhaseDecommissioned, Reason: summary})
+	s.post(ctx)
+	Mark(s.cfg.Console, "decommissioned", "wiped", fmt.Sprintf("%q", summary))
+}
+
+func eraseDisk(d api.Disk) (string, error) {
+	f, err := os.OpenFile("/dev/"+d.Name, os.O_RDWR|os.O_EXCL, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	what, err := disk.Erase(f, d.Name, d.SizeBytes, api.WipeStrongest)
+	if err == nil {
+		err = f.Sync()
+	}
+	return what, err
 }
 
 // unbootable zeroes the start of a partition whose image failed, so no

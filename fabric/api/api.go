@@ -28,6 +28,7 @@
 //	GET    /v1/nodes[?rack=R], /v1/nodes/{id} → []Node, Node
 //	POST   /v1/nodes/{id}/provision         {"profile": P} → Node
 //	POST   /v1/nodes/{id}/reprovision       → Node
+//	POST   /v1/nodes/{id}/decommission      → Node (erase every disk, power off)
 //	POST   /v1/images?name=N                the image as the body, or
 //	                                        multipart "bmap" + "image" → Manifest
 //	GET    /v1/images                       → []Manifest (without ranges)
@@ -55,15 +56,17 @@ type Phase string
 
 // Node phases; the state machine is documented in fabric/node.
 const (
-	PhaseEnrolled    Phase = "Enrolled"    // imported with its rack, not seen yet
-	PhaseDiscovered  Phase = "Discovered"  // its MAC was seen in DHCP
-	PhaseRegistered  Phase = "Registered"  // its maintenance agent registered and heartbeats
-	PhaseImaging     Phase = "Imaging"     // the agent is writing the host partition
-	PhaseImaged      Phase = "Imaged"      // written and verified
-	PhaseBooting     Phase = "Booting"     // handing over to the host OS
-	PhaseReady       Phase = "Ready"       // the host agent registered and heartbeats
-	PhaseFailed      Phase = "Failed"      // imaging failed; Reason says why
-	PhaseUnreachable Phase = "Unreachable" // no heartbeat within the grace period
+	PhaseEnrolled       Phase = "Enrolled"       // imported with its rack, not seen yet
+	PhaseDiscovered     Phase = "Discovered"     // its MAC was seen in DHCP
+	PhaseRegistered     Phase = "Registered"     // its maintenance agent registered and heartbeats
+	PhaseImaging        Phase = "Imaging"        // the agent is writing the host partition
+	PhaseImaged         Phase = "Imaged"         // written and verified
+	PhaseBooting        Phase = "Booting"        // handing over to the host OS
+	PhaseReady          Phase = "Ready"          // the host agent registered and heartbeats
+	PhaseFailed         Phase = "Failed"         // imaging failed; Reason says why
+	PhaseUnreachable    Phase = "Unreachable"    // no heartbeat within the grace period
+	PhaseWiping         Phase = "Wiping"         // decommissioning: the agent is erasing the disks
+	PhaseDecommissioned Phase = "Decommissioned" // its disks are erased (Wiped says how); powered off
 )
 
 // Agent modes, as reported at registration.
@@ -106,6 +109,10 @@ type Node struct {
 	Imaged    int64 `json:"imaged,omitempty"`
 	// Failed is the provisioning generation that failed (0 = none).
 	Failed int64 `json:"failed,omitempty"`
+	// Decommission asks for every disk to be erased and the node powered
+	// off; Wiped records what was done.
+	Decommission bool   `json:"decommission,omitempty"`
+	Wiped        string `json:"wiped,omitempty"`
 	// VMGen moves whenever the node's VMs change (so does its goal).
 	VMGen int64 `json:"vmGen,omitempty"`
 	// Progress of imaging (in memory, filled in on read).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -33,7 +34,23 @@ type Profile struct {
 	Boot   string `json:"boot,omitempty"`
 	Kernel string `json:"kernel,omitempty"`
 	Initrd string `json:"initrd,omitempty"`
+	// Wipe is how the target disk is wiped before it is partitioned:
+	// signatures (the default: first and last MiB), discard, zero or
+	// secure (see WipeModes).
+	Wipe string `json:"wipe,omitempty"`
 }
+
+// Wipe modes (Profile.Wipe, and decommissioning).
+const (
+	WipeSignatures = "signatures" // partition tables and signatures only
+	WipeDiscard    = "discard"    // BLKDISCARD the disk
+	WipeZero       = "zero"       // BLKZEROOUT the disk
+	WipeSecure     = "secure"     // NVMe format with user data erase
+	WipeStrongest  = "strongest"  // secure where offered, else zero (decommission)
+)
+
+// WipeModes are the modes a profile may name.
+var WipeModes = []string{WipeSignatures, WipeDiscard, WipeZero, WipeSecure}
 
 // How imaged nodes boot (Profile.Boot), and what netboot serves
 // (BootChoice.Kind): BootMaintenance is the maintenance OS.
@@ -75,6 +92,9 @@ func (p *Profile) Validate() error {
 	}
 	if strings.ContainsAny(p.KernelArgs, "\n\r\x00") {
 		errs = append(errs, errors.New("kernelArgs: must be one line"))
+	}
+	if p.Wipe != "" && !slices.Contains(WipeModes, p.Wipe) {
+		errs = append(errs, fmt.Errorf("wipe: %q: want one of %s", p.Wipe, strings.Join(WipeModes, ", ")))
 	}
 	switch p.Boot {
 	case "", BootKexec, BootLocal:
@@ -205,6 +225,7 @@ const (
 	ActionNone      = "none"      // stay in maintenance, heartbeat
 	ActionProvision = "provision" // image the host partition, then boot it
 	ActionBootHost  = "boot-host" // the host partition is good: boot it
+	ActionWipe      = "wipe"      // decommission: erase every disk (strongest mode), report
 )
 
 // Goal is a node's goal state: GET /v1/nodes/{id}/goal?incarnation=N&wait=30s

@@ -243,6 +243,14 @@ func (c *Client) Reprovision(ctx context.Context, id string) (api.Node, error) {
 	return n, err
 }
 
+// Decommission asks for a node's disks to be erased and the node powered
+// off (operator token).
+func (c *Client) Decommission(ctx context.Context, id string) (api.Node, error) {
+	var n api.Node
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/decommission", c.Token, struct{}{}, &n)
+	return n, err
+}
+
 // PutProfile creates or replaces a profile (operator token).
 func (c *Client) PutProfile(ctx context.Context, p api.Profile) (api.Profile, error) {
 	var out api.Profile

@@ -391,7 +391,7 @@ func (r *Registry) Get(ctx context.Context, id string) (api.Node, error) {
 // heartbeating says whether a phase expects heartbeats.
 func heartbeating(p api.Phase) bool {
 	switch p {
-	case api.PhaseRegistered, api.PhaseImaging, api.PhaseImaged, api.PhaseBooting, api.PhaseReady:
+	case api.PhaseRegistered, api.PhaseImaging, api.PhaseImaged, api.PhaseBooting, api.PhaseReady, api.PhaseWiping:
 		return true
 	}
 	return false

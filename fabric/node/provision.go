@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/bmc"
 )
 
 // ErrConflict means a report or request does not fit the node's state.
@@ -20,6 +21,13 @@ var ErrConflict = errors.New("conflict")
 //	Imaged      --agent hands over (kexec)-->         Booting
 //	Booting     --host agent registers-->             Ready
 //	Failed      --reprovision-->                      (goal: provision again)
+//
+// Decommissioning (Decommission set; see Decommission):
+//
+//	any         --decommission (BMC: PXE once, cycle)--> (goal: wipe)
+//	Registered  --agent erases the disks-->           Wiping
+//	Wiping      --all disks erased-->                 Decommissioned (Wiped; BMC: off)
+//	Wiping      --an erase failed-->                  Failed (Reason)
 //
 // A node is to be imaged while Provision (bumped by provision and
 // reprovision) differs from Imaged and from Failed (the generation that
@@ -62,6 +70,11 @@ func Transition(n api.Node, st api.Status, now time.Time) (api.Node, error) {
 		n.Imaged = st.Provision
 		set(api.PhaseImaged)
 	case api.PhaseFailed:
+		if n.Decommission {
+			n.Reason = "decommission: " + st.Reason
+			n.SetPhase(api.PhaseFailed, now, n.Reason)
+			break
+		}
 		if st.Provision != n.Provision {
 			return n, fmt.Errorf("%w: failure of generation %d, but the node wants %d", ErrConflict, st.Provision, n.Provision)
 		}
@@ -71,6 +84,17 @@ func Transition(n api.Node, st api.Status, now time.Time) (api.Node, error) {
 			n.Reason = "the agent reported a failure without a reason"
 		}
 		set(api.PhaseFailed)
+	case api.PhaseWiping:
+		if !n.Decommission {
+			return n, fmt.Errorf("%w: wiping, but the node is not being decommissioned", ErrConflict)
+		}
+		set(api.PhaseWiping)
+	case api.PhaseDecommissioned:
+		if !n.Decommission {
+			return n, fmt.Errorf("%w: wiped, but the node is not being decommissioned", ErrConflict)
+		}
+		n.Wiped = st.Reason
+		n.SetPhase(api.PhaseDecommissioned, now, "disks erased")
 	case api.PhaseBooting:
 		if n.Provision == 0 || n.Imaged != n.Provision {
 			return n, fmt.Errorf("%w: booting the host, but generation %d is not imaged (imaged %d)", ErrConflict, n.Provision, n.Imaged)
@@ -88,6 +112,10 @@ func Transition(n api.Node, st api.Status, now time.Time) (api.Node, error) {
 // GoalFor is the pure part of the goal: which action a node's state asks for.
 func GoalFor(n api.Node) string {
 	switch {
+	case n.Decommission && (n.Phase == api.PhaseDecommissioned || n.Phase == api.PhaseFailed):
+		return api.ActionNone // done, or failed: the operator looks
+	case n.Decommission:
+		return api.ActionWipe
 	case n.Profile == "" || n.Provision == 0:
 		return api.ActionNone
 	case n.Imaged == n.Provision:
@@ -191,7 +219,8 @@ func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
 	if want.Phase == n.Phase && want.IP == n.IP && want.Imaged == n.Imaged && want.Failed == n.Failed && want.Reason == n.Reason {
 		return nil // a plain heartbeat: nothing to write
 	}
-	_, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+	decommissioned := false
+	stored, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
 		next, err := Transition(*n, st, now)
 		if err != nil {
 			return err
@@ -199,10 +228,51 @@ func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
 		if next.Phase != n.Phase {
 			r.log.Info("node phase", "node", id, "from", n.Phase, "to", next.Phase, "reason", next.Reason)
 		}
+		decommissioned = next.Phase == api.PhaseDecommissioned && n.Phase != api.PhaseDecommissioned
 		*n = next
 		return nil
 	})
+	if err == nil && decommissioned {
+		r.log.Info("node decommissioned", "node", id, "wiped", stored.Wiped)
+		if stored.BMC != nil {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				if _, err := r.Power(context.WithoutCancel(ctx), id, bmc.OpOff, "decommissioned: disks erased"); err != nil {
+					r.log.Warn("powering off a decommissioned node", "node", id, "err", err)
+				}
+			}()
+		}
+	}
 	return err
+}
+
+// Decommission asks for node id's disks to be erased (the strongest way
+// each offers) and the node powered off. A node with a BMC is booted from
+// the network at once (PXE once, power cycle) into the maintenance OS,
+// which wipes; a host without one reboots into it when it sees the goal.
+func (r *Registry) Decommission(ctx context.Context, id string) (api.Node, error) {
+	n, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		if n.Phase == api.PhaseEnrolled || n.Phase == api.PhaseDiscovered && n.Inventory == nil {
+			return fmt.Errorf("%w: node %s has never run the maintenance OS: nothing of Loom's is on it", ErrConflict, id)
+		}
+		n.Decommission, n.Wiped = true, ""
+		if n.Phase == api.PhaseFailed || n.Phase == api.PhaseDecommissioned {
+			n.SetPhase(api.PhaseUnreachable, r.cfg.Now(), "decommission requested again")
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	r.log.Info("node to be decommissioned", "node", id, "phase", n.Phase)
+	if n.BMC == nil || n.Phase == api.PhaseRegistered && n.Mode == api.ModeMaintenance {
+		return n, nil // its agent sees the goal
+	}
+	if err := r.netboot(ctx, id, "decommission"); err != nil {
+		return n, fmt.Errorf("decommission recorded, but booting the node through its BMC failed: %w", err)
+	}
+	return r.Get(ctx, id)
 }
 
 // Provision sets the profile a node is to be imaged with and asks for a
@@ -218,6 +288,7 @@ func (r *Registry) Provision(ctx context.Context, id, profile string) (api.Node,
 	return r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
 		n.Profile = profile
 		n.Provision++
+		n.Decommission, n.Wiped = false, ""
 		return nil
 	})
 }
@@ -231,6 +302,7 @@ func (r *Registry) Reprovision(ctx context.Context, id string) (api.Node, error)
 			return fmt.Errorf("%w: node %s has no profile; use provision", ErrConflict, id)
 		}
 		n.Provision++
+		n.Decommission, n.Wiped = false, ""
 		return nil
 	})
 	if err != nil || n.BMC == nil {
@@ -254,7 +326,7 @@ func (r *Registry) BootChoice(ctx context.Context, mac string) api.BootChoice {
 		return maintenance
 	}
 	n, err := r.cfg.Store.Node(ctx, id)
-	if err != nil || GoalFor(n) != api.ActionBootHost {
+	if err != nil || GoalFor(n) != api.ActionBootHost || n.Decommission {
 		return maintenance
 	}
 	ps, err := r.pstore()

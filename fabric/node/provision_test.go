@@ -134,3 +134,32 @@ func TestProfileBootValidation(t *testing.T) {
 		}
 	}
 }
+
+// TestDecommissionTransitions: the wipe goal, the agent's reports, and
+// what a decommissioned node boots.
+func TestDecommissionTransitions(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	n := api.Node{Phase: api.PhaseRegistered, Mode: api.ModeMaintenance, Profile: "p", Provision: 1, Imaged: 1}
+	if _, err := Transition(n, api.Status{Phase: api.PhaseWiping}, now); !errors.Is(err, ErrConflict) {
+		t.Errorf("wiping without a decommission: %v, want a conflict", err)
+	}
+	n.Decommission = true
+	if g := GoalFor(n); g != api.ActionWipe {
+		t.Errorf("goal of a node to decommission: %s", g)
+	}
+	n, err := Transition(n, api.Status{Phase: api.PhaseWiping}, now)
+	if err != nil || n.Phase != api.PhaseWiping {
+		t.Fatalf("wiping: %s %v", n.Phase, err)
+	}
+	done, err := Transition(n, api.Status{Phase: api.PhaseDecommissioned, Reason: "vda: zeroed 8.0 GiB"}, now)
+	if err != nil || done.Phase != api.PhaseDecommissioned || done.Wiped != "vda: zeroed 8.0 GiB" || GoalFor(done) != api.ActionNone {
+		t.Errorf("decommissioned: %+v %v", done, err)
+	}
+	failed, err := Transition(n, api.Status{Phase: api.PhaseFailed, Reason: "nvme0n1: I/O error"}, now)
+	if err != nil || failed.Phase != api.PhaseFailed || failed.Reason != "decommission: nvme0n1: I/O error" || GoalFor(failed) != api.ActionNone {
+		t.Errorf("failed wipe: %+v %v", failed, err)
+	}
+	if !heartbeating(api.PhaseWiping) || heartbeating(api.PhaseDecommissioned) {
+		t.Error("Wiping nodes heartbeat; decommissioned ones are off")
+	}
+}

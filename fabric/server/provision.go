@@ -99,6 +99,16 @@ func (a *apiServer) reprovision(w http.ResponseWriter, r *http.Request) {
 	a.nodeResult(w, r, n, err)
 }
 
+// Decommissioner is the registry's decommissioning (*node.Registry has it).
+type Decommissioner interface {
+	Decommission(ctx context.Context, id string) (api.Node, error)
+}
+
+func (a *apiServer) decommission(w http.ResponseWriter, r *http.Request) {
+	n, err := a.cfg.Registry.(Decommissioner).Decommission(r.Context(), r.PathValue("id"))
+	a.nodeResult(w, r, n, err)
+}
+
 // nodeResult answers with n, or with err mapped to 404, 409 or 500.
 func (a *apiServer) nodeResult(w http.ResponseWriter, r *http.Request, n api.Node, err error) {
 	a.result(w, r, n, err)

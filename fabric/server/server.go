@@ -92,6 +92,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))
 	mux.HandleFunc("POST /v1/nodes/{id}/reprovision", a.operator(a.reprovision))
+	if _, ok := cfg.Registry.(Decommissioner); ok {
+		mux.HandleFunc("POST /v1/nodes/{id}/decommission", a.operator(a.decommission))
+	}
 	if cfg.Boot != nil {
 		mux.Handle("GET /boot/{file}", cfg.Boot)
 	}

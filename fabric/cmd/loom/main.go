@@ -54,6 +54,7 @@ const usage = `usage: loom [--token-file F] COMMAND
   node provision ID --profile P          image the node with profile P
   node reprovision ID                    image it again
   node watch ID                          follow imaging until Ready or Failed
+  node decommission ID                   erase every disk (NVMe secure erase, else zeroes), power off
   node bmc ID --address A --credential C [--insecure]
                                          give a node its Redfish BMC (A: URL or host[:port])
   node power status|on|off|cycle|pxe-once ID
@@ -101,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	rest := fs.Args()
 	if len(rest) >= 2 {
 		switch rest[0] + " " + rest[1] {
-		case "node provision", "node reprovision", "node watch":
+		case "node provision", "node reprovision", "node watch", "node decommission":
 			return nodeCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
 		case "node bmc", "node power":
 			return powerCmd(ctx, c, rest[1], rest[2:], stdout, stderr)
@@ -255,6 +256,9 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	}
 	if n.Reason != "" {
 		fmt.Fprintf(tw, "Reason:\t%s\n", n.Reason)
+	}
+	if n.Decommission {
+		fmt.Fprintf(tw, "Decommission:\t%s\n", dash(n.Wiped))
 	}
 	if p := n.Progress; p != nil {
 		fmt.Fprintf(tw, "Imaging:\t%s\n", progressText(p))

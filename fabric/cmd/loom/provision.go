@@ -61,6 +61,16 @@ func nodeCmd(ctx context.Context, c *client.Client, verb string, args []string, 
 		fmt.Fprintf(stdout, "node %s: reprovisioning with profile %s (generation %d)\n", n.ID, n.Profile, n.Provision)
 	case "watch":
 		return watch(ctx, c, id, stdout)
+	case "decommission":
+		n, err := c.Decommission(ctx, id)
+		if err != nil {
+			return err
+		}
+		how := "its maintenance agent wipes it"
+		if n.BMC != nil {
+			how = "booting it into the maintenance OS through its BMC; powered off when wiped"
+		}
+		fmt.Fprintf(stdout, "node %s: decommissioning (every disk erased the strongest way it offers): %s\n", n.ID, how)
 	}
 	return nil
 }

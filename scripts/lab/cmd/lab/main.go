@@ -1,6 +1,7 @@
 // Command lab runs Loom's lab: loomd in a network namespace of its own,
-// serving DHCP and netboot on a bridge, and N QEMU servers that PXE-boot
-// from it and register.
+// serving DHCP and netboot on a bridge, and N QEMU servers, each with a
+// virtual Redfish BMC, enrolled as rack "lab" and powered on through their
+// BMCs: they PXE-boot, register, are imaged and come up Ready.
 //
 //	lab up [-n 3]   start (replacing a lab that is already up)
 //	lab down        stop the lab's processes and remove its namespace
@@ -12,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -152,7 +154,7 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 	ldLog := filepath.Join(dir, "loomd.log")
 	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
 		Bin: bin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "loomd.sock"),
-		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra", "--default-profile", "host", "--heartbeat", "2s"}, Detach: true,
+		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra", "--default-profile", "host", "--heartbeat", "2s", "--grace", "30s"}, Detach: true,
 	})
 	if err != nil {
 		return err
@@ -166,13 +168,29 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 	}
 	fmt.Fprintf(out, "== loomd up (pid %d), log %s; image and profile \"host\" provision every new server\n", ld.Process.Pid, ldLog)
 
+	// Every server gets a virtual Redfish BMC on the bridge, as in a rack;
+	// loomd knows them from the rack file and powers the servers on.
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	pwFile := filepath.Join(dir, "bmc.password")
+	password := rand.Text()
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		return err
+	}
+	if _, err := fabric.PutCredential(ctx, api.Credential{Name: "lab", Username: "admin", Password: password}); err != nil {
+		return err
+	}
+	rack := "mac,rack,slot,profile,bmc_address,credential\n"
+
 	var servers []lab.Server
 	exits := map[string]chan error{}
 	for i := 1; i <= n; i++ {
 		s := lab.Server{
 			Name: fmt.Sprintf("server%d", i), MAC: fmt.Sprintf("52:54:00:4c:00:%02x", i), UUID: lab.NewUUID(),
 			CPUs: cpus, MemoryMB: mem, DiskGB: disk, Dir: filepath.Join(dir, fmt.Sprintf("server%d", i)), Detach: true,
-			Accel: accel,
+			Accel: accel, Off: true,
 		}
 		kind := strings.TrimSpace(kinds[(i-1)%len(kinds)])
 		if err := s.Kind(kind); err != nil {
@@ -190,8 +208,46 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 			return err
 		}
 		servers = append(servers, s)
-		fmt.Fprintf(out, "== %s (%s, %s, %s) booting from the network under %s, console %s\n", s.Name, kind, s.MAC, s.Dir, accel.Accel, s.SerialLog())
+		bmcAddr := fmt.Sprintf("%s:%d", ln.Addr.Addr(), 8622+i)
+		vlog, err := os.Create(filepath.Join(s.Dir, "bmc.log"))
+		if err != nil {
+			return err
+		}
+		v := ln.Command(context.Background(), self, "vbmc", "-qmp", s.QMP(), "-listen", bmcAddr, "-user", "admin", "-password-file", pwFile)
+		v.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		v.Stdout, v.Stderr = vlog, vlog
+		if err := v.Start(); err != nil {
+			return fmt.Errorf("starting the BMC of %s: %w", s.Name, err)
+		}
+		vlog.Close()
+		go v.Wait()
+		st.Procs = append(st.Procs, proc{Name: s.Name + " BMC", PID: v.Process.Pid, Exe: "vbmc"})
+		if err := save(dir, st); err != nil {
+			return err
+		}
+		rack += fmt.Sprintf("%s,lab,%d,host,http://%s,lab\n", s.MAC, i, bmcAddr)
+		fmt.Fprintf(out, "== %s (%s, %s, %s), powered off, BMC http://%s, console %s\n", s.Name, kind, s.MAC, s.Dir, bmcAddr, s.SerialLog())
 	}
+	rackFile := filepath.Join(dir, "rack.csv")
+	if err := os.WriteFile(rackFile, []byte(rack), 0o644); err != nil {
+		return err
+	}
+	time.Sleep(300 * time.Millisecond) // the BMCs start listening
+	imp, err := fabric.ImportRack(ctx, []byte(rack))
+	if err != nil {
+		return fmt.Errorf("importing %s: %w", rackFile, err)
+	}
+	fmt.Fprintf(out, "== rack \"lab\" imported from %s: %d servers Enrolled\n", rackFile, len(imp.Created)+len(imp.Updated))
+	pw, err := fabric.PowerRack(ctx, "lab", "on")
+	if err != nil {
+		return fmt.Errorf("powering the rack on: %w", err)
+	}
+	for _, p := range pw.Nodes {
+		if p.Error != "" {
+			return fmt.Errorf("powering on slot %s (%s): %s", p.Slot, p.Node, p.Error)
+		}
+	}
+	fmt.Fprintf(out, "== rack powered on through the BMCs: the servers boot from the network under %s\n", accel.Accel)
 
 	fmt.Fprintf(out, "== waiting for %d servers: netboot, register, imaging, host OS Ready (up to %v)\n", n, wait)
 	start := time.Now()
@@ -253,6 +309,8 @@ The lab is up (servers under %s). Look around:
   export LOOM_ADDR=%s
   export LOOM_TOKEN=$(sudo cat %s)
   build/bin/loom nodes
+  build/bin/loom rack show lab
+  build/bin/loom node power cycle ID   # through its virtual BMC
   build/bin/loom node show ID
   build/bin/loom node reprovision ID && build/bin/loom node watch ID
   build/bin/loom image list; build/bin/loom profile list
