@@ -1,6 +1,7 @@
 package initramfs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -763,5 +765,83 @@ func TestRackImportPowerOn(t *testing.T) {
 		if !isSubsequence(want, history) || n.BMC == nil || n.BMC.Power != "On" || !strings.Contains(n.BMC.LastAction, "rack r1 power on") {
 			t.Errorf("node %s (slot %s): history %v, BMC %+v; want %v and powered on by the rack", n.ID, n.Slot, history, n.BMC, want)
 		}
+	}
+}
+
+// TestDecommissionNVMe: `loom node decommission` on a registered server
+// with a virtio disk and an NVMe drive holding data: its maintenance agent
+// formats the NVMe namespace with user data erase and zeroes the virtio
+// disk, the node records both and ends Decommissioned, and loomd powers
+// it off through its BMC.
+func TestDecommissionNVMe(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var nvme string
+	r := newRig(t, 13, nil, []string{"--grace", "60s"}, func(r *rig) {
+		nvme = filepath.Join(r.dir, "nvme.raw")
+		if err := os.WriteFile(nvme, bytes.Repeat([]byte{0xab}, 64<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.fabric.PutCredential(ctx, api.Credential{Name: "lab", Username: "admin", Password: "dc-s3cret"}); err != nil {
+			t.Fatal(err)
+		}
+	}, func(s *lab.Server) { s.NVMe, s.Used, s.NoReboot = nvme, true, false })
+	_, n := r.wait(5*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	var disks []string
+	for _, d := range n.Inventory.Disks {
+		disks = append(disks, d.Name)
+	}
+	if !slices.Contains(disks, "nvme0n1") {
+		r.dump()
+		t.Fatalf("inventory disks %v lack the NVMe drive", disks)
+	}
+	pwFile := filepath.Join(r.dir, "bmc.password")
+	os.WriteFile(pwFile, []byte("dc-s3cret\n"), 0o600)
+	r.helper(r.net.Command(ctx, labBin, "vbmc", "-qmp", r.srv.QMP(), "-listen", "10.79.13.1:8623", "-user", "admin", "-password-file", pwFile), "vbmc")
+	time.Sleep(500 * time.Millisecond)
+	if _, err := r.fabric.SetBMC(ctx, n.ID, api.BMC{Protocol: api.BMCRedfish, Address: "http://10.79.13.1:8623", Credential: "lab"}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := r.fabric.Decommission(ctx, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	phases, n := r.wait(10*time.Minute, "Decommissioned", func(n api.Node) bool {
+		return n.Phase == api.PhaseDecommissioned || n.Phase == api.PhaseFailed
+	})
+	if n.Phase != api.PhaseDecommissioned {
+		r.dump()
+		t.Fatalf("node ended %s: %s (phases %v)", n.Phase, n.Reason, phases)
+	}
+	t.Logf("decommissioned in %.0fs: %s", time.Since(start).Seconds(), n.Wiped)
+	if !strings.Contains(n.Wiped, "nvme0n1: NVMe format with user data erase") || !strings.Contains(n.Wiped, "vda: zeroed 3.0 GiB") {
+		t.Errorf("wiped = %q, want the NVMe formatted and vda zeroed", n.Wiped)
+	}
+	r.expectSerial(30*time.Second, "LOOM-MARK wiping", "LOOM-MARK decommissioned")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, _ := r.fabric.Node(ctx, n.ID)
+		if got.BMC != nil && got.BMC.Power == "Off" && strings.Contains(got.BMC.LastAction, "decommissioned") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not powered off after the wipe: BMC %+v", got.BMC)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	b, err := os.ReadFile(nvme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.IndexFunc(b, func(r rune) bool { return r != 0 }); i >= 0 {
+		t.Errorf("the NVMe drive still holds data at byte %d after its secure erase", i)
+	}
+	r.kill()
+	raw := filepath.Join(r.dir, "vda.raw")
+	if out, err := exec.Command("qemu-img", "convert", "-O", "raw", filepath.Join(r.srv.Dir, "disk.qcow2"), raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("cmp", "-n", fmt.Sprint(3<<30), raw, "/dev/zero").CombinedOutput(); err != nil {
+		t.Errorf("vda is not all zeroes after decommissioning: %v %s", err, out)
 	}
 }

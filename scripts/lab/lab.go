@@ -177,6 +177,12 @@ type Server struct {
 	// Off starts the server powered off (QEMU -S): it waits for its BMC
 	// to power it on, as a server fresh in a rack does.
 	Off bool
+	// NVMe, if set, is a raw image attached as a second disk on QEMU's
+	// NVMe controller (serial "loom-nvme").
+	NVMe string
+	// Used fills the first 64 MiB of the fresh disk with 0xAB, as a disk
+	// that held data (wipe tests).
+	Used bool
 }
 
 // Kinds are the kinds of server the lab can start (Kind).
@@ -274,6 +280,11 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	if err := run(ctx, "qemu-img", "create", "-q", "-f", "qcow2", disk, fmt.Sprintf("%dG", s.DiskGB)); err != nil {
 		return nil, err
 	}
+	if s.Used {
+		if err := run(ctx, "qemu-io", "-f", "qcow2", "-c", "write -P 0xab 0 64M", disk); err != nil {
+			return nil, err
+		}
+	}
 	if err := n.AddTap(ctx, tap); err != nil {
 		return nil, err
 	}
@@ -314,6 +325,9 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	}
 	if s.Off {
 		args = append(args, "-S")
+	}
+	if s.NVMe != "" {
+		args = append(args, "-drive", "file="+s.NVMe+",if=none,id=nvme0,format=raw", "-device", "nvme,serial=loom-nvme,drive=nvme0")
 	}
 	cmd := n.Command(ctx, "qemu-system-x86_64", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
