@@ -13,6 +13,7 @@ pkgs=(
 	bmap-tools e2fsprogs util-linux fdisk   # bench/imaging peer; host filesystem; losetup; sfdisk (GPT test)
 	ipxe tftp-hpa atftp ovmf                # first-stage iPXE over TFTP; real TFTP clients and UEFI firmware (tests)
 	isc-dhcp-relay                          # a relayed subnet in the lab tests
+	tftpd-hpa nginx-light                   # bench/netboot peers (their services are not started)
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -23,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	$sudo apt-get update -qq
-	# Kea's packaged services must not start and grab port 67 on the host.
+	# Packaged services (Kea, tftpd-hpa, nginx) must not start and grab ports on the host.
 	echo exit 101 | $sudo tee /usr/sbin/policy-rc.d >/dev/null; $sudo chmod +x /usr/sbin/policy-rc.d
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 	$sudo rm -f /usr/sbin/policy-rc.d

@@ -75,27 +75,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	bootDir, _ := filepath.Abs("build/maintenance")
 	loomBin, _ := filepath.Abs(*loomd)
 
-	suffix := lab.Suffix()
-	srvNS, cliNS := "loom-bd-s-"+suffix, "loom-bd-c-"+suffix
-	cleanup := func() {
-		exec.Command("ip", "netns", "del", srvNS).Run()
-		exec.Command("ip", "netns", "del", cliNS).Run()
+	pair, err := lab.NewVethPair(ctx, "loom-bd-"+lab.Suffix(), "198.18.0.1/15", "198.18.0.2/15")
+	if err != nil {
+		return err
 	}
-	defer cleanup()
-	for _, s := range [][]string{
-		{"netns", "add", srvNS}, {"netns", "add", cliNS},
-		{"link", "add", "bd-s-" + suffix, "type", "veth", "peer", "name", "bd-c-" + suffix},
-		{"link", "set", "bd-s-" + suffix, "netns", srvNS, "name", "vs"},
-		{"link", "set", "bd-c-" + suffix, "netns", cliNS, "name", "vc"},
-		{"-n", srvNS, "addr", "add", "198.18.0.1/15", "dev", "vs"},
-		{"-n", cliNS, "addr", "add", "198.18.0.2/15", "dev", "vc"},
-		{"-n", srvNS, "link", "set", "vs", "up"}, {"-n", srvNS, "link", "set", "lo", "up"},
-		{"-n", cliNS, "link", "set", "vc", "up"}, {"-n", cliNS, "link", "set", "lo", "up"},
-	} {
-		if o, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %v: %v: %s", s, err, o)
-		}
-	}
+	defer pair.Close()
+	srvNS, cliNS := pair.Server, pair.Client
 
 	servers := []struct {
 		name  string

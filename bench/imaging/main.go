@@ -31,7 +31,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/bench/internal/apirig"
 )
 
 func main() {
@@ -85,29 +85,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 
 	// loomd on loopback, with the image uploaded to its store.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
-	ld := exec.Command(loomdBin, "--data-dir", filepath.Join(dir, "loomd"), "--api", addr)
-	ldLog, _ := os.Create(filepath.Join(dir, "loomd.log"))
-	ld.Stdout, ld.Stderr = ldLog, ldLog
-	if err := ld.Start(); err != nil {
+	ld, err := apirig.Start(ctx, loomdBin, dir)
+	if err != nil {
 		return err
 	}
-	defer func() { ld.Process.Signal(syscall.SIGTERM); ld.Wait() }()
-	var token string
-	for i := 0; i < 100 && token == ""; i++ {
-		time.Sleep(200 * time.Millisecond)
-		b, _ := os.ReadFile(filepath.Join(dir, "loomd", "operator.token"))
-		token = strings.TrimSpace(string(b))
-	}
-	c := &client.Client{BaseURL: "http://" + addr, Token: token}
-	for i := 0; i < 50; i++ {
-		if _, err = c.Images(ctx); err == nil {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	defer ld.Stop()
+	c, addr := ld.Client, ld.Addr
 	f, _ := os.Open(img)
 	t0 := time.Now()
 	man, err := c.AddImage(ctx, "bench", f, nil)
@@ -146,7 +129,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer exec.Command("losetup", "-d", dev).Run()
 
 	env := []string{"IMG=" + img, "DEV=" + dev, "BMAP=" + bmap, "URL=http://" + fl.Addr().String() + "/image.raw",
-		"LOOMURL=http://" + addr + "/v1/images/bench", "TOKEN=" + token, "MANIFEST=" + manifest, "BLOB=" + blob, "AGENT=" + agentBin}
+		"LOOMURL=http://" + addr + "/v1/images/bench", "TOKEN=" + c.Token, "MANIFEST=" + manifest, "BLOB=" + blob, "AGENT=" + agentBin}
 	local := []tool{
 		{"loom", `"$AGENT" write-image --manifest "$MANIFEST" --blob "$BLOB" "$DEV"`},
 		{"dd", `dd if="$IMG" of="$DEV" bs=4M conv=fsync status=none`},

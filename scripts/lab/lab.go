@@ -123,6 +123,43 @@ func (n *Net) NewRoutedNet(ctx context.Context, ns string, addr, upstream netip.
 	return r, nil
 }
 
+// VethPair is two namespaces joined by a veth pair: a server side and a
+// client side (benchmarks: a server in one, its load generator in the
+// other, so traffic crosses a real link).
+type VethPair struct {
+	Server, Client     string // namespaces
+	ServerIf, ClientIf string // the veth ends, "vs" and "vc"
+}
+
+// NewVethPair makes namespaces prefix+"-s" and prefix+"-c" joined by a veth
+// pair with the given addresses (e.g. "198.18.0.1/15").
+func NewVethPair(ctx context.Context, prefix, serverAddr, clientAddr string) (*VethPair, error) {
+	p := &VethPair{Server: prefix + "-s", Client: prefix + "-c", ServerIf: "vs", ClientIf: "vc"}
+	tmpS, tmpC := "vs"+Suffix(), "vc"+Suffix()
+	for _, s := range [][]string{
+		{"netns", "add", p.Server}, {"netns", "add", p.Client},
+		{"link", "add", tmpS, "type", "veth", "peer", "name", tmpC},
+		{"link", "set", tmpS, "netns", p.Server, "name", p.ServerIf},
+		{"link", "set", tmpC, "netns", p.Client, "name", p.ClientIf},
+		{"-n", p.Server, "addr", "add", serverAddr, "dev", p.ServerIf},
+		{"-n", p.Client, "addr", "add", clientAddr, "dev", p.ClientIf},
+		{"-n", p.Server, "link", "set", p.ServerIf, "up"}, {"-n", p.Server, "link", "set", "lo", "up"},
+		{"-n", p.Client, "link", "set", p.ClientIf, "up"}, {"-n", p.Client, "link", "set", "lo", "up"},
+	} {
+		if err := run(ctx, "ip", s...); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// Close deletes both namespaces.
+func (p *VethPair) Close() {
+	run(context.Background(), "ip", "netns", "del", p.Server)
+	run(context.Background(), "ip", "netns", "del", p.Client)
+}
+
 // Close deletes the namespace and everything in it.
 func (n *Net) Close() error {
 	return run(context.Background(), "ip", "netns", "del", n.NS)

@@ -136,6 +136,14 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 			return err
 		}
 	}
+	// A new lab starts from nothing: the store of the last one knows its
+	// servers as imaged, while their disks are made afresh below.
+	olds, _ := filepath.Glob(filepath.Join(dir, "server*"))
+	for _, old := range append(olds, filepath.Join(dir, "data")) {
+		if err := os.RemoveAll(old); err != nil {
+			return err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}

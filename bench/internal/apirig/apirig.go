@@ -1,0 +1,67 @@
+// Package apirig starts a loomd with only its API, on loopback, for the
+// benchmarks that talk to its image server.
+package apirig
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+// Loomd is a running loomd; Stop ends it.
+type Loomd struct {
+	Client *client.Client
+	Addr   string // host:port of its API
+	Data   string // its data directory
+	cmd    *exec.Cmd
+}
+
+// Start runs bin with its data in dir/loomd and its log in dir/loomd.log,
+// and waits until its API answers.
+func Start(ctx context.Context, bin, dir string) (*Loomd, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	l := &Loomd{Addr: addr, Data: filepath.Join(dir, "loomd")}
+	l.cmd = exec.Command(bin, "--data-dir", l.Data, "--api", addr)
+	log, err := os.Create(filepath.Join(dir, "loomd.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close()
+	l.cmd.Stdout, l.cmd.Stderr = log, log
+	l.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := l.cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		b, _ := os.ReadFile(filepath.Join(l.Data, "operator.token"))
+		if tok := strings.TrimSpace(string(b)); tok != "" {
+			l.Client = &client.Client{BaseURL: "http://" + addr, Token: tok}
+			if _, err := l.Client.Images(ctx); err == nil {
+				return l, nil
+			}
+		}
+	}
+	l.Stop()
+	return nil, fmt.Errorf("loomd API not answering after 30s (log: %s)", filepath.Join(dir, "loomd.log"))
+}
+
+// Stop ends loomd and waits for it.
+func (l *Loomd) Stop() {
+	l.cmd.Process.Signal(syscall.SIGTERM)
+	l.cmd.Wait()
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/loomfabric/loom/agent/imaging"
+	"github.com/loomfabric/loom/bench/internal/apirig"
+)
+
+const nginxConf = `daemon off;
+worker_processes auto;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path %[1]s/tmp; proxy_temp_path %[1]s/tmp; fastcgi_temp_path %[1]s/tmp;
+  uwsgi_temp_path %[1]s/tmp; scgi_temp_path %[1]s/tmp;
+  server { listen %[2]s; root %[3]s; }
+}
+`
+
+// imageServing times n concurrent pulls of one raw image of mib MiB from
+// loomd (the agent's verified writer) and from nginx (curl), rounds times
+// each, interleaved; it returns the median wall times.
+func imageServing(ctx context.Context, tmp, loomBin string, n, mib, rounds int, out io.Writer) (float64, float64, error) {
+	www := filepath.Join(tmp, "www")
+	os.MkdirAll(www, 0o755)
+	os.Chmod(tmp, 0o755) // nginx's workers (www-data) read the file
+	img := filepath.Join(www, "image.raw")
+	f, err := os.Create(img)
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := io.CopyN(f, rand.Reader, int64(mib)<<20); err != nil {
+		return 0, 0, err
+	}
+	f.Close()
+
+	ld, err := apirig.Start(ctx, loomBin, tmp)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ld.Stop()
+	f, _ = os.Open(img)
+	_, err = ld.Client.AddImage(ctx, "rack", f, nil)
+	f.Close()
+	if err != nil {
+		return 0, 0, fmt.Errorf("uploading to loomd: %w", err)
+	}
+	man, err := ld.Client.Image(ctx, "rack")
+	if err != nil {
+		return 0, 0, err
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	ngAddr := ln.Addr().String()
+	ln.Close()
+	ngDir := filepath.Join(tmp, "nginx")
+	os.MkdirAll(filepath.Join(ngDir, "tmp"), 0o755)
+	conf := filepath.Join(ngDir, "nginx.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, ngDir, ngAddr, www)), 0o644)
+	ng := exec.Command("nginx", "-c", conf, "-p", ngDir)
+	ngLog, _ := os.Create(filepath.Join(ngDir, "out.log"))
+	ng.Stdout, ng.Stderr = ngLog, ngLog
+	ng.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := ng.Start(); err != nil {
+		return 0, 0, fmt.Errorf("nginx: %w", err)
+	}
+	defer func() { ng.Process.Signal(syscall.SIGQUIT); ng.Wait(); ngLog.Close() }()
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", ngAddr); err == nil {
+			c.Close()
+			break
+		}
+		if i > 50 {
+			b, _ := os.ReadFile(filepath.Join(ngDir, "error.log"))
+			return 0, 0, fmt.Errorf("nginx not listening: %s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Targets on tmpfs where there is one, so the disk under /tmp does not
+	// decide the race.
+	base := "/dev/shm"
+	if st, err := os.Stat(base); err != nil || !st.IsDir() {
+		base = tmp
+	}
+	targets, err := os.MkdirTemp(base, "loom-bench-pulls-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.RemoveAll(targets)
+	clean := func() {
+		ents, _ := os.ReadDir(targets)
+		for _, e := range ents {
+			os.Remove(filepath.Join(targets, e.Name()))
+		}
+	}
+
+	loom := func() (float64, error) {
+		defer clean()
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t, err := os.OpenFile(filepath.Join(targets, fmt.Sprintf("loom-%d", i)), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				defer t.Close()
+				if err := t.Truncate(int64(man.Size)); err != nil {
+					errs[i] = err
+					return
+				}
+				w := &imaging.Writer{Manifest: man, Target: t,
+					Source: &imaging.HTTPSource{URL: ld.Client.BaseURL + "/v1/images/rack/blob", Token: ld.Client.Token}}
+				errs[i] = w.Write(ctx)
+			}()
+		}
+		wg.Wait()
+		return time.Since(start).Seconds(), errors.Join(errs...)
+	}
+	nginx := func() (float64, error) {
+		defer clean()
+		cmds := make([]*exec.Cmd, n)
+		start := time.Now()
+		for i := range cmds {
+			cmds[i] = exec.CommandContext(ctx, "curl", "-sSf", "-o", filepath.Join(targets, fmt.Sprintf("curl-%d", i)), "http://"+ngAddr+"/image.raw")
+			if err := cmds[i].Start(); err != nil {
+				return 0, err
+			}
+		}
+		var errs []error
+		for _, c := range cmds {
+			errs = append(errs, c.Wait())
+		}
+		secs := time.Since(start).Seconds()
+		if err := errors.Join(errs...); err != nil {
+			return 0, err
+		}
+		for i := range cmds {
+			if st, err := os.Stat(filepath.Join(targets, fmt.Sprintf("curl-%d", i))); err != nil || st.Size() != int64(mib)<<20 {
+				return 0, fmt.Errorf("curl %d: incomplete file (%v)", i, err)
+			}
+		}
+		return secs, nil
+	}
+	times := map[string][]float64{}
+	tools := []struct {
+		name string
+		run  func() (float64, error)
+	}{{"loom", loom}, {"nginx", nginx}}
+	for r := 0; r < rounds; r++ {
+		for i := range tools {
+			t := tools[(i+r)%len(tools)] // alternate who goes first
+			secs, err := t.run()
+			if err != nil {
+				return 0, 0, fmt.Errorf("%s: %w", t.name, err)
+			}
+			times[t.name] = append(times[t.name], secs)
+		}
+	}
+	return median(times["loom"]), median(times["nginx"]), nil
+}
