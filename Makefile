@@ -59,6 +59,7 @@ bench: deps build initramfs images ## run the benchmarks against their peer tool
 	$(GO) run ./bench/imaging
 	$(GO) run ./bench/channel
 	$(GO) run ./bench/guest
+	$(GO) run ./bench/netboot
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)
 	$(GO) test ./fabric/dhcp -run '^$$' -fuzz FuzzHandle -fuzztime $${FUZZTIME:-30s}

@@ -14,6 +14,7 @@ pkgs=(
 	ipxe tftp-hpa atftp ovmf                # first-stage iPXE over TFTP; real TFTP clients and UEFI firmware (tests)
 	isc-dhcp-relay                          # a relayed subnet in the lab tests
 	tftpd-hpa nginx-light                   # bench/netboot peers (their services are not started)
+	openipmi ipmitool                       # an IPMI BMC simulator (ipmi_sim) for the IPMI power tests
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -7,13 +7,16 @@ import (
 )
 
 // BMC protocols.
-const BMCRedfish = "redfish"
+const (
+	BMCRedfish = "redfish"
+	BMCIPMI    = "ipmi" // IPMI 2.0 over the LAN (RMCP+); address host[:623]
+)
 
 // BMC is how the fabric reaches a node's baseboard management controller.
 // The login is a named credential (see Credential): no password is ever
 // kept in, or shown with, a node.
 type BMC struct {
-	// Protocol is "redfish".
+	// Protocol is "redfish" or "ipmi".
 	Protocol string `json:"protocol"`
 	// Address is the BMC's URL or host[:port] (https by default).
 	Address string `json:"address"`
@@ -30,8 +33,8 @@ type BMC struct {
 
 // Validate checks a BMC's settings, naming the field that is wrong.
 func (b BMC) Validate() error {
-	if b.Protocol != BMCRedfish {
-		return fmt.Errorf("bmc.protocol %q: want %s", b.Protocol, BMCRedfish)
+	if b.Protocol != BMCRedfish && b.Protocol != BMCIPMI {
+		return fmt.Errorf("bmc.protocol %q: want %s or %s", b.Protocol, BMCRedfish, BMCIPMI)
 	}
 	if b.Address == "" || strings.ContainsAny(b.Address, " \t\n") {
 		return fmt.Errorf("bmc.address %q: want a URL or host[:port]", b.Address)

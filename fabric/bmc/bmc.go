@@ -1,6 +1,7 @@
 // Package bmc powers servers through their baseboard management controller
 // (BMC): power on, off, cycle, status, and a one-time network boot on the
-// next start. It speaks Redfish (DMTF's REST API, through gofish).
+// next start. It speaks Redfish (DMTF's REST API, through gofish) and IPMI
+// 2.0 over the LAN (RMCP+, through go-ipmi).
 //
 // Every call connects, acts and is done: a BMC is a small, slow computer
 // that many tools talk to, and holding sessions open on it helps nobody.
@@ -59,8 +60,10 @@ func Do(ctx context.Context, t Target, op Op) (string, error) {
 	switch t.Protocol {
 	case api.BMCRedfish:
 		return redfishDo(ctx, t, op)
+	case api.BMCIPMI:
+		return ipmiDo(ctx, t, op)
 	}
-	return "", fmt.Errorf("bmc: protocol %q: want %s", t.Protocol, api.BMCRedfish)
+	return "", fmt.Errorf("bmc: protocol %q: want %s or %s", t.Protocol, api.BMCRedfish, api.BMCIPMI)
 }
 
 // Endpoint is the Redfish service root's base URL for an address: a URL

@@ -8,7 +8,7 @@
 //	slot           where in the rack (free text, unique within the rack)
 //	profile        the profile to image it with
 //	bmc_address    its BMC: a URL or host[:port]
-//	bmc_protocol   redfish (the default when bmc_address is set)
+//	bmc_protocol   redfish (the default when bmc_address is set) or ipmi
 //	credential     the stored BMC credential to log in with (loom credential set)
 //	bmc_insecure   true to skip the BMC's TLS certificate check
 //
@@ -151,8 +151,8 @@ func Parse(r io.Reader) ([]api.RackEntry, error) {
 			default:
 				bad("bmc_insecure", "%q: want true or false", insecure)
 			}
-			if b.Protocol != api.BMCRedfish {
-				bad("bmc_protocol", "%q: want %s", proto, api.BMCRedfish)
+			if b.Protocol != api.BMCRedfish && b.Protocol != api.BMCIPMI {
+				bad("bmc_protocol", "%q: want %s or %s", proto, api.BMCRedfish, api.BMCIPMI)
 			}
 			if strings.ContainsAny(addr, " \t") {
 				bad("bmc_address", "%q: want a URL or host[:port]", addr)
