@@ -671,7 +671,8 @@ func TestNestedGuestOnImagedNode(t *testing.T) {
 }
 
 // TestRackImportPowerOn images a rack of three powered-off servers with no
-// manual step: the operator's CSV (MACs, lab BMCs, slots, profile) goes in
+// manual step: the operator's CSV (MACs, lab BMCs: two Redfish, one IPMI
+// through OpenIPMI's ipmi_sim; slots, profile) goes in
 // with `loom rack import`, a bad one first (refused, nothing imported);
 // `loom rack power-on` boots them through their BMCs (PXE once, on), and
 // `loom rack watch` follows them to Ready.
@@ -700,11 +701,23 @@ func TestRackImportPowerOn(t *testing.T) {
 	}
 	pwFile := filepath.Join(r.dir, "bmc.password")
 	os.WriteFile(pwFile, []byte("rack-s3cret\n"), 0o600)
-	csv := "mac,rack,slot,profile,bmc_address,credential\n"
+	// Two Redfish BMCs and one IPMI BMC (OpenIPMI's ipmi_sim, its chassis
+	// driven over the server's QMP socket).
+	csv := "mac,rack,slot,profile,bmc_address,bmc_protocol,credential\n"
 	for i, s := range servers {
+		if i == 2 {
+			addr := "10.79.12.1:9623"
+			cmd, err := r.net.IPMIBMC(ctx, filepath.Join(r.dir, "ipmi-"+s.Name), addr, "admin", "rack-s3cret", labBin, s.QMP())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.helper(cmd, "ipmi-"+s.Name)
+			csv += fmt.Sprintf("%s,r1,u%d,host,%s,ipmi,lab\n", s.MAC, i+1, addr)
+			continue
+		}
 		addr := fmt.Sprintf("10.79.12.1:%d", 8623+i)
 		r.helper(r.net.Command(ctx, labBin, "vbmc", "-qmp", s.QMP(), "-listen", addr, "-user", "admin", "-password-file", pwFile), "vbmc-"+s.Name)
-		csv += fmt.Sprintf("%s,r1,u%d,host,http://%s,lab\n", s.MAC, i+1, addr)
+		csv += fmt.Sprintf("%s,r1,u%d,host,http://%s,redfish,lab\n", s.MAC, i+1, addr)
 	}
 	time.Sleep(500 * time.Millisecond)
 
@@ -715,7 +728,7 @@ func TestRackImportPowerOn(t *testing.T) {
 		return string(out), err
 	}
 	bad := filepath.Join(r.dir, "bad.csv")
-	os.WriteFile(bad, []byte(strings.Replace(csv, ",lab\n", ",nosuch\n", 1)+"52:54:00:zz:00:01,r1,u9,host,,\n"), 0o644)
+	os.WriteFile(bad, []byte(strings.Replace(csv, ",lab\n", ",nosuch\n", 1)+"52:54:00:zz:00:01,r1,u9,host,,,\n"), 0o644)
 	if out, err := loom("rack", "import", bad); err == nil || !strings.Contains(out, "line 5, field mac") {
 		t.Fatalf("importing a CSV with a bad MAC: %v\n%s", err, out)
 	}

@@ -316,8 +316,18 @@ func recordDiscovered(ctx context.Context, reg *node.Registry, macs <-chan strin
 		case <-ctx.Done():
 			return nil
 		case mac := <-macs:
-			if err := reg.Discovered(ctx, mac); err != nil && ctx.Err() == nil {
-				log.Warn("recording discovered node", "mac", mac, "err", err)
+			batch := []string{mac}
+		drain: // whatever else is waiting goes in the same transaction
+			for len(batch) < 256 {
+				select {
+				case m := <-macs:
+					batch = append(batch, m)
+				default:
+					break drain
+				}
+			}
+			if err := reg.DiscoveredMany(ctx, batch); err != nil && ctx.Err() == nil {
+				log.Warn("recording discovered nodes", "macs", len(batch), "err", err)
 			}
 		}
 	}

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -138,43 +139,91 @@ func NormalizeMAC(s string) (string, error) {
 
 // Discovered records a MAC seen in DHCP as a Discovered node, once.
 func (r *Registry) Discovered(ctx context.Context, mac string) error {
+	return r.DiscoveredMany(ctx, []string{mac})
+}
+
+// DiscoveredMany records MACs seen in DHCP as Discovered nodes, once each:
+// the new ones in one store transaction (a busy netboot network brings
+// many at once). A MAC with a node already is left alone, except that an
+// Enrolled node (rack import) is now Discovered.
+func (r *Registry) DiscoveredMany(ctx context.Context, macs []string) error {
 	r.mu.Lock()
-	known := r.known[mac]
+	var todo []string
+	for _, m := range macs {
+		if !r.known[m] && !slices.Contains(todo, m) {
+			todo = append(todo, m)
+		}
+	}
 	r.mu.Unlock()
-	if known {
+	if len(todo) == 0 {
 		return nil
 	}
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
-	id, err := r.cfg.Store.NodeIDByMAC(ctx, mac)
-	if err == nil {
-		// A node known from a rack import has now been seen.
-		if n, err := r.cfg.Store.Node(ctx, id); err == nil && n.Phase == api.PhaseEnrolled {
-			_, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
-				if n.Phase == api.PhaseEnrolled {
-					n.SetPhase(api.PhaseDiscovered, r.cfg.Now(), "seen in DHCP")
-				}
-				return nil
-			})
-			if err != nil {
+	now := r.cfg.Now()
+	var writes []store.NodeWrite
+	for _, mac := range todo {
+		id, err := r.cfg.Store.NodeIDByMAC(ctx, mac)
+		if err == nil {
+			if err := r.seenEnrolled(ctx, id); err != nil {
 				return err
 			}
+			r.markKnown(mac)
+			continue
 		}
-		r.markKnown(mac)
+		if !store.IsNotFound(err) {
+			return err
+		}
+		n := api.Node{ID: newID(), MAC: mac, Created: now}
+		n.SetPhase(api.PhaseDiscovered, now, "")
+		writes = append(writes, store.NodeWrite{Node: n, MACs: []string{mac}})
+	}
+	if len(writes) == 0 {
 		return nil
 	}
-	if !store.IsNotFound(err) {
-		return err
+	ws, batched := r.cfg.Store.(interface {
+		WriteNodes(ctx context.Context, ws []store.NodeWrite) error
+	})
+	if batched && len(writes) > 1 {
+		err := ws.WriteNodes(ctx, writes)
+		if err == nil {
+			for _, w := range writes {
+				r.markKnown(w.Node.MAC)
+				r.log.Info("node discovered", "node", w.Node.ID, "mac", w.Node.MAC)
+			}
+			return nil
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("recording %d discovered nodes: %w", len(writes), err)
+		}
+		// Someone claimed one of the MACs meanwhile: one by one below.
 	}
-	now := r.cfg.Now()
-	n := api.Node{ID: newID(), MAC: mac, Created: now}
-	n.SetPhase(api.PhaseDiscovered, now, "")
-	if err := r.cfg.Store.CreateNode(ctx, n, []string{mac}, ""); err != nil {
-		return fmt.Errorf("recording discovered %s: %w", mac, err)
+	for _, w := range writes {
+		err := r.cfg.Store.CreateNode(ctx, w.Node, w.MACs, "")
+		if err != nil && !errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("recording discovered %s: %w", w.Node.MAC, err)
+		}
+		r.markKnown(w.Node.MAC)
+		if err == nil {
+			r.log.Info("node discovered", "node", w.Node.ID, "mac", w.Node.MAC)
+		}
 	}
-	r.markKnown(mac)
-	r.log.Info("node discovered", "node", n.ID, "mac", mac)
 	return nil
+}
+
+// seenEnrolled moves a node known from a rack import to Discovered.
+func (r *Registry) seenEnrolled(ctx context.Context, id string) error {
+	n, err := r.cfg.Store.Node(ctx, id)
+	if err != nil || n.Phase != api.PhaseEnrolled {
+		return nil
+	}
+	_, err = r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		if n.Phase == api.PhaseEnrolled {
+			n.SetPhase(api.PhaseDiscovered, r.cfg.Now(), "seen in DHCP")
+		}
+		return nil
+	})
+	return err
 }
 
 func (r *Registry) markKnown(macs ...string) {

@@ -110,3 +110,35 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("after a heartbeat: %s, want Registered", got)
 	}
 }
+
+// TestDiscoveredMany: a batch of MACs (one twice, one of an enrolled node)
+// makes one Discovered node per new MAC, in one go, and moves the enrolled
+// one to Discovered.
+func TestDiscoveredMany(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := New(Config{Store: st}, nil)
+	if _, err := r.Import(ctx, []api.RackEntry{{Line: 2, MAC: "52:54:00:00:00:09", Rack: "r1"}}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []string{"52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:01", "52:54:00:00:00:09", "52:54:00:00:00:03"}
+	if err := r.DiscoveredMany(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DiscoveredMany(ctx, batch); err != nil { // again: nothing new
+		t.Fatal(err)
+	}
+	nodes, _ := r.List(ctx)
+	if len(nodes) != 4 {
+		t.Fatalf("%d nodes, want 4", len(nodes))
+	}
+	for _, n := range nodes {
+		if n.Phase != api.PhaseDiscovered {
+			t.Errorf("node %s (%s) is %s, want Discovered", n.ID, n.MAC, n.Phase)
+		}
+	}
+}

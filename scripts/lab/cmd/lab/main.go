@@ -105,8 +105,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "vbmc":
 		return vbmc(ctx, *qmpSock, *listen, *bmcUser, *bmcPassFile)
+	case "chassis": // ipmi_sim's chassis_control program: lab chassis -qmp SOCK get|set ...
+		rest := fs.Args()
+		if len(rest) > 0 && rest[0] == "chassis" {
+			rest = rest[1:] // the verb came after the flags
+		}
+		return lab.Chassis(*qmpSock, rest, stdout)
 	}
-	return errors.New("usage: lab [flags] up|down|accel|vbmc")
+	return errors.New("usage: lab [flags] up|down|accel|vbmc|chassis")
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
