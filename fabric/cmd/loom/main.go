@@ -55,7 +55,7 @@ const usage = `usage: loom [--token-file F] COMMAND
   node reprovision ID                    image it again
   node watch ID                          follow imaging until Ready or Failed
   node decommission ID                   erase every disk (NVMe secure erase, else zeroes), power off
-  node bmc ID --address A --credential C [--insecure]
+  node bmc ID --address A --credential C [--protocol redfish|ipmi] [--insecure]
                                          give a node its Redfish BMC (A: URL or host[:port])
   node power status|on|off|cycle|pxe-once ID
                                          power a node through its BMC

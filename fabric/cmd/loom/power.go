@@ -33,7 +33,7 @@ func powerCmd(ctx context.Context, c *client.Client, verb string, args []string,
 	var b api.BMC
 	fs.StringVar(&b.Address, "address", "", "the BMC's URL or host[:port] (https by default)")
 	fs.StringVar(&b.Credential, "credential", "", "name of the credential to log in with (loom credential set)")
-	fs.StringVar(&b.Protocol, "protocol", api.BMCRedfish, "BMC protocol")
+	fs.StringVar(&b.Protocol, "protocol", api.BMCRedfish, "BMC protocol: redfish or ipmi (address host[:623])")
 	fs.BoolVar(&b.Insecure, "insecure", false, "do not check the BMC's TLS certificate")
 	if len(args) == 0 {
 		return errors.New("node bmc: missing node ID")
