@@ -26,8 +26,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/loomfabric/loom/scripts/lab"
 )
@@ -87,7 +85,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		start func(dir string) (*exec.Cmd, error)
 	}{
 		{"loom", func(dir string) (*exec.Cmd, error) {
-			return startServer(srvNS, dir, "dhcp: pool ready", "taskset", "-c", "0", loomBin,
+			return lab.StartIn(srvNS, dir, "dhcp: pool ready", "taskset", "-c", "0", loomBin,
 				"--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
 				"--netboot-interface", "vs", "--pool", "198.18.1.0-198.19.255.254", "--boot-dir", bootDir)
 		}},
@@ -96,10 +94,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			os.WriteFile(conf, []byte(fmt.Sprintf(keaConf, filepath.Join(dir, "leases4.csv"), filepath.Join(dir, "kea.log"))), 0o644)
 			os.Setenv("KEA_PIDFILE_DIR", dir)
 			os.Setenv("KEA_LOCKFILE_DIR", dir)
-			return startServer(srvNS, dir, "", "taskset", "-c", "0", "kea-dhcp4", "-c", conf)
+			return lab.StartIn(srvNS, dir, "", "taskset", "-c", "0", "kea-dhcp4", "-c", conf)
 		}},
 		{"dnsmasq", func(dir string) (*exec.Cmd, error) {
-			return startServer(srvNS, dir, "", "taskset", "-c", "0", "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+			return lab.StartIn(srvNS, dir, "", "taskset", "-c", "0", "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
 				"--port=0", "--interface=vs", "--bind-interfaces", "--dhcp-range=198.18.1.0,198.19.255.254,255.254.0.0,1h",
 				"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--dhcp-lease-max=200000", "--no-ping",
 				"--quiet-dhcp", "--log-facility=-", "--pid-file="+filepath.Join(dir, "pid"))
@@ -124,7 +122,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					return fmt.Errorf("%s: %w", sv.name, err)
 				}
 				res, raw := perf(ctx, cliNS, load, *clients, *period)
-				stop(cmd)
+				lab.Stop(cmd)
 				if res.failed {
 					fmt.Fprintf(out, "  %s at %d/s round %d: perfdhcp failed:\n%s\n", sv.name, load, r, raw)
 				}
@@ -165,45 +163,6 @@ const keaConf = `{"Dhcp4": {
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": %q}], "severity": "WARN"}]
 }}`
 
-// startServer runs a server in the namespace and waits until it is ready:
-// until its log shows marker, or (no marker) for a fixed second.
-func startServer(ns, dir, marker string, args ...string) (*exec.Cmd, error) {
-	logPath := filepath.Join(dir, "server.log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		time.Sleep(200 * time.Millisecond)
-		b, _ := os.ReadFile(logPath)
-		if marker == "" || strings.Contains(string(b), marker) {
-			time.Sleep(time.Second)
-			return cmd, nil
-		}
-		if time.Now().After(deadline) {
-			stop(cmd)
-			return nil, fmt.Errorf("not ready after 30s: %s", b)
-		}
-	}
-}
-
-func stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
 
 var (
 	rateRE  = regexp.MustCompile(`Rate: ([0-9.]+) 4-way exchanges/second`)

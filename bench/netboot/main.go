@@ -38,7 +38,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/loomfabric/loom/scripts/lab"
@@ -116,11 +115,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "bench netboot: TFTP %s (%d KiB) to %d clients, blksize 1468, windowsize 16; %d rounds\n", name, len(fb)>>10, *clients, *rounds)
 	tftpServers := []server{
 		{"loom", func(dir string) (*exec.Cmd, error) {
-			return startIn(pair.Server, dir, "TFTP serving the first stage", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
+			return lab.StartIn(pair.Server, dir, "TFTP serving the first stage", "taskset", "-c", "0", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
 				"--netboot-interface", pair.ServerIf, "--boot-dir", bootDir, "--ipxe-dir", ipxeDir)
 		}},
 		{"tftpd-hpa", func(dir string) (*exec.Cmd, error) {
-			return startIn(pair.Server, dir, "", "in.tftpd", "--foreground", "--address", srvAddr+":69", "--secure", ipxeDir)
+			return lab.StartIn(pair.Server, dir, "", "taskset", "-c", "0", "in.tftpd", "--foreground", "--address", srvAddr+":69", "--secure", ipxeDir)
 		}},
 	}
 	tftpRes := map[string][]float64{}
@@ -136,7 +135,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			}
 			o, err := exec.CommandContext(ctx, "ip", "netns", "exec", pair.Client, "taskset", "-c", "1", self, "tftp-clients",
 				"-server", srvAddr+":69", "-file", name, "-n", strconv.Itoa(*clients), "-sha256", sum).CombinedOutput()
-			stop(cmd)
+			lab.Stop(cmd)
 			if err != nil {
 				return fmt.Errorf("TFTP from %s: %v\n%s", sv.name, err, o)
 			}
@@ -158,11 +157,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "bench netboot: proxyDHCP, perfdhcp -i at %d DISCOVERs/s for %ds, PXE clients (option 60), relayed\n", *load, *period)
 	proxyServers := []server{
 		{"loom", func(dir string) (*exec.Cmd, error) {
-			return startIn(pair.Server, dir, "proxyDHCP ready", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
+			return lab.StartIn(pair.Server, dir, "proxyDHCP ready", "taskset", "-c", "0", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
 				"--netboot-interface", pair.ServerIf, "--boot-dir", bootDir, "--ipxe-dir", ipxeDir, "--dhcp-mode", "proxy")
 		}},
 		{"dnsmasq", func(dir string) (*exec.Cmd, error) {
-			return startIn(pair.Server, dir, "", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+			return lab.StartIn(pair.Server, dir, "", "taskset", "-c", "0", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 				"--interface="+pair.ServerIf, "--bind-interfaces", "--dhcp-range=198.18.0.0,proxy,255.254.0.0",
 				"--pxe-service=x86PC,Loom,undionly", "--pxe-service=x86-64_EFI,Loom,ipxe.efi", "--dhcp-no-override",
 				"--no-ping", "--quiet-dhcp", "--log-facility=-", "--pid-file="+filepath.Join(dir, "pid"))
@@ -179,7 +178,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				return fmt.Errorf("%s: %w", sv.name, err)
 			}
 			rate, raw := perfProxy(ctx, pair, *load, *period)
-			stop(cmd)
+			lab.Stop(cmd)
 			if rate == 0 {
 				b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
 				return fmt.Errorf("proxyDHCP from %s: no exchange completed:\n%s\nserver log:\n%s", sv.name, raw, lab.TailString(string(b), 10))
@@ -209,47 +208,6 @@ type server struct {
 	start func(dir string) (*exec.Cmd, error)
 }
 
-// startIn runs a server in namespace ns and waits until its log shows
-// marker (or a second, without one).
-func startIn(ns, dir, marker string, args ...string) (*exec.Cmd, error) {
-	logPath := filepath.Join(dir, "server.log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, "taskset", "-c", "0"}, args...)...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		time.Sleep(200 * time.Millisecond)
-		b, _ := os.ReadFile(logPath)
-		if marker == "" || strings.Contains(string(b), marker) {
-			time.Sleep(time.Second)
-			return cmd, nil
-		}
-		if time.Now().After(deadline) {
-			stop(cmd)
-			return nil, fmt.Errorf("not ready after 60s: %s", b)
-		}
-	}
-}
-
-func stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
-}
 
 // tftpClients is run inside the client namespace: n concurrent fetches,
 // each checked; it prints the wall time and the window granted.

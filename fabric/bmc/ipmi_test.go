@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 // ipmiSim runs OpenIPMI's BMC simulator (Debian's openipmi) on loopback,
@@ -46,26 +47,11 @@ set) shift; while [ $# -ge 2 ]; do echo "$2" > "$1"; shift 2; done ;;
 *) exit 1 ;;
 esac
 `), 0o755)
-	conf := fmt.Sprintf(`name "loomtest"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 %d
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "%s"
-  user 1 true  ""      "test"   user  10 none md2 md5 straight
-  user 2 true  "admin" "s3cret" admin 10 none md2 md5 straight
-`, port, script)
-	emu := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n"
-	os.WriteFile(filepath.Join(dir, "lan.conf"), []byte(conf), 0o644)
-	os.WriteFile(filepath.Join(dir, "sim.emu"), []byte(emu), 0o644)
-	os.MkdirAll(filepath.Join(dir, "state"), 0o755)
-	cmd := exec.Command("ipmi_sim", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n")
+	args, err := lab.IPMISim(dir, fmt.Sprintf("127.0.0.1:%d", port), "admin", "s3cret", script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	log, _ := os.Create(filepath.Join(dir, "sim.log"))
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

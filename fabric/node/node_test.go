@@ -57,11 +57,7 @@ func TestIdentityUUID(t *testing.T) {
 // a real embedded etcd with a fake clock.
 func TestLifecycle(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	r := New(Config{Store: st, HeartbeatInterval: time.Second, Grace: 4 * time.Second, Now: func() time.Time { return now }}, nil)
 	phase := func(id string) api.Phase {
@@ -116,11 +112,7 @@ func TestLifecycle(t *testing.T) {
 // one to Discovered.
 func TestDiscoveredMany(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	r := New(Config{Store: st}, nil)
 	if _, err := r.Import(ctx, []api.RackEntry{{Line: 2, MAC: "52:54:00:00:00:09", Rack: "r1"}}); err != nil {
 		t.Fatal(err)
@@ -141,4 +133,15 @@ func TestDiscoveredMany(t *testing.T) {
 			t.Errorf("node %s (%s) is %s, want Discovered", n.ID, n.MAC, n.Phase)
 		}
 	}
+}
+
+// openStore opens a store on a real embedded etcd for one test.
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }

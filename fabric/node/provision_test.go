@@ -11,7 +11,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loomfabric/loom/fabric/api"
-	"github.com/loomfabric/loom/fabric/store"
 )
 
 func TestTransition(t *testing.T) {
@@ -76,11 +75,7 @@ func TestGoalFor(t *testing.T) {
 // imaged one what its profile says.
 func TestBootChoice(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	r := New(Config{Store: st}, nil)
 	for _, p := range []api.Profile{
 		{Name: "kexec", Image: "i"},

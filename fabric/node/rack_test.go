@@ -20,11 +20,7 @@ import (
 // profile; a rack power-on boots the unimaged ones from the network.
 func TestRackImport(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	var mu sync.Mutex
 	var ops []string
@@ -64,7 +60,7 @@ func TestRackImport(t *testing.T) {
 	bad[1].BMC = &api.BMC{Protocol: api.BMCRedfish, Address: "http://bmc2", Credential: "nope"}
 	bad[2].Profile = "missing"
 	before, _ := r.List(ctx)
-	_, err = r.Import(ctx, bad)
+	_, err := r.Import(ctx, bad)
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `line 3, field credential: "nope" does not exist`) || !strings.Contains(err.Error(), `line 4, field profile: "missing" does not exist`) {
 		t.Fatalf("import with an unknown credential and profile: %v", err)
 	}

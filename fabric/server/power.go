@@ -91,15 +91,24 @@ func (a *apiServer) deleteBMC(w http.ResponseWriter, r *http.Request) {
 	a.result(w, r, n, err)
 }
 
-func (a *apiServer) power(w http.ResponseWriter, r *http.Request) {
+// powerOp reads a PowerRequest body; false means it answered 400.
+func (a *apiServer) powerOp(w http.ResponseWriter, r *http.Request) (bmc.Op, bool) {
 	var req api.PowerRequest
 	if err := decode(w, r, &req); err != nil {
 		a.fail(w, r, http.StatusBadRequest, "%v", err)
-		return
+		return "", false
 	}
 	op, err := bmc.ParseOp(req.Op)
 	if err != nil {
 		a.fail(w, r, http.StatusBadRequest, "%v", err)
+		return "", false
+	}
+	return op, true
+}
+
+func (a *apiServer) power(w http.ResponseWriter, r *http.Request) {
+	op, ok := a.powerOp(w, r)
+	if !ok {
 		return
 	}
 	state, err := a.cfg.Power.Power(r.Context(), r.PathValue("id"), op, "operator request")

@@ -54,14 +54,8 @@ func (a *apiServer) listRacks(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiServer) powerRack(w http.ResponseWriter, r *http.Request) {
-	var req api.PowerRequest
-	if err := decode(w, r, &req); err != nil {
-		a.fail(w, r, http.StatusBadRequest, "%v", err)
-		return
-	}
-	op, err := bmc.ParseOp(req.Op)
-	if err != nil {
-		a.fail(w, r, http.StatusBadRequest, "%v", err)
+	op, ok := a.powerOp(w, r)
+	if !ok {
 		return
 	}
 	if !api.ValidName(r.PathValue("rack")) {

@@ -81,6 +81,20 @@ func Chassis(qmpSock string, args []string, out io.Writer) error {
 // BMC on listen (host:port), with one administrator, its chassis driven by
 // `labBin chassis -qmp QMP`. Files go to dir; the caller ends the command.
 func (n *Net) IPMIBMC(ctx context.Context, dir, listen, user, password, labBin, qmpSock string) (*exec.Cmd, error) {
+	args, err := IPMISim(dir, listen, user, password, labBin+" chassis -qmp "+qmpSock)
+	if err != nil {
+		return nil, err
+	}
+	cmd := n.Command(ctx, args[0], args[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd, nil
+}
+
+// IPMISim writes the configuration of an OpenIPMI ipmi_sim BMC into dir:
+// RMCP+ on listen (host:port), one administrator, and chassisCmd as its
+// chassis_control program (power and boot device). It returns the command
+// line that runs it.
+func IPMISim(dir, listen, user, password, chassisCmd string) ([]string, error) {
 	host, port, ok := strings.Cut(listen, ":")
 	if !ok {
 		return nil, fmt.Errorf("ipmi: listen %q: want host:port", listen)
@@ -99,9 +113,9 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
   endlan
-  chassis_control "%s chassis -qmp %s"
+  chassis_control "%s"
   user 2 true  %q %q admin 10 none md2 md5 straight
-`, host, port, labBin, qmpSock, user, password)
+`, host, port, chassisCmd, user, password)
 	emu := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nmc_enable 0x20\n"
 	if err := os.WriteFile(filepath.Join(dir, "lan.conf"), []byte(conf), 0o600); err != nil {
 		return nil, err
@@ -109,7 +123,5 @@ set_working_mc 0x20
 	if err := os.WriteFile(filepath.Join(dir, "sim.emu"), []byte(emu), 0o644); err != nil {
 		return nil, err
 	}
-	cmd := n.Command(ctx, "ipmi_sim", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	return cmd, nil
+	return []string{"ipmi_sim", "-c", filepath.Join(dir, "lan.conf"), "-f", filepath.Join(dir, "sim.emu"), "-s", filepath.Join(dir, "state"), "-n"}, nil
 }

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/fabric/api"
@@ -382,4 +383,48 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		return nil, fmt.Errorf("starting QEMU for %s: %w", s.Name, err)
 	}
 	return cmd, nil
+}
+
+// StartIn runs a server program in namespace ns, its output in
+// dir/server.log, and waits until that log shows marker (with no marker:
+// a second). It dies with the caller. Stop ends it.
+func StartIn(ns, dir, marker string, args ...string) (*exec.Cmd, error) {
+	logPath := filepath.Join(dir, "server.log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		time.Sleep(200 * time.Millisecond)
+		b, _ := os.ReadFile(logPath)
+		if marker == "" || strings.Contains(string(b), marker) {
+			time.Sleep(time.Second)
+			return cmd, nil
+		}
+		if time.Now().After(deadline) {
+			Stop(cmd)
+			return nil, fmt.Errorf("%s not ready after 60s: %s", args[0], TailString(string(b), 10))
+		}
+	}
+}
+
+// Stop ends a command with SIGTERM, then SIGKILL after 10 s, and waits.
+func Stop(cmd *exec.Cmd) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }
