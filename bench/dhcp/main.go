@@ -163,7 +163,6 @@ const keaConf = `{"Dhcp4": {
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": %q}], "severity": "WARN"}]
 }}`
 
-
 var (
 	rateRE  = regexp.MustCompile(`Rate: ([0-9.]+) 4-way exchanges/second`)
 	dropsRE = regexp.MustCompile(`drops: ([0-9]+)`)

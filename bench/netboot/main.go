@@ -208,7 +208,6 @@ type server struct {
 	start func(dir string) (*exec.Cmd, error)
 }
 
-
 // tftpClients is run inside the client namespace: n concurrent fetches,
 // each checked; it prints the wall time and the window granted.
 func tftpClients(args []string, out io.Writer) error {
