@@ -272,14 +272,15 @@ func TestUEFIFirmwarePXE(t *testing.T) {
 	t.Parallel()
 	requireUEFI(t)
 	start := time.Now()
-	r := newRig(t, 6, nil, []string{"--grace", "60s"}, nil, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
-	_, n := r.wait(8*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	r := newRig(t, 6, nil, []string{"--grace", "60s", "--default-profile", "host"}, withHostProfile, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
+	_, n := r.wait(8*time.Minute, "Registered", registeredOrLater)
 	t.Logf("UEFI server %s Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
 	if log, _ := os.ReadFile(r.loomLog); !strings.Contains(string(log), "tftp: sent") || !strings.Contains(string(log), "file=ipxe.efi") {
 		r.dump()
 		t.Errorf("loomd did not send ipxe.efi over TFTP: the firmware did not boot through TFTP")
 	}
 	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+	r.toReady(start)
 }
 
 // provisionRig starts loomd with the host image as the default profile
@@ -291,8 +292,8 @@ func TestUEFIHTTPBoot(t *testing.T) {
 	t.Parallel()
 	requireUEFI(t)
 	start := time.Now()
-	r := newRig(t, 8, nil, []string{"--grace", "60s", "--tftp", "off"}, nil, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
-	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	r := newRig(t, 8, nil, []string{"--grace", "60s", "--tftp", "off", "--default-profile", "host"}, withHostProfile, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
+	_, n := r.wait(10*time.Minute, "Registered", registeredOrLater)
 	t.Logf("UEFI HTTP boot server %s Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
 	log, _ := os.ReadFile(r.loomLog)
 	if !strings.Contains(string(log), "netboot: serving the first stage over HTTP") || strings.Contains(string(log), "tftp: sent") {
@@ -303,6 +304,7 @@ func TestUEFIHTTPBoot(t *testing.T) {
 		t.Errorf("the firmware's console does not show an HTTP boot")
 	}
 	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+	r.toReady(start)
 }
 
 // TestProxyDHCP: dnsmasq owns the addresses, loomd in proxy mode only
@@ -315,14 +317,15 @@ func TestProxyDHCP(t *testing.T) {
 	}
 	start := time.Now()
 	leases := ""
-	r := newRig(t, 9, nil, []string{"--grace", "60s", "--dhcp-mode", "proxy"}, func(r *rig) {
+	r := newRig(t, 9, nil, []string{"--grace", "60s", "--dhcp-mode", "proxy", "--default-profile", "host"}, func(r *rig) {
+		withHostProfile(r)
 		leases = filepath.Join(r.dir, "dnsmasq.leases")
 		cmd := r.net.Command(context.Background(), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
 			"--interface="+r.net.Bridge, "--bind-interfaces", "--dhcp-range=10.79.9.20,10.79.9.40,1h",
 			"--dhcp-leasefile="+leases, "--pid-file=", "--log-dhcp")
 		r.helper(cmd, "dnsmasq")
 	}, func(s *lab.Server) { s.Firmware, s.NoOptionROM = "uefi", true })
-	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	_, n := r.wait(10*time.Minute, "Registered", registeredOrLater)
 	t.Logf("server %s Registered through proxyDHCP %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
 	if a, err := netip.ParseAddr(n.IP); err != nil || a.Less(netip.MustParseAddr("10.79.9.20")) || netip.MustParseAddr("10.79.9.40").Less(a) {
 		t.Errorf("node IP %q is not from dnsmasq's range 10.79.9.20-40", n.IP)
@@ -335,6 +338,7 @@ func TestProxyDHCP(t *testing.T) {
 		t.Errorf("the firmware did not fetch the first stage over TFTP")
 	}
 	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+	r.toReady(start)
 }
 
 // TestRelayedSubnet boots a server on a second subnet behind a router
@@ -347,7 +351,8 @@ func TestRelayedSubnet(t *testing.T) {
 		lab.RequireVM(t, fmt.Errorf("dhcrelay (apt-get install isc-dhcp-relay): %v", err))
 	}
 	start := time.Now()
-	r := newRig(t, 10, nil, []string{"--grace", "60s", "--subnet", "10.80.10.0/24,pool=10.80.10.100-10.80.10.150,router=10.80.10.1"}, func(r *rig) {
+	r := newRig(t, 10, nil, []string{"--grace", "60s", "--default-profile", "host", "--subnet", "10.80.10.0/24,pool=10.80.10.100-10.80.10.150,router=10.80.10.1"}, func(r *rig) {
+		withHostProfile(r)
 		ctx := context.Background()
 		rn, err := r.net.NewRoutedNet(ctx, lab.TestNS(), netip.MustParsePrefix("10.80.10.1/24"), netip.MustParsePrefix("10.79.10.2/24"))
 		if err != nil {
@@ -357,7 +362,7 @@ func TestRelayedSubnet(t *testing.T) {
 		r.serverNet = rn
 		r.helper(rn.Command(ctx, relay, "-4", "-d", "-a", "-pf", filepath.Join(r.dir, "dhcrelay.pid"), "-id", rn.Bridge, "-iu", "up0", "10.79.10.1"), "dhcrelay")
 	})
-	_, n := r.wait(10*time.Minute, "Registered", func(n api.Node) bool { return n.Phase == api.PhaseRegistered })
+	_, n := r.wait(10*time.Minute, "Registered", registeredOrLater)
 	t.Logf("server %s on the relayed subnet Registered %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
 	if !strings.HasPrefix(n.IP, "10.80.10.") {
 		t.Errorf("node IP %q, want one from the relayed subnet's pool 10.80.10.100-150", n.IP)
@@ -379,6 +384,7 @@ func TestRelayedSubnet(t *testing.T) {
 		t.Logf("lease %s via %s circuit %q remote %q", got.IP, got.Relay.GIAddr, got.Relay.CircuitID, got.Relay.RemoteID)
 	}
 	r.expectSerial(20*time.Second, "LOOM-MARK registered node="+n.ID)
+	r.toReady(start)
 }
 
 // TestBMCPowerCycle powers a lab server through its virtual Redfish BMC,
@@ -459,6 +465,33 @@ func TestBMCPowerCycle(t *testing.T) {
 	if b, _ := json.Marshal(got); strings.Contains(string(b), "lab-s3cret") {
 		t.Errorf("the node's JSON carries the BMC password")
 	}
+}
+
+// registeredOrLater: the maintenance agent has registered (a node with a
+// profile goes on to Imaging at once).
+func registeredOrLater(n api.Node) bool {
+	return n.Inventory != nil && n.Phase != api.PhaseDiscovered && n.Phase != api.PhaseUnreachable
+}
+
+// withHostProfile uploads the host image as profile "host" (a prepare
+// step for rigs started with --default-profile host).
+func withHostProfile(r *rig) {
+	if err := lab.SetUpHostProfile(context.Background(), r.fabric, "host", hostImage); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// toReady follows the server on from Registered: imaged, its host OS
+// booted, its host agent registered.
+func (r *rig) toReady(start time.Time) {
+	r.t.Helper()
+	_, n := r.wait(8*time.Minute, "Ready", func(n api.Node) bool { return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed })
+	if n.Phase != api.PhaseReady {
+		r.dump()
+		r.t.Fatalf("node %s ended %s: %s", n.ID, n.Phase, n.Reason)
+	}
+	r.t.Logf("node %s Ready %.1fs after QEMU started", n.ID, time.Since(start).Seconds())
+	r.expectSerial(30*time.Second, "LOOM-MARK host-ready node="+n.ID)
 }
 
 // helper runs a program of the test's (dnsmasq, a relay, a BMC) until the
