@@ -148,9 +148,10 @@ func (s *session) decommission(ctx context.Context) {
 		return
 	}
 	summary := strings.Join(done, "; ")
+	// The console first: the fabric powers the node off on this report.
+	Mark(s.cfg.Console, "decommissioned", "wiped", fmt.Sprintf("%q", summary))
 	s.setReport(api.Status{Phase: api.PhaseDecommissioned, Reason: summary})
 	s.post(ctx)
-	Mark(s.cfg.Console, "decommissioned", "wiped", fmt.Sprintf("%q", summary))
 }
 
 func eraseDisk(d api.Disk) (string, error) {
