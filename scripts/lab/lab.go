@@ -327,7 +327,14 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		return nil, err
 	}
 	os.Remove(s.QMP())
-	args := append([]string{"-name", s.Name, "-machine", "q35"}, accel.Args(s.Accel)...)
+	acc := s.Accel
+	if acc.Accel != "kvm" {
+		// Under TCG the server gets no hardware virtualization: QEMU's
+		// emulated SVM/VMX lets the host OS load KVM, whose probe guest
+		// then hangs the server's kernel. Its guests run under TCG too.
+		acc.CPU = cmpOr(acc.CPU, accel.TCGCPU) + ",svm=off,vmx=off"
+	}
+	args := append([]string{"-name", s.Name, "-machine", "q35"}, accel.Args(acc)...)
 	args = append(args,
 		"-smp", fmt.Sprint(s.CPUs),
 		"-m", fmt.Sprint(s.MemoryMB),
@@ -427,4 +434,11 @@ func Stop(cmd *exec.Cmd) {
 		cmd.Process.Kill()
 		<-done
 	}
+}
+
+func cmpOr(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
