@@ -520,7 +520,7 @@ func requireUEFI(t *testing.T) {
 	lab.RequireVM(t, missing)
 }
 
-func provisionRig(t *testing.T, subnet int, env []string, corrupt bool) *rig {
+func provisionRig(t *testing.T, subnet int, env []string, corrupt bool, options ...func(*lab.Server)) *rig {
 	return newRig(t, subnet, env, []string{"--grace", "60s", "--default-profile", "host"}, func(r *rig) {
 		ctx := context.Background()
 		if err := lab.SetUpHostProfile(ctx, r.fabric, "host", hostImage); err != nil {
@@ -545,7 +545,7 @@ func provisionRig(t *testing.T, subnet int, env []string, corrupt bool) *rig {
 		b[0] ^= 0x01
 		f.WriteAt(b, at)
 		t.Logf("flipped one bit of the stored image at byte %d (range %d+%d)", at, rg.Offset, rg.Length)
-	})
+	}, options...)
 }
 
 // checkDisk stops the server and compares its host partition with the image.
@@ -659,7 +659,7 @@ func TestNestedGuestOnImagedNode(t *testing.T) {
 	if os.Getenv("LOOM_NESTED") == "0" {
 		t.Skip("LOOM_NESTED=0")
 	}
-	r := provisionRig(t, 5, nil, false)
+	r := provisionRig(t, 5, nil, false, func(s *lab.Server) { s.NestedVirt = true })
 	_, n := r.wait(8*time.Minute, "Ready", func(n api.Node) bool { return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed })
 	if n.Phase != api.PhaseReady {
 		r.dump()

@@ -221,6 +221,9 @@ type Server struct {
 	// Used fills the first 64 MiB of the fresh disk with 0xAB, as a disk
 	// that held data (wipe tests).
 	Used bool
+	// NestedVirt keeps QEMU's emulated SVM/VMX in a server under TCG, for
+	// a host OS that is to run guests (they run under that nested KVM).
+	NestedVirt bool
 }
 
 // Kinds are the kinds of server the lab can start (Kind).
@@ -328,10 +331,11 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	}
 	os.Remove(s.QMP())
 	acc := s.Accel
-	if acc.Accel != "kvm" {
-		// Under TCG the server gets no hardware virtualization: QEMU's
-		// emulated SVM/VMX lets the host OS load KVM, whose probe guest
-		// then hangs the server's kernel. Its guests run under TCG too.
+	if acc.Accel != "kvm" && !s.NestedVirt {
+		// Under TCG the server gets no hardware virtualization unless it
+		// is to run guests: with QEMU's emulated SVM/VMX its host OS loads
+		// KVM, and the accelerator probe's guest can hang the server's
+		// kernel.
 		acc.CPU = cmpOr(acc.CPU, accel.TCGCPU) + ",svm=off,vmx=off"
 	}
 	args := append([]string{"-name", s.Name, "-machine", "q35"}, accel.Args(acc)...)

@@ -204,7 +204,7 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 		s := lab.Server{
 			Name: fmt.Sprintf("server%d", i), MAC: fmt.Sprintf("52:54:00:4c:00:%02x", i), UUID: lab.NewUUID(),
 			CPUs: cpus, MemoryMB: mem, DiskGB: disk, Dir: filepath.Join(dir, fmt.Sprintf("server%d", i)), Detach: true,
-			Accel: accel, Off: true,
+			Accel: accel, Off: true, NestedVirt: true, // lab hosts run guests
 		}
 		kind := strings.TrimSpace(kinds[(i-1)%len(kinds)])
 		if err := s.Kind(kind); err != nil {
