@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	clients := fs.Int("clients", 32, "concurrent clients (TFTP and image pulls)")
 	rounds := fs.Int("rounds", 3, "rounds per tool (median taken)")
 	period := fs.Int("period", 5, "seconds per perfdhcp run")
-	load := fs.Int("load", 20000, "offered proxyDHCP load, DISCOVERs/s")
+	load := fs.Int("load", 40000, "offered proxyDHCP load, DISCOVERs/s (above what either server completes here)")
 	imageMiB := fs.Int("image", 64, "MiB of the image pulled")
 	loomd := fs.String("loomd", "build/bin/loomd", "loomd binary")
 	first := fs.String("first-stage", "/usr/lib/ipxe/ipxe.efi", "the file served over TFTP")
