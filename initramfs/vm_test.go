@@ -283,8 +283,6 @@ func TestUEFIFirmwarePXE(t *testing.T) {
 	r.toReady(start)
 }
 
-// provisionRig starts loomd with the host image as the default profile
-// (uploaded, and corrupted if asked, before the server boots).
 // TestUEFIHTTPBoot boots a UEFI server whose NIC has no iPXE ROM with TFTP
 // off: its PXE attempts get no boot file, and its firmware's HTTP boot
 // fetches ipxe.efi from the URL loomd hands to HTTPClient.
@@ -520,6 +518,8 @@ func requireUEFI(t *testing.T) {
 	lab.RequireVM(t, missing)
 }
 
+// provisionRig starts loomd with the host image as the default profile
+// (uploaded, and corrupted if asked, before the server boots).
 func provisionRig(t *testing.T, subnet int, env []string, corrupt bool, options ...func(*lab.Server)) *rig {
 	return newRig(t, subnet, env, []string{"--grace", "60s", "--default-profile", "host"}, func(r *rig) {
 		ctx := context.Background()

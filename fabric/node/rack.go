@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/bmc"
+	"github.com/loomfabric/loom/fabric/rack"
 	"github.com/loomfabric/loom/fabric/store"
 )
 
@@ -72,9 +72,13 @@ func (r *Registry) planImport(ctx context.Context, rs RackStore, entries []api.R
 			slotOf[n.Rack+"/"+n.Slot] = n.ID
 		}
 	}
-	var problems []string
+	type problem struct {
+		line int
+		msg  string
+	}
+	var problems []problem
 	bad := func(e api.RackEntry, field, format string, args ...any) {
-		problems = append(problems, fmt.Sprintf("line %d, field %s: %s", e.Line, field, fmt.Sprintf(format, args...)))
+		problems = append(problems, problem{e.Line, fmt.Sprintf("line %d, field %s: %s", e.Line, field, fmt.Sprintf(format, args...))})
 	}
 	checked := map[string]error{} // "credential/NAME", "profile/NAME" → lookup result
 	exists := func(kind, name string, get func() error) error {
@@ -168,20 +172,14 @@ func (r *Registry) planImport(ctx context.Context, rs RackStore, entries []api.R
 		res.Updated = append(res.Updated, n.ID)
 	}
 	if len(problems) > 0 {
-		sort.SliceStable(problems, func(i, j int) bool { return lineOf(problems[i]) < lineOf(problems[j]) })
-		msg := problems[0]
-		if len(problems) > 1 {
-			msg = fmt.Sprintf("%d problems:\n  %s", len(problems), strings.Join(problems, "\n  "))
+		sort.SliceStable(problems, func(i, j int) bool { return problems[i].line < problems[j].line })
+		msgs := make(rack.Errors, len(problems))
+		for i, p := range problems {
+			msgs[i] = p.msg
 		}
-		return nil, res, fmt.Errorf("%w: nothing imported: %s", ErrInvalid, msg)
+		return nil, res, fmt.Errorf("%w: nothing imported: %v", ErrInvalid, msgs)
 	}
 	return writes, res, nil
-}
-
-func lineOf(problem string) int {
-	var n int
-	fmt.Sscanf(problem, "line %d", &n)
-	return n
 }
 
 // Racks summarises the racks: how many nodes each has in each phase.

@@ -9,6 +9,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -336,7 +337,7 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 		// is to run guests: with QEMU's emulated SVM/VMX its host OS loads
 		// KVM, and the accelerator probe's guest can hang the server's
 		// kernel.
-		acc.CPU = cmpOr(acc.CPU, accel.TCGCPU) + ",svm=off,vmx=off"
+		acc.CPU = cmp.Or(acc.CPU, accel.TCGCPU) + ",svm=off,vmx=off"
 	}
 	args := append([]string{"-name", s.Name, "-machine", "q35"}, accel.Args(acc)...)
 	args = append(args,
@@ -438,11 +439,4 @@ func Stop(cmd *exec.Cmd) {
 		cmd.Process.Kill()
 		<-done
 	}
-}
-
-func cmpOr(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
 }
