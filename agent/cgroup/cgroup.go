@@ -27,6 +27,12 @@ import (
 type Limits struct {
 	// CPUs is the CPU quota in whole CPUs (0 = none).
 	CPUs int
+	// MilliCPUs is a quota in thousandths of a CPU, in place of CPUs
+	// (0 = CPUs decides).
+	MilliCPUs int
+	// CPUPeriod is the period the quota is counted over (default 100ms;
+	// shorter means shorter stalls once a period's quota is spent).
+	CPUPeriod time.Duration
 	// MemoryBytes is the memory ceiling (0 = none).
 	MemoryBytes uint64
 	// IODevice is "MAJ:MIN" of the disk to cap and IOBytesPerSec the cap
@@ -120,13 +126,28 @@ func write(dir, file, val string) error {
 	return nil
 }
 
+// cpuQuota is l's CPU quota and period in microseconds; quota 0 is none.
+func (l Limits) cpuQuota() (quota, period int) {
+	period = 100000
+	if l.CPUPeriod > 0 {
+		period = int(l.CPUPeriod.Microseconds())
+	}
+	switch {
+	case l.MilliCPUs > 0:
+		quota = max(l.MilliCPUs*period/1000, 1000) // the kernel's least quota is 1ms
+	case l.CPUs > 0:
+		quota = l.CPUs * period
+	}
+	return quota, period
+}
+
 // Set applies limits.
 func (g *Group) Set(l Limits) error {
-	const period = 100000
+	quota, period := l.cpuQuota()
 	var errs []error
 	if g.v2 != "" {
-		if l.CPUs > 0 {
-			errs = append(errs, write(g.v2, "cpu.max", fmt.Sprintf("%d %d", l.CPUs*period, period)))
+		if quota > 0 {
+			errs = append(errs, write(g.v2, "cpu.max", fmt.Sprintf("%d %d", quota, period)))
 		}
 		if l.MemoryBytes > 0 {
 			errs = append(errs, write(g.v2, "memory.max", strconv.FormatUint(l.MemoryBytes, 10)))
@@ -136,8 +157,8 @@ func (g *Group) Set(l Limits) error {
 		}
 		return errors.Join(errs...)
 	}
-	if p, ok := g.v1["cpu"]; ok && l.CPUs > 0 {
-		errs = append(errs, write(p, "cpu.cfs_period_us", strconv.Itoa(period)), write(p, "cpu.cfs_quota_us", strconv.Itoa(l.CPUs*period)))
+	if p, ok := g.v1["cpu"]; ok && quota > 0 {
+		errs = append(errs, write(p, "cpu.cfs_period_us", strconv.Itoa(period)), write(p, "cpu.cfs_quota_us", strconv.Itoa(quota)))
 	}
 	if p, ok := g.v1["memory"]; ok && l.MemoryBytes > 0 {
 		errs = append(errs, write(p, "memory.limit_in_bytes", strconv.FormatUint(l.MemoryBytes, 10)))

@@ -54,3 +54,21 @@ func TestGroupOnThisMachine(t *testing.T) {
 		t.Errorf("usage = %+v, want CPU time and memory counted", u)
 	}
 }
+
+func TestCPUQuota(t *testing.T) {
+	for _, c := range []struct {
+		l             Limits
+		quota, period int
+	}{
+		{Limits{}, 0, 100000},
+		{Limits{CPUs: 2}, 200000, 100000},
+		{Limits{MilliCPUs: 500}, 50000, 100000},
+		{Limits{MilliCPUs: 500, CPUPeriod: 2 * time.Millisecond}, 1000, 2000},
+		{Limits{MilliCPUs: 100, CPUPeriod: 2 * time.Millisecond}, 1000, 2000}, // the kernel's floor
+		{Limits{CPUs: 1, MilliCPUs: 250}, 25000, 100000},                        // MilliCPUs wins
+	} {
+		if q, p := c.l.cpuQuota(); q != c.quota || p != c.period {
+			t.Errorf("%+v: quota %d period %d, want %d %d", c.l, q, p, c.quota, c.period)
+		}
+	}
+}

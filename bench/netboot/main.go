@@ -34,12 +34,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/loomfabric/loom/agent/cgroup"
 	"github.com/loomfabric/loom/scripts/lab"
 )
 
@@ -71,9 +73,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	imageMiB := fs.Int("image", 64, "MiB of the image pulled")
 	loomd := fs.String("loomd", "build/bin/loomd", "loomd binary")
 	first := fs.String("first-stage", "/usr/lib/ipxe/ipxe.efi", "the file served over TFTP")
+	serverMilli := fs.Int("proxy-cpu", 500, "thousandths of a CPU each proxyDHCP server gets")
+	verbose := fs.Bool("v", false, "print the peer tools' own reports")
+	only := fs.String("only", "tftp,proxy,image", "parts to run (comma-separated); the last line needs all three")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	part := func(name string) bool { return slices.Contains(strings.Split(*only, ","), name) }
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces)")
 	}
@@ -102,7 +108,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer pair.Close()
 
-	// TFTP.
 	ipxeDir := filepath.Join(tmp, "ipxe")
 	os.MkdirAll(ipxeDir, 0o755)
 	fb, err := os.ReadFile(*first)
@@ -111,93 +116,120 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	name := filepath.Base(*first)
 	os.WriteFile(filepath.Join(ipxeDir, name), fb, 0o644)
-	sum := fmt.Sprintf("%x", sha256.Sum256(fb))
-	fmt.Fprintf(out, "bench netboot: TFTP %s (%d KiB) to %d clients, blksize 1468, windowsize 16; %d rounds\n", name, len(fb)>>10, *clients, *rounds)
-	tftpServers := []server{
-		{"loom", func(dir string) (*exec.Cmd, error) {
-			return lab.StartIn(pair.Server, dir, "TFTP serving the first stage", "taskset", "-c", "0", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
-				"--netboot-interface", pair.ServerIf, "--boot-dir", bootDir, "--ipxe-dir", ipxeDir)
-		}},
-		{"tftpd-hpa", func(dir string) (*exec.Cmd, error) {
-			return lab.StartIn(pair.Server, dir, "", "taskset", "-c", "0", "in.tftpd", "--foreground", "--address", srvAddr+":69", "--secure", ipxeDir)
-		}},
-	}
-	tftpRes := map[string][]float64{}
-	windows := map[string]string{}
-	for r := 0; r < *rounds; r++ {
-		for i := range tftpServers {
-			sv := tftpServers[(i+r)%len(tftpServers)]
-			dir := filepath.Join(tmp, fmt.Sprintf("tftp-%s-%d", sv.name, r))
-			os.MkdirAll(dir, 0o755)
-			cmd, err := sv.start(dir)
-			if err != nil {
-				return fmt.Errorf("%s: %w", sv.name, err)
-			}
-			o, err := exec.CommandContext(ctx, "ip", "netns", "exec", pair.Client, "taskset", "-c", "1", self, "tftp-clients",
-				"-server", srvAddr+":69", "-file", name, "-n", strconv.Itoa(*clients), "-sha256", sum).CombinedOutput()
-			lab.Stop(cmd)
-			if err != nil {
-				return fmt.Errorf("TFTP from %s: %v\n%s", sv.name, err, o)
-			}
-			var secs float64
-			var win string
-			if _, err := fmt.Sscanf(strings.TrimSpace(string(o)), "seconds=%g window=%s", &secs, &win); err != nil {
-				return fmt.Errorf("TFTP from %s: %q: %v", sv.name, o, err)
-			}
-			tftpRes[sv.name] = append(tftpRes[sv.name], secs)
-			windows[sv.name] = win
+
+	var tl, th, pl, pd, il, in, total float64
+	if part("tftp") {
+		// TFTP.
+		sum := fmt.Sprintf("%x", sha256.Sum256(fb))
+		fmt.Fprintf(out, "bench netboot: TFTP %s (%d KiB) to %d clients, blksize 1468, windowsize 16; %d rounds\n", name, len(fb)>>10, *clients, *rounds)
+		tftpServers := []server{
+			{"loom", func(dir string) (*exec.Cmd, error) {
+				return lab.StartIn(pair.Server, dir, "TFTP serving the first stage", "taskset", "-c", "0", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
+					"--netboot-interface", pair.ServerIf, "--boot-dir", bootDir, "--ipxe-dir", ipxeDir)
+			}},
+			{"tftpd-hpa", func(dir string) (*exec.Cmd, error) {
+				return lab.StartIn(pair.Server, dir, "", "taskset", "-c", "0", "in.tftpd", "--foreground", "--address", srvAddr+":69", "--secure", ipxeDir)
+			}},
 		}
-	}
-	tl, th := median(tftpRes["loom"]), median(tftpRes["tftpd-hpa"])
-	mb := float64(len(fb)**clients) / 1e6
-	fmt.Fprintf(out, "  %-10s %6.2fs  %7.1f MB/s  window granted %s\n", "loom", tl, mb/tl, windows["loom"])
-	fmt.Fprintf(out, "  %-10s %6.2fs  %7.1f MB/s  window granted %s\n", "tftpd-hpa", th, mb/th, windows["tftpd-hpa"])
-
-	// proxyDHCP.
-	fmt.Fprintf(out, "bench netboot: proxyDHCP, perfdhcp -i at %d DISCOVERs/s for %ds, PXE clients (option 60), relayed\n", *load, *period)
-	proxyServers := []server{
-		{"loom", func(dir string) (*exec.Cmd, error) {
-			return lab.StartIn(pair.Server, dir, "proxyDHCP ready", "taskset", "-c", "0", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
-				"--netboot-interface", pair.ServerIf, "--boot-dir", bootDir, "--ipxe-dir", ipxeDir, "--dhcp-mode", "proxy")
-		}},
-		{"dnsmasq", func(dir string) (*exec.Cmd, error) {
-			return lab.StartIn(pair.Server, dir, "", "taskset", "-c", "0", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-				"--interface="+pair.ServerIf, "--bind-interfaces", "--dhcp-range=198.18.0.0,proxy,255.254.0.0",
-				"--pxe-service=x86PC,Loom,undionly", "--pxe-service=x86-64_EFI,Loom,ipxe.efi", "--dhcp-no-override",
-				"--no-ping", "--quiet-dhcp", "--log-facility=-", "--pid-file="+filepath.Join(dir, "pid"))
-		}},
-	}
-	proxyRes := map[string][]float64{}
-	for r := 0; r < *rounds; r++ {
-		for i := range proxyServers {
-			sv := proxyServers[(i+r)%len(proxyServers)]
-			dir := filepath.Join(tmp, fmt.Sprintf("proxy-%s-%d", sv.name, r))
-			os.MkdirAll(dir, 0o755)
-			cmd, err := sv.start(dir)
-			if err != nil {
-				return fmt.Errorf("%s: %w", sv.name, err)
+		tftpRes := map[string][]float64{}
+		windows := map[string]string{}
+		for r := 0; r < *rounds; r++ {
+			for i := range tftpServers {
+				sv := tftpServers[(i+r)%len(tftpServers)]
+				dir := filepath.Join(tmp, fmt.Sprintf("tftp-%s-%d", sv.name, r))
+				os.MkdirAll(dir, 0o755)
+				cmd, err := sv.start(dir)
+				if err != nil {
+					return fmt.Errorf("%s: %w", sv.name, err)
+				}
+				o, err := exec.CommandContext(ctx, "ip", "netns", "exec", pair.Client, "taskset", "-c", "1", self, "tftp-clients",
+					"-server", srvAddr+":69", "-file", name, "-n", strconv.Itoa(*clients), "-sha256", sum).CombinedOutput()
+				lab.Stop(cmd)
+				if err != nil {
+					return fmt.Errorf("TFTP from %s: %v\n%s", sv.name, err, o)
+				}
+				var secs float64
+				var win string
+				if _, err := fmt.Sscanf(strings.TrimSpace(string(o)), "seconds=%g window=%s", &secs, &win); err != nil {
+					return fmt.Errorf("TFTP from %s: %q: %v", sv.name, o, err)
+				}
+				tftpRes[sv.name] = append(tftpRes[sv.name], secs)
+				windows[sv.name] = win
 			}
-			rate, raw := perfProxy(ctx, pair, *load, *period)
-			lab.Stop(cmd)
-			if rate == 0 {
-				b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-				return fmt.Errorf("proxyDHCP from %s: no exchange completed:\n%s\nserver log:\n%s", sv.name, raw, lab.TailString(string(b), 10))
-			}
-			proxyRes[sv.name] = append(proxyRes[sv.name], rate)
 		}
-	}
-	pl, pd := median(proxyRes["loom"]), median(proxyRes["dnsmasq"])
-	fmt.Fprintf(out, "  %-10s %8.0f exchanges/s\n  %-10s %8.0f exchanges/s\n", "loom", pl, "dnsmasq", pd)
+		tl, th = median(tftpRes["loom"]), median(tftpRes["tftpd-hpa"])
+		mb := float64(len(fb)**clients) / 1e6
+		fmt.Fprintf(out, "  %-10s %6.2fs  %7.1f MB/s  window granted %s\n", "loom", tl, mb/tl, windows["loom"])
+		fmt.Fprintf(out, "  %-10s %6.2fs  %7.1f MB/s  window granted %s\n", "tftpd-hpa", th, mb/th, windows["tftpd-hpa"])
 
-	// Image serving.
-	fmt.Fprintf(out, "bench netboot: image serving, %d concurrent pulls of a %d MiB raw image on loopback\n", *clients, *imageMiB)
-	il, in, err := imageServing(ctx, tmp, loomBin, *clients, *imageMiB, *rounds, out)
-	if err != nil {
-		return err
 	}
-	total := float64(*clients**imageMiB) * (1 << 20) / 1e6
-	fmt.Fprintf(out, "  %-10s %6.2fs  %7.0f MB/s (verified, into sparse files)\n  %-10s %6.2fs  %7.0f MB/s (curl -o)\n", "loom", il, total/il, "nginx", in, total/in)
+	if part("proxy") {
+		// proxyDHCP.
+		fmt.Fprintf(out, "bench netboot: proxyDHCP, perfdhcp -i at %d DISCOVERs/s for %ds, PXE clients (option 60), relayed\n", *load, *period)
+		proxyServers := []server{
+			{"loom", func(dir string) (*exec.Cmd, error) {
+				return lab.StartIn(pair.Server, dir, "proxyDHCP ready", "taskset", "-c", "0", loomBin, "--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
+					"--netboot-interface", pair.ServerIf, "--boot-dir", bootDir, "--ipxe-dir", ipxeDir, "--dhcp-mode", "proxy")
+			}},
+			{"dnsmasq", func(dir string) (*exec.Cmd, error) {
+				return lab.StartIn(pair.Server, dir, "", "taskset", "-c", "0", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+					"--interface="+pair.ServerIf, "--bind-interfaces", "--dhcp-range=198.18.0.0,proxy,255.254.0.0",
+					"--pxe-service=x86PC,Loom,undionly", "--pxe-service=x86-64_EFI,Loom,ipxe.efi", "--dhcp-no-override",
+					"--no-ping", "--quiet-dhcp", "--log-facility=-", "--pid-file="+filepath.Join(dir, "pid"))
+			}},
+		}
+		proxyRes := map[string][]float64{}
+		for r := 0; r < *rounds; r++ {
+			for i := range proxyServers {
+				sv := proxyServers[(i+r)%len(proxyServers)]
+				dir := filepath.Join(tmp, fmt.Sprintf("proxy-%s-%d", sv.name, r))
+				os.MkdirAll(dir, 0o755)
+				cmd, err := sv.start(dir)
+				if err != nil {
+					return fmt.Errorf("%s: %w", sv.name, err)
+				}
+				// Half a core for the server, a whole one for perfdhcp:
+				// at full speed each server answers faster than perfdhcp
+				// takes the answers in, and the run measures perfdhcp.
+				g, err := cgroup.New("bench-netboot-"+lab.Suffix(), cgroup.Limits{MilliCPUs: *serverMilli, CPUPeriod: 2 * time.Millisecond})
+				if err == nil {
+					err = g.Add(cmd.Process.Pid)
+				}
+				if err != nil {
+					lab.Stop(cmd)
+					return fmt.Errorf("capping %s's CPU: %w", sv.name, err)
+				}
+				rate, raw := perfProxy(ctx, pair, *load, *period)
+				if *verbose {
+					fmt.Fprintf(out, "--- perfdhcp against %s:\n%s\n", sv.name, raw)
+				}
+				lab.Stop(cmd)
+				g.Remove()
+				if rate == 0 {
+					b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+					return fmt.Errorf("proxyDHCP from %s: no exchange completed:\n%s\nserver log:\n%s", sv.name, raw, lab.TailString(string(b), 10))
+				}
+				proxyRes[sv.name] = append(proxyRes[sv.name], rate)
+			}
+		}
+		pl, pd = median(proxyRes["loom"]), median(proxyRes["dnsmasq"])
+		fmt.Fprintf(out, "  %-10s %8.0f exchanges/s\n  %-10s %8.0f exchanges/s\n", "loom", pl, "dnsmasq", pd)
 
+	}
+	if part("image") {
+		// Image serving.
+		fmt.Fprintf(out, "bench netboot: image serving, %d concurrent pulls of a %d MiB raw image on loopback\n", *clients, *imageMiB)
+		il, in, err = imageServing(ctx, tmp, loomBin, *clients, *imageMiB, *rounds, out)
+		if err != nil {
+			return err
+		}
+		total = float64(*clients**imageMiB) * (1 << 20) / 1e6
+		fmt.Fprintf(out, "  %-10s %6.2fs  %7.0f MB/s (verified, into sparse files)\n  %-10s %6.2fs  %7.0f MB/s (curl -o)\n", "loom", il, total/il, "nginx", in, total/in)
+
+	}
+	if !part("tftp") || !part("proxy") || !part("image") {
+		return nil
+	}
 	fmt.Fprintf(out, "bench netboot: vs_tftpd_hpa=%.2f vs_dnsmasq_proxy=%.2f rack_mbps=%.0f vs_nginx=%.2f clients=%d\n",
 		th/tl, pl/pd, total/il, in/il, *clients)
 	return nil

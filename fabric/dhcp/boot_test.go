@@ -199,6 +199,48 @@ func TestProxyServe(t *testing.T) {
 	if s.Malformed.Load() != 1 {
 		t.Errorf("malformed count %d, want 1", s.Malformed.Load())
 	}
+
+	// A burst, read and answered in batches: every request answered once,
+	// to its own transaction, the garbage among them counted and skipped.
+	const burst = 200
+	client.SetReadBuffer(1 << 20) // the answers come in a burst too
+	want := map[dhcpv4.TransactionID]bool{}
+	got := make(chan dhcpv4.TransactionID, burst)
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			client.SetReadDeadline(time.Now().Add(5 * time.Second))
+			n, err := client.Read(b)
+			if err != nil {
+				close(got)
+				return
+			}
+			if m, err := dhcpv4.FromBytes(b[:n]); err == nil {
+				got <- m.TransactionID
+			}
+		}
+	}()
+	for i := range burst {
+		req := request(mac(byte(i)), nil, append(pxe(iana.EFI_X86_64), dhcpv4.WithClientIP(net.IPv4(127, 0, 0, 1)))...)
+		want[req.TransactionID] = true
+		client.Write(req.ToBytes())
+		if i%10 == 0 {
+			client.Write(make([]byte, 300)) // opcode 0
+		}
+	}
+	for len(want) > 0 {
+		xid, ok := <-got
+		if !ok {
+			t.Fatalf("%d of %d requests of a burst unanswered", len(want), burst)
+		}
+		if !want[xid] {
+			t.Fatalf("answer to transaction %v: not asked, or answered twice", xid)
+		}
+		delete(want, xid)
+	}
+	if m := s.Malformed.Load(); m != 1+burst/10 {
+		t.Errorf("malformed count %d after the burst, want %d", m, 1+burst/10)
+	}
 }
 
 func relayedServer(t *testing.T, store *fakeLeases) (*Server, *clock) {

@@ -128,16 +128,12 @@ func (s *Server) proxyReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.D
 	if class == "" {
 		class = "PXEClient" // how iPXE tells a proxy offer from a plain one
 	}
-	resp, err := dhcpv4.NewReplyFromRequest(req,
+	resp := newReply(req,
 		dhcpv4.WithMessageType(mt),
 		dhcpv4.WithServerIP(s.cfg.ServerIP),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(class)),
 	)
-	if err != nil {
-		s.log.Error("dhcp: building proxy reply", "err", err)
-		return nil
-	}
 	resp.YourIPAddr = net.IPv4zero
 	resp.BootFileName = b.file
 	resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
@@ -162,16 +158,12 @@ func (s *Server) seen(req *dhcpv4.DHCPv4) {
 
 // reply builds an OFFER or ACK for yiaddr (nil for INFORM) from pool p.
 func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiaddr []byte) *dhcpv4.DHCPv4 {
-	resp, err := dhcpv4.NewReplyFromRequest(req,
+	resp := newReply(req,
 		dhcpv4.WithMessageType(mt),
 		dhcpv4.WithServerIP(s.cfg.ServerIP),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
 		dhcpv4.WithOption(dhcpv4.OptSubnetMask(p.netmask)),
 	)
-	if err != nil {
-		s.log.Error("dhcp: building reply", "err", err)
-		return nil
-	}
 	if yiaddr != nil {
 		resp.YourIPAddr = yiaddr
 		lt := s.cfg.LeaseTime
@@ -200,16 +192,45 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiadd
 }
 
 func (s *Server) nak(req *dhcpv4.DHCPv4, msg string) *dhcpv4.DHCPv4 {
-	resp, err := dhcpv4.NewReplyFromRequest(req,
+	resp := newReply(req,
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
 		dhcpv4.WithOption(dhcpv4.OptMessage(msg)),
 	)
-	if err != nil {
-		return nil
-	}
 	resp.SetBroadcast()
 	return resp
+}
+
+// newReply is dhcpv4.NewReplyFromRequest without its random transaction
+// ID (drawn from crypto/rand under a context with a timeout, then
+// overwritten with the request's): a reply to req, its relay agent
+// information (option 82) and client identifier (option 61, RFC 6842)
+// copied, mods applied.
+func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	d := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootReply,
+		HWType:        req.HWType,
+		ClientHWAddr:  req.ClientHWAddr,
+		TransactionID: req.TransactionID,
+		Flags:         req.Flags,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: req.GatewayIPAddr,
+		Options:       make(dhcpv4.Options, 8),
+	}
+	if d.GatewayIPAddr == nil {
+		d.GatewayIPAddr = net.IPv4zero
+	}
+	for _, o := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+		if v := req.Options.Get(o); v != nil {
+			d.Options.Update(dhcpv4.OptGeneric(o, v))
+		}
+	}
+	for _, m := range mods {
+		m(d)
+	}
+	return d
 }
 
 // relayOf reads a relayed request's giaddr and option 82, or nil.

@@ -161,18 +161,18 @@ func (r *Registry) DiscoveredMany(ctx context.Context, macs []string) error {
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 	now := r.cfg.Now()
+	owners, err := r.owners(ctx, todo)
+	if err != nil {
+		return err
+	}
 	var writes []store.NodeWrite
 	for _, mac := range todo {
-		id, err := r.cfg.Store.NodeIDByMAC(ctx, mac)
-		if err == nil {
+		if id, ok := owners[mac]; ok {
 			if err := r.seenEnrolled(ctx, id); err != nil {
 				return err
 			}
 			r.markKnown(mac)
 			continue
-		}
-		if !store.IsNotFound(err) {
-			return err
 		}
 		n := api.Node{ID: newID(), MAC: mac, Created: now}
 		n.SetPhase(api.PhaseDiscovered, now, "")
@@ -209,6 +209,27 @@ func (r *Registry) DiscoveredMany(ctx context.Context, macs []string) error {
 		}
 	}
 	return nil
+}
+
+// owners maps those of macs that a node owns to the node: in one read
+// where the store can batch (etcd), one read per MAC otherwise.
+func (r *Registry) owners(ctx context.Context, macs []string) (map[string]string, error) {
+	if b, ok := r.cfg.Store.(interface {
+		NodeIDsByMAC(ctx context.Context, macs []string) (map[string]string, error)
+	}); ok {
+		return b.NodeIDsByMAC(ctx, macs)
+	}
+	ids := map[string]string{}
+	for _, m := range macs {
+		id, err := r.cfg.Store.NodeIDByMAC(ctx, m)
+		switch {
+		case err == nil:
+			ids[m] = id
+		case !store.IsNotFound(err):
+			return nil, err
+		}
+	}
+	return ids, nil
 }
 
 // seenEnrolled moves a node known from a rack import to Discovered.

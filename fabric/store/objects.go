@@ -59,6 +59,30 @@ func (s *Store) NodeIDByMAC(ctx context.Context, mac string) (string, error) {
 	return string(b), err
 }
 
+// NodeIDsByMAC finds the nodes that own macs, in as few reads as the
+// transaction limit allows: a MAC no node owns is not in the map.
+func (s *Store) NodeIDsByMAC(ctx context.Context, macs []string) (map[string]string, error) {
+	ids := make(map[string]string, len(macs))
+	for len(macs) > 0 {
+		chunk := macs[:min(len(macs), MaxTxnOps)]
+		macs = macs[len(chunk):]
+		ops := make([]clientv3.Op, len(chunk))
+		for i, m := range chunk {
+			ops[i] = clientv3.OpGet(macKey(m))
+		}
+		r, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("looking up %d MACs: %w", len(chunk), err)
+		}
+		for i, rr := range r.Responses {
+			if kvs := rr.GetResponseRange().Kvs; len(kvs) > 0 {
+				ids[chunk[i]] = string(kvs[0].Value)
+			}
+		}
+	}
+	return ids, nil
+}
+
 // NodeIDByUUID finds the node with a DMI UUID.
 func (s *Store) NodeIDByUUID(ctx context.Context, uuid string) (string, error) {
 	b, _, err := s.get(ctx, uuidKey(uuid))

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -63,6 +64,19 @@ func TestNodesAndLeasesSurviveRestart(t *testing.T) {
 		if id, err := f(ctx, k); id != "n-1" || err != nil {
 			t.Errorf("index %s = %q, %v; want n-1", k, id, err)
 		}
+	}
+	// The batched lookup, over more MACs than one transaction holds.
+	macs := []string{"52:54:00:00:00:01"}
+	for i := range MaxTxnOps + 5 {
+		macs = append(macs, fmt.Sprintf("52:54:01:00:%02x:%02x", i>>8, i&0xff))
+	}
+	macs = append(macs, "52:54:00:00:00:01")
+	ids, err := s.NodeIDsByMAC(ctx, macs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]string{"52:54:00:00:00:01": "n-1"}, ids); diff != "" {
+		t.Errorf("NodeIDsByMAC (-want +got):\n%s", diff)
 	}
 	gotLeases, err := s.Leases(ctx)
 	if err != nil {
