@@ -304,15 +304,17 @@ func TestRelayedSubnets(t *testing.T) {
 	if o := s.Handle(ctx, relayed(discover(mac(9)), net.IPv4(10, 2, 0, 1), nil, nil)); o == nil || o.YourIPAddr.String() != "10.2.0.99" {
 		t.Errorf("reserved relayed client offered %v, want 10.2.0.99", o)
 	}
-	// Relays of subnets not served, or claiming the local one, get nothing.
-	for _, gi := range []net.IP{net.IPv4(10, 9, 0, 1), net.IPv4(10, 0, 0, 7)} {
-		if r := s.Handle(ctx, relayed(discover(mac(3)), gi, nil, nil)); r != nil {
-			t.Errorf("request relayed from %v answered: %v", gi, r)
-		}
+	// Relays of subnets not served get nothing.
+	if r := s.Handle(ctx, relayed(discover(mac(3)), net.IPv4(10, 9, 0, 1), nil, nil)); r != nil {
+		t.Errorf("request relayed from 10.9.0.1 answered: %v", r)
 	}
-	// Local clients still draw from the local pool.
+	// Local clients draw from the local pool, directly or through a relay
+	// on the local subnet (a relay there relays for that subnet).
 	if a := exchange(t, s, mac(4)); a.YourIPAddr.String() != "10.0.0.100" {
 		t.Errorf("local client got %v, want 10.0.0.100", a.YourIPAddr)
+	}
+	if o := s.Handle(ctx, relayed(discover(mac(3)), net.IPv4(10, 0, 0, 7), nil, nil)); o == nil || o.YourIPAddr.String() != "10.0.0.101" || o.GatewayIPAddr.String() != "10.0.0.7" {
+		t.Errorf("request relayed on the local subnet offered %v, want 10.0.0.101 through 10.0.0.7", o)
 	}
 	// mac(1) moves to the local subnet: its relayed address is freed.
 	exchange(t, s, mac(1))

@@ -91,16 +91,16 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 }
 
 // poolFor is the pool a request draws from: the subnet of its relay
-// (giaddr), or the interface's own. A relay of a subnet not served gets
-// nothing.
+// (giaddr), or the interface's own. A relay on the interface's own subnet
+// relays for clients on it (RFC 2131 §4.3.1: giaddr names the client's
+// subnet); a relay of a subnet not served gets nothing.
 func (s *Server) poolFor(req *dhcpv4.DHCPv4) *pool {
 	gi := req.GatewayIPAddr
 	if gi == nil || gi.IsUnspecified() {
 		return s.local
 	}
 	p := s.poolOf(ip4(gi))
-	if p == nil || p == s.local {
-		// The local subnet is served directly, never through a relay.
+	if p == nil {
 		if s.unknownRelay.Add(1)%100 == 1 {
 			s.log.Warn("dhcp: ignoring request relayed from a subnet not served (add it with --subnet)", "giaddr", gi, "mac", req.ClientHWAddr, "count", s.unknownRelay.Load())
 		}
