@@ -16,15 +16,20 @@
 //  3. A broken transfer is resumed: a raw range continues from the exact
 //     byte it reached (its running hash continues too); a zstd stream is
 //     reopened and the ranges already verified are skipped.
-//  4. fsync, then a sampled read-back: the page cache is dropped and some
-//     ranges (the first, the last and a few between) are read from the
-//     device and hashed again.
+//  4. fsync, then a sampled read-back: the page cache is dropped and sample
+//     blocks (the first and last of the data and Samples-2 at random
+//     places between, SampleSize each) are read from the device; each
+//     must hash to what the hash stage saw stream past for it. The digests
+//     are taken in the hash stage as the bytes go by, so the check costs
+//     the samples' bytes (4 MiB by default), not a second pass over ranges.
 //
 // Any mismatch, short stream or I/O error fails the write with an error that
 // says what and where; the caller then makes the target unbootable.
 package imaging
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -35,6 +40,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"time"
 	"unsafe"
@@ -76,13 +82,24 @@ type Writer struct {
 	Retries int
 	// ChunkSize of reads and writes. Default 4 MiB.
 	ChunkSize int
-	// SampleBytes bounds the read-back check. Default 64 MiB.
-	SampleBytes uint64
+	// Samples is how many blocks the read-back checks, SampleSize bytes
+	// each. Defaults 16 and 256 KiB.
+	Samples    int
+	SampleSize uint64
 	// Writers is how many writes are in flight at once. Default 2.
 	Writers int
 	Log     *slog.Logger
 
-	highWater uint64 // end of the furthest chunk sent (read stage only)
+	highWater uint64    // end of the furthest chunk sent (read stage only)
+	samples   []*sample // by offset; digested by the hash stage
+}
+
+// sample is a block of the data whose sha256 is taken as it streams by,
+// to be compared with what the device holds after the fsync.
+type sample struct {
+	off, n uint64
+	h      hash.Hash
+	sum    []byte // set once the whole block has streamed by
 }
 
 type chunk struct {
@@ -109,8 +126,11 @@ func (w *Writer) Write(ctx context.Context) error {
 	if w.Writers == 0 {
 		w.Writers = 2
 	}
-	if w.SampleBytes == 0 {
-		w.SampleBytes = 64 << 20
+	if w.Samples == 0 {
+		w.Samples = 16
+	}
+	if w.SampleSize == 0 {
+		w.SampleSize = 256 << 10
 	}
 	if w.ProgressEvery == 0 {
 		w.ProgressEvery = time.Second
@@ -130,6 +150,7 @@ func (w *Writer) Write(ctx context.Context) error {
 		return err
 	}
 	t1 := time.Now()
+	w.samples = pickSamples(m, w.Samples, w.SampleSize)
 	if err := w.writeData(ctx); err != nil {
 		return err
 	}
@@ -174,10 +195,7 @@ func (w *Writer) writeData(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	depth := 2 + w.Writers
-	pool := make(chan []byte, 2*depth+2)
-	for range 2*depth + 2 {
-		pool <- alignedBuf(w.ChunkSize)
-	}
+	pool := &bufPool{ch: make(chan []byte, 2*depth+2), size: w.ChunkSize}
 	fetched := make(chan chunk, depth)
 	hashed := make(chan chunk, depth)
 	herr := make(chan error, 1)
@@ -213,6 +231,7 @@ func (w *Writer) hashStage(in <-chan chunk, out chan<- chunk, cancel func()) err
 			h = sha256.New()
 		}
 		h.Write(c.buf)
+		w.digestSamples(c)
 		out <- c
 		if c.last {
 			r := w.Manifest.Ranges[c.rng]
@@ -227,7 +246,7 @@ func (w *Writer) hashStage(in <-chan chunk, out chan<- chunk, cancel func()) err
 
 // writeStage writes chunks with Writers goroutines, so several O_DIRECT
 // writes are in flight at once (positional writes need no ordering).
-func (w *Writer) writeStage(in <-chan chunk, pool chan<- []byte, cancel func()) error {
+func (w *Writer) writeStage(in <-chan chunk, pool *bufPool, cancel func()) error {
 	total := w.Manifest.DataBytes
 	var (
 		mu   sync.Mutex
@@ -258,7 +277,7 @@ func (w *Writer) writeStage(in <-chan chunk, pool chan<- []byte, cancel func()) 
 					}
 					mu.Unlock()
 				}
-				pool <- c.buf[:cap(c.buf)]
+				pool.put(c.buf)
 			}
 		}()
 	}
@@ -270,7 +289,7 @@ func (w *Writer) writeStage(in <-chan chunk, pool chan<- []byte, cancel func()) 
 }
 
 // readRaw fetches each range on its own, resuming at the byte it reached.
-func (w *Writer) readRaw(ctx context.Context, pool chan []byte, out chan<- chunk) error {
+func (w *Writer) readRaw(ctx context.Context, pool *bufPool, out chan<- chunk) error {
 	for i, r := range w.Manifest.Ranges {
 		at := r.Offset
 		end := r.Offset + r.Length
@@ -298,15 +317,13 @@ func (w *Writer) readRaw(ctx context.Context, pool chan []byte, out chan<- chunk
 
 // pump copies range ri from at to its end from rc to out in chunks. It
 // returns how far it got.
-func (w *Writer) pump(ctx context.Context, rc io.Reader, ri int, at uint64, pool chan []byte, out chan<- chunk) (uint64, error) {
+func (w *Writer) pump(ctx context.Context, rc io.Reader, ri int, at uint64, pool *bufPool, out chan<- chunk) (uint64, error) {
 	r := w.Manifest.Ranges[ri]
 	end := r.Offset + r.Length
 	for at < end {
-		var buf []byte
-		select {
-		case buf = <-pool:
-		case <-ctx.Done():
-			return at, ctx.Err()
+		buf, err := pool.get(ctx)
+		if err != nil {
+			return at, err
 		}
 		n := min(uint64(len(buf)), end-at)
 		k, err := io.ReadFull(rc, buf[:n])
@@ -320,12 +337,12 @@ func (w *Writer) pump(ctx context.Context, rc io.Reader, ri int, at uint64, pool
 			select {
 			case out <- c:
 			case <-ctx.Done():
-				pool <- buf
+				pool.put(buf)
 				return at, ctx.Err()
 			}
 			at = next
 		} else {
-			pool <- buf
+			pool.put(buf)
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
@@ -340,7 +357,7 @@ func (w *Writer) pump(ctx context.Context, rc io.Reader, ri int, at uint64, pool
 // readZstd decompresses the whole blob, writing the ranges and skipping
 // the holes. After a transfer error the stream starts over and ranges
 // already verified are skipped rather than written again.
-func (w *Writer) readZstd(ctx context.Context, pool chan []byte, out chan<- chunk) error {
+func (w *Writer) readZstd(ctx context.Context, pool *bufPool, out chan<- chunk) error {
 	verified := 0
 	for attempt := 0; ; attempt++ {
 		err := w.zstdPass(ctx, &verified, pool, out)
@@ -352,7 +369,7 @@ func (w *Writer) readZstd(ctx context.Context, pool chan []byte, out chan<- chun
 	}
 }
 
-func (w *Writer) zstdPass(ctx context.Context, verified *int, pool chan []byte, out chan<- chunk) error {
+func (w *Writer) zstdPass(ctx context.Context, verified *int, pool *bufPool, out chan<- chunk) error {
 	m := &w.Manifest
 	rc, err := w.Source.Open(ctx, 0, int64(m.BlobSize))
 	if err != nil {
@@ -386,42 +403,112 @@ func (w *Writer) zstdPass(ctx context.Context, verified *int, pool chan []byte, 
 	return nil
 }
 
-// readBack drops the cached pages and hashes a sample of ranges again.
+// pickSamples chooses the read-back blocks: the first of the first range,
+// the last of the last range (so a short write at either end shows), and
+// the rest at random offsets, a range picked in proportion to its length.
+// Offsets within a range are multiples of 4 KiB (O_DIRECT reads).
+func pickSamples(m *api.Manifest, count int, size uint64) []*sample {
+	if len(m.Ranges) == 0 || m.DataBytes == 0 {
+		return nil
+	}
+	block := func(r api.Range, want uint64) *sample {
+		want = min(want, r.Length-min(size, r.Length))
+		at := want &^ 4095 // up to 4 KiB more than size, so the last block ends where its range does
+		return &sample{off: r.Offset + at, n: min(size+want-at, r.Length-at)}
+	}
+	first, last := m.Ranges[0], m.Ranges[len(m.Ranges)-1]
+	out := []*sample{block(first, 0), block(last, last.Length)}
+	for range count - 2 {
+		x := rand.Uint64N(m.DataBytes)
+		for _, r := range m.Ranges {
+			if x < r.Length {
+				out = append(out, block(r, x))
+				break
+			}
+			x -= r.Length
+		}
+	}
+	slices.SortFunc(out, func(a, b *sample) int { return cmp.Compare(a.off, b.off) })
+	return slices.CompactFunc(out, func(a, b *sample) bool { return a.off == b.off })
+}
+
+// digestSamples feeds the samples that c overlaps. A chunk that holds a
+// sample's first byte starts its digest afresh: a restarted stream sends
+// a range again from its start.
+func (w *Writer) digestSamples(c chunk) {
+	lo, hi := uint64(c.off), uint64(c.off)+uint64(len(c.buf))
+	for _, s := range w.samples {
+		if s.off >= hi {
+			break
+		}
+		if s.off+s.n <= lo {
+			continue
+		}
+		a, b := max(s.off, lo), min(s.off+s.n, hi)
+		if a == s.off {
+			s.h, s.sum = sha256.New(), nil
+		}
+		if s.h == nil {
+			continue // its start went by in a stream since abandoned
+		}
+		s.h.Write(c.buf[a-lo : b-lo])
+		if b == s.off+s.n {
+			s.sum = s.h.Sum(nil)
+		}
+	}
+}
+
+// readBack drops the cached pages and reads the sample blocks from the
+// device: each must hash to what streamed by.
 func (w *Writer) readBack() error {
-	m := &w.Manifest
-	if len(m.Ranges) == 0 {
+	if len(w.samples) == 0 {
 		return nil
 	}
 	dropCache(w.Target)
-	idx := []int{0, len(m.Ranges) - 1}
-	for range 6 {
-		idx = append(idx, rand.IntN(len(m.Ranges)))
-	}
-	var read uint64
-	buf := alignedBuf(1 << 20)
-	seen := map[int]bool{}
-	for _, i := range idx {
-		r := m.Ranges[i]
-		if seen[i] || (read > 0 && read+r.Length > w.SampleBytes) {
-			continue
+	buf := alignedBuf(int(w.SampleSize) + 4096)
+	for _, s := range w.samples {
+		if s.sum == nil {
+			return fmt.Errorf("read-back: the block at %d (%d bytes) never streamed by whole", s.off, s.n)
 		}
-		seen[i] = true
-		h := sha256.New()
-		for at := r.Offset; at < r.Offset+r.Length; {
-			n := min(uint64(len(buf)), r.Offset+r.Length-at)
-			if _, err := w.Target.ReadAt(buf[:n], int64(at)); err != nil {
-				return fmt.Errorf("read-back of range %d at %d: %w", i, at, err)
-			}
-			h.Write(buf[:n])
-			at += n
+		if _, err := w.Target.ReadAt(buf[:s.n], int64(s.off)); err != nil {
+			return fmt.Errorf("read-back at %d: %w", s.off, err)
 		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != r.SHA256 {
-			return fmt.Errorf("%w: read-back of range %d (%d+%d): sha256 %s on the device, want %s", ErrVerify, i, r.Offset, r.Length, got, r.SHA256)
+		if got := sha256.Sum256(buf[:s.n]); !bytes.Equal(got[:], s.sum) {
+			return fmt.Errorf("%w: read-back of %d bytes at %d: the device holds sha256 %x, %x was written", ErrVerify, s.n, s.off, got, s.sum)
 		}
-		read += r.Length
 	}
 	return nil
 }
+
+// bufPool hands out the chunk buffers: made when first needed, up to the
+// channel's capacity, then reused. A fast pipeline never holds more than a
+// few, so most of the cap is never allocated (32 writers at once would
+// otherwise take 40 MiB each up front).
+type bufPool struct {
+	ch   chan []byte
+	size int
+	made int // only the fetch stage calls get
+}
+
+func (p *bufPool) get(ctx context.Context) ([]byte, error) {
+	select {
+	case b := <-p.ch:
+		return b, nil
+	default:
+	}
+	if p.made < cap(p.ch) {
+		p.made++
+		return alignedBuf(p.size), nil
+	}
+	select {
+	case b := <-p.ch:
+		return b, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *bufPool) put(b []byte) { p.ch <- b[:cap(b)] }
 
 // alignedBuf returns n bytes aligned to 4 KiB, as O_DIRECT needs.
 func alignedBuf(n int) []byte {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -182,3 +183,66 @@ func TestWriteRejectsSmallTarget(t *testing.T) {
 }
 
 func fileTime() (t time.Time) { return t }
+
+// liar is a disk that acknowledges every write but drops those that touch
+// [from, to).
+type liar struct {
+	*os.File
+	from, to int64
+}
+
+func (l liar) WriteAt(p []byte, off int64) (int, error) {
+	if off < l.to && off+int64(len(p)) > l.from {
+		return len(p), nil
+	}
+	return l.File.WriteAt(p, off)
+}
+
+// The read-back catches a device that loses writes: the last chunk here.
+func TestWriteCatchesLostWrites(t *testing.T) {
+	img := testImage()
+	m, blob := ingest(t, img)
+	src, _ := os.Open(blob)
+	defer src.Close()
+	target := liar{File: dirtyTarget(t, 9<<20), from: (8 << 20) - 4096, to: 8 << 20}
+	err := (&Writer{Manifest: m, Source: FileSource{F: src}, Target: target, ChunkSize: 256 << 10}).Write(context.Background())
+	if !errors.Is(err, ErrVerify) || !strings.Contains(err.Error(), "read-back") {
+		t.Fatalf("Write onto a disk that lost its last 4 KiB = %v, want a read-back ErrVerify", err)
+	}
+	t.Logf("error: %v", err)
+}
+
+func TestPickSamples(t *testing.T) {
+	m := api.Manifest{Ranges: []api.Range{{Offset: 4096, Length: 64 << 10}, {Offset: 1 << 20, Length: 10 << 20}, {Offset: 16 << 20, Length: 12288}}}
+	for _, r := range m.Ranges {
+		m.DataBytes += r.Length
+	}
+	for range 100 {
+		ss := pickSamples(&m, 16, 256<<10)
+		if len(ss) < 2 || len(ss) > 16 {
+			t.Fatalf("%d samples, want 2..16", len(ss))
+		}
+		if ss[0].off != 4096 || ss[0].n != 64<<10 {
+			t.Errorf("first sample %d+%d, want the whole first range 4096+65536", ss[0].off, ss[0].n)
+		}
+		if l := ss[len(ss)-1]; l.off != 16<<20 || l.n != 12288 {
+			t.Errorf("last sample %d+%d, want the whole last range", l.off, l.n)
+		}
+		for i, s := range ss {
+			in := false
+			for _, r := range m.Ranges {
+				in = in || s.off >= r.Offset && s.off+s.n <= r.Offset+r.Length && (s.off-r.Offset)%4096 == 0
+			}
+			if !in || s.n == 0 || s.n > 256<<10+4096 || i > 0 && s.off <= ss[i-1].off {
+				t.Fatalf("sample %d+%d: not a 4K-aligned block inside a range, or out of order", s.off, s.n)
+			}
+		}
+	}
+	// The last block ends where the data does even when the range's length
+	// minus the sample size is not a multiple of 4 KiB.
+	m = api.Manifest{Ranges: []api.Range{{Offset: 0, Length: 1<<20 + 4096}}, DataBytes: 1<<20 + 4096}
+	ss := pickSamples(&m, 2, 300000)
+	if l := ss[len(ss)-1]; l.off+l.n != 1<<20+4096 || l.off%4096 != 0 {
+		t.Errorf("last sample %d+%d, want a 4K-aligned block ending at %d", l.off, l.n, 1<<20+4096)
+	}
+}
