@@ -65,7 +65,7 @@ func TestCPUQuota(t *testing.T) {
 		{Limits{MilliCPUs: 500}, 50000, 100000},
 		{Limits{MilliCPUs: 500, CPUPeriod: 2 * time.Millisecond}, 1000, 2000},
 		{Limits{MilliCPUs: 100, CPUPeriod: 2 * time.Millisecond}, 1000, 2000}, // the kernel's floor
-		{Limits{CPUs: 1, MilliCPUs: 250}, 25000, 100000},                        // MilliCPUs wins
+		{Limits{CPUs: 1, MilliCPUs: 250}, 25000, 100000},                      // MilliCPUs wins
 	} {
 		if q, p := c.l.cpuQuota(); q != c.quota || p != c.period {
 			t.Errorf("%+v: quota %d period %d, want %d %d", c.l, q, p, c.quota, c.period)
