@@ -23,9 +23,12 @@ import (
 //     back from discarded blocks is up to the drive);
 //   - zero: BLKZEROOUT over the disk (the kernel uses the drive's write
 //     zeroes command where it has one, else writes zeroes);
-//   - secure: an NVMe Format NVM with user data erase (SES=1); other drives
-//     fail with an error that says so;
-//   - strongest: secure where the drive offers it, else zero.
+//   - secure: an NVMe Format NVM with user data erase (SES=1), or an ATA
+//     SECURITY ERASE UNIT (enhanced where offered) on a SATA drive; a drive
+//     that offers neither, or whose security is frozen, fails with an error
+//     that says so;
+//   - strongest: secure where the drive offers it, else zero (and the
+//     reason secure was not possible is in the record).
 func Erase(f *os.File, name string, size uint64, mode string) (string, error) {
 	switch mode {
 	case "", api.WipeSignatures:
@@ -50,7 +53,7 @@ func Erase(f *os.File, name string, size uint64, mode string) (string, error) {
 	case api.WipeSecure:
 		return secureErase(f, name)
 	case api.WipeStrongest:
-		if isNVMe(name) {
+		if isNVMe(name) || isSCSI(name) {
 			done, err := secureErase(f, name)
 			if err == nil {
 				return done, nil
@@ -67,6 +70,10 @@ func Erase(f *os.File, name string, size uint64, mode string) (string, error) {
 }
 
 func isNVMe(name string) bool { return strings.HasPrefix(name, "nvme") }
+
+// isSCSI: a disk the SCSI layer drives (sdX), which is where SATA drives
+// appear, behind libata or a SAS HBA.
+func isSCSI(name string) bool { return strings.HasPrefix(name, "sd") }
 
 // blkRange runs a BLKDISCARD or BLKZEROOUT ioctl over [0, size).
 func blkRange(f *os.File, req uint, size uint64) error {
@@ -110,12 +117,21 @@ const (
 	nvmeSESUserData   = 1 << 9 // Format NVM cdw10: secure erase setting 1, user data erase
 )
 
-// secureErase formats an NVMe namespace with user data erase, keeping its
-// current LBA format.
+// secureErase erases with the drive's own command: NVMe format or ATA
+// security erase.
 func secureErase(f *os.File, name string) (string, error) {
-	if !isNVMe(name) {
-		return "", fmt.Errorf("secure erase: %s is not an NVMe drive; ATA secure erase is not supported for it here (use zero)", name)
+	switch {
+	case isNVMe(name):
+		return nvmeSecureErase(f, name)
+	case isSCSI(name):
+		return ataSecureErase(sgDevice{f}, name)
 	}
+	return "", fmt.Errorf("secure erase: %s is neither an NVMe nor a SCSI/SATA disk; it has no secure erase command Loom can send (use zero)", name)
+}
+
+// nvmeSecureErase formats an NVMe namespace with user data erase, keeping
+// its current LBA format.
+func nvmeSecureErase(f *os.File, name string) (string, error) {
 	nsid, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), nvmeIoctlID, 0)
 	if errno != 0 {
 		return "", fmt.Errorf("secure erase %s: namespace id: %w", name, errno)

@@ -77,10 +77,10 @@ func TestErase(t *testing.T) {
 			}
 		})
 	}
-	t.Run("secure on a disk that is not NVMe", func(t *testing.T) {
+	t.Run("secure on a disk that is neither NVMe nor SATA", func(t *testing.T) {
 		f, name, backing := loopDisk(t, size)
 		_, err := Erase(f, name, size, api.WipeSecure)
-		if err == nil || !strings.Contains(err.Error(), "is not an NVMe drive") {
+		if err == nil || !strings.Contains(err.Error(), "is neither an NVMe nor a SCSI/SATA disk") {
 			t.Errorf("secure erase of %s: %v, want a clear refusal", name, err)
 		}
 		if got, _ := os.ReadFile(backing); got[0] != 0xab {

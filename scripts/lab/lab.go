@@ -219,6 +219,9 @@ type Server struct {
 	// NVMe, if set, is a raw image attached as a second disk on QEMU's
 	// NVMe controller (serial "loom-nvme").
 	NVMe string
+	// SATA, if set, is a raw image attached as a SATA disk on an AHCI
+	// controller (serial "loom-sata").
+	SATA string
 	// Used fills the first 64 MiB of the fresh disk with 0xAB, as a disk
 	// that held data (wipe tests).
 	Used bool
@@ -378,6 +381,9 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	}
 	if s.NVMe != "" {
 		args = append(args, "-drive", "file="+s.NVMe+",if=none,id=nvme0,format=raw", "-device", "nvme,serial=loom-nvme,drive=nvme0")
+	}
+	if s.SATA != "" {
+		args = append(args, "-device", "ahci,id=ahci0", "-drive", "file="+s.SATA+",if=none,id=sata0,format=raw", "-device", "ide-hd,drive=sata0,bus=ahci0.0,serial=loom-sata")
 	}
 	cmd := n.Command(ctx, "qemu-system-x86_64", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
