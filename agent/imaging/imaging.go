@@ -411,13 +411,15 @@ func pickSamples(m *api.Manifest, count int, size uint64) []*sample {
 	if len(m.Ranges) == 0 || m.DataBytes == 0 {
 		return nil
 	}
+	size &^= 4095
 	block := func(r api.Range, want uint64) *sample {
-		want = min(want, r.Length-min(size, r.Length))
-		at := want &^ 4095 // up to 4 KiB more than size, so the last block ends where its range does
-		return &sample{off: r.Offset + at, n: min(size+want-at, r.Length-at)}
+		at := min(want, r.Length-min(size, r.Length)) &^ 4095
+		return &sample{off: r.Offset + at, n: min(size, r.Length-at)}
 	}
 	first, last := m.Ranges[0], m.Ranges[len(m.Ranges)-1]
-	out := []*sample{block(first, 0), block(last, last.Length)}
+	tail := block(last, last.Length)
+	tail.n = last.Length - (tail.off - last.Offset) // up to 4 KiB past size: the last block ends where the data does
+	out := []*sample{block(first, 0), tail}
 	for range count - 2 {
 		x := rand.Uint64N(m.DataBytes)
 		for _, r := range m.Ranges {

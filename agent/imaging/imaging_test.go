@@ -236,6 +236,11 @@ func TestPickSamples(t *testing.T) {
 			if !in || s.n == 0 || s.n > 256<<10+4096 || i > 0 && s.off <= ss[i-1].off {
 				t.Fatalf("sample %d+%d: not a 4K-aligned block inside a range, or out of order", s.off, s.n)
 			}
+			// O_DIRECT reads need whole blocks: every length is a multiple
+			// of 4 KiB here, as every range's is.
+			if s.n%4096 != 0 {
+				t.Fatalf("sample %d+%d: length not a multiple of 4 KiB", s.off, s.n)
+			}
 		}
 	}
 	// The last block ends where the data does even when the range's length
