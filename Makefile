@@ -42,6 +42,10 @@ build/roles/web.tar: $(wildcard images/roles/*/*) scripts/build-roles.sh | build
 	scripts/build-roles.sh
 
 lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers (KINDS=bios,bios-e1000,uefi,uefi-ipxe in turn) that netboot, get imaged and boot their host OS (LOOM_ACCEL=auto|kvm|tcg)
+	@# Under sudo, what was built goes back to the invoking user, so that a
+	@# later `make build` without sudo works; build/lab (the running lab's
+	@# disks, logs and secrets) stays root's.
+	@if [ -n "$$SUDO_UID" ]; then find build -path build/lab -prune -o -exec chown -h "$$SUDO_UID:$$SUDO_GID" {} +; fi
 	$(GO) run ./scripts/lab/cmd/lab up -n $(N) -kinds $(KINDS)
 
 lab-down: ## remove the lab: its processes, namespace, bridge and taps (also after a crash)

@@ -131,8 +131,16 @@ func TailString(s string, n int) string {
 //
 // It also sweeps what interrupted test runs left behind and marks this
 // process as the owner of what it starts (Claim).
+//
+// `go test -short` skips every VM test at once (the fast loop).
 func RequireVM(t testing.TB, extra ...error) {
 	t.Helper()
+	if testing.Short() {
+		if os.Getenv("LOOM_REQUIRE_VM") == "1" {
+			t.Fatal("LOOM_REQUIRE_VM=1 asks for the VM tests, -short skips them: drop one")
+		}
+		t.Skip("skipping VM test in -short mode")
+	}
 	Claim()
 	var problems []string
 	if err := Prereqs(); err != nil {
