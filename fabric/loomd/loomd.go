@@ -106,13 +106,13 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if c.DataDir == "" {
-		return errors.New("loomd: --data-dir is required")
+		return errors.New("--data-dir is required")
 	}
 	if c.API == "" {
 		c.API = ":8080"
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
-		return fmt.Errorf("loomd: creating data dir: %w", err)
+		return fmt.Errorf("creating data dir: %w", err)
 	}
 	opTok, err := token(filepath.Join(c.DataDir, OperatorTokenFile))
 	if err != nil {
@@ -131,7 +131,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	reg := node.New(node.Config{Store: st, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
 	ln, err := net.Listen("tcp", c.API)
 	if err != nil {
-		return fmt.Errorf("loomd: API listener: %w", err)
+		return fmt.Errorf("API listener: %w", err)
 	}
 	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(c.DataDir, "images")}, KV: st,
 		InUse: func(ctx context.Context, name string) (string, error) {
@@ -174,7 +174,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		ul, err := net.Listen("unix", c.APIUnix)
 		if err != nil {
 			ln.Close()
-			return fmt.Errorf("loomd: API socket: %w", err)
+			return fmt.Errorf("API socket: %w", err)
 		}
 		os.Chmod(c.APIUnix, 0o600)
 		listeners = append(listeners, ul)
@@ -201,7 +201,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, discovered chan<- string, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, *tftp.Server, error) {
 	ifi, err := net.InterfaceByName(c.NetbootInterface)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("loomd: netboot interface: %w", err)
+		return nil, nil, nil, fmt.Errorf("netboot interface: %w", err)
 	}
 	ipn, err := firstIPv4(ifi)
 	if err != nil {
@@ -240,7 +240,7 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 			return nil, nil, nil, err
 		}
 	} else if c.Pool != "" || len(c.Subnets) > 0 || len(c.Reservations) > 0 {
-		return nil, nil, nil, errors.New("loomd: --pool, --subnet and --reserve hand out addresses: not with --dhcp-mode proxy, where another server does")
+		return nil, nil, nil, errors.New("--pool, --subnet and --reserve hand out addresses: not with --dhcp-mode proxy, where another server does")
 	}
 	srv, err := dhcp.New(ctx, dcfg, log)
 	if err != nil {
@@ -271,7 +271,7 @@ func (c *Config) stageFirstStage(log *slog.Logger) ([]string, error) {
 	}
 	dir := c.firstStageDir()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("loomd: first-stage dir: %w", err)
+		return nil, fmt.Errorf("first-stage dir: %w", err)
 	}
 	var staged []string
 	for _, name := range firstStage {
@@ -282,10 +282,10 @@ func (c *Config) stageFirstStage(log *slog.Logger) ([]string, error) {
 		}
 		tmp := filepath.Join(dir, "."+name+".tmp")
 		if err := os.WriteFile(tmp, b, 0o644); err != nil {
-			return nil, fmt.Errorf("loomd: staging %s: %w", name, err)
+			return nil, fmt.Errorf("staging %s: %w", name, err)
 		}
 		if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-			return nil, fmt.Errorf("loomd: staging %s: %w", name, err)
+			return nil, fmt.Errorf("staging %s: %w", name, err)
 		}
 		staged = append(staged, name)
 	}
@@ -302,7 +302,7 @@ func (c *Config) startTFTP(defaultAddr string, log *slog.Logger) (*tftp.Server, 
 	dir := c.firstStageDir()
 	ts, err := tftp.New(tftp.Config{Dir: dir, Addr: addr}, log)
 	if err != nil {
-		return nil, fmt.Errorf("loomd: %w", err)
+		return nil, err
 	}
 	log.Info("loomd: TFTP serving the first stage", "addr", addr, "dir", dir)
 	return ts, nil
@@ -336,14 +336,14 @@ func recordDiscovered(ctx context.Context, reg *node.Registry, macs <-chan strin
 func firstIPv4(ifi *net.Interface) (*net.IPNet, error) {
 	addrs, err := ifi.Addrs()
 	if err != nil {
-		return nil, fmt.Errorf("loomd: addresses of %s: %w", ifi.Name, err)
+		return nil, fmt.Errorf("addresses of %s: %w", ifi.Name, err)
 	}
 	for _, a := range addrs {
 		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
 			return &net.IPNet{IP: n.IP.To4(), Mask: n.Mask}, nil
 		}
 	}
-	return nil, fmt.Errorf("loomd: netboot interface %s has no IPv4 address", ifi.Name)
+	return nil, fmt.Errorf("netboot interface %s has no IPv4 address", ifi.Name)
 }
 
 // poolRange parses "START-END", or derives a default from the subnet.
@@ -352,13 +352,13 @@ func poolRange(s string, ipn *net.IPNet) (net.IP, net.IP, error) {
 		a, b, ok := strings.Cut(s, "-")
 		start, end := net.ParseIP(strings.TrimSpace(a)).To4(), net.ParseIP(strings.TrimSpace(b)).To4()
 		if !ok || start == nil || end == nil {
-			return nil, nil, fmt.Errorf("loomd: --pool %q: want START-END, two IPv4 addresses", s)
+			return nil, nil, fmt.Errorf("--pool %q: want START-END, two IPv4 addresses", s)
 		}
 		return start, end, nil
 	}
 	ones, bits := ipn.Mask.Size()
 	if bits != 32 || ones > 30 {
-		return nil, nil, fmt.Errorf("loomd: subnet of %v is too small for a default pool; give --pool", ipn)
+		return nil, nil, fmt.Errorf("subnet of %v is too small for a default pool; give --pool", ipn)
 	}
 	base := ipn.IP.Mask(ipn.Mask)
 	size := uint32(1) << (32 - ones)
@@ -380,16 +380,16 @@ func token(path string) (string, error) {
 	if err == nil {
 		t := strings.TrimSpace(string(b))
 		if t == "" {
-			return "", fmt.Errorf("loomd: token file %s is empty", path)
+			return "", fmt.Errorf("token file %s is empty", path)
 		}
 		return t, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("loomd: reading %s: %w", path, err)
+		return "", fmt.Errorf("reading %s: %w", path, err)
 	}
 	t := rand.Text()
 	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("loomd: writing %s: %w", path, err)
+		return "", fmt.Errorf("writing %s: %w", path, err)
 	}
 	return t, nil
 }
