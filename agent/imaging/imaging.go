@@ -361,7 +361,7 @@ func (w *Writer) readZstd(ctx context.Context, pool *bufPool, out chan<- chunk) 
 	verified := 0
 	for attempt := 0; ; attempt++ {
 		err := w.zstdPass(ctx, &verified, pool, out)
-		if err == nil || ctx.Err() != nil || attempt >= w.Retries {
+		if err == nil || ctx.Err() != nil || attempt >= w.Retries || errors.Is(err, ErrVerify) {
 			return err
 		}
 		w.Log.Warn("imaging: stream broken, restarting", "verified_ranges", verified, "attempt", attempt+1, "err", err)
@@ -376,7 +376,16 @@ func (w *Writer) zstdPass(ctx context.Context, verified *int, pool *bufPool, out
 		return err
 	}
 	defer rc.Close()
-	dec, err := zstd.NewReader(rc, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+	src := &watched{r: rc}
+	// A decoder that fails while its source did not is reading a corrupt
+	// blob: say so (and do not retry); a broken transfer is retried.
+	corrupt := func(err error) error {
+		if src.err != nil || ctx.Err() != nil {
+			return err
+		}
+		return fmt.Errorf("%w: stored blob sha256:%s of image %s is corrupt: %w", ErrVerify, m.Digest, m.Name, err)
+	}
+	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 	if err != nil {
 		return err
 	}
@@ -384,23 +393,37 @@ func (w *Writer) zstdPass(ctx context.Context, verified *int, pool *bufPool, out
 	var at uint64
 	for i, r := range m.Ranges {
 		if _, err := io.CopyN(io.Discard, dec, int64(r.Offset-at)); err != nil {
-			return fmt.Errorf("skipping to range %d at %d: %w", i, r.Offset, err)
+			return corrupt(fmt.Errorf("skipping to range %d at %d: %w", i, r.Offset, err))
 		}
 		at = r.Offset
 		if i < *verified {
 			if _, err := io.CopyN(io.Discard, dec, int64(r.Length)); err != nil {
-				return err
+				return corrupt(err)
 			}
 			at += r.Length
 			continue
 		}
 		at, err = w.pump(ctx, dec, i, at, pool, out)
 		if err != nil {
-			return fmt.Errorf("range %d (%d+%d) at byte %d: %w", i, r.Offset, r.Length, at, err)
+			return corrupt(fmt.Errorf("range %d (%d+%d) at byte %d: %w", i, r.Offset, r.Length, at, err))
 		}
 		*verified = i + 1 // sent whole; the hash stage fails everything if it does not match
 	}
 	return nil
+}
+
+// watched keeps the first error other than EOF its reader gave.
+type watched struct {
+	r   io.Reader
+	err error
+}
+
+func (s *watched) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
 }
 
 // pickSamples chooses the read-back blocks: the first of the first range,

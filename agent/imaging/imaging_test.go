@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -169,6 +170,41 @@ func TestWriteRejectsCorruptBlob(t *testing.T) {
 	err := (&Writer{Manifest: m, Source: FileSource{F: src}, Target: target}).Write(context.Background())
 	if !errors.Is(err, ErrVerify) {
 		t.Fatalf("Write of a corrupt blob = %v, want ErrVerify", err)
+	}
+	t.Logf("error: %v", err)
+}
+
+// countingSource counts how often the blob is opened.
+type countingSource struct {
+	Source
+	opens int
+}
+
+func (c *countingSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	c.opens++
+	return c.Source.Open(ctx, off, n)
+}
+
+// A zstd blob that does not decompress is reported as a corrupt stored
+// blob, by its digest and image, at once (a retry cannot mend it).
+func TestWriteRejectsCorruptZstdBlob(t *testing.T) {
+	var z bytes.Buffer
+	zw, _ := zstd.NewWriter(&z)
+	zw.Write(testImage())
+	zw.Close()
+	m, blob := ingest(t, z.Bytes())
+	f, _ := os.OpenFile(blob, os.O_RDWR, 0)
+	f.WriteAt([]byte{0, 0, 0, 0}, 0) // the frame's magic number
+	f.Close()
+	src, _ := os.Open(blob)
+	defer src.Close()
+	cs := &countingSource{Source: FileSource{F: src}}
+	err := (&Writer{Manifest: m, Source: cs, Target: dirtyTarget(t, 9<<20)}).Write(context.Background())
+	if !errors.Is(err, ErrVerify) || !strings.Contains(err.Error(), "stored blob sha256:"+m.Digest+" of image test is corrupt") {
+		t.Fatalf("Write of a zstd blob that does not decompress = %v, want a corrupt-blob ErrVerify", err)
+	}
+	if cs.opens != 1 {
+		t.Errorf("the corrupt blob was opened %d times, want once (no retries)", cs.opens)
 	}
 	t.Logf("error: %v", err)
 }
