@@ -40,8 +40,18 @@ func built(paths ...string) error {
 	return nil
 }
 
+// TestMain removes the binaries built for the tests (64 MB a run).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 var (
 	buildOnce sync.Once
+	binDir    string
 	loomdBin  string
 	labBin    string
 	loomBin   string
@@ -56,6 +66,7 @@ func loomd(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		binDir = dir
 		loomdBin = filepath.Join(dir, "loomd")
 		if out, err := exec.Command("go", "build", "-o", loomdBin, "../fabric/cmd/loomd").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building loomd: %v\n%s", err, out)
