@@ -12,46 +12,15 @@ import (
 	"github.com/loomfabric/loom/fabric/api"
 )
 
-func nodeKey(id string) string   { return prefix + "nodes/" + id }
 func macKey(mac string) string   { return prefix + "index/mac/" + mac }
 func uuidKey(uuid string) string { return prefix + "index/uuid/" + uuid }
 func credKey(id string) string   { return prefix + "creds/" + id }
-func leaseKey(mac string) string { return prefix + "leases/" + mac }
-func decode[T any](b []byte) (T, error) {
-	var v T
-	err := json.Unmarshal(b, &v)
-	return v, err
-}
 
 // Nodes lists every node.
-func (s *Store) Nodes(ctx context.Context) ([]api.Node, error) {
-	vals, err := s.list(ctx, prefix+"nodes/")
-	if err != nil {
-		return nil, err
-	}
-	nodes := make([]api.Node, 0, len(vals))
-	for _, v := range vals {
-		n, err := decode[api.Node](v)
-		if err != nil {
-			return nil, fmt.Errorf("decoding node: %w", err)
-		}
-		nodes = append(nodes, n)
-	}
-	return nodes, nil
-}
+func (s *Store) Nodes(ctx context.Context) ([]api.Node, error) { return s.nodes().all(ctx) }
 
 // Node reads one node.
-func (s *Store) Node(ctx context.Context, id string) (api.Node, error) {
-	b, _, err := s.get(ctx, nodeKey(id))
-	if err != nil {
-		return api.Node{}, err
-	}
-	n, err := decode[api.Node](b)
-	if err != nil {
-		return api.Node{}, fmt.Errorf("decoding node %s: %w", id, err)
-	}
-	return n, nil
-}
+func (s *Store) Node(ctx context.Context, id string) (api.Node, error) { return s.nodes().get(ctx, id) }
 
 // NodeIDByMAC finds the node that owns a MAC.
 func (s *Store) NodeIDByMAC(ctx context.Context, mac string) (string, error) {
@@ -96,7 +65,7 @@ func (s *Store) CreateNode(ctx context.Context, n api.Node, macs []string, uuid 
 	if err != nil {
 		return err
 	}
-	keys := []string{nodeKey(n.ID)}
+	keys := []string{s.nodes().key(n.ID)}
 	for _, m := range macs {
 		keys = append(keys, macKey(m))
 	}
@@ -142,7 +111,7 @@ func (s *Store) WriteNodes(ctx context.Context, ws []NodeWrite) error {
 		if err != nil {
 			return err
 		}
-		k := nodeKey(w.Node.ID)
+		k := s.nodes().key(w.Node.ID)
 		if w.Rev == 0 {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 			for _, m := range w.MACs {
@@ -190,34 +159,7 @@ func (s *Store) ClaimIndexes(ctx context.Context, id string, macs []string, uuid
 // UpdateNode applies fn to the stored node and writes it back if nothing
 // else changed it meanwhile (compare-and-swap, retried).
 func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*api.Node) error) (api.Node, error) {
-	for attempt := 0; ; attempt++ {
-		b, rev, err := s.get(ctx, nodeKey(id))
-		if err != nil {
-			return api.Node{}, err
-		}
-		n, err := decode[api.Node](b)
-		if err != nil {
-			return api.Node{}, fmt.Errorf("decoding node %s: %w", id, err)
-		}
-		if err := fn(&n); err != nil {
-			return api.Node{}, err
-		}
-		nb, err := json.Marshal(n)
-		if err != nil {
-			return api.Node{}, err
-		}
-		r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(nodeKey(id)), "=", rev)).
-			Then(clientv3.OpPut(nodeKey(id), string(nb))).Commit()
-		if err != nil {
-			return api.Node{}, fmt.Errorf("updating node %s: %w", id, err)
-		}
-		if r.Succeeded {
-			return n, nil
-		}
-		if attempt > 100 {
-			return api.Node{}, fmt.Errorf("updating node %s: too much contention", id)
-		}
-	}
+	return s.nodes().update(ctx, id, fn)
 }
 
 // SetCredential stores the hash of a node's credential.
@@ -235,21 +177,7 @@ func (s *Store) Credential(ctx context.Context, id string) (string, error) {
 }
 
 // Leases lists every DHCP lease, expired ones included.
-func (s *Store) Leases(ctx context.Context) ([]api.Lease, error) {
-	vals, err := s.list(ctx, prefix+"leases/")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Lease, 0, len(vals))
-	for _, v := range vals {
-		l, err := decode[api.Lease](v)
-		if err != nil {
-			return nil, fmt.Errorf("decoding lease: %w", err)
-		}
-		out = append(out, l)
-	}
-	return out, nil
-}
+func (s *Store) Leases(ctx context.Context) ([]api.Lease, error) { return s.leases().all(ctx) }
 
 // CommitLeases writes puts and removes the leases of the MACs in dels in
 // one transaction (at most MaxTxnOps operations in all).
@@ -263,10 +191,10 @@ func (s *Store) CommitLeases(ctx context.Context, puts []api.Lease, dels []strin
 		if err != nil {
 			return err
 		}
-		ops = append(ops, clientv3.OpPut(leaseKey(l.MAC), string(b)))
+		ops = append(ops, clientv3.OpPut(s.leases().key(l.MAC), string(b)))
 	}
 	for _, m := range dels {
-		ops = append(ops, clientv3.OpDelete(leaseKey(m)))
+		ops = append(ops, clientv3.OpDelete(s.leases().key(m)))
 	}
 	if len(ops) == 0 {
 		return nil
@@ -288,137 +216,49 @@ func (s *Store) Ping(ctx context.Context, d time.Duration) error {
 	return err
 }
 
-func imageKey(name string) string { return prefix + "images/" + name }
-
 // CreateImage stores a manifest under its name; ErrExists if taken.
 func (s *Store) CreateImage(ctx context.Context, m api.Manifest) error {
-	b, err := json.Marshal(m)
-	if err != nil {
-		return err
-	}
-	r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(imageKey(m.Name)), "=", 0)).
-		Then(clientv3.OpPut(imageKey(m.Name), string(b))).Commit()
-	if err != nil {
-		return fmt.Errorf("storing image %s: %w", m.Name, err)
-	}
-	if !r.Succeeded {
-		return fmt.Errorf("image %s: %w", m.Name, ErrExists)
-	}
-	return nil
+	return s.images().create(ctx, m.Name, m)
 }
 
 // Image reads one manifest.
 func (s *Store) Image(ctx context.Context, name string) (api.Manifest, error) {
-	b, _, err := s.get(ctx, imageKey(name))
-	if err != nil {
-		return api.Manifest{}, err
-	}
-	return decode[api.Manifest](b)
+	return s.images().get(ctx, name)
 }
 
 // Images lists every manifest.
-func (s *Store) Images(ctx context.Context) ([]api.Manifest, error) {
-	vals, err := s.list(ctx, prefix+"images/")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Manifest, 0, len(vals))
-	for _, v := range vals {
-		m, err := decode[api.Manifest](v)
-		if err != nil {
-			return nil, fmt.Errorf("decoding image: %w", err)
-		}
-		out = append(out, m)
-	}
-	return out, nil
-}
+func (s *Store) Images(ctx context.Context) ([]api.Manifest, error) { return s.images().all(ctx) }
 
 // DeleteImage removes a manifest.
 func (s *Store) DeleteImage(ctx context.Context, name string) error {
-	r, err := s.cli.Delete(ctx, imageKey(name))
-	if err != nil {
-		return fmt.Errorf("deleting image %s: %w", name, err)
-	}
-	if r.Deleted == 0 {
-		return fmt.Errorf("image %s: %w", name, ErrNotFound)
-	}
-	return nil
+	return s.images().del(ctx, name)
 }
-
-func profileKey(name string) string { return prefix + "profiles/" + name }
 
 // PutProfile creates or replaces a profile.
 func (s *Store) PutProfile(ctx context.Context, p api.Profile) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	if _, err := s.cli.Put(ctx, profileKey(p.Name), string(b)); err != nil {
-		return fmt.Errorf("storing profile %s: %w", p.Name, err)
-	}
-	return nil
+	return s.profiles().put(ctx, p.Name, p)
 }
 
 // Profile reads one profile.
 func (s *Store) Profile(ctx context.Context, name string) (api.Profile, error) {
-	b, _, err := s.get(ctx, profileKey(name))
-	if err != nil {
-		return api.Profile{}, err
-	}
-	return decode[api.Profile](b)
+	return s.profiles().get(ctx, name)
 }
 
 // Profiles lists every profile.
-func (s *Store) Profiles(ctx context.Context) ([]api.Profile, error) {
-	vals, err := s.list(ctx, prefix+"profiles/")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]api.Profile, 0, len(vals))
-	for _, v := range vals {
-		p, err := decode[api.Profile](v)
-		if err != nil {
-			return nil, fmt.Errorf("decoding profile: %w", err)
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}
+func (s *Store) Profiles(ctx context.Context) ([]api.Profile, error) { return s.profiles().all(ctx) }
 
 // DeleteProfile removes a profile.
 func (s *Store) DeleteProfile(ctx context.Context, name string) error {
-	r, err := s.cli.Delete(ctx, profileKey(name))
-	if err != nil {
-		return fmt.Errorf("deleting profile %s: %w", name, err)
-	}
-	if r.Deleted == 0 {
-		return fmt.Errorf("profile %s: %w", name, ErrNotFound)
-	}
-	return nil
+	return s.profiles().del(ctx, name)
 }
 
 // NodeRev reads a node with its modification revision (the incarnation of
 // its goal state).
 func (s *Store) NodeRev(ctx context.Context, id string) (api.Node, int64, error) {
-	b, rev, err := s.get(ctx, nodeKey(id))
-	if err != nil {
-		return api.Node{}, 0, err
-	}
-	n, err := decode[api.Node](b)
-	return n, rev, err
+	return s.nodes().getRev(ctx, id)
 }
 
 // WaitNode blocks until the node changes after revision rev, or ctx ends.
 func (s *Store) WaitNode(ctx context.Context, id string, rev int64) error {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range s.cli.Watch(ctx, nodeKey(id), clientv3.WithRev(rev+1)) {
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		if len(resp.Events) > 0 {
-			return nil
-		}
-	}
-	return ctx.Err()
+	return s.nodes().wait(ctx, id, rev)
 }

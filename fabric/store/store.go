@@ -154,16 +154,3 @@ func (s *Store) get(ctx context.Context, key string) ([]byte, int64, error) {
 	}
 	return r.Kvs[0].Value, r.Kvs[0].ModRevision, nil
 }
-
-// list reads every value under a prefix.
-func (s *Store) list(ctx context.Context, p string) ([][]byte, error) {
-	r, err := s.cli.Get(ctx, p, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", p, err)
-	}
-	out := make([][]byte, 0, len(r.Kvs))
-	for _, kv := range r.Kvs {
-		out = append(out, kv.Value)
-	}
-	return out, nil
-}

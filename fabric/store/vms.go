@@ -10,41 +10,13 @@ import (
 	"github.com/loomfabric/loom/fabric/api"
 )
 
-func vmKey(id string) string { return prefix + "vms/" + id }
-
-// VMs lists every VM with its modification revision.
-func (s *Store) vmsRev(ctx context.Context) ([]api.VM, []int64, error) {
-	r, err := s.cli.Get(ctx, prefix+"vms/", clientv3.WithPrefix())
-	if err != nil {
-		return nil, nil, fmt.Errorf("listing VMs: %w", err)
-	}
-	vms := make([]api.VM, 0, len(r.Kvs))
-	revs := make([]int64, 0, len(r.Kvs))
-	for _, kv := range r.Kvs {
-		v, err := decode[api.VM](kv.Value)
-		if err != nil {
-			return nil, nil, fmt.Errorf("decoding VM %s: %w", kv.Key, err)
-		}
-		vms = append(vms, v)
-		revs = append(revs, kv.ModRevision)
-	}
-	return vms, revs, nil
-}
-
 // VMs lists every VM.
 func (s *Store) VMs(ctx context.Context) ([]api.VM, error) {
-	vms, _, err := s.vmsRev(ctx)
-	return vms, err
+	return s.vms().all(ctx)
 }
 
 // VM reads one VM.
-func (s *Store) VM(ctx context.Context, id string) (api.VM, error) {
-	b, _, err := s.get(ctx, vmKey(id))
-	if err != nil {
-		return api.VM{}, err
-	}
-	return decode[api.VM](b)
-}
+func (s *Store) VM(ctx context.Context, id string) (api.VM, error) { return s.vms().get(ctx, id) }
 
 // VMChange is what a PlaceVMs function decides: VMs to write and VM IDs
 // to delete.
@@ -61,21 +33,15 @@ type VMChange struct {
 // both take the last free room of a host.
 func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []api.VM) (VMChange, error)) (VMChange, error) {
 	for attempt := 0; ; attempt++ {
-		nr, err := s.cli.Get(ctx, prefix+"nodes/", clientv3.WithPrefix())
+		nodes, nrevs, err := s.nodes().allRev(ctx)
 		if err != nil {
-			return VMChange{}, fmt.Errorf("listing nodes: %w", err)
+			return VMChange{}, err
 		}
-		nodes := make([]api.Node, 0, len(nr.Kvs))
 		nodeRev := map[string]int64{}
-		for _, kv := range nr.Kvs {
-			n, err := decode[api.Node](kv.Value)
-			if err != nil {
-				return VMChange{}, fmt.Errorf("decoding node %s: %w", kv.Key, err)
-			}
-			nodes = append(nodes, n)
-			nodeRev[n.ID] = kv.ModRevision
+		for i, n := range nodes {
+			nodeRev[n.ID] = nrevs[i]
 		}
-		vms, revs, err := s.vmsRev(ctx)
+		vms, revs, err := s.vms().allRev(ctx)
 		if err != nil {
 			return VMChange{}, err
 		}
@@ -96,13 +62,13 @@ func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []a
 			if err != nil {
 				return VMChange{}, err
 			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(vmKey(v.ID)), "=", vmRev[v.ID]))
-			ops = append(ops, clientv3.OpPut(vmKey(v.ID), string(b)))
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.vms().key(v.ID)), "=", vmRev[v.ID]))
+			ops = append(ops, clientv3.OpPut(s.vms().key(v.ID), string(b)))
 			touched[v.Node] = true
 		}
 		for _, id := range ch.Delete {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(vmKey(id)), "=", vmRev[id]))
-			ops = append(ops, clientv3.OpDelete(vmKey(id)))
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.vms().key(id)), "=", vmRev[id]))
+			ops = append(ops, clientv3.OpDelete(s.vms().key(id)))
 			touched[vmNode[id]] = true
 		}
 		for _, n := range nodes {
@@ -114,8 +80,8 @@ func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []a
 			if err != nil {
 				return VMChange{}, err
 			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(nodeKey(n.ID)), "=", nodeRev[n.ID]))
-			ops = append(ops, clientv3.OpPut(nodeKey(n.ID), string(b)))
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.nodes().key(n.ID)), "=", nodeRev[n.ID]))
+			ops = append(ops, clientv3.OpPut(s.nodes().key(n.ID), string(b)))
 		}
 		if len(ops) == 0 {
 			return ch, nil
@@ -136,32 +102,6 @@ func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []a
 // UpdateVMStatus applies fn to one VM's stored record and writes it back
 // (compare-and-swap). Observed state only: the node's goal does not move.
 func (s *Store) UpdateVMStatus(ctx context.Context, id string, fn func(*api.VM) error) error {
-	for attempt := 0; ; attempt++ {
-		b, rev, err := s.get(ctx, vmKey(id))
-		if err != nil {
-			return err
-		}
-		v, err := decode[api.VM](b)
-		if err != nil {
-			return fmt.Errorf("decoding VM %s: %w", id, err)
-		}
-		if err := fn(&v); err != nil {
-			return err
-		}
-		nb, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(vmKey(id)), "=", rev)).
-			Then(clientv3.OpPut(vmKey(id), string(nb))).Commit()
-		if err != nil {
-			return fmt.Errorf("updating VM %s: %w", id, err)
-		}
-		if r.Succeeded {
-			return nil
-		}
-		if attempt > 100 {
-			return fmt.Errorf("updating VM %s: too much contention", id)
-		}
-	}
+	_, err := s.vms().update(ctx, id, fn)
+	return err
 }
