@@ -49,8 +49,10 @@ type Store interface {
 	Nodes(ctx context.Context) ([]api.Node, error)
 	Node(ctx context.Context, id string) (api.Node, error)
 	NodeIDByMAC(ctx context.Context, mac string) (string, error)
+	NodeIDsByMAC(ctx context.Context, macs []string) (map[string]string, error)
 	NodeIDByUUID(ctx context.Context, uuid string) (string, error)
 	CreateNode(ctx context.Context, n api.Node, macs []string, uuid string) error
+	WriteNodes(ctx context.Context, ws []store.NodeWrite) error
 	ClaimIndexes(ctx context.Context, id string, macs []string, uuid string) error
 	UpdateNode(ctx context.Context, id string, fn func(*api.Node) error) (api.Node, error)
 	SetCredential(ctx context.Context, id, hash string) error
@@ -161,7 +163,7 @@ func (r *Registry) DiscoveredMany(ctx context.Context, macs []string) error {
 	r.regMu.Lock()
 	defer r.regMu.Unlock()
 	now := r.cfg.Now()
-	owners, err := r.owners(ctx, todo)
+	owners, err := r.cfg.Store.NodeIDsByMAC(ctx, todo)
 	if err != nil {
 		return err
 	}
@@ -181,11 +183,8 @@ func (r *Registry) DiscoveredMany(ctx context.Context, macs []string) error {
 	if len(writes) == 0 {
 		return nil
 	}
-	ws, batched := r.cfg.Store.(interface {
-		WriteNodes(ctx context.Context, ws []store.NodeWrite) error
-	})
-	if batched && len(writes) > 1 {
-		err := ws.WriteNodes(ctx, writes)
+	if len(writes) > 1 {
+		err := r.cfg.Store.WriteNodes(ctx, writes)
 		if err == nil {
 			for _, w := range writes {
 				r.markKnown(w.Node.MAC)
@@ -209,27 +208,6 @@ func (r *Registry) DiscoveredMany(ctx context.Context, macs []string) error {
 		}
 	}
 	return nil
-}
-
-// owners maps those of macs that a node owns to the node: in one read
-// where the store can batch (etcd), one read per MAC otherwise.
-func (r *Registry) owners(ctx context.Context, macs []string) (map[string]string, error) {
-	if b, ok := r.cfg.Store.(interface {
-		NodeIDsByMAC(ctx context.Context, macs []string) (map[string]string, error)
-	}); ok {
-		return b.NodeIDsByMAC(ctx, macs)
-	}
-	ids := map[string]string{}
-	for _, m := range macs {
-		id, err := r.cfg.Store.NodeIDByMAC(ctx, m)
-		switch {
-		case err == nil:
-			ids[m] = id
-		case !store.IsNotFound(err):
-			return nil, err
-		}
-	}
-	return ids, nil
 }
 
 // seenEnrolled moves a node known from a rack import to Discovered.

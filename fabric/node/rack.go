@@ -25,7 +25,6 @@ import (
 // RackStore is what rack import needs beyond Store; *store.Store has it.
 type RackStore interface {
 	NodeRev(ctx context.Context, id string) (api.Node, int64, error)
-	WriteNodes(ctx context.Context, ws []store.NodeWrite) error
 	Profile(ctx context.Context, name string) (api.Profile, error)
 }
 
@@ -47,7 +46,7 @@ func (r *Registry) Import(ctx context.Context, entries []api.RackEntry) (api.Rac
 		if err != nil {
 			return api.RackImport{}, err
 		}
-		err = rs.WriteNodes(ctx, writes)
+		err = r.cfg.Store.WriteNodes(ctx, writes)
 		if errors.Is(err, store.ErrExists) && attempt < 5 {
 			continue // a heartbeat moved a node: plan again
 		}
