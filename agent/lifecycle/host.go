@@ -12,10 +12,11 @@ import (
 	"syscall"
 
 	"github.com/loomfabric/loom/agent/accel"
+	"github.com/loomfabric/loom/agent/console"
 	"github.com/loomfabric/loom/agent/disk"
+	"github.com/loomfabric/loom/fabric/api"
 
 	"github.com/loomfabric/loom/agent/guests"
-	"github.com/loomfabric/loom/fabric/client"
 )
 
 // localIP is the address this machine uses to reach the fabric (or want,
@@ -40,8 +41,13 @@ func localIP(fabric, want string) (string, error) {
 	return c.LocalAddr().(*net.UDPAddr).IP.String(), nil
 }
 
-// startGuests starts the host's guest supervisor (adopting running guests).
-func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip string, log *slog.Logger) error {
+// startGuests starts a host's guest supervisor (adopting running guests),
+// once per agent; a maintenance OS has none.
+func (a *Agent) startGuests(ctx context.Context, b *boot, log *slog.Logger) error {
+	c := &a.cfg
+	if c.Mode != api.ModeHost || a.guests != nil {
+		return nil
+	}
 	dir := c.GuestDir
 	if dir == "" {
 		dir = "/var/lib/loom"
@@ -49,7 +55,7 @@ func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip stri
 			if err := mountData(dir, log); err != nil {
 				log.Warn("guests live on the RAM root: no data partition", "err", err)
 			} else {
-				Mark(c.Console, "data", "dir", dir)
+				console.Mark(c.Console, "data", "dir", dir)
 			}
 		}
 	}
@@ -79,27 +85,26 @@ func (c *Config) startGuests(ctx context.Context, fabric *client.Client, ip stri
 	if err != nil {
 		return fmt.Errorf("deciding how guests run: %w", err)
 	}
-	c.accel = v
-	Mark(c.Console, "accel", "accel", v.Accel, "cpu", v.CPU)
+	a.accel = v
+	console.Mark(c.Console, "accel", "accel", v.Accel, "cpu", v.CPU)
 	ingress := c.IngressIP
 	if ingress == "" {
-		ingress = ip
+		ingress = b.ip
 	}
-	c.changed = make(chan struct{}, 1)
-	c.guests = guests.New(guests.Config{
+	a.guests = guests.New(guests.Config{
 		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Accel: v, Log: log,
-		Fetch: fabric.Blob,
+		Fetch: b.fabric.Blob,
 		OnChange: func() {
 			select {
-			case c.changed <- struct{}{}:
+			case a.changed <- struct{}{}:
 			default:
 			}
 		},
 	})
-	if err := c.guests.Start(ctx); err != nil {
+	if err := a.guests.Start(ctx); err != nil {
 		return fmt.Errorf("guest supervisor: %w", err)
 	}
-	Mark(c.Console, "guests", "dir", dir)
+	console.Mark(c.Console, "guests", "dir", dir)
 	return nil
 }
 

@@ -25,8 +25,8 @@
 // provision again, reboots into the network boot, where the fabric serves
 // the maintenance OS. With --fabric the host agent runs on an installed
 // machine: the network is taken as it is (no DHCP) and SIGTERM stops it,
-// leaving its guests running for the next agent to adopt. Guest mode is in
-// guest.go.
+// leaving its guests running for the next agent to adopt. Guest mode is
+// package guestagent.
 package lifecycle
 
 import (
@@ -40,9 +40,11 @@ import (
 
 	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/agent/cmdline"
+	"github.com/loomfabric/loom/agent/console"
 	"github.com/loomfabric/loom/agent/guests"
 	"github.com/loomfabric/loom/agent/inventory"
 	"github.com/loomfabric/loom/agent/netconf"
+	"github.com/loomfabric/loom/agent/retry"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
 )
@@ -83,44 +85,10 @@ type Config struct {
 	// AccelCache is where the accelerator verdict is cached. Default:
 	// the guest directory.
 	AccelCache string
-
-	guests  *guests.Supervisor
-	accel   api.Accel
-	changed chan struct{}
 }
 
-// Mark prints a marker line.
-func Mark(w io.Writer, step string, kv ...any) {
-	s := "LOOM-MARK " + step
-	for i := 0; i+1 < len(kv); i += 2 {
-		s += fmt.Sprintf(" %v=%v", kv[i], kv[i+1])
-	}
-	fmt.Fprintln(w, s)
-}
-
-// backoff sleeps for d (doubling up to max) or until ctx ends.
-type backoff struct {
-	d, max time.Duration
-}
-
-func (b *backoff) wait(ctx context.Context) error {
-	if b.d == 0 {
-		b.d = time.Second
-	}
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-time.After(b.d):
-	}
-	b.d *= 2
-	if b.d > b.max {
-		b.d = b.max
-	}
-	return nil
-}
-
-// Run is the agent.
-func (c *Config) Run(ctx context.Context, log *slog.Logger) error {
+// withDefaults is c with every unset field at its default.
+func (c Config) withDefaults() Config {
 	if c.Console == nil {
 		c.Console = os.Stderr
 	}
@@ -133,80 +101,160 @@ func (c *Config) Run(ctx context.Context, log *slog.Logger) error {
 	if c.Mode == "" {
 		c.Mode = api.ModeMaintenance
 	}
-	line := c.Cmdline
-	if line == "" {
-		b, err := os.ReadFile("/proc/cmdline")
+	return c
+}
+
+// Agent is loom-agent on a node. Run may be called again after it fails:
+// what outlives a run (the host's guest supervisor) is kept here.
+type Agent struct {
+	cfg Config
+
+	guests  *guests.Supervisor // host mode, once started
+	accel   api.Accel
+	changed chan struct{} // a guest changed: report at once
+}
+
+// New returns the agent for cfg (which it copies).
+func New(cfg Config) *Agent {
+	return &Agent{cfg: cfg.withDefaults(), changed: make(chan struct{}, 1)}
+}
+
+// boot is what Run's steps learn, each from the ones before it.
+type boot struct {
+	line   string // the kernel command line
+	cl     cmdline.Config
+	mac    string // the boot interface's
+	ip     string
+	inv    api.Inventory
+	fabric *client.Client
+}
+
+// step is one named step of Run; its name prefixes its error.
+type step struct {
+	name string
+	run  func(ctx context.Context, b *boot, log *slog.Logger) error
+}
+
+// steps are what Run does, in order. The last, serve, returns only when
+// ctx ends.
+func (a *Agent) steps() []step {
+	return []step{
+		{"cmdline", a.readCmdline},
+		{"network", a.network},
+		{"inventory", a.inventory},
+		{"guests", a.startGuests},
+		{"serve", a.serve},
+	}
+}
+
+// Run is the agent: its steps, in order.
+func (a *Agent) Run(ctx context.Context, log *slog.Logger) error {
+	var b boot
+	for _, st := range a.steps() {
+		if err := st.run(ctx, &b, log); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%s: %w", st.name, err)
+		}
+	}
+	return ctx.Err()
+}
+
+// readCmdline reads loom.fabric and loom.token from the kernel command
+// line (or takes them from Config with --fabric).
+func (a *Agent) readCmdline(_ context.Context, b *boot, _ *slog.Logger) error {
+	c := &a.cfg
+	b.line = c.Cmdline
+	if b.line == "" {
+		raw, err := os.ReadFile("/proc/cmdline")
 		if err != nil {
 			return fmt.Errorf("reading kernel command line: %w", err)
 		}
-		line = string(b)
+		b.line = string(raw)
 	}
-	var cl cmdline.Config
-	var err error
 	if c.Fabric != "" {
-		cl = cmdline.Config{Fabric: c.Fabric, Token: c.Token}
-	} else if cl, err = cmdline.Parse(line); err != nil {
-		return err
-	}
-	Mark(c.Console, "cmdline", "fabric", cl.Fabric, "bootmac", cl.BootMAC, "mode", c.Mode)
-
-	var mac, ip string
-	if c.Fabric != "" {
-		if ip, err = localIP(cl.Fabric, c.IP); err != nil {
+		b.cl = cmdline.Config{Fabric: c.Fabric, Token: c.Token}
+	} else {
+		cl, err := cmdline.Parse(b.line)
+		if err != nil {
 			return err
 		}
-		Mark(c.Console, "network", "ip", ip, "managed", "by the OS")
-	} else {
-		ncfg := netconf.Config{Prefer: cl.BootMAC}
-		var lease *netconf.Lease
-		for b := (backoff{max: c.MaxBackoff}); ; {
-			lease, err = netconf.Up(ctx, ncfg, log)
-			if err == nil {
-				break
-			}
-			log.Warn("network not up yet", "err", err)
-			if err := b.wait(ctx); err != nil {
-				return err
-			}
-		}
-		Mark(c.Console, "network", "iface", lease.Interface, "mac", lease.MAC, "ip", lease.Addr.String(), "server", lease.Server)
-		go netconf.Renew(ctx, lease, ncfg, log)
-		mac, ip = lease.MAC, lease.Addr.IP.String()
+		b.cl = cl
 	}
+	console.Mark(c.Console, "cmdline", "fabric", b.cl.Fabric, "bootmac", b.cl.BootMAC, "mode", c.Mode)
+	return nil
+}
 
-	inv, err := inventory.Collect(c.Root)
+// network brings the links up and takes a DHCP lease (kept renewed),
+// retrying until it works; with --fabric the network is taken as it is.
+func (a *Agent) network(ctx context.Context, b *boot, log *slog.Logger) error {
+	c := &a.cfg
+	if c.Fabric != "" {
+		ip, err := localIP(b.cl.Fabric, c.IP)
+		if err != nil {
+			return err
+		}
+		b.ip = ip
+		console.Mark(c.Console, "network", "ip", ip, "managed", "by the OS")
+		return nil
+	}
+	ncfg := netconf.Config{Prefer: b.cl.BootMAC}
+	var lease *netconf.Lease
+	for bo := (retry.Backoff{Max: c.MaxBackoff}); ; {
+		var err error
+		if lease, err = netconf.Up(ctx, ncfg, log); err == nil {
+			break
+		}
+		log.Warn("network not up yet", "err", err)
+		if err := bo.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	console.Mark(c.Console, "network", "iface", lease.Interface, "mac", lease.MAC, "ip", lease.Addr.String(), "server", lease.Server)
+	go netconf.Renew(ctx, lease, ncfg, log)
+	b.mac, b.ip = lease.MAC, lease.Addr.IP.String()
+	return nil
+}
+
+// inventory takes the hardware inventory; without a lease's MAC, the
+// first NIC with a link names the node.
+func (a *Agent) inventory(_ context.Context, b *boot, _ *slog.Logger) error {
+	inv, err := inventory.Collect(a.cfg.Root)
 	if err != nil {
 		return err
 	}
-	Mark(c.Console, "inventory", "cpus", inv.CPU.Count, "memory", inv.Memory, "nics", len(inv.NICs), "disks", len(inv.Disks))
-	if mac == "" {
+	b.inv = inv
+	console.Mark(a.cfg.Console, "inventory", "cpus", inv.CPU.Count, "memory", inv.Memory, "nics", len(inv.NICs), "disks", len(inv.Disks))
+	if b.mac == "" {
 		for _, n := range inv.NICs {
-			if mac == "" || n.Link {
-				mac = n.MAC
+			if b.mac == "" || n.Link {
+				b.mac = n.MAC
 			}
 			if n.Link {
 				break
 			}
 		}
 	}
+	b.fabric = &client.Client{BaseURL: b.cl.Fabric, Token: b.cl.Token}
+	return nil
+}
 
-	fabric := &client.Client{BaseURL: cl.Fabric, Token: cl.Token}
-	if c.Mode == api.ModeHost && c.guests == nil {
-		if err := c.startGuests(ctx, fabric, ip, log); err != nil {
-			return err
-		}
-	}
-	reg := api.Registration{Mode: c.Mode, MAC: mac, IP: ip, AgentVersion: Version, Inventory: inv}
+// serve registers, then heartbeats and follows goals until the fabric
+// forgets the node (register again) or ctx ends.
+func (a *Agent) serve(ctx context.Context, b *boot, log *slog.Logger) error {
+	c := &a.cfg
+	reg := api.Registration{Mode: c.Mode, MAC: b.mac, IP: b.ip, AgentVersion: Version, Inventory: b.inv}
 	if c.Mode == api.ModeHost {
-		reg.Accel = &c.accel
+		reg.Accel = &a.accel
 	}
 	for {
-		resp := register(ctx, fabric, reg, c.MaxBackoff, log)
+		resp := register(ctx, b.fabric, reg, c.MaxBackoff, log)
 		if resp == nil {
 			return ctx.Err()
 		}
-		Mark(c.Console, "registered", "node", resp.NodeID, "mode", c.Mode)
-		s := &session{cfg: c, cmdline: line, token: cl.Token, fabric: fabric, reg: *resp, ip: ip, log: log}
+		console.Mark(c.Console, "registered", "node", resp.NodeID, "mode", c.Mode)
+		s := &session{cfg: c, ag: a, cmdline: b.line, token: b.cl.Token, fabric: b.fabric, reg: *resp, ip: b.ip, log: log}
 		sctx, cancel := context.WithCancel(ctx)
 		go s.goalLoop(sctx)
 		s.heartbeat(sctx)
@@ -219,13 +267,13 @@ func (c *Config) Run(ctx context.Context, log *slog.Logger) error {
 }
 
 func register(ctx context.Context, fabric *client.Client, reg api.Registration, max time.Duration, log *slog.Logger) *api.RegisterResponse {
-	for b := (backoff{max: max}); ; {
+	for b := (retry.Backoff{Max: max}); ; {
 		resp, err := fabric.Register(ctx, reg)
 		if err == nil {
 			return &resp
 		}
 		log.Warn("registering with the fabric", "fabric", fabric.BaseURL, "err", err)
-		if b.wait(ctx) != nil {
+		if b.Wait(ctx) != nil {
 			return nil
 		}
 	}
@@ -234,6 +282,7 @@ func register(ctx context.Context, fabric *client.Client, reg api.Registration, 
 // session is one registration's worth of agent: heartbeats and goals.
 type session struct {
 	cfg     *Config
+	ag      *Agent
 	cmdline string
 	token   string
 	fabric  *client.Client
@@ -256,8 +305,8 @@ func (s *session) current() api.Status {
 	defer s.mu.Unlock()
 	st := s.report
 	st.IP = s.ip
-	if s.cfg.guests != nil {
-		st.VMs, st.VMsComplete = s.cfg.guests.Report(), true
+	if s.ag.guests != nil {
+		st.VMs, st.VMsComplete = s.ag.guests.Report(), true
 	}
 	if st.Progress != nil {
 		p := *st.Progress
@@ -282,7 +331,7 @@ func (s *session) heartbeat(ctx context.Context) {
 		interval = 5 * time.Second
 	}
 	first := true
-	b := backoff{max: s.cfg.MaxBackoff}
+	b := retry.Backoff{Max: s.cfg.MaxBackoff}
 	for {
 		resp, err := s.fabric.Status(ctx, s.reg.NodeID, s.reg.Credential, s.current())
 		switch {
@@ -290,16 +339,16 @@ func (s *session) heartbeat(ctx context.Context) {
 			return
 		case err != nil:
 			s.log.Warn("heartbeat", "err", err)
-			if b.wait(ctx) != nil {
+			if b.Wait(ctx) != nil {
 				return
 			}
 			continue
 		}
-		b = backoff{max: s.cfg.MaxBackoff}
+		b = retry.Backoff{Max: s.cfg.MaxBackoff}
 		if first {
-			Mark(s.cfg.Console, "heartbeat", "node", s.reg.NodeID, "interval", interval)
+			console.Mark(s.cfg.Console, "heartbeat", "node", s.reg.NodeID, "interval", interval)
 			if s.cfg.Mode == api.ModeHost {
-				Mark(s.cfg.Console, "host-ready", "node", s.reg.NodeID)
+				console.Mark(s.cfg.Console, "host-ready", "node", s.reg.NodeID)
 			}
 			first = false
 		}
@@ -310,7 +359,7 @@ func (s *session) heartbeat(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(interval):
-		case <-s.cfg.changed: // a guest changed: report at once
+		case <-s.ag.changed: // a guest changed: report at once
 			time.Sleep(100 * time.Millisecond) // and gather what comes with it
 		}
 	}
@@ -320,29 +369,29 @@ func (s *session) heartbeat(ctx context.Context) {
 func (s *session) goalLoop(ctx context.Context) {
 	have := int64(-1)
 	tried := map[int64]bool{} // provisioning generations attempted by this boot
-	b := backoff{max: s.cfg.MaxBackoff}
+	b := retry.Backoff{Max: s.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		g, changed, err := s.fabric.Goal(ctx, s.reg.NodeID, s.reg.Credential, have, 30*time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("goal", "err", err)
-				b.wait(ctx)
+				b.Wait(ctx)
 			}
 			continue
 		}
-		b = backoff{max: s.cfg.MaxBackoff}
+		b = retry.Backoff{Max: s.cfg.MaxBackoff}
 		if !changed {
 			continue
 		}
 		have = g.Incarnation
-		Mark(s.cfg.Console, "goal", "incarnation", g.Incarnation, "action", g.Action, "provision", g.Provision)
+		console.Mark(s.cfg.Console, "goal", "incarnation", g.Incarnation, "action", g.Action, "provision", g.Provision)
 		switch {
 		case s.cfg.Mode == api.ModeHost:
-			if s.cfg.guests != nil {
-				s.cfg.guests.Apply(g.VMs)
+			if s.ag.guests != nil {
+				s.ag.guests.Apply(g.VMs)
 			}
 			if g.Action == api.ActionProvision || g.Action == api.ActionWipe {
-				Mark(s.cfg.Console, "maintenance-reboot", "action", g.Action, "provision", g.Provision)
+				console.Mark(s.cfg.Console, "maintenance-reboot", "action", g.Action, "provision", g.Provision)
 				s.log.Info("asked to provision or wipe: rebooting into the network boot", "action", g.Action)
 				reboot()
 			}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/loomfabric/loom/agent/console"
 	"github.com/loomfabric/loom/agent/disk"
 	"github.com/loomfabric/loom/agent/imaging"
 	"github.com/loomfabric/loom/agent/inventory"
@@ -19,7 +20,7 @@ func (s *session) provision(ctx context.Context, g api.Goal) {
 	total := g.Image.DataBytes
 	s.setReport(api.Status{Phase: api.PhaseImaging, Provision: g.Provision, Progress: &api.Progress{Total: total}})
 	s.post(ctx)
-	Mark(s.cfg.Console, "imaging", "image", g.Image.Name, "size", g.Image.Size, "data", total, "provision", g.Provision)
+	console.Mark(s.cfg.Console, "imaging", "image", g.Image.Name, "size", g.Image.Size, "data", total, "provision", g.Provision)
 	start := time.Now()
 	dev, err := s.image(ctx, g)
 	if err != nil {
@@ -29,14 +30,14 @@ func (s *session) provision(ctx context.Context, g api.Goal) {
 		reason := fmt.Sprintf("imaging %s onto %s: %v", g.Image.Name, dev, err)
 		s.setReport(api.Status{Phase: api.PhaseFailed, Provision: g.Provision, Reason: reason})
 		s.post(ctx)
-		Mark(s.cfg.Console, "imaging-failed", "reason", fmt.Sprintf("%q", reason))
+		console.Mark(s.cfg.Console, "imaging-failed", "reason", fmt.Sprintf("%q", reason))
 		s.log.Error("imaging failed", "err", err)
 		return
 	}
 	secs := time.Since(start).Seconds()
 	s.setReport(api.Status{Phase: api.PhaseImaged, Provision: g.Provision})
 	s.post(ctx)
-	Mark(s.cfg.Console, "imaged", "device", dev, "seconds", fmt.Sprintf("%.1f", secs), "mbps", fmt.Sprintf("%.0f", float64(g.Image.Size)/1e6/secs))
+	console.Mark(s.cfg.Console, "imaged", "device", dev, "seconds", fmt.Sprintf("%.1f", secs), "mbps", fmt.Sprintf("%.0f", float64(g.Image.Size)/1e6/secs))
 	s.handover(ctx, g)
 }
 
@@ -69,7 +70,7 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 	}
 	wiped, err := disk.Erase(f, d.Name, d.SizeBytes, g.Profile.Wipe)
 	if err == nil {
-		Mark(s.cfg.Console, "wiped", "how", fmt.Sprintf("%q", wiped))
+		console.Mark(s.cfg.Console, "wiped", "how", fmt.Sprintf("%q", wiped))
 	}
 	if err == nil {
 		err = disk.WriteGPT(f, d.SizeBytes, parts)
@@ -120,7 +121,7 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 func (s *session) decommission(ctx context.Context) {
 	s.setReport(api.Status{Phase: api.PhaseWiping})
 	s.post(ctx)
-	Mark(s.cfg.Console, "wiping")
+	console.Mark(s.cfg.Console, "wiping")
 	inv, err := inventory.Collect(s.cfg.Root)
 	var done []string
 	if err == nil {
@@ -144,12 +145,12 @@ func (s *session) decommission(ctx context.Context) {
 		reason := fmt.Sprintf("wiping: %v (erased before it: %s)", err, strings.Join(done, "; "))
 		s.setReport(api.Status{Phase: api.PhaseFailed, Reason: reason})
 		s.post(ctx)
-		Mark(s.cfg.Console, "wipe-failed", "reason", fmt.Sprintf("%q", reason))
+		console.Mark(s.cfg.Console, "wipe-failed", "reason", fmt.Sprintf("%q", reason))
 		return
 	}
 	summary := strings.Join(done, "; ")
 	// The console first: the fabric powers the node off on this report.
-	Mark(s.cfg.Console, "decommissioned", "wiped", fmt.Sprintf("%q", summary))
+	console.Mark(s.cfg.Console, "decommissioned", "wiped", fmt.Sprintf("%q", summary))
 	s.setReport(api.Status{Phase: api.PhaseDecommissioned, Reason: summary})
 	s.post(ctx)
 }
@@ -193,10 +194,10 @@ func (s *session) handover(ctx context.Context, g api.Goal) {
 		err = loadHost(dev, hostCmdline(s.cmdline, extra))
 	}
 	if err == nil {
-		Mark(s.cfg.Console, "kexec", "device", dev)
+		console.Mark(s.cfg.Console, "kexec", "device", dev)
 		err = execHost()
 	}
 	s.log.Error("kexec into the host failed; rebooting", "err", err)
-	Mark(s.cfg.Console, "kexec-failed", "reason", fmt.Sprintf("%q", err.Error()))
+	console.Mark(s.cfg.Console, "kexec-failed", "reason", fmt.Sprintf("%q", err.Error()))
 	reboot()
 }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/agent/accel"
+	"github.com/loomfabric/loom/agent/guestagent"
 	"github.com/loomfabric/loom/agent/lifecycle"
 	"github.com/loomfabric/loom/fabric/api"
 )
@@ -39,7 +40,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loom-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "debug logging")
-	cfg := &lifecycle.Config{Console: stderr}
+	cfg := lifecycle.Config{Console: stderr}
 	fs.StringVar(&cfg.Fabric, "fabric", "", "loomd's URL; with it the network is taken as it is (default: loom.fabric= on the kernel command line)")
 	tokenFile := fs.String("token-file", "", "file with the enrollment token (with --fabric; or $LOOM_ENROLL_TOKEN)")
 	fs.StringVar(&cfg.IP, "ip", "", "address to report (with --fabric; default: the route to the fabric)")
@@ -102,8 +103,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			ctx, stop = signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 			defer stop()
 		}
+		agent := lifecycle.New(cfg)
 		for {
-			err := cfg.Run(ctx, log)
+			err := agent.Run(ctx, log)
 			if ctx.Err() != nil {
 				log.Info("agent stopped", "mode", mode)
 				return nil
@@ -116,7 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	case "guest":
 		fmt.Fprintln(stderr, "LOOM-MARK start mode=guest version="+lifecycle.Version)
-		return (&lifecycle.Config{Console: stderr}).RunGuest(ctx, log)
+		return guestagent.Run(ctx, guestagent.Config{Console: stderr, Version: lifecycle.Version}, log)
 	case "write-image":
 		return writeImage(ctx, rest[1:], os.Stdout, stderr, log)
 	default:

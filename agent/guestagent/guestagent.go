@@ -1,4 +1,13 @@
-package lifecycle
+// Package guestagent is loom-agent inside a guest (its "guest" mode, the
+// guest's uinit). The guest has no network interface but lo; the channel
+// to its host is its only way out. The agent connects to the host over the
+// channel, says hello, reports the interfaces it sees, pulls its goal and
+// role package, runs and supervises the role, reports its health, carries
+// the host's ingress streams to the role's port, serves the role's local
+// endpoint on 127.0.0.1:7070, and powers the guest off when the host asks.
+//
+// Markers on the console: channel, role-started, guest-ready, shutdown.
+package guestagent
 
 import (
 	"context"
@@ -24,6 +33,8 @@ import (
 
 	"github.com/loomfabric/loom/agent/channel"
 	"github.com/loomfabric/loom/agent/cmdline"
+	"github.com/loomfabric/loom/agent/console"
+	"github.com/loomfabric/loom/agent/retry"
 	"github.com/loomfabric/loom/agent/role"
 )
 
@@ -52,6 +63,7 @@ type guestAgent struct {
 	console  io.Writer
 	log      *slog.Logger
 	instance string
+	version  string
 
 	mu       sync.Mutex
 	goal     *channel.GuestGoal
@@ -64,24 +76,31 @@ type guestAgent struct {
 	shutdown bool
 }
 
-// RunGuest is loom-agent's guest mode: the guest's uinit. The guest has no
-// network interface but lo; the channel is its only way out. The agent
-// connects to the host over the channel, says hello, reports the
-// interfaces it sees, pulls its goal and role package, runs and supervises
-// the role, reports its health, carries the host's ingress streams to the
-// role's port, serves the role's local endpoint on 127.0.0.1:7070, and
-// powers the guest off when the host asks. A lost session is dialled
-// again. Markers: channel, role-started, guest-ready.
-func (c *Config) RunGuest(ctx context.Context, log *slog.Logger) error {
+// Config is what the guest agent needs; every field may be left zero.
+type Config struct {
+	// Console is where markers go (default stderr).
+	Console io.Writer
+	// Cmdline is the kernel command line (default /proc/cmdline).
+	Cmdline string
+	// Version is the agent's, said in its hello.
+	Version string
+}
+
+// Run is the guest agent; it returns only when ctx ends. A lost channel
+// session is dialled again.
+func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	if c.Console == nil {
 		c.Console = os.Stderr
 	}
 	line := c.Cmdline
 	if line == "" {
-		b, _ := os.ReadFile("/proc/cmdline")
+		b, err := os.ReadFile("/proc/cmdline")
+		if err != nil {
+			log.Warn("no kernel command line: no instance name", "err", err)
+		}
 		line = string(b)
 	}
-	a := &guestAgent{console: c.Console, log: log}
+	a := &guestAgent{console: c.Console, log: log, version: c.Version}
 	nicIP := ""
 	for _, kv := range cmdline.Split(line) {
 		switch kv[0] {
@@ -103,13 +122,13 @@ func (c *Config) RunGuest(ctx context.Context, log *slog.Logger) error {
 	}
 	go a.serveLocal()
 	go a.healthLoop(ctx)
-	for b := (backoff{max: 5 * time.Second}); ; {
+	for b := (retry.Backoff{Max: 5 * time.Second}); ; {
 		err := a.session(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		log.Warn("channel session ended; connecting again", "err", err)
-		b.wait(ctx)
+		b.Wait(ctx)
 	}
 }
 
@@ -131,12 +150,12 @@ func (a *guestAgent) session(ctx context.Context) error {
 		return err
 	}
 	defer f.Close()
-	g, err := channel.Dial(f, channel.Hello{Instance: a.instance, Agent: Version}, map[string]channel.Handler{"ingress": a.ingress}, a.log)
+	g, err := channel.Dial(f, channel.Hello{Instance: a.instance, Agent: a.version}, map[string]channel.Handler{"ingress": a.ingress}, a.log)
 	if err != nil {
 		return err
 	}
 	defer g.Close()
-	Mark(a.console, "channel", "port", port, "host-instance", g.Host.Instance)
+	console.Mark(a.console, "channel", "port", port, "host-instance", g.Host.Instance)
 	ctrl, err := g.Open("control")
 	if err != nil {
 		return err
@@ -238,7 +257,7 @@ func fetchPackage(g *channel.Guest, digest string) error {
 
 // superviseRole runs the role and restarts it with backoff when it exits.
 func (a *guestAgent) superviseRole(spec role.Spec, goal channel.GuestGoal) {
-	b := backoff{max: 30 * time.Second}
+	b := retry.Backoff{Max: 30 * time.Second}
 	for {
 		cmd := exec.Command(filepath.Join(guestRoleDir, spec.Exec), spec.Args...)
 		cmd.Dir = guestRoleDir
@@ -257,7 +276,7 @@ func (a *guestAgent) superviseRole(spec role.Spec, goal channel.GuestGoal) {
 			a.mu.Lock()
 			a.proc = cmd.Process
 			a.mu.Unlock()
-			Mark(a.console, "role-started", "role", spec.Name, "pid", cmd.Process.Pid)
+			console.Mark(a.console, "role-started", "role", spec.Name, "pid", cmd.Process.Pid)
 			err = cmd.Wait()
 			a.mu.Lock()
 			a.proc = nil
@@ -270,9 +289,9 @@ func (a *guestAgent) superviseRole(spec role.Spec, goal channel.GuestGoal) {
 			a.log.Warn("role exited; restarting", "role", spec.Name, "err", err)
 		}
 		if time.Since(started) > time.Minute {
-			b = backoff{max: 30 * time.Second}
+			b = retry.Backoff{Max: 30 * time.Second}
 		}
-		b.wait(context.Background())
+		b.Wait(context.Background())
 	}
 }
 
@@ -291,7 +310,7 @@ func (a *guestAgent) setHealth(h string) {
 			name = a.spec.Name
 		}
 		a.mu.Unlock()
-		Mark(a.console, "guest-ready", "instance", a.instance, "role", name)
+		console.Mark(a.console, "guest-ready", "instance", a.instance, "role", name)
 		a.send(channel.Message{Type: "health", State: "ready"})
 		return
 	}

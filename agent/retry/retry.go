@@ -1,0 +1,42 @@
+// Package retry paces an agent's attempts at something that may fail for
+// a while (the fabric not reachable yet, a channel session lost, a role
+// that exits): exponential backoff from one second up to a cap.
+package retry
+
+import (
+	"context"
+	"time"
+)
+
+// Backoff doubles its wait from one second up to Max on every Wait.
+// The zero value with Max set is ready to use.
+type Backoff struct {
+	Max time.Duration
+	d   time.Duration
+}
+
+// Next is how long the next Wait sleeps.
+func (b *Backoff) Next() time.Duration {
+	if b.d == 0 {
+		return min(time.Second, max(b.Max, time.Millisecond))
+	}
+	return b.d
+}
+
+// Wait sleeps the current delay (or until ctx ends: its error) and doubles
+// the next one, up to Max.
+func (b *Backoff) Wait(ctx context.Context) error {
+	d := b.Next()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	b.d = min(2*d, max(b.Max, d))
+	return nil
+}
+
+// Reset starts again from one second.
+func (b *Backoff) Reset() { b.d = 0 }
