@@ -27,6 +27,7 @@ import (
 	"github.com/loomfabric/loom/fabric/server"
 	"github.com/loomfabric/loom/fabric/store"
 	"github.com/loomfabric/loom/fabric/tftp"
+	"github.com/loomfabric/loom/fabric/vms"
 )
 
 // Token file names in the data directory.
@@ -128,7 +129,8 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
+	guests := vms.New(vms.Config{Store: st}, log)
+	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
 	ln, err := net.Listen("tcp", c.API)
 	if err != nil {
 		return fmt.Errorf("API listener: %w", err)
@@ -138,9 +140,9 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			if user, err := node.ProfilesUsing(ctx, st.Profiles, name); user != "" || err != nil {
 				return user, err
 			}
-			return node.VMsUsing(ctx, st.VMs, name)
+			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
-	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: reg, Power: reg, Credentials: st, Racks: reg}
+	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

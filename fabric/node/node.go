@@ -57,11 +57,31 @@ type Store interface {
 	UpdateNode(ctx context.Context, id string, fn func(*api.Node) error) (api.Node, error)
 	SetCredential(ctx context.Context, id, hash string) error
 	Credential(ctx context.Context, id string) (string, error)
+
+	// Provisioning: goals follow node revisions; profiles and images say
+	// what to lay down.
+	NodeRev(ctx context.Context, id string) (api.Node, int64, error)
+	WaitNode(ctx context.Context, id string, rev int64) error
+	Profile(ctx context.Context, name string) (api.Profile, error)
+	Image(ctx context.Context, name string) (api.Manifest, error)
+	// Power: the BMC credentials nodes refer to.
+	BMCCredential(ctx context.Context, name string) (api.Credential, error)
+}
+
+// Guests is what a host node's goal and reports need of its VMs (package
+// vms has it). Without one, hosts run no guests.
+type Guests interface {
+	// GoalVMs lists the VMs node id should run, for its goal.
+	GoalVMs(ctx context.Context, id string) ([]api.GoalVM, error)
+	// ReportVMs takes what host id reports of its guests.
+	ReportVMs(ctx context.Context, id string, st api.Status) error
 }
 
 // Config tunes the registry.
 type Config struct {
 	Store Store
+	// Guests are the VMs on host nodes. Default: none.
+	Guests Guests
 	// HeartbeatInterval is what agents are told. Default 5s.
 	HeartbeatInterval time.Duration
 	// Grace is how long without a heartbeat before Unreachable. Default
@@ -91,7 +111,6 @@ type Registry struct {
 	lastSeen map[string]time.Time     // node id → last heartbeat
 	progress map[string]*api.Progress // node id → imaging progress
 	known    map[string]bool          // MACs known to have a node
-	vmLive   map[string]*vmLive       // VM id → usage, last report
 	started  time.Time
 }
 

@@ -18,12 +18,6 @@ var ErrInvalid = errors.New("invalid")
 // left as it was.
 var ErrBMC = errors.New("BMC")
 
-// Credentials is what powering nodes needs of the store; *store.Store has
-// it.
-type Credentials interface {
-	BMCCredential(ctx context.Context, name string) (api.Credential, error)
-}
-
 // PowerFunc performs a power operation (bmc.Do, or a fake in tests).
 type PowerFunc func(ctx context.Context, t bmc.Target, op bmc.Op) (string, error)
 
@@ -36,7 +30,7 @@ func (r *Registry) SetBMC(ctx context.Context, id string, b *api.BMC) (api.Node,
 		if err := b.Validate(); err != nil {
 			return api.Node{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
-		if _, err := r.credentials().BMCCredential(ctx, b.Credential); err != nil {
+		if _, err := r.cfg.Store.BMCCredential(ctx, b.Credential); err != nil {
 			if store.IsNotFound(err) {
 				return api.Node{}, fmt.Errorf("%w: bmc.credential %q does not exist (loom credential set %s ...)", ErrInvalid, b.Credential, b.Credential)
 			}
@@ -52,19 +46,6 @@ func (r *Registry) SetBMC(ctx context.Context, id string, b *api.BMC) (api.Node,
 	})
 }
 
-func (r *Registry) credentials() Credentials {
-	if c, ok := r.cfg.Store.(Credentials); ok {
-		return c
-	}
-	return noCredentials{}
-}
-
-type noCredentials struct{}
-
-func (noCredentials) BMCCredential(_ context.Context, name string) (api.Credential, error) {
-	return api.Credential{}, fmt.Errorf("credential %s: %w", name, store.ErrNotFound)
-}
-
 // Power performs op on node id through its BMC and records the power
 // state; why is kept with the action. On failure the node is unchanged and
 // the error wraps ErrBMC (and bmc.ErrAuth for refused credentials).
@@ -76,7 +57,7 @@ func (r *Registry) Power(ctx context.Context, id string, op bmc.Op, why string) 
 	if n.BMC == nil {
 		return "", fmt.Errorf("%w: node %s has no BMC (loom node bmc %s ...)", ErrConflict, id, id)
 	}
-	cred, err := r.credentials().BMCCredential(ctx, n.BMC.Credential)
+	cred, err := r.cfg.Store.BMCCredential(ctx, n.BMC.Credential)
 	if err != nil {
 		return "", fmt.Errorf("%w: node %s: %v", ErrBMC, id, err)
 	}

@@ -35,14 +35,6 @@ var ErrConflict = errors.New("conflict")
 // reconciles it with the stored node, so a lost report is repaired by the
 // next one.
 
-// ProvisionStore is what provisioning needs beyond Store.
-type ProvisionStore interface {
-	NodeRev(ctx context.Context, id string) (api.Node, int64, error)
-	WaitNode(ctx context.Context, id string, rev int64) error
-	Profile(ctx context.Context, name string) (api.Profile, error)
-	Image(ctx context.Context, name string) (api.Manifest, error)
-}
-
 // Transition is the pure decision for an agent's report st on node n.
 // It returns the node as it should be stored.
 func Transition(n api.Node, st api.Status, now time.Time) (api.Node, error) {
@@ -126,27 +118,16 @@ func GoalFor(n api.Node) string {
 	return api.ActionProvision
 }
 
-func (r *Registry) pstore() (ProvisionStore, error) {
-	ps, ok := r.cfg.Store.(ProvisionStore)
-	if !ok {
-		return nil, errors.New("the store does not support provisioning")
-	}
-	return ps, nil
-}
-
 // Goal computes a node's goal state.
 func (r *Registry) Goal(ctx context.Context, id string) (api.Goal, error) {
-	ps, err := r.pstore()
-	if err != nil {
-		return api.Goal{}, err
-	}
+	ps := r.cfg.Store
 	n, rev, err := ps.NodeRev(ctx, id)
 	if err != nil {
 		return api.Goal{}, err
 	}
 	g := api.Goal{Incarnation: rev, Action: GoalFor(n), Provision: n.Provision}
-	if n.Mode == api.ModeHost {
-		if g.VMs, err = r.goalVMs(ctx, id); err != nil {
+	if n.Mode == api.ModeHost && r.cfg.Guests != nil {
+		if g.VMs, err = r.cfg.Guests.GoalVMs(ctx, id); err != nil {
 			return api.Goal{}, err
 		}
 	}
@@ -184,10 +165,7 @@ func (r *Registry) Goal(ctx context.Context, id string) (api.Goal, error) {
 
 // WaitGoal waits until the node's goal incarnation moves past rev.
 func (r *Registry) WaitGoal(ctx context.Context, id string, rev int64) error {
-	ps, err := r.pstore()
-	if err != nil {
-		return err
-	}
+	ps := r.cfg.Store
 	return ps.WaitNode(ctx, id, rev)
 }
 
@@ -211,8 +189,8 @@ func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
 	if err != nil {
 		return err
 	}
-	if n.Mode == api.ModeHost {
-		if err := r.reportVMs(ctx, id, st); err != nil {
+	if n.Mode == api.ModeHost && r.cfg.Guests != nil {
+		if err := r.cfg.Guests.ReportVMs(ctx, id, st); err != nil {
 			return fmt.Errorf("VM report: %w", err)
 		}
 	}
@@ -278,10 +256,7 @@ func (r *Registry) Decommission(ctx context.Context, id string) (api.Node, error
 // Provision sets the profile a node is to be imaged with and asks for a
 // new imaging generation.
 func (r *Registry) Provision(ctx context.Context, id, profile string) (api.Node, error) {
-	ps, err := r.pstore()
-	if err != nil {
-		return api.Node{}, err
-	}
+	ps := r.cfg.Store
 	if _, err := ps.Profile(ctx, profile); err != nil {
 		return api.Node{}, fmt.Errorf("profile %q: %w", profile, err)
 	}
@@ -329,10 +304,7 @@ func (r *Registry) BootChoice(ctx context.Context, mac string) api.BootChoice {
 	if err != nil || GoalFor(n) != api.ActionBootHost || n.Decommission {
 		return maintenance
 	}
-	ps, err := r.pstore()
-	if err != nil {
-		return api.BootChoice{Kind: api.BootKexec}
-	}
+	ps := r.cfg.Store
 	p, err := ps.Profile(ctx, n.Profile)
 	if err != nil {
 		// The profile is gone: the maintenance OS boots the disk as it was

@@ -22,12 +22,6 @@ import (
 // An imported node carries its rack, slot, BMC and profile from the first
 // packet on; with a profile it is imaged as soon as it registers.
 
-// RackStore is what rack import needs beyond Store; *store.Store has it.
-type RackStore interface {
-	NodeRev(ctx context.Context, id string) (api.Node, int64, error)
-	Profile(ctx context.Context, name string) (api.Profile, error)
-}
-
 // Import enrolls a rack's servers: unknown MACs become Enrolled nodes, known
 // ones get the entries' rack, slot, BMC and profile. Every entry is checked
 // against the store first (credentials and profiles exist, slots free, no
@@ -35,10 +29,7 @@ type RackStore interface {
 // whole import with ErrInvalid, naming the lines, and nothing is written.
 // The writes are one transaction.
 func (r *Registry) Import(ctx context.Context, entries []api.RackEntry) (api.RackImport, error) {
-	rs, ok := r.cfg.Store.(RackStore)
-	if !ok {
-		return api.RackImport{}, errors.New("the store does not support rack import")
-	}
+	rs := r.cfg.Store
 	r.regMu.Lock() // no registration or discovery claims a MAC meanwhile
 	defer r.regMu.Unlock()
 	for attempt := 0; ; attempt++ {
@@ -60,7 +51,7 @@ func (r *Registry) Import(ctx context.Context, entries []api.RackEntry) (api.Rac
 	}
 }
 
-func (r *Registry) planImport(ctx context.Context, rs RackStore, entries []api.RackEntry) ([]store.NodeWrite, api.RackImport, error) {
+func (r *Registry) planImport(ctx context.Context, rs Store, entries []api.RackEntry) ([]store.NodeWrite, api.RackImport, error) {
 	nodes, err := r.cfg.Store.Nodes(ctx)
 	if err != nil {
 		return nil, api.RackImport{}, err
@@ -103,7 +94,7 @@ func (r *Registry) planImport(ctx context.Context, rs RackStore, entries []api.R
 				bad(e, "bmc", "%v", err)
 			}
 			err := exists("credential", e.BMC.Credential, func() error {
-				_, err := r.credentials().BMCCredential(ctx, e.BMC.Credential)
+				_, err := rs.BMCCredential(ctx, e.BMC.Credential)
 				return err
 			})
 			switch {

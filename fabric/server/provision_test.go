@@ -16,6 +16,7 @@ import (
 	"github.com/loomfabric/loom/fabric/image"
 	"github.com/loomfabric/loom/fabric/node"
 	"github.com/loomfabric/loom/fabric/store"
+	"github.com/loomfabric/loom/fabric/vms"
 )
 
 func newFullAPI(t *testing.T) *httptest.Server {
@@ -26,15 +27,16 @@ func newFullAPI(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
+	guests := vms.New(vms.Config{Store: st}, nil)
+	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: time.Second}, nil)
 	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(dir, "images")}, KV: st,
 		InUse: func(ctx context.Context, name string) (string, error) {
 			if user, err := node.ProfilesUsing(ctx, st.Profiles, name); user != "" || err != nil {
 				return user, err
 			}
-			return node.VMsUsing(ctx, st.VMs, name)
+			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
-	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Images: lib, Profiles: st, VMs: reg}, nil))
+	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Images: lib, Profiles: st, VMs: guests}, nil))
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -6,8 +6,8 @@ import (
 	"net/http"
 
 	"github.com/loomfabric/loom/fabric/api"
-	"github.com/loomfabric/loom/fabric/node"
 	"github.com/loomfabric/loom/fabric/store"
+	"github.com/loomfabric/loom/fabric/vms"
 )
 
 // VMs is what the API needs of the VM registry.
@@ -38,7 +38,7 @@ func (a *apiServer) createVM(w http.ResponseWriter, r *http.Request) {
 	}
 	vm, err := a.cfg.VMs.CreateVM(r.Context(), req)
 	switch {
-	case errors.Is(err, node.ErrNoCapacity):
+	case errors.Is(err, vms.ErrNoCapacity):
 		a.fail(w, r, http.StatusConflict, "%v", err)
 	case store.IsNotFound(err):
 		a.fail(w, r, http.StatusBadRequest, "vm: %v", err)

@@ -1,4 +1,6 @@
-package node
+// Package vms keeps the fabric's VMs: where each is placed (Place, pure),
+// what the operator wants of it, and what its host last said of it.
+package vms
 
 import (
 	"context"
@@ -6,11 +8,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/node"
 	"github.com/loomfabric/loom/fabric/store"
 )
 
@@ -28,12 +33,42 @@ import (
 // ErrNoCapacity means no node can take a VM.
 var ErrNoCapacity = errors.New("no capacity")
 
-// VMStore is what VMs need of the store.
-type VMStore interface {
+// Store is what VMs need of the store; *store.Store has it.
+type Store interface {
 	VMs(ctx context.Context) ([]api.VM, error)
 	VM(ctx context.Context, id string) (api.VM, error)
 	ChangeVMs(ctx context.Context, fn func([]api.Node, []api.VM) (store.VMChange, error)) (store.VMChange, error)
 	UpdateVMStatus(ctx context.Context, id string, fn func(*api.VM) error) error
+	Image(ctx context.Context, name string) (api.Manifest, error)
+}
+
+// Config wires the VM manager.
+type Config struct {
+	Store Store // required
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Manager is the fabric's VMs over the store. Hosts' reports of usage stay
+// in its memory.
+type Manager struct {
+	cfg Config
+	st  Store
+	log *slog.Logger
+
+	mu     sync.Mutex
+	vmLive map[string]*vmLive // VM id → usage, last report
+}
+
+// New returns the manager.
+func New(cfg Config, log *slog.Logger) *Manager {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{cfg: cfg, st: cfg.Store, log: log, vmLive: map[string]*vmLive{}}
 }
 
 // vmLive is what the registry keeps in memory per VM (usage and when it
@@ -44,17 +79,9 @@ type vmLive struct {
 	observed time.Time
 }
 
-func (r *Registry) vmstore() (VMStore, error) {
-	vs, ok := r.cfg.Store.(VMStore)
-	if !ok {
-		return nil, errors.New("the store does not support VMs")
-	}
-	return vs, nil
-}
-
 func newVMID() string {
 	b := make([]byte, 4)
-	rand.Read(b)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail (Go 1.24+)
 	return "vm-" + hex.EncodeToString(b)
 }
 
@@ -99,27 +126,19 @@ func Place(req api.VMRequest, nodes []api.Node, vms []api.VM) (string, error) {
 }
 
 // CreateVM validates req, places the VM and stores it.
-func (r *Registry) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, error) {
-	vs, err := r.vmstore()
-	if err != nil {
-		return api.VM{}, err
-	}
+func (m *Manager) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, error) {
 	if err := req.Validate(); err != nil {
 		return api.VM{}, err
 	}
-	ps, err := r.pstore()
-	if err != nil {
-		return api.VM{}, err
-	}
-	if _, err := ps.Image(ctx, req.Package); err != nil {
+	if _, err := m.st.Image(ctx, req.Package); err != nil {
 		return api.VM{}, fmt.Errorf("package: %q: %w", req.Package, err)
 	}
 	vm := api.VM{
 		ID: newVMID(), VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, Package: req.Package,
-		Settings: req.Settings, Created: r.cfg.Now().UTC(), Desired: api.VMRunning,
+		Settings: req.Settings, Created: m.cfg.Now().UTC(), Desired: api.VMRunning,
 		VMStatus: api.VMStatus{State: api.VMStatePending},
 	}
-	_, err = vs.ChangeVMs(ctx, func(nodes []api.Node, vms []api.VM) (store.VMChange, error) {
+	_, err := m.st.ChangeVMs(ctx, func(nodes []api.Node, vms []api.VM) (store.VMChange, error) {
 		id, err := Place(req, nodes, vms)
 		if err != nil {
 			return store.VMChange{}, err
@@ -130,22 +149,18 @@ func (r *Registry) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, err
 	if err != nil {
 		return api.VM{}, err
 	}
-	r.log.Info("vm created", "vm", vm.ID, "node", vm.Node, "vcpus", vm.VCPUs, "memoryMB", vm.MemoryMB, "package", vm.Package)
+	m.log.Info("vm created", "vm", vm.ID, "node", vm.Node, "vcpus", vm.VCPUs, "memoryMB", vm.MemoryMB, "package", vm.Package)
 	return vm, nil
 }
 
 // VMs lists every VM, with usage filled in.
-func (r *Registry) VMs(ctx context.Context) ([]api.VM, error) {
-	vs, err := r.vmstore()
-	if err != nil {
-		return nil, err
-	}
-	vms, err := vs.VMs(ctx)
+func (m *Manager) VMs(ctx context.Context) ([]api.VM, error) {
+	vms, err := m.st.VMs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for i := range vms {
-		vms[i] = r.withLive(vms[i])
+		vms[i] = m.withLive(vms[i])
 	}
 	sort.Slice(vms, func(i, j int) bool {
 		return vms[i].Created.Before(vms[j].Created) || vms[i].Created.Equal(vms[j].Created) && vms[i].ID < vms[j].ID
@@ -154,41 +169,33 @@ func (r *Registry) VMs(ctx context.Context) ([]api.VM, error) {
 }
 
 // VM returns one VM.
-func (r *Registry) VM(ctx context.Context, id string) (api.VM, error) {
-	vs, err := r.vmstore()
+func (m *Manager) VM(ctx context.Context, id string) (api.VM, error) {
+	v, err := m.st.VM(ctx, id)
 	if err != nil {
 		return api.VM{}, err
 	}
-	v, err := vs.VM(ctx, id)
-	if err != nil {
-		return api.VM{}, err
-	}
-	return r.withLive(v), nil
+	return m.withLive(v), nil
 }
 
-func (r *Registry) withLive(v api.VM) api.VM {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if l, ok := r.vmLive[v.ID]; ok {
+func (m *Manager) withLive(v api.VM) api.VM {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.vmLive[v.ID]; ok {
 		v.Usage, v.Observed = l.usage, l.observed
 	}
 	return v
 }
 
 // VMAction applies start, stop, reboot or delete to a VM's desired state.
-func (r *Registry) VMAction(ctx context.Context, id, action string) (api.VM, error) {
-	vs, err := r.vmstore()
-	if err != nil {
-		return api.VM{}, err
-	}
+func (m *Manager) VMAction(ctx context.Context, id, action string) (api.VM, error) {
 	var out api.VM
-	_, err = vs.ChangeVMs(ctx, func(_ []api.Node, vms []api.VM) (store.VMChange, error) {
+	_, err := m.st.ChangeVMs(ctx, func(_ []api.Node, vms []api.VM) (store.VMChange, error) {
 		for _, v := range vms {
 			if v.ID != id {
 				continue
 			}
 			if v.Desired == api.VMDeleted {
-				return store.VMChange{}, fmt.Errorf("%w: vm %s is being deleted", ErrConflict, id)
+				return store.VMChange{}, fmt.Errorf("%w: vm %s is being deleted", node.ErrConflict, id)
 			}
 			switch action {
 			case "start":
@@ -197,7 +204,7 @@ func (r *Registry) VMAction(ctx context.Context, id, action string) (api.VM, err
 				v.Desired = api.VMStopped
 			case "reboot":
 				if v.Desired != api.VMRunning {
-					return store.VMChange{}, fmt.Errorf("%w: vm %s is stopped; start it", ErrConflict, id)
+					return store.VMChange{}, fmt.Errorf("%w: vm %s is stopped; start it", node.ErrConflict, id)
 				}
 				v.RebootGen++
 			case "delete":
@@ -215,22 +222,14 @@ func (r *Registry) VMAction(ctx context.Context, id, action string) (api.VM, err
 		return store.VMChange{}, fmt.Errorf("vm %q: %w", id, store.ErrNotFound)
 	})
 	if err == nil {
-		r.log.Info("vm request", "vm", id, "action", action)
+		m.log.Info("vm request", "vm", id, "action", action)
 	}
 	return out, err
 }
 
-// goalVMs lists node id's VMs for its goal document.
-func (r *Registry) goalVMs(ctx context.Context, id string) ([]api.GoalVM, error) {
-	vs, err := r.vmstore()
-	if err != nil {
-		return nil, nil // a store without VMs: no guests
-	}
-	ps, err := r.pstore()
-	if err != nil {
-		return nil, err
-	}
-	vms, err := vs.VMs(ctx)
+// GoalVMs lists node id's VMs for its goal document.
+func (m *Manager) GoalVMs(ctx context.Context, id string) ([]api.GoalVM, error) {
+	vms, err := m.st.VMs(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -240,8 +239,8 @@ func (r *Registry) goalVMs(ctx context.Context, id string) ([]api.GoalVM, error)
 			continue
 		}
 		g := api.GoalVM{ID: v.ID, VCPUs: v.VCPUs, MemoryMB: v.MemoryMB, Desired: v.Desired, RebootGen: v.RebootGen, Package: v.Package, Settings: v.Settings}
-		if m, err := ps.Image(ctx, v.Package); err == nil {
-			g.PackageDigest, g.PackageURL = m.Digest, "/v1/images/"+m.Name+"/blob"
+		if img, err := m.st.Image(ctx, v.Package); err == nil {
+			g.PackageDigest, g.PackageURL = img.Digest, "/v1/images/"+img.Name+"/blob"
 		}
 		out = append(out, g)
 	}
@@ -249,24 +248,20 @@ func (r *Registry) goalVMs(ctx context.Context, id string) ([]api.GoalVM, error)
 	return out, nil
 }
 
-// reportVMs applies a host's report of its guests: observed state to the
+// ReportVMs applies a host's report of its guests: observed state to the
 // store when it changed, usage to memory; deleted VMs the host no longer
 // has are forgotten.
-func (r *Registry) reportVMs(ctx context.Context, id string, st api.Status) error {
-	vs, err := r.vmstore()
-	if err != nil || (len(st.VMs) == 0 && !st.VMsComplete) {
+func (m *Manager) ReportVMs(ctx context.Context, id string, st api.Status) error {
+	if len(st.VMs) == 0 && !st.VMsComplete {
 		return nil
 	}
-	now := r.cfg.Now().UTC()
-	r.mu.Lock()
-	if r.vmLive == nil {
-		r.vmLive = map[string]*vmLive{}
-	}
+	now := m.cfg.Now().UTC()
+	m.mu.Lock()
 	for _, g := range st.VMs {
-		r.vmLive[g.ID] = &vmLive{usage: g.Usage, observed: now}
+		m.vmLive[g.ID] = &vmLive{usage: g.Usage, observed: now}
 	}
-	r.mu.Unlock()
-	vms, err := vs.VMs(ctx)
+	m.mu.Unlock()
+	vms, err := m.st.VMs(ctx)
 	if err != nil {
 		return err
 	}
@@ -289,9 +284,9 @@ func (r *Registry) reportVMs(ctx context.Context, id string, st api.Status) erro
 		if sameObserved(v.VMStatus, g) {
 			continue
 		}
-		err := vs.UpdateVMStatus(ctx, v.ID, func(v *api.VM) error {
+		err := m.st.UpdateVMStatus(ctx, v.ID, func(v *api.VM) error {
 			if v.State != g.State {
-				r.log.Info("vm state", "vm", v.ID, "node", id, "from", v.State, "to", g.State, "reason", g.Reason)
+				m.log.Info("vm state", "vm", v.ID, "node", id, "from", v.State, "to", g.State, "reason", g.Reason)
 			}
 			g.ID, g.Usage, g.Observed = "", nil, time.Time{}
 			v.VMStatus = g
@@ -302,7 +297,7 @@ func (r *Registry) reportVMs(ctx context.Context, id string, st api.Status) erro
 		}
 	}
 	if len(gone) > 0 {
-		_, err := vs.ChangeVMs(ctx, func(_ []api.Node, vms []api.VM) (store.VMChange, error) {
+		_, err := m.st.ChangeVMs(ctx, func(_ []api.Node, vms []api.VM) (store.VMChange, error) {
 			var ch store.VMChange
 			for _, v := range vms {
 				for _, g := range gone {
@@ -316,12 +311,12 @@ func (r *Registry) reportVMs(ctx context.Context, id string, st api.Status) erro
 		if err != nil {
 			return err
 		}
-		r.mu.Lock()
+		m.mu.Lock()
 		for _, g := range gone {
-			delete(r.vmLive, g)
+			delete(m.vmLive, g)
 		}
-		r.mu.Unlock()
-		r.log.Info("vms removed", "node", id, "vms", gone)
+		m.mu.Unlock()
+		m.log.Info("vms removed", "node", id, "vms", gone)
 	}
 	return nil
 }
