@@ -28,8 +28,6 @@
 package imaging
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -38,14 +36,10 @@ import (
 	"hash"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"sync"
 	"time"
 	"unsafe"
-
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/loomfabric/loom/fabric/api"
 )
@@ -92,14 +86,6 @@ type Writer struct {
 
 	highWater uint64    // end of the furthest chunk sent (read stage only)
 	samples   []*sample // by offset; digested by the hash stage
-}
-
-// sample is a block of the data whose sha256 is taken as it streams by,
-// to be compared with what the device holds after the fsync.
-type sample struct {
-	off, n uint64
-	h      hash.Hash
-	sum    []byte // set once the whole block has streamed by
 }
 
 type chunk struct {
@@ -286,223 +272,6 @@ func (w *Writer) writeStage(in <-chan chunk, pool *bufPool, cancel func()) error
 		w.Progress(done, total)
 	}
 	return err
-}
-
-// readRaw fetches each range on its own, resuming at the byte it reached.
-func (w *Writer) readRaw(ctx context.Context, pool *bufPool, out chan<- chunk) error {
-	for i, r := range w.Manifest.Ranges {
-		at := r.Offset
-		end := r.Offset + r.Length
-		for attempt := 0; at < end; attempt++ {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			rc, err := w.Source.Open(ctx, int64(at), int64(end-at))
-			if err == nil {
-				at, err = w.pump(ctx, rc, i, at, pool, out)
-				rc.Close()
-			}
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil || attempt >= w.Retries {
-				return fmt.Errorf("range %d (%d+%d) at byte %d: %w", i, r.Offset, r.Length, at, err)
-			}
-			w.Log.Warn("imaging: transfer broken, resuming", "range", i, "at", at, "attempt", attempt+1, "err", err)
-			sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond)
-		}
-	}
-	return nil
-}
-
-// pump copies range ri from at to its end from rc to out in chunks. It
-// returns how far it got.
-func (w *Writer) pump(ctx context.Context, rc io.Reader, ri int, at uint64, pool *bufPool, out chan<- chunk) (uint64, error) {
-	r := w.Manifest.Ranges[ri]
-	end := r.Offset + r.Length
-	for at < end {
-		buf, err := pool.get(ctx)
-		if err != nil {
-			return at, err
-		}
-		n := min(uint64(len(buf)), end-at)
-		k, err := io.ReadFull(rc, buf[:n])
-		if k > 0 {
-			next := at + uint64(k)
-			c := chunk{off: int64(at), buf: buf[:k], rng: ri, first: at == r.Offset, last: next == end}
-			if next > w.highWater {
-				c.fresh = next - max(at, w.highWater)
-				w.highWater = next
-			}
-			select {
-			case out <- c:
-			case <-ctx.Done():
-				pool.put(buf)
-				return at, ctx.Err()
-			}
-			at = next
-		} else {
-			pool.put(buf)
-		}
-		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("stream ended early: %w", io.ErrUnexpectedEOF)
-			}
-			return at, err
-		}
-	}
-	return at, nil
-}
-
-// readZstd decompresses the whole blob, writing the ranges and skipping
-// the holes. After a transfer error the stream starts over and ranges
-// already verified are skipped rather than written again.
-func (w *Writer) readZstd(ctx context.Context, pool *bufPool, out chan<- chunk) error {
-	verified := 0
-	for attempt := 0; ; attempt++ {
-		err := w.zstdPass(ctx, &verified, pool, out)
-		if err == nil || ctx.Err() != nil || attempt >= w.Retries || errors.Is(err, ErrVerify) {
-			return err
-		}
-		w.Log.Warn("imaging: stream broken, restarting", "verified_ranges", verified, "attempt", attempt+1, "err", err)
-		sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond)
-	}
-}
-
-func (w *Writer) zstdPass(ctx context.Context, verified *int, pool *bufPool, out chan<- chunk) error {
-	m := &w.Manifest
-	rc, err := w.Source.Open(ctx, 0, int64(m.BlobSize))
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	src := &watched{r: rc}
-	// A decoder that fails while its source did not is reading a corrupt
-	// blob: say so (and do not retry); a broken transfer is retried.
-	corrupt := func(err error) error {
-		if src.err != nil || ctx.Err() != nil {
-			return err
-		}
-		return fmt.Errorf("%w: stored blob sha256:%s of image %s is corrupt: %w", ErrVerify, m.Digest, m.Name, err)
-	}
-	dec, err := zstd.NewReader(src, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
-	var at uint64
-	for i, r := range m.Ranges {
-		if _, err := io.CopyN(io.Discard, dec, int64(r.Offset-at)); err != nil {
-			return corrupt(fmt.Errorf("skipping to range %d at %d: %w", i, r.Offset, err))
-		}
-		at = r.Offset
-		if i < *verified {
-			if _, err := io.CopyN(io.Discard, dec, int64(r.Length)); err != nil {
-				return corrupt(err)
-			}
-			at += r.Length
-			continue
-		}
-		at, err = w.pump(ctx, dec, i, at, pool, out)
-		if err != nil {
-			return corrupt(fmt.Errorf("range %d (%d+%d) at byte %d: %w", i, r.Offset, r.Length, at, err))
-		}
-		*verified = i + 1 // sent whole; the hash stage fails everything if it does not match
-	}
-	return nil
-}
-
-// watched keeps the first error other than EOF its reader gave.
-type watched struct {
-	r   io.Reader
-	err error
-}
-
-func (s *watched) Read(p []byte) (int, error) {
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF && s.err == nil {
-		s.err = err
-	}
-	return n, err
-}
-
-// pickSamples chooses the read-back blocks: the first of the first range,
-// the last of the last range (so a short write at either end shows), and
-// the rest at random offsets, a range picked in proportion to its length.
-// Offsets within a range are multiples of 4 KiB (O_DIRECT reads).
-func pickSamples(m *api.Manifest, count int, size uint64) []*sample {
-	if len(m.Ranges) == 0 || m.DataBytes == 0 {
-		return nil
-	}
-	size &^= 4095
-	block := func(r api.Range, want uint64) *sample {
-		at := min(want, r.Length-min(size, r.Length)) &^ 4095
-		return &sample{off: r.Offset + at, n: min(size, r.Length-at)}
-	}
-	first, last := m.Ranges[0], m.Ranges[len(m.Ranges)-1]
-	tail := block(last, last.Length)
-	tail.n = last.Length - (tail.off - last.Offset) // up to 4 KiB past size: the last block ends where the data does
-	out := []*sample{block(first, 0), tail}
-	for range count - 2 {
-		x := rand.Uint64N(m.DataBytes)
-		for _, r := range m.Ranges {
-			if x < r.Length {
-				out = append(out, block(r, x))
-				break
-			}
-			x -= r.Length
-		}
-	}
-	slices.SortFunc(out, func(a, b *sample) int { return cmp.Compare(a.off, b.off) })
-	return slices.CompactFunc(out, func(a, b *sample) bool { return a.off == b.off })
-}
-
-// digestSamples feeds the samples that c overlaps. A chunk that holds a
-// sample's first byte starts its digest afresh: a restarted stream sends
-// a range again from its start.
-func (w *Writer) digestSamples(c chunk) {
-	lo, hi := uint64(c.off), uint64(c.off)+uint64(len(c.buf))
-	for _, s := range w.samples {
-		if s.off >= hi {
-			break
-		}
-		if s.off+s.n <= lo {
-			continue
-		}
-		a, b := max(s.off, lo), min(s.off+s.n, hi)
-		if a == s.off {
-			s.h, s.sum = sha256.New(), nil
-		}
-		if s.h == nil {
-			continue // its start went by in a stream since abandoned
-		}
-		s.h.Write(c.buf[a-lo : b-lo])
-		if b == s.off+s.n {
-			s.sum = s.h.Sum(nil)
-		}
-	}
-}
-
-// readBack drops the cached pages and reads the sample blocks from the
-// device: each must hash to what streamed by.
-func (w *Writer) readBack() error {
-	if len(w.samples) == 0 {
-		return nil
-	}
-	dropCache(w.Target)
-	buf := alignedBuf(int(w.SampleSize) + 4096)
-	for _, s := range w.samples {
-		if s.sum == nil {
-			return fmt.Errorf("read-back: the block at %d (%d bytes) never streamed by whole", s.off, s.n)
-		}
-		if _, err := w.Target.ReadAt(buf[:s.n], int64(s.off)); err != nil {
-			return fmt.Errorf("read-back at %d: %w", s.off, err)
-		}
-		if got := sha256.Sum256(buf[:s.n]); !bytes.Equal(got[:], s.sum) {
-			return fmt.Errorf("%w: read-back of %d bytes at %d: the device holds sha256 %x, %x was written", ErrVerify, s.n, s.off, got, s.sum)
-		}
-	}
-	return nil
 }
 
 // bufPool hands out the chunk buffers: made when first needed, up to the
