@@ -33,7 +33,7 @@ type guest struct {
 	pkg        string // local path of the package ("" until prepared)
 	spec       role.Spec
 	ingress    net.Listener
-	state      string
+	state      api.VMState
 	reason     string
 	saved      persisted // written through persist
 	restart    restartPolicy
@@ -79,7 +79,7 @@ func (g *guest) poke() {
 	}
 }
 
-func (g *guest) set(state, reason string) {
+func (g *guest) set(state api.VMState, reason string) {
 	g.mu.Lock()
 	changed := g.state != state || g.reason != reason
 	g.state, g.reason = state, reason

@@ -26,7 +26,7 @@ func (s step) String() string {
 // observed is what the reconcile decision looks at.
 type observed struct {
 	HasGoal   bool
-	Desired   string // api.VMRunning, VMStopped, VMDeleted
+	Desired   api.VMDesired
 	Alive     bool   // QEMU runs
 	Now       time.Time
 	NextStart time.Time // not before (crash backoff)

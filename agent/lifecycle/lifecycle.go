@@ -55,7 +55,7 @@ var Version = "dev"
 // Config tunes the agent.
 type Config struct {
 	// Mode is api.ModeMaintenance (default) or api.ModeHost.
-	Mode string
+	Mode api.Mode
 	// Cmdline is the kernel command line. Default: read /proc/cmdline.
 	Cmdline string
 	// Root is where sysfs and procfs are found. Default "/".

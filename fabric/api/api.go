@@ -69,10 +69,13 @@ const (
 	PhaseDecommissioned Phase = "Decommissioned" // its disks are erased (Wiped says how); powered off
 )
 
-// Agent modes, as reported at registration.
+// Mode is the mode an agent runs in, as reported at registration.
+type Mode string
+
+// Agent modes.
 const (
-	ModeMaintenance = "maintenance"
-	ModeHost        = "host"
+	ModeMaintenance Mode = "maintenance"
+	ModeHost        Mode = "host"
 )
 
 // Node is a server known to the fabric.
@@ -92,7 +95,7 @@ type Node struct {
 	// Reason explains a Failed phase.
 	Reason string `json:"reason,omitempty"`
 	// Mode the node's agent runs in (maintenance or host).
-	Mode string `json:"mode,omitempty"`
+	Mode Mode `json:"mode,omitempty"`
 	// Accel is how a host runs its guests (host mode only).
 	Accel *Accel `json:"accel,omitempty"`
 	// BMC is how the fabric powers the node, if it can.
@@ -193,7 +196,7 @@ type Disk struct {
 // Registration is the body of POST /v1/nodes/register.
 type Registration struct {
 	// Mode is the agent's mode; default maintenance.
-	Mode string `json:"mode,omitempty"`
+	Mode Mode `json:"mode,omitempty"`
 	// MAC is the interface the agent booted and reached the fabric on.
 	MAC          string    `json:"mac"`
 	IP           string    `json:"ip,omitempty"`

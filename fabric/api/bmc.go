@@ -31,7 +31,15 @@ type BMC struct {
 	LastAction string `json:"lastAction,omitempty"`
 }
 
-// Validate checks a BMC's settings, naming the field that is wrong.
+// Default fills what b leaves unset: Redfish.
+func (b *BMC) Default() {
+	if b.Protocol == "" {
+		b.Protocol = BMCRedfish
+	}
+}
+
+// Validate checks a BMC's settings (after Default), naming the field that
+// is wrong.
 func (b BMC) Validate() error {
 	if b.Protocol != BMCRedfish && b.Protocol != BMCIPMI {
 		return fmt.Errorf("bmc.protocol %q: want %s or %s", b.Protocol, BMCRedfish, BMCIPMI)

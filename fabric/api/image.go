@@ -8,10 +8,13 @@ import (
 	"strings"
 )
 
+// Format is how an image's blob holds the disk image.
+type Format string
+
 // Image formats.
 const (
-	FormatRaw     = "raw"      // the blob is the disk image itself
-	FormatRawZstd = "raw+zstd" // the blob is the disk image compressed with zstd
+	FormatRaw     Format = "raw"      // the blob is the disk image itself
+	FormatRawZstd Format = "raw+zstd" // the blob is the disk image compressed with zstd
 )
 
 // Manifest describes a stored image: what to write where, and how to
@@ -24,7 +27,7 @@ type Manifest struct {
 	Name string `json:"name"`
 	// Digest is the sha256 of the stored blob (content address).
 	Digest    string `json:"digest"`
-	Format    string `json:"format"`
+	Format    Format `json:"format"`
 	Size      uint64 `json:"size"`     // logical size in bytes
 	BlobSize  uint64 `json:"blobSize"` // stored size in bytes
 	BlockSize uint32 `json:"blockSize"`

@@ -20,6 +20,7 @@ func TestProfileValidate(t *testing.T) {
 		{"two-line kernel args", Profile{Name: "host", Image: "i", KernelArgs: "a\nb"}, "kernelArgs:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			tc.p.Default()
 			err := tc.p.Validate()
 			switch {
 			case tc.wantErr == "" && err != nil:
@@ -61,6 +62,7 @@ func FuzzProfile(f *testing.F) {
 	f.Add("x", "", "path:/dev/vda", "")
 	f.Fuzz(func(t *testing.T, name, image, disk, args string) {
 		p := Profile{Name: name, Image: image, Disk: disk, KernelArgs: args}
+		p.Default()
 		if p.Validate() != nil {
 			return
 		}
@@ -68,4 +70,40 @@ func FuzzProfile(f *testing.F) {
 			t.Fatalf("Validate accepted disk rule %q: %v", p.Disk, err)
 		}
 	})
+}
+
+func TestDefaults(t *testing.T) {
+	p := Profile{Name: "a", Image: "i"}
+	if err := p.Validate(); err == nil {
+		t.Error("a profile without a disk rule validated before Default")
+	}
+	p.Default()
+	if p.Disk != DefaultDisk || p.Validate() != nil {
+		t.Errorf("after Default: disk %q, %v", p.Disk, p.Validate())
+	}
+	p = Profile{Disk: "first:8GiB"}
+	p.Default()
+	if p.Disk != "first:8GiB" {
+		t.Errorf("Default replaced a disk rule: %q", p.Disk)
+	}
+	r := VMRequest{}
+	r.Default()
+	if r.VCPUs != DefaultVCPUs || r.MemoryMB != DefaultMemoryMB {
+		t.Errorf("VMRequest defaults: %+v", r)
+	}
+	r = VMRequest{VCPUs: 3, MemoryMB: 1024}
+	r.Default()
+	if r.VCPUs != 3 || r.MemoryMB != 1024 {
+		t.Errorf("Default replaced a size: %+v", r)
+	}
+	b := BMC{}
+	b.Default()
+	if b.Protocol != BMCRedfish {
+		t.Errorf("BMC default protocol %q", b.Protocol)
+	}
+	b = BMC{Protocol: BMCIPMI}
+	b.Default()
+	if b.Protocol != BMCIPMI {
+		t.Errorf("Default replaced the protocol: %q", b.Protocol)
+	}
 }

@@ -75,17 +75,25 @@ var profileNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 // 1 to 63 of a-z 0-9 . _ -, starting with a letter or digit.
 func ValidName(s string) bool { return profileNameRE.MatchString(s) }
 
-// Validate checks a profile; the error names the field that is wrong.
-func (p *Profile) Validate() error {
+// DefaultDisk is the disk rule of a profile that names none.
+const DefaultDisk = "first:1GiB"
+
+// Default fills what p leaves unset: the disk rule.
+func (p *Profile) Default() {
+	if p.Disk == "" {
+		p.Disk = DefaultDisk
+	}
+}
+
+// Validate checks a profile (after Default); the error names the field
+// that is wrong.
+func (p Profile) Validate() error {
 	var errs []error
 	if !profileNameRE.MatchString(p.Name) {
 		errs = append(errs, fmt.Errorf("name: %q: want 1-63 of a-z 0-9 . _ -", p.Name))
 	}
 	if p.Image == "" {
 		errs = append(errs, errors.New("image: required"))
-	}
-	if p.Disk == "" {
-		p.Disk = "first:1GiB"
 	}
 	if _, err := ParseDiskRule(p.Disk); err != nil {
 		errs = append(errs, fmt.Errorf("disk: %w", err))
@@ -220,12 +228,15 @@ func diskList(ds []Disk) string {
 	return strings.Join(s, ", ")
 }
 
+// Action is what a node's goal tells its maintenance agent to do.
+type Action string
+
 // Goal actions.
 const (
-	ActionNone      = "none"      // stay in maintenance, heartbeat
-	ActionProvision = "provision" // image the host partition, then boot it
-	ActionBootHost  = "boot-host" // the host partition is good: boot it
-	ActionWipe      = "wipe"      // decommission: erase every disk (strongest mode), report
+	ActionNone      Action = "none"      // stay in maintenance, heartbeat
+	ActionProvision Action = "provision" // image the host partition, then boot it
+	ActionBootHost  Action = "boot-host" // the host partition is good: boot it
+	ActionWipe      Action = "wipe"      // decommission: erase every disk (strongest mode), report
 )
 
 // Goal is a node's goal state: GET /v1/nodes/{id}/goal?incarnation=N&wait=30s
@@ -233,7 +244,7 @@ const (
 // nothing changed within the wait.
 type Goal struct {
 	Incarnation int64     `json:"incarnation"`
-	Action      string    `json:"action"`
+	Action      Action    `json:"action"`
 	Profile     *Profile  `json:"profile,omitempty"`
 	Image       *Manifest `json:"image,omitempty"`
 	// ImageURL is where the image blob is served (with Range support).
@@ -251,4 +262,10 @@ type Progress struct {
 	Total      uint64  `json:"total"`
 	BytesPerS  float64 `json:"bytesPerSecond,omitempty"`
 	ETASeconds float64 `json:"etaSeconds,omitempty"`
+}
+
+// ProvisionRequest is the body of POST /v1/nodes/{id}/provision.
+type ProvisionRequest struct {
+	// Profile names the profile to image the node with.
+	Profile string `json:"profile"`
 }

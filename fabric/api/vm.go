@@ -19,21 +19,38 @@ import (
 // state (State, Reason, Endpoint, Usage, …) is what the host agent reports
 // with its heartbeat (Status.VMs). Each node's goal document lists its VMs.
 
+// VMDesired is the state the operator wants a VM in.
+type VMDesired string
+
 // VM desired states.
 const (
-	VMRunning = "running"
-	VMStopped = "stopped"
-	VMDeleted = "deleted" // the host removes it, then the fabric forgets it
+	VMRunning VMDesired = "running"
+	VMStopped VMDesired = "stopped"
+	VMDeleted VMDesired = "deleted" // the host removes it, then the fabric forgets it
 )
+
+// VMState is a VM's observed state, as its host reports it.
+type VMState string
 
 // VM observed states.
 const (
-	VMStatePending  = "Pending"  // placed, not yet seen on its host
-	VMStateStarting = "Starting" // QEMU runs, the guest agent has not said ready
-	VMStateRunning  = "Running"  // the guest agent and its role are healthy
-	VMStateStopped  = "Stopped"  // stopped on request
-	VMStateCrashed  = "Crashed"  // QEMU died or the guest panicked; restarting with backoff
-	VMStateFailed   = "Failed"   // cannot be started (Reason says why)
+	VMStatePending  VMState = "Pending"  // placed, not yet seen on its host
+	VMStateStarting VMState = "Starting" // QEMU runs, the guest agent has not said ready
+	VMStateRunning  VMState = "Running"  // the guest agent and its role are healthy
+	VMStateStopped  VMState = "Stopped"  // stopped on request
+	VMStateCrashed  VMState = "Crashed"  // QEMU died or the guest panicked; restarting with backoff
+	VMStateFailed   VMState = "Failed"   // cannot be started (Reason says why)
+)
+
+// VMAction is what the operator asks of a VM: POST /v1/vms/{id}/{action}.
+type VMAction string
+
+// VM actions.
+const (
+	VMStart  VMAction = "start"
+	VMStop   VMAction = "stop"
+	VMReboot VMAction = "reboot"
+	VMDelete VMAction = "delete" // also DELETE /v1/vms/{id}
 )
 
 // VMRequest is the body of POST /v1/vms.
@@ -60,7 +77,7 @@ type VM struct {
 	Created  time.Time         `json:"created"`
 
 	// Desired is running, stopped or deleted.
-	Desired string `json:"desired"`
+	Desired VMDesired `json:"desired"`
 	// RebootGen is bumped by each reboot request; the host reboots the
 	// guest when it differs from what it last acted on.
 	RebootGen int64 `json:"rebootGen,omitempty"`
@@ -71,9 +88,9 @@ type VM struct {
 
 // VMStatus is what a host agent reports of one guest.
 type VMStatus struct {
-	ID     string `json:"id,omitempty"`
-	State  string `json:"state,omitempty"`
-	Reason string `json:"reason,omitempty"`
+	ID     string  `json:"id,omitempty"`
+	State  VMState `json:"state,omitempty"`
+	Reason string  `json:"reason,omitempty"`
 	// Endpoint is host:port where the host carries TCP connections over the
 	// channel to the role's port (web roles).
 	Endpoint string `json:"endpoint,omitempty"`
@@ -100,7 +117,7 @@ type GoalVM struct {
 	ID        string            `json:"id"`
 	VCPUs     int               `json:"vcpus"`
 	MemoryMB  int               `json:"memoryMB"`
-	Desired   string            `json:"desired"`
+	Desired   VMDesired         `json:"desired"`
 	RebootGen int64             `json:"rebootGen,omitempty"`
 	Package   string            `json:"package"`
 	Settings  map[string]string `json:"settings,omitempty"`
@@ -118,15 +135,26 @@ const (
 
 var settingKeyRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]{0,63}$`)
 
-// Validate checks a VM request; the error names the bad field.
-func (r *VMRequest) Validate() error {
-	var errs []error
+// VM sizes of a request that names none.
+const (
+	DefaultVCPUs    = 1
+	DefaultMemoryMB = 256
+)
+
+// Default fills what r leaves unset: 1 vCPU, 256 MiB.
+func (r *VMRequest) Default() {
 	if r.VCPUs == 0 {
-		r.VCPUs = 1
+		r.VCPUs = DefaultVCPUs
 	}
 	if r.MemoryMB == 0 {
-		r.MemoryMB = 256
+		r.MemoryMB = DefaultMemoryMB
 	}
+}
+
+// Validate checks a VM request (after Default); the error names the bad
+// field.
+func (r VMRequest) Validate() error {
+	var errs []error
 	if r.VCPUs < 1 || r.VCPUs > MaxVCPUs {
 		errs = append(errs, fmt.Errorf("vcpus: %d: want 1 to %d", r.VCPUs, MaxVCPUs))
 	}

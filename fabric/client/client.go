@@ -232,7 +232,7 @@ func (c *Client) Goal(ctx context.Context, id, credential string, have int64, wa
 // Provision asks for a node to be imaged with a profile (operator token).
 func (c *Client) Provision(ctx context.Context, id, profile string) (api.Node, error) {
 	var n api.Node
-	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/provision", c.Token, map[string]string{"profile": profile}, &n)
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/provision", c.Token, api.ProvisionRequest{Profile: profile}, &n)
 	return n, err
 }
 
@@ -292,12 +292,12 @@ func (c *Client) VM(ctx context.Context, id string) (api.VM, error) {
 }
 
 // VMAction is start, stop, reboot or delete (operator token).
-func (c *Client) VMAction(ctx context.Context, id, action string) (api.VM, error) {
+func (c *Client) VMAction(ctx context.Context, id string, action api.VMAction) (api.VM, error) {
 	var vm api.VM
-	if action == "delete" {
+	if action == api.VMDelete {
 		return vm, c.do(ctx, http.MethodDelete, "/v1/vms/"+url.PathEscape(id), c.Token, nil, nil)
 	}
-	err := c.do(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(id)+"/"+action, c.Token, struct{}{}, &vm)
+	err := c.do(ctx, http.MethodPost, "/v1/vms/"+url.PathEscape(id)+"/"+string(action), c.Token, struct{}{}, &vm)
 	return vm, err
 }
 

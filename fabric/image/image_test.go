@@ -45,7 +45,7 @@ func TestIngest(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		in     []byte
-		format string
+		format api.Format
 	}{
 		{"raw", img, api.FormatRaw},
 		{"zstd", zbuf.Bytes(), api.FormatRawZstd},

@@ -101,16 +101,25 @@ type Config struct {
 	Faults Faults
 }
 
-// Start runs loomd until ctx is cancelled.
+// DefaultAPI is where the API listens when Config.API is unset.
+const DefaultAPI = ":8080"
+
+// apiAddr is where the API listens.
+func (c *Config) apiAddr() string {
+	if c.API == "" {
+		return DefaultAPI
+	}
+	return c.API
+}
+
+// Start runs loomd until ctx is cancelled. The caller's c is not changed
+// (defaults are read through methods such as apiAddr).
 func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir is required")
-	}
-	if c.API == "" {
-		c.API = ":8080"
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
@@ -131,7 +140,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 
 	guests := vms.New(vms.Config{Store: st}, log)
 	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
-	ln, err := net.Listen("tcp", c.API)
+	ln, err := net.Listen("tcp", c.apiAddr())
 	if err != nil {
 		return fmt.Errorf("API listener: %w", err)
 	}

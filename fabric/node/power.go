@@ -24,9 +24,9 @@ type PowerFunc func(ctx context.Context, t bmc.Target, op bmc.Op) (string, error
 // SetBMC gives node id a BMC (nil: none). Its credential must exist.
 func (r *Registry) SetBMC(ctx context.Context, id string, b *api.BMC) (api.Node, error) {
 	if b != nil {
-		if b.Protocol == "" {
-			b.Protocol = api.BMCRedfish
-		}
+		c := *b // the caller's stays as it was
+		c.Default()
+		b = &c
 		if err := b.Validate(); err != nil {
 			return api.Node{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}

@@ -102,7 +102,7 @@ func Transition(n api.Node, st api.Status, now time.Time) (api.Node, error) {
 }
 
 // GoalFor is the pure part of the goal: which action a node's state asks for.
-func GoalFor(n api.Node) string {
+func GoalFor(n api.Node) api.Action {
 	switch {
 	case n.Decommission && (n.Phase == api.PhaseDecommissioned || n.Phase == api.PhaseFailed):
 		return api.ActionNone // done, or failed: the operator looks

@@ -57,7 +57,7 @@ func with(n api.Node, p api.Phase) api.Node { n.Phase = p; return n }
 func TestGoalFor(t *testing.T) {
 	for _, tc := range []struct {
 		n    api.Node
-		want string
+		want api.Action
 	}{
 		{api.Node{}, api.ActionNone},
 		{api.Node{Profile: "p", Provision: 1}, api.ActionProvision},
@@ -82,6 +82,7 @@ func TestBootChoice(t *testing.T) {
 		{Name: "local", Image: "i", Boot: api.BootLocal},
 		{Name: "custom", Image: "i", Boot: api.BootCustom, Kernel: "http://x/k", Initrd: "http://x/i", KernelArgs: "root=/dev/vda1"},
 	} {
+		p.Default()
 		if err := p.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -124,6 +125,7 @@ func TestProfileBootValidation(t *testing.T) {
 		{api.Profile{Name: "a", Image: "i", Boot: api.BootCustom, Kernel: "http://x/k", Initrd: "/i"}, "initrd:"},
 		{api.Profile{Name: "a", Image: "i", Boot: api.BootLocal, Kernel: "http://x/k"}, "only with boot custom"},
 	} {
+		tc.p.Default()
 		if err := tc.p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc.p, err, tc.want)
 		}

@@ -141,9 +141,7 @@ func Parse(r io.Reader) ([]api.RackEntry, error) {
 			}
 		} else {
 			b := &api.BMC{Protocol: strings.ToLower(proto), Address: addr, Credential: cred}
-			if b.Protocol == "" {
-				b.Protocol = api.BMCRedfish
-			}
+			b.Default()
 			switch strings.ToLower(insecure) {
 			case "", "false", "no", "0":
 			case "true", "yes", "1":

@@ -80,12 +80,9 @@ func (a *apiServer) goal(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type provisionReq struct {
-	Profile string `json:"profile"`
-}
 
 func (a *apiServer) provision(w http.ResponseWriter, r *http.Request) {
-	var req provisionReq
+	var req api.ProvisionRequest
 	if err := decode(w, r, &req); err != nil {
 		a.fail(w, r, http.StatusBadRequest, "%v", err)
 		return
@@ -153,6 +150,7 @@ func (a *apiServer) putProfile(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusBadRequest, "name: %q differs from the URL's %q", p.Name, r.PathValue("name"))
 		return
 	}
+	p.Default()
 	if err := p.Validate(); err != nil {
 		a.fail(w, r, http.StatusBadRequest, "profile %s: %v", p.Name, err)
 		return

@@ -15,7 +15,7 @@ type VMs interface {
 	CreateVM(ctx context.Context, req api.VMRequest) (api.VM, error)
 	VMs(ctx context.Context) ([]api.VM, error)
 	VM(ctx context.Context, id string) (api.VM, error)
-	VMAction(ctx context.Context, id, action string) (api.VM, error)
+	VMAction(ctx context.Context, id string, action api.VMAction) (api.VM, error)
 }
 
 func (a *apiServer) routeVMs(mux *http.ServeMux) {
@@ -32,6 +32,7 @@ func (a *apiServer) createVM(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusBadRequest, "%v", err)
 		return
 	}
+	req.Default()
 	if err := req.Validate(); err != nil {
 		a.fail(w, r, http.StatusBadRequest, "vm: %v", err)
 		return
@@ -64,9 +65,9 @@ func (a *apiServer) getVM(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiServer) vmAction(w http.ResponseWriter, r *http.Request) {
-	action := r.PathValue("action")
+	action := api.VMAction(r.PathValue("action"))
 	switch action {
-	case "start", "stop", "reboot":
+	case api.VMStart, api.VMStop, api.VMReboot:
 	default:
 		a.fail(w, r, http.StatusNotFound, "unknown vm action %q (want start, stop or reboot)", action)
 		return
@@ -76,7 +77,7 @@ func (a *apiServer) vmAction(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiServer) deleteVM(w http.ResponseWriter, r *http.Request) {
-	_, err := a.cfg.VMs.VMAction(r.Context(), r.PathValue("id"), "delete")
+	_, err := a.cfg.VMs.VMAction(r.Context(), r.PathValue("id"), api.VMDelete)
 	if err == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return

@@ -127,6 +127,7 @@ func Place(req api.VMRequest, nodes []api.Node, vms []api.VM) (string, error) {
 
 // CreateVM validates req, places the VM and stores it.
 func (m *Manager) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, error) {
+	req.Default()
 	if err := req.Validate(); err != nil {
 		return api.VM{}, err
 	}
@@ -187,7 +188,7 @@ func (m *Manager) withLive(v api.VM) api.VM {
 }
 
 // VMAction applies start, stop, reboot or delete to a VM's desired state.
-func (m *Manager) VMAction(ctx context.Context, id, action string) (api.VM, error) {
+func (m *Manager) VMAction(ctx context.Context, id string, action api.VMAction) (api.VM, error) {
 	var out api.VM
 	_, err := m.st.ChangeVMs(ctx, func(_ []api.Node, vms []api.VM) (store.VMChange, error) {
 		for _, v := range vms {
@@ -198,16 +199,16 @@ func (m *Manager) VMAction(ctx context.Context, id, action string) (api.VM, erro
 				return store.VMChange{}, fmt.Errorf("%w: vm %s is being deleted", node.ErrConflict, id)
 			}
 			switch action {
-			case "start":
+			case api.VMStart:
 				v.Desired = api.VMRunning
-			case "stop":
+			case api.VMStop:
 				v.Desired = api.VMStopped
-			case "reboot":
+			case api.VMReboot:
 				if v.Desired != api.VMRunning {
 					return store.VMChange{}, fmt.Errorf("%w: vm %s is stopped; start it", node.ErrConflict, id)
 				}
 				v.RebootGen++
-			case "delete":
+			case api.VMDelete:
 				v.Desired = api.VMDeleted
 				if v.State == api.VMStatePending || v.State == "" {
 					out = v

@@ -69,6 +69,7 @@ func TestVMRequestValidate(t *testing.T) {
 		{api.VMRequest{Package: "web", Settings: map[string]string{"bad key": "x", "ok": strings.Repeat("v", 5000)}}, []string{`settings: key "bad key"`, "settings: ok: value longer"}},
 	}
 	for _, tt := range tests {
+		tt.req.Default()
 		err := tt.req.Validate()
 		if len(tt.want) == 0 {
 			if err != nil || tt.req.VCPUs != 1 || tt.req.MemoryMB != 256 {

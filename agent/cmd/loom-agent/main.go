@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/agent/accel"
+	"github.com/loomfabric/loom/agent/console"
 	"github.com/loomfabric/loom/agent/guestagent"
 	"github.com/loomfabric/loom/agent/lifecycle"
 	"github.com/loomfabric/loom/fabric/api"
@@ -94,9 +95,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("agent", mode)
 	switch mode {
-	case api.ModeMaintenance, api.ModeHost:
-		fmt.Fprintln(stderr, "LOOM-MARK start mode="+mode+" version="+lifecycle.Version)
-		cfg.Mode = mode
+	case string(api.ModeMaintenance), string(api.ModeHost):
+		console.Mark(stderr, "start", "mode", mode, "version", lifecycle.Version)
+		cfg.Mode = api.Mode(mode)
 		if cfg.Fabric != "" {
 			// Run as a service: SIGTERM ends it (its guests keep running).
 			var stop context.CancelFunc
@@ -117,7 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			time.Sleep(10 * time.Second)
 		}
 	case "guest":
-		fmt.Fprintln(stderr, "LOOM-MARK start mode=guest version="+lifecycle.Version)
+		console.Mark(stderr, "start", "mode", "guest", "version", lifecycle.Version)
 		return guestagent.Run(ctx, guestagent.Config{Console: stderr, Version: lifecycle.Version}, log)
 	case "write-image":
 		return writeImage(ctx, rest[1:], os.Stdout, stderr, log)

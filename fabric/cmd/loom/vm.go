@@ -84,7 +84,7 @@ func vmCmd(ctx context.Context, c *client.Client, verb string, args []string, st
 		if len(args) != 1 {
 			return fmt.Errorf("vm %s: want one VM ID", verb)
 		}
-		vm, err := c.VMAction(ctx, args[0], verb)
+		vm, err := c.VMAction(ctx, args[0], api.VMAction(verb))
 		if err != nil {
 			return err
 		}
