@@ -27,7 +27,7 @@ func (s step) String() string {
 type observed struct {
 	HasGoal   bool
 	Desired   api.VMDesired
-	Alive     bool   // QEMU runs
+	Alive     bool // QEMU runs
 	Now       time.Time
 	NextStart time.Time // not before (crash backoff)
 	RebootGen int64     // wanted by the goal

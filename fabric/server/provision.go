@@ -80,7 +80,6 @@ func (a *apiServer) goal(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 func (a *apiServer) provision(w http.ResponseWriter, r *http.Request) {
 	var req api.ProvisionRequest
 	if err := decode(w, r, &req); err != nil {
