@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
 	"github.com/loomfabric/loom/scripts/lab"
+	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
 // Where `make initramfs` and `make images` put their output.
@@ -31,58 +31,20 @@ const (
 	hostImage = "../build/images/host.ext4"
 )
 
-func built(paths ...string) error {
-	for _, p := range paths {
-		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("%v: run 'make initramfs images'", err)
-		}
-	}
-	return nil
-}
-
 // TestMain removes the binaries built for the tests (64 MB a run).
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	vmtest.Cleanup()
 	os.Exit(code)
 }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	loomdBin  string
-	labBin    string
-	loomBin   string
-	buildErr  error
-)
+// The binaries the tests run, built once (vmtest.Binaries).
+var loomdBin, labBin, loomBin string
 
-// loomd builds loomd once for all tests.
+// loomd builds Loom's binaries once for all tests and returns loomd's path.
 func loomd(t *testing.T) string {
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "loom-vmtest-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binDir = dir
-		loomdBin = filepath.Join(dir, "loomd")
-		if out, err := exec.Command("go", "build", "-o", loomdBin, "../fabric/cmd/loomd").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building loomd: %v\n%s", err, out)
-		}
-		labBin = filepath.Join(dir, "lab")
-		if out, err := exec.Command("go", "build", "-o", labBin, "../scripts/lab/cmd/lab").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building lab: %v\n%s", err, out)
-		}
-		loomBin = filepath.Join(dir, "loom")
-		if out, err := exec.Command("go", "build", "-o", loomBin, "../fabric/cmd/loom").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building loom: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
+	dir := vmtest.Binaries(t)
+	loomdBin, labBin, loomBin = filepath.Join(dir, "loomd"), filepath.Join(dir, "lab"), filepath.Join(dir, "loom")
 	return loomdBin
 }
 
@@ -98,7 +60,8 @@ type rig struct {
 	exitErr error
 	killed  atomic.Bool // the test ended QEMU itself
 	loomLog string
-	net     *lab.Net // loomd's network
+	console *vmtest.Console // the server's serial console
+	net     *lab.Net        // loomd's network
 	// serverNet is where the server boots: net unless prepare sets it
 	// (a subnet behind a relay).
 	serverNet *lab.Net
@@ -108,7 +71,7 @@ type rig struct {
 // prepare (if any) against it, then boots one server.
 // Options, if any, adjust the server (firmware, option ROM).
 func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(*rig), options ...func(*lab.Server)) *rig {
-	lab.RequireVM(t, built(bootDir+"/vmlinuz", bootDir+"/initramfs.cpio.xz", hostImage))
+	vmtest.Require(t, vmtest.Built("build/maintenance/vmlinuz", "build/maintenance/initramfs.cpio.xz", "build/images/host.ext4"))
 	ctx := context.Background()
 	acc, err := lab.DecideAccel(ctx, "..", "", nil)
 	if err != nil {
@@ -139,6 +102,8 @@ func newRig(t *testing.T, subnet int, env []string, args []string, prepare func(
 	for _, o := range options {
 		o(&r.srv)
 	}
+	r.console = vmtest.NewConsole(r.srv.SerialLog(), r.died)
+	t.Cleanup(func() { _ = r.console.Close() })
 	r.startServer(r.serverNet)
 	return r
 }
@@ -178,10 +143,7 @@ func (r *rig) dump() {
 	r.t.Logf("loomd log (last lines):\n%s", lab.Tail(r.loomLog, 30))
 }
 
-func (r *rig) serial() string {
-	b, _ := os.ReadFile(r.srv.SerialLog())
-	return string(b)
-}
+func (r *rig) serial() string { return r.console.Text() }
 
 // expectSerial waits up to d for each marker on the serial console: the
 // agent prints a marker once it has the fabric's answer, so the API may be a
@@ -190,16 +152,12 @@ func (r *rig) expectSerial(d time.Duration, marks ...string) {
 	r.t.Helper()
 	deadline := time.Now().Add(d)
 	for _, m := range marks {
-		for !strings.Contains(r.serial(), m) && time.Now().Before(deadline) {
-			if d := r.died(); d != "" && !strings.Contains(r.serial(), m) {
-				r.dump()
-				r.t.Fatalf("waiting for %q on the console: %s", m, d)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		if !strings.Contains(r.serial(), m) {
+		if err := r.console.ExpectBy(m, deadline); err != nil {
 			r.dump()
-			r.t.Errorf("serial console lacks %q", m)
+			if r.died() != "" {
+				r.t.Fatal(err)
+			}
+			r.t.Error(err)
 		}
 	}
 }
@@ -322,7 +280,7 @@ func TestProxyDHCP(t *testing.T) {
 	t.Parallel()
 	requireUEFI(t)
 	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		lab.RequireVM(t, fmt.Errorf("dnsmasq (apt-get install dnsmasq-base): %v", err))
+		vmtest.Require(t, fmt.Errorf("dnsmasq (apt-get install dnsmasq-base): %v", err))
 	}
 	start := time.Now()
 	leases := ""
@@ -357,7 +315,7 @@ func TestRelayedSubnet(t *testing.T) {
 	t.Parallel()
 	relay, err := exec.LookPath("dhcrelay")
 	if err != nil {
-		lab.RequireVM(t, fmt.Errorf("dhcrelay (apt-get install isc-dhcp-relay): %v", err))
+		vmtest.Require(t, fmt.Errorf("dhcrelay (apt-get install isc-dhcp-relay): %v", err))
 	}
 	start := time.Now()
 	r := newRig(t, 10, nil, []string{"--grace", "60s", "--default-profile", "host", "--subnet", "10.80.10.0/24,pool=10.80.10.100-10.80.10.150,router=10.80.10.1"}, func(r *rig) {
@@ -526,7 +484,7 @@ func requireUEFI(t *testing.T) {
 	if _, err := os.Stat("/usr/lib/ipxe/ipxe.efi"); err != nil {
 		missing = errors.Join(missing, fmt.Errorf("first-stage iPXE (apt-get install ipxe): %v", err))
 	}
-	lab.RequireVM(t, missing)
+	vmtest.Require(t, missing)
 }
 
 // provisionRig starts loomd with the host image as the default profile

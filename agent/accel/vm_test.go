@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,18 +14,10 @@ import (
 	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/scripts/lab"
+	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
 const root = "../.."
-
-func built(paths ...string) error {
-	for _, p := range paths {
-		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
-			return fmt.Errorf("%s: run 'make initramfs images'", p)
-		}
-	}
-	return nil
-}
 
 func abs(p string) string { a, _ := filepath.Abs(filepath.Join(root, p)); return a }
 
@@ -73,7 +64,7 @@ func bootGuest(t *testing.T, v api.Accel, within time.Duration) time.Duration {
 // reason is given, names the probe's failure when a KVM device exists, and
 // a guest boots under TCG.
 func TestProbeOnThisMachine(t *testing.T) {
-	lab.RequireVM(t, built("build/maintenance/vmlinuz", "build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"))
+	vmtest.Require(t, vmtest.Built("build/maintenance/vmlinuz", "build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"))
 	t.Parallel()
 	v, err := accel.Decide(context.Background(), accel.Config{Kernel: abs("build/maintenance/vmlinuz"), CacheDir: t.TempDir()})
 	if err != nil {
@@ -105,7 +96,7 @@ func TestProbeOnThisMachine(t *testing.T) {
 // real kernel: a wrapper turns the probe's KVM into TCG, so the kernel
 // really runs to its root-mount panic, and the probe must call it working.
 func TestProbeRecognisesABootingKernel(t *testing.T) {
-	lab.RequireVM(t, built("build/maintenance/vmlinuz"))
+	vmtest.Require(t, vmtest.Built("build/maintenance/vmlinuz"))
 	t.Parallel()
 	dir := t.TempDir()
 	qemu := filepath.Join(dir, "qemu-as-tcg")
@@ -134,7 +125,7 @@ exec qemu-system-x86_64 "$@"
 // run a guest, the lab's decision (used by the lab, the benches and the VM
 // tests) and a host agent fail within seconds, with the probe's reason.
 func TestForcedKVMFailsFast(t *testing.T) {
-	lab.RequireVM(t, built("build/maintenance/vmlinuz", "build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"))
+	vmtest.Require(t, vmtest.Built("build/maintenance/vmlinuz", "build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"))
 	if _, err := os.Stat("/dev/kvm"); err != nil {
 		t.Skip("no /dev/kvm here: KVM is absent, not broken (the probe's no-device path is covered by TestDecide)")
 	}
@@ -158,12 +149,7 @@ func TestForcedKVMFailsFast(t *testing.T) {
 
 	// A host agent told --accel kvm exits at once, saying why.
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "loom-agent")
-	build := exec.Command("go", "build", "-o", bin, "./agent/cmd/loom-agent")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := filepath.Join(vmtest.Binaries(t), "loom-agent")
 	tok := filepath.Join(dir, "token")
 	os.WriteFile(tok, []byte("t"), 0o600)
 	actx, cancel := context.WithTimeout(ctx, 90*time.Second)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/scripts/lab"
+	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
 const root = "../.."
@@ -28,13 +29,7 @@ const root = "../.."
 // (LOOM_ACCEL=kvm) that cannot run a guest fails at once.
 func require(t *testing.T) api.Accel {
 	t.Helper()
-	var missing []error
-	for _, f := range []string{"build/guest/vmlinuz", "build/guest/initramfs.cpio.xz", "build/roles/web.tar", "build/roles/worker.tar"} {
-		if _, err := os.Stat(filepath.Join(root, f)); err != nil {
-			missing = append(missing, fmt.Errorf("%s (make images)", f))
-		}
-	}
-	lab.RequireVM(t, missing...)
+	vmtest.Require(t, vmtest.Built("build/guest/vmlinuz", "build/guest/initramfs.cpio.xz", "build/roles/web.tar", "build/roles/worker.tar"))
 	v, err := lab.DecideAccel(context.Background(), root, "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -65,12 +60,7 @@ func freePort(t *testing.T) int {
 
 func newRig(t *testing.T) *rig {
 	r := &rig{t: t, dir: t.TempDir()}
-	r.bin = filepath.Join(r.dir, "bin")
-	build := exec.Command("go", "build", "-o", r.bin+"/", "./fabric/cmd/loomd", "./fabric/cmd/loom", "./agent/cmd/loom-agent")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	r.bin = vmtest.Binaries(t)
 	r.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	data := filepath.Join(r.dir, "data")
 	loomd := exec.Command(filepath.Join(r.bin, "loomd"), "--data-dir", data, "--api", r.addr, "--heartbeat", "2s")
@@ -90,7 +80,7 @@ func newRig(t *testing.T) *rig {
 			}
 		}
 		if i > 300 {
-			t.Fatalf("loomd not answering; its log:\n%s", tail(filepath.Join(r.dir, "loomd.log")))
+			t.Fatalf("loomd not answering; its log:\n%s", lab.Tail(filepath.Join(r.dir, "loomd.log"), 40))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -140,11 +130,11 @@ func (r *rig) cleanup() {
 		}
 	}
 	if r.t.Failed() {
-		r.t.Logf("host agent log:\n%s", tail(r.agentLog))
-		r.t.Logf("loomd log:\n%s", tail(filepath.Join(r.dir, "loomd.log")))
+		r.t.Logf("host agent log:\n%s", lab.Tail(r.agentLog, 40))
+		r.t.Logf("loomd log:\n%s", lab.Tail(filepath.Join(r.dir, "loomd.log"), 40))
 		logs, _ := filepath.Glob(filepath.Join(r.guestDir, "guests", "*", "console.log"))
 		for _, l := range logs {
-			r.t.Logf("%s:\n%s", l, tail(l))
+			r.t.Logf("%s:\n%s", l, lab.Tail(l, 40))
 		}
 	}
 }
@@ -153,15 +143,6 @@ func readPID(p string) int {
 	b, _ := os.ReadFile(p)
 	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return n
-}
-
-func tail(p string) string {
-	b, _ := os.ReadFile(p)
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > 40 {
-		lines = lines[len(lines)-40:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func (r *rig) loomErr(args ...string) (string, error) {
@@ -205,7 +186,7 @@ func (r *rig) waitVM(id, what string, d time.Duration, ok func(api.VM) bool) api
 		}
 		select {
 		case <-r.agentExit:
-			r.t.Fatalf("vm %s: waiting for %s, the host agent exited; its log:\n%s", id, what, tail(r.agentLog))
+			r.t.Fatalf("vm %s: waiting for %s, the host agent exited; its log:\n%s", id, what, lab.Tail(r.agentLog, 40))
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -333,7 +314,7 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 	if code, body := get(t, url+"/connect?service=shell"); code != http.StatusForbidden || !strings.Contains(body, `service "shell" not offered`) {
 		t.Errorf("an unoffered service: %d %q, want 403 refused", code, body)
 	}
-	if !strings.Contains(tail(r.agentLog), "refused a stream") {
+	if !strings.Contains(lab.Tail(r.agentLog, 40), "refused a stream") {
 		t.Error("the host agent did not log the refused stream")
 	}
 	if code, _ := get(t, url+"/connect?service=goal"); code != 200 {
@@ -363,7 +344,7 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 			t.Errorf("vm %s: restarts %d after adoption, want 1", id, v.Restarts)
 		}
 	}
-	if !strings.Contains(tail(r.agentLog), "guest adopted") {
+	if !strings.Contains(lab.Tail(r.agentLog, 40), "guest adopted") {
 		t.Error("the new host agent did not adopt the guests")
 	}
 	if code, body := get(t, url+"/"); code != 200 || !strings.Contains(body, web) {
@@ -397,7 +378,7 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 	}
 	wc, _ := os.ReadFile(filepath.Join(r.guestDir, "guests", worker, "console.log"))
 	if !strings.Contains(string(wc), "LOOM-MARK shutdown") || !strings.Contains(string(wc), "tick 1 (job crunch)") {
-		t.Errorf("the worker's console lacks its ticks or the graceful shutdown:\n%s", tail(filepath.Join(r.guestDir, "guests", worker, "console.log")))
+		t.Errorf("the worker's console lacks its ticks or the graceful shutdown:\n%s", lab.Tail(filepath.Join(r.guestDir, "guests", worker, "console.log"), 40))
 	}
 
 	// Delete: gone from the fabric and from the host.

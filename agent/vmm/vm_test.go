@@ -2,9 +2,7 @@ package vmm
 
 import (
 	"context"
-	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,6 +14,7 @@ import (
 	"github.com/loomfabric/loom/agent/channel"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/scripts/lab"
+	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
 const guestDir = "../../build/guest"
@@ -26,13 +25,7 @@ const guestDir = "../../build/guest"
 // fails at once with the probe's reason.
 func requireGuest(t *testing.T) api.Accel {
 	t.Helper()
-	var missing error
-	for _, f := range []string{"vmlinuz", "initramfs.cpio.xz"} {
-		if _, err := os.Stat(filepath.Join(guestDir, f)); err != nil {
-			missing = errors.New("the guest OS (make images)")
-		}
-	}
-	lab.RequireVM(t, missing)
+	vmtest.Require(t, vmtest.Built("build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"))
 	v, err := lab.DecideAccel(context.Background(), "../..", "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -80,28 +73,19 @@ func waitHello(t *testing.T, hellos <-chan channel.Hello, what string, v *VM) ch
 	deadline := time.After(3 * time.Minute)
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	console := func() string { b, _ := os.ReadFile(filepath.Join(v.Dir, "console.log")); return tail(string(b), 30) }
+	console := func() string { return lab.Tail(filepath.Join(v.Dir, "console.log"), 30) }
 	for {
 		select {
 		case h := <-hellos:
 			return h
 		case <-tick.C:
 			if !v.Alive() {
-				q, _ := os.ReadFile(filepath.Join(v.Dir, "qemu.log"))
-				t.Fatalf("%s: QEMU exited: %s; console:\n%s", what, tail(string(q), 5), console())
+				t.Fatalf("%s: QEMU exited: %s; console:\n%s", what, lab.Tail(filepath.Join(v.Dir, "qemu.log"), 5), console())
 			}
 		case <-deadline:
 			t.Fatalf("%s: no hello from the guest; its console:\n%s", what, console())
 		}
 	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // TestGuestOverChannel boots a guest with no NIC; it must reach the host

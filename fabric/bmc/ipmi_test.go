@@ -15,6 +15,7 @@ import (
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/scripts/lab"
+	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
 // ipmiSim runs OpenIPMI's BMC simulator (Debian's openipmi) on loopback,
@@ -23,12 +24,7 @@ import (
 // "set NAME VALUE"), and returns its address and that directory.
 func ipmiSim(t *testing.T) (addr, state string) {
 	t.Helper()
-	if _, err := exec.LookPath("ipmi_sim"); err != nil {
-		if os.Getenv("LOOM_REQUIRE_VM") == "1" {
-			t.Fatal("ipmi_sim not found (make deps installs openipmi)")
-		}
-		t.Skip("ipmi_sim not found (make deps installs openipmi)")
-	}
+	vmtest.RequireTools(t, "make deps installs openipmi", "ipmi_sim")
 	dir := t.TempDir()
 	l, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

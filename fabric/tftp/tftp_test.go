@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
 // serve starts a server on 127.0.0.1 over dir.
@@ -262,12 +264,7 @@ func TestRealClients(t *testing.T) {
 			run{"atftp traversal", []string{"atftp", "-g", "-r", "/../etc/passwd", "-l", "OUT", "127.0.0.1", port}, false},
 		)
 	}
-	if len(runs) < 6 {
-		if os.Getenv("LOOM_REQUIRE_VM") == "1" {
-			t.Fatal("LOOM_REQUIRE_VM=1 but tftp-hpa (tftp) or atftp is missing (make deps)")
-		}
-		t.Skip("tftp-hpa or atftp missing (make deps installs them)")
-	}
+	vmtest.RequireTools(t, "make deps installs tftp-hpa and atftp", "tftp", "atftp")
 	for _, r := range runs {
 		t.Run(r.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")

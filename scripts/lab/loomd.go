@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
@@ -123,42 +122,6 @@ func TailString(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// RequireVM skips t when the lab cannot run here (not root, no QEMU, no
-// maintenance build), saying why, unless LOOM_REQUIRE_VM=1, in which case
-// a missing prerequisite fails the test.
-//
-// It also sweeps what interrupted test runs left behind and marks this
-// process as the owner of what it starts (Claim).
-//
-// `go test -short` skips every VM test at once (the fast loop).
-func RequireVM(t testing.TB, extra ...error) {
-	t.Helper()
-	if testing.Short() {
-		if os.Getenv("LOOM_REQUIRE_VM") == "1" {
-			t.Fatal("LOOM_REQUIRE_VM=1 asks for the VM tests, -short skips them: drop one")
-		}
-		t.Skip("skipping VM test in -short mode")
-	}
-	Claim()
-	var problems []string
-	if err := Prereqs(); err != nil {
-		problems = append(problems, err.Error())
-	}
-	for _, e := range extra {
-		if e != nil {
-			problems = append(problems, e.Error())
-		}
-	}
-	if len(problems) == 0 {
-		return
-	}
-	msg := strings.Join(problems, "; ")
-	if os.Getenv("LOOM_REQUIRE_VM") == "1" {
-		t.Fatalf("LOOM_REQUIRE_VM=1 but the VM test cannot run: %s", msg)
-	}
-	t.Skipf("skipping VM test: %s (set LOOM_REQUIRE_VM=1 to make this a failure)", msg)
 }
 
 // SetUpHostProfile uploads the host image (unless an image of that name

@@ -21,7 +21,7 @@ const OwnerEnv = "LOOM_TEST_OWNER"
 var claimOnce sync.Once
 
 // Claim sweeps what interrupted test runs left behind and marks this
-// process as the owner of whatever it starts from now on. RequireVM calls
+// process as the owner of whatever it starts from now on. vmtest.Require calls
 // it; it runs once per process.
 func Claim() {
 	claimOnce.Do(func() {
