@@ -146,7 +146,7 @@ func nvmeSecureErase(f *os.File, name string) (string, error) {
 	if errno != 0 {
 		return "", fmt.Errorf("secure erase %s: NVMe Format NVM: %w", name, errno)
 	}
-	Reread(f) // the namespace may look different to the kernel now
+	_ = Reread(f) // the namespace may look different to the kernel now
 	return fmt.Sprintf("%s: NVMe format with user data erase (namespace %d) in %.1fs", name, nsid, time.Since(start).Seconds()), nil
 }
 

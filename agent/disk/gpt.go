@@ -76,7 +76,7 @@ func guid(s string) [16]byte {
 	}
 	var b [16]byte
 	for i := range 16 {
-		fmt.Sscanf(string(raw[2*i:2*i+2]), "%02X", &b[i])
+		_, _ = fmt.Sscanf(string(raw[2*i:2*i+2]), "%02X", &b[i]) // hex checked by the caller's pattern
 	}
 	// First three fields little-endian.
 	g[0], g[1], g[2], g[3] = b[3], b[2], b[1], b[0]

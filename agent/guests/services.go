@@ -104,7 +104,7 @@ func (g *guest) servePackage(_ context.Context, s net.Conn) {
 		g.s.log.Warn("role package unreadable", "vm", g.id, "err", err)
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	fi, err := f.Stat()
 	if err != nil {
 		g.s.log.Warn("role package unreadable", "vm", g.id, "err", err)

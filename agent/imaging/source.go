@@ -43,7 +43,7 @@ func (s *HTTPSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, err
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusPartialContent {
-		resp.Body.Close()
+		_ = resp.Body.Close() // the answer is refused anyway
 		return nil, fmt.Errorf("GET %s bytes %d-%d: %s (want 206 Partial Content)", s.URL, off, off+n-1, resp.Status)
 	}
 	return resp.Body, nil

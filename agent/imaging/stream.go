@@ -24,7 +24,7 @@ func (w *Writer) readRaw(ctx context.Context, pool *bufPool, out chan<- chunk) e
 			rc, err := w.Source.Open(ctx, int64(at), int64(end-at))
 			if err == nil {
 				at, err = w.pump(ctx, rc, i, at, pool, out)
-				rc.Close()
+				_ = rc.Close() // read side; pump's error is the one that counts
 			}
 			if err == nil {
 				break
@@ -99,7 +99,7 @@ func (w *Writer) zstdPass(ctx context.Context, verified *int, pool *bufPool, out
 	if err != nil {
 		return err
 	}
-	defer rc.Close()
+	defer func() { _ = rc.Close() }() // read side
 	src := &watched{r: rc}
 	// A decoder that fails while its source did not is reading a corrupt
 	// blob: say so (and do not retry); a broken transfer is retried.

@@ -73,7 +73,7 @@ func open(file string) (*tar.Reader, io.Closer, error) {
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
-			f.Close()
+			_ = f.Close() // read only; the gzip error is reported
 			return nil, nil, fmt.Errorf("role package %s: %w", file, err)
 		}
 		return tar.NewReader(zr), f, nil
@@ -100,7 +100,7 @@ func walk(file, dir string) (Spec, error) {
 	if err != nil {
 		return Spec{}, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }() // read only
 	var spec *Spec
 	for {
 		h, err := tr.Next()
@@ -140,7 +140,9 @@ func walk(file, dir string) (Spec, error) {
 				return Spec{}, err
 			}
 		case tar.TypeReg:
-			os.MkdirAll(filepath.Dir(target), 0o755)
+			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
+				return Spec{}, err
+			}
 			f, err := os.OpenFile(target, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, os.FileMode(h.Mode)&0o755|0o600)
 			if err != nil {
 				return Spec{}, err

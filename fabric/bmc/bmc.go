@@ -95,7 +95,7 @@ func redfishDo(ctx context.Context, t Target, op Op) (string, error) {
 	if err != nil {
 		return "", wrap(t, "logging in", err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close() // the login answer is not read
 	systems, err := c.Service.Systems()
 	if err != nil {
 		return "", wrap(t, "listing systems", err)

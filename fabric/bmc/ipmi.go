@@ -40,7 +40,7 @@ func ipmiDo(ctx context.Context, t Target, op Op) (string, error) {
 	if err := c.Connect(ctx); err != nil {
 		return "", ipmiWrap(t, "logging in", err)
 	}
-	defer c.Close(context.WithoutCancel(ctx))
+	defer func() { _ = c.Close(context.WithoutCancel(ctx)) }() // closing the session; the operation's result stands
 	status := func() (bool, error) {
 		st, err := c.GetChassisStatus(ctx)
 		if err != nil {

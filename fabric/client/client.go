@@ -101,7 +101,7 @@ func (c *Client) doBody(ctx context.Context, method, path, token string, body io
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
@@ -314,7 +314,7 @@ func (c *Client) Blob(ctx context.Context, path string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read side
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return &StatusError{Code: resp.StatusCode, Message: strings.TrimSpace(string(b))}

@@ -139,9 +139,9 @@ func raiseReadBuffer(u *net.UDPConn, n int) {
 	if err != nil {
 		return
 	}
-	rc.Control(func(fd uintptr) {
+	_ = rc.Control(func(fd uintptr) {
 		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n) != nil {
-			unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n)
 		}
 	})
 }

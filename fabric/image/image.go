@@ -166,8 +166,8 @@ func (b Blobs) Ingest(r io.Reader, bmap []api.Range) (api.Manifest, error) {
 	if err != nil {
 		return api.Manifest{}, err
 	}
-	defer os.Remove(tmp.Name()) // a no-op once renamed
-	defer tmp.Close()
+	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op once renamed
+	defer func() { _ = tmp.Close() }()           // closed and checked before the rename; this covers the errors
 
 	br := &peekReader{r: r}
 	head, _ := br.peek(4)
@@ -231,6 +231,9 @@ func (b Blobs) Ingest(r io.Reader, bmap []api.Range) (api.Manifest, error) {
 		}
 	}
 	if err := tmp.Sync(); err != nil {
+		return api.Manifest{}, err
+	}
+	if err := tmp.Close(); err != nil {
 		return api.Manifest{}, err
 	}
 	man := api.Manifest{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/loomfabric/loom/fabric/api"
@@ -91,7 +92,9 @@ func (l *Library) gc(ctx context.Context, digest string) {
 			return
 		}
 	}
-	os.Remove(l.Blobs.Path(digest))
+	if err := os.Remove(l.Blobs.Path(digest)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		slog.Warn("image blob left behind", "digest", digest, "err", err)
+	}
 }
 
 // BlobPath is the file holding an image's bytes.

@@ -102,11 +102,14 @@ func (r *Registry) cycleUnreachable(ctx context.Context, id string) {
 	if err := r.netboot(ctx, id, "unreachable: one power cycle before it is given up"); err != nil {
 		r.log.Warn("power-cycling an unreachable node", "node", id, "err", err)
 		now := r.cfg.Now()
-		r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
+		_, uerr := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
 			if n.BMC != nil {
 				n.BMC.LastAction = fmt.Sprintf("cycle failed at %s: %v", now.UTC().Format(time.RFC3339), err)
 			}
 			return nil
 		})
+		if uerr != nil {
+			r.log.Warn("recording the failed power cycle", "node", id, "err", uerr)
+		}
 	}
 }

@@ -143,7 +143,7 @@ func (a *apiServer) imageBlob(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusInternalServerError, "image %s: blob: %v", m.Name, err)
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("ETag", `"`+m.Digest+`"`)
 	http.ServeContent(w, r, "", fileTime(f), f)

@@ -47,7 +47,7 @@ func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read only
 		src, target = imaging.FileSource{F: f}, fs.Arg(0)
 	case *manifest == "" && fs.NArg() == 2:
 		url := strings.TrimRight(fs.Arg(0), "/")
@@ -68,7 +68,7 @@ func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // the writer syncs what it wrote; this only releases it
 	start := time.Now()
 	w := &imaging.Writer{Manifest: m, Source: src, Target: f, Log: log}
 	if err := w.Write(ctx); err != nil {
