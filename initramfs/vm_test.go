@@ -32,11 +32,7 @@ const (
 )
 
 // TestMain removes the binaries built for the tests (64 MB a run).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	vmtest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { vmtest.Main(m) }
 
 // The binaries the tests run, built once (vmtest.Binaries).
 var loomdBin, labBin, loomBin string

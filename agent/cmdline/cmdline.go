@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 )
 
@@ -84,4 +85,17 @@ func Parse(s string) (Config, error) {
 		return Config{}, fmt.Errorf("kernel command line: %w", err)
 	}
 	return c, nil
+}
+
+// Read is the kernel command line: given when it is set (tests, --fabric
+// runs), else /proc/cmdline.
+func Read(given string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	b, err := os.ReadFile("/proc/cmdline")
+	if err != nil {
+		return "", fmt.Errorf("reading kernel command line: %w", err)
+	}
+	return string(b), nil
 }

@@ -1,6 +1,7 @@
 package cmdline
 
 import (
+	"os"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -50,4 +51,15 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("Parse(%q) = %+v without error but incomplete", s, c)
 		}
 	})
+}
+
+func TestRead(t *testing.T) {
+	if got, err := Read("loom.fabric=http://x"); err != nil || got != "loom.fabric=http://x" {
+		t.Errorf("Read(given) = %q, %v", got, err)
+	}
+	if _, err := os.Stat("/proc/cmdline"); err == nil {
+		if got, err := Read(""); err != nil || got == "" {
+			t.Errorf("Read(\"\") = %q, %v; want /proc/cmdline", got, err)
+		}
+	}
 }

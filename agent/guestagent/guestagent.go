@@ -86,13 +86,9 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 	if c.Console == nil {
 		c.Console = os.Stderr
 	}
-	line := c.Cmdline
-	if line == "" {
-		b, err := os.ReadFile("/proc/cmdline")
-		if err != nil {
-			log.Warn("no kernel command line: no instance name", "err", err)
-		}
-		line = string(b)
+	line, err := cmdline.Read(c.Cmdline)
+	if err != nil {
+		log.Warn("no instance name", "err", err)
 	}
 	a := &guestAgent{console: c.Console, log: log, version: c.Version}
 	nicIP := ""

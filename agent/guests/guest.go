@@ -90,18 +90,20 @@ func (g *guest) set(state api.VMState, reason string) {
 	}
 }
 
-// persist changes the guest's persisted state and saves it. A save that
-// fails is logged: the guest runs on, and a host agent restarted before
-// the next good save reports older counters.
+// persist changes the guest's persisted state and saves it when the
+// change changed something. A save that fails is logged: the guest runs
+// on, and a host agent restarted before the next good save reports older
+// counters.
 func (g *guest) persist(change func(*persisted)) {
 	g.saveMu.Lock()
 	defer g.saveMu.Unlock()
 	g.mu.Lock()
+	before := g.saved
 	change(&g.saved)
 	st, gone := g.saved, g.gone
 	g.mu.Unlock()
-	if gone {
-		return // its directory is removed
+	if gone || st == before {
+		return // its directory is removed, or nothing to write
 	}
 	if err := st.save(g.dir); err != nil {
 		g.s.log.Warn("guest state not saved", "vm", g.id, "err", err)

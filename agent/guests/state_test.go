@@ -115,3 +115,21 @@ func TestStateAcrossRestart(t *testing.T) {
 		t.Fatalf("the next supervisor reports %+v, want vm-1 with 20 restarts, rebooted 3", rep)
 	}
 }
+
+// TestPersistUnchanged: a change that changes nothing writes nothing (a
+// start or a repeated event would otherwise fsync the same state again).
+func TestPersistUnchanged(t *testing.T) {
+	s := New(Config{Dir: t.TempDir(), DiskBytesPerSec: -1})
+	g := s.newGuest("vm-1")
+	if err := os.MkdirAll(g.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	g.persist(func(st *persisted) { st.LastEvent = "" })
+	if _, err := os.Stat(filepath.Join(g.dir, stateFile)); !os.IsNotExist(err) {
+		t.Errorf("an unchanged state was written (%v)", err)
+	}
+	g.persist(func(st *persisted) { st.LastEvent = "RESET" })
+	if st, err := loadState(g.dir); err != nil || st.LastEvent != "RESET" {
+		t.Errorf("a changed state: %+v, %v", st, err)
+	}
+}

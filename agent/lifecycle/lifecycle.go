@@ -165,14 +165,11 @@ func (a *Agent) Run(ctx context.Context, log *slog.Logger) error {
 // line (or takes them from Config with --fabric).
 func (a *Agent) readCmdline(_ context.Context, b *boot, _ *slog.Logger) error {
 	c := &a.cfg
-	b.line = c.Cmdline
-	if b.line == "" {
-		raw, err := os.ReadFile("/proc/cmdline")
-		if err != nil {
-			return fmt.Errorf("reading kernel command line: %w", err)
-		}
-		b.line = string(raw)
+	line, err := cmdline.Read(c.Cmdline)
+	if err != nil {
+		return err
 	}
+	b.line = line
 	if c.Fabric != "" {
 		b.cl = cmdline.Config{Fabric: c.Fabric, Token: c.Token}
 	} else {

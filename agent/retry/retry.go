@@ -34,9 +34,12 @@ func (b *Backoff) Wait(ctx context.Context) error {
 		return ctx.Err()
 	case <-t.C:
 	}
-	b.d = min(2*d, max(b.Max, d))
+	b.advance(d)
 	return nil
 }
+
+// advance doubles the delay that was just waited, d, up to Max.
+func (b *Backoff) advance(d time.Duration) { b.d = min(2*d, max(b.Max, d)) }
 
 // Reset starts again from one second.
 func (b *Backoff) Reset() { b.d = 0 }

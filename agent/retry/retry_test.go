@@ -11,7 +11,7 @@ func TestBackoff(t *testing.T) {
 	var got []time.Duration
 	for range 5 {
 		got = append(got, b.Next())
-		b.d = min(2*b.Next(), b.Max) // what Wait does after sleeping
+		b.advance(b.Next()) // what Wait does after sleeping
 	}
 	want := []time.Duration{1, 2, 4, 5, 5}
 	for i := range want {

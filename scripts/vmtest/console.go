@@ -3,7 +3,6 @@ package vmtest
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"time"
@@ -50,11 +49,13 @@ func (c *Console) read() {
 		}
 		c.f = f
 	}
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := c.f.Read(buf)
-		c.seen = append(c.seen, buf[:n]...)
-		if err == io.EOF || n == 0 || err != nil {
+	for { // as io.ReadAll: straight into seen's spare room
+		if len(c.seen) == cap(c.seen) {
+			c.seen = append(c.seen, 0)[:len(c.seen)]
+		}
+		n, err := c.f.Read(c.seen[len(c.seen):cap(c.seen)])
+		c.seen = c.seen[:len(c.seen)+n]
+		if n == 0 || err != nil {
 			return
 		}
 	}

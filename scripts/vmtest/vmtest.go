@@ -173,3 +173,11 @@ func Cleanup() {
 		_ = os.RemoveAll(binDir) // a temp dir; nothing else to do if it stays
 	}
 }
+
+// Main runs a VM test package's tests and removes what Binaries built:
+// func TestMain(m *testing.M) { vmtest.Main(m) }.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}
