@@ -53,7 +53,7 @@ lab-down: ## remove the lab: its processes, namespace, bridge and taps (also aft
 
 # errcheck covers these packages (each new or reworked one joins the list;
 # .errcheck-excludes says which calls are never checked, and why).
-ERRCHECK_PKGS := ./agent/guests ./agent/console ./agent/retry ./agent/disk ./agent/cgroup ./agent/imaging ./agent/role ./agent/netconf ./agent/cmd/loom-agent ./fabric/api ./fabric/vms ./fabric/node ./fabric/store ./fabric/netboot ./fabric/server ./fabric/client ./fabric/image ./fabric/dhcp ./fabric/bmc ./fabric/rack ./scripts/vmtest
+ERRCHECK_PKGS := ./agent/guests ./agent/console ./agent/retry ./agent/disk ./agent/cgroup ./agent/imaging ./agent/role ./agent/netconf ./agent/cmd/loom-agent ./fabric/api ./fabric/vms ./fabric/node ./fabric/store ./fabric/netboot ./fabric/server ./fabric/client ./fabric/image ./fabric/dhcp ./fabric/bmc ./fabric/rack ./fabric/cmd/loom ./scripts/vmtest
 
 lint: build/.deps ## staticcheck on everything, errcheck on $(ERRCHECK_PKGS) (both pinned in go.mod's tool directive)
 	$(GO) vet ./...

@@ -82,6 +82,10 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Leases != nil {
 		mux.HandleFunc("GET /v1/leases", a.operator(a.listLeases))
+	} else {
+		mux.HandleFunc("GET /v1/leases", a.operator(func(w http.ResponseWriter, r *http.Request) {
+			a.fail(w, r, http.StatusNotFound, "this loomd hands out no DHCP leases (it runs without --netboot-interface, or with --dhcp-mode proxy)")
+		}))
 	}
 	if cfg.Power != nil && cfg.Credentials != nil {
 		a.routePower(mux)

@@ -2,112 +2,150 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"slices"
-	"strings"
-	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
 )
 
-// rackCmd is `loom rack import|list|show|power-on|power|watch`.
-func rackCmd(ctx context.Context, c *client.Client, verb string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	switch verb {
-	case "import":
-		if len(args) != 1 {
-			return errors.New("usage: loom rack import FILE.csv ('-': stdin)")
-		}
-		var b []byte
-		var err error
-		if args[0] == "-" {
-			b, err = io.ReadAll(io.LimitReader(stdin, api.MaxBodyBytes+1))
-		} else {
-			b, err = os.ReadFile(args[0])
-		}
-		if err != nil {
-			return err
-		}
-		res, err := c.ImportRack(ctx, b)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "imported %d servers: %d new (Enrolled), %d known already\n", len(res.Created)+len(res.Updated), len(res.Created), len(res.Updated))
-		return nil
-	case "list":
-		racks, err := c.Racks(ctx)
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "RACK\tNODES\tPHASES")
-		for _, r := range racks {
-			fmt.Fprintf(tw, "%s\t%d\t%s\n", r.Rack, r.Nodes, phaseCounts(r.Phases))
-		}
-		return tw.Flush()
-	case "show":
-		if len(args) != 1 {
-			return errors.New("usage: loom rack show RACK")
-		}
-		nodes, err := rackNodes(ctx, c, args[0])
-		if err != nil {
-			return err
-		}
-		return rackTable(stdout, nodes)
-	case "power-on", "power":
-		op := "on"
-		if verb == "power" {
-			if len(args) != 2 {
-				return errors.New("usage: loom rack power status|on|off|cycle RACK")
+func (a *app) rackCmd() *cobra.Command {
+	rack := &cobra.Command{Use: "rack", Short: "Enroll, power and follow whole racks"}
+	name := a.complete(rackNames)
+
+	imp := &cobra.Command{
+		Use:   "import FILE.csv",
+		Short: "Enroll a rack's servers before they boot ('-': standard input)",
+		Long: `Enroll a rack's servers before they boot. The CSV's header names its
+columns, in any order: mac, rack, slot, profile, bmc_address, bmc_protocol,
+credential, bmc_insecure. A file with any bad line imports nothing; every
+problem is reported with its line and field.`,
+		Args: args(1),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			var b []byte
+			var err error
+			if args[0] == "-" {
+				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), api.MaxBodyBytes+1))
+			} else {
+				b, err = os.ReadFile(args[0])
 			}
-			op, args = args[0], args[1:]
-		}
-		if len(args) != 1 {
-			return fmt.Errorf("usage: loom rack %s RACK", verb)
-		}
-		res, err := c.PowerRack(ctx, args[0], op)
-		if err != nil {
-			return err
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SLOT\tNODE\tPOWER\tERROR")
-		failed := 0
-		for _, n := range res.Nodes {
-			if n.Error != "" {
-				failed++
+			if err != nil {
+				return err
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", dash(n.Slot), n.Node, dash(n.Power), n.Error)
-		}
-		tw.Flush()
-		if failed > 0 {
-			return fmt.Errorf("rack %s: power %s failed on %d of %d nodes", args[0], op, failed, len(res.Nodes))
-		}
-		return nil
-	case "watch":
-		fs := flag.NewFlagSet("rack watch", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		timeout := fs.Duration("timeout", 0, "give up after this long (0: never)")
-		every := fs.Duration("every", 2*time.Second, "how often to look")
-		pos, err := parseMixed(fs, args)
-		if err != nil {
-			return err
-		}
-		if len(pos) != 1 {
-			return errors.New("usage: loom rack watch RACK [--timeout D]")
-		}
-		if *timeout > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, *timeout)
-			defer cancel()
-		}
-		return rackWatch(ctx, c, pos[0], *every, stdout, isTerminal(stdout))
+			res, err := c.ImportRack(ctx, b)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, res, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "imported %d servers: %d new (Enrolled), %d known already\n", len(res.Created)+len(res.Updated), len(res.Created), len(res.Updated))
+				return err
+			})
+		}),
 	}
-	return fmt.Errorf("unknown command: rack %s", verb)
+
+	ls := &cobra.Command{
+		Use:   "list",
+		Short: "List racks with their nodes by phase",
+		Args:  args(0),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
+			racks, err := c.Racks(ctx)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, list(racks), func(w io.Writer) error {
+				var rows [][]string
+				for _, r := range racks {
+					rows = append(rows, []string{r.Rack, fmt.Sprint(r.Nodes), phaseCounts(r.Phases)})
+				}
+				return table(w, "RACK | NODES | PHASES", rows)
+			})
+		}),
+	}
+
+	show := &cobra.Command{
+		Use:               "show RACK",
+		Short:             "Show one rack's servers by slot, with their power and state",
+		Args:              args(1),
+		ValidArgsFunction: name,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			nodes, err := rackNodes(ctx, c, args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, nodes, func(w io.Writer) error { return rackTable(w, nodes) })
+		}),
+	}
+
+	powerOn := &cobra.Command{
+		Use:               "power-on RACK",
+		Short:             "Boot every server of a rack through its BMC (from the network once, where it is still to be imaged)",
+		Args:              args(1),
+		ValidArgsFunction: name,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			return a.powerRack(ctx, c, cmd, args[0], "on")
+		}),
+	}
+	power := &cobra.Command{
+		Use:               "power status|on|off|cycle RACK",
+		Short:             "Power every server of a rack through its BMC",
+		Args:              args(2),
+		ValidArgsFunction: a.complete(fixed("status", "on", "off", "cycle"), rackNames),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			return a.powerRack(ctx, c, cmd, args[1], args[0])
+		}),
+	}
+
+	var timeout, every time.Duration
+	watch := &cobra.Command{
+		Use:   "watch RACK",
+		Short: "Follow a rack until every server is Ready or Failed; fails if any failed",
+		Long: `Follow a rack until every server is Ready or Failed, then print a summary
+with each server's time. On a terminal the table is redrawn; otherwise a line
+is printed per change. The exit status is non-zero if any server failed.`,
+		Args:              args(1),
+		ValidArgsFunction: name,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			w := cmd.OutOrStdout()
+			return rackWatch(ctx, c, args[0], every, w, isTerminal(w))
+		}),
+	}
+	watch.Flags().DurationVar(&timeout, "timeout", 0, "give up after this long (0: never)")
+	watch.Flags().DurationVar(&every, "every", 2*time.Second, "how often to look")
+
+	rack.AddCommand(imp, ls, show, powerOn, power, watch)
+	return rack
+}
+
+func (a *app) powerRack(ctx context.Context, c *client.Client, cmd *cobra.Command, rack, op string) error {
+	res, err := c.PowerRack(ctx, rack, op)
+	if err != nil {
+		return err
+	}
+	failed := 0
+	var rows [][]string
+	for _, n := range res.Nodes {
+		if n.Error != "" {
+			failed++
+		}
+		rows = append(rows, []string{dash(n.Slot), n.Node, dash(n.Power), n.Error})
+	}
+	if err := a.show(cmd, res, func(w io.Writer) error { return table(w, "SLOT | NODE | POWER | ERROR", rows) }); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("rack %s: power %s failed on %d of %d nodes", rack, op, failed, len(res.Nodes))
+	}
+	return nil
 }
 
 func rackNodes(ctx context.Context, c *client.Client, rack string) ([]api.Node, error) {
@@ -127,22 +165,6 @@ func rackNodes(ctx context.Context, c *client.Client, rack string) ([]api.Node, 
 	return nodes, nil
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func phaseCounts(m map[api.Phase]int) string {
-	var parts []string
-	for p, n := range m {
-		parts = append(parts, fmt.Sprintf("%s %d", p, n))
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, ", ")
-}
-
 // rackLine is one node's state as rack show and watch print it.
 func rackLine(n api.Node) string {
 	state := string(n.Phase)
@@ -156,16 +178,15 @@ func rackLine(n api.Node) string {
 }
 
 func rackTable(w io.Writer, nodes []api.Node) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tNODE\tMAC\tIP\tPOWER\tSTATE")
+	var rows [][]string
 	for _, n := range nodes {
 		power := "-"
 		if n.BMC != nil {
 			power = dash(n.BMC.Power)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(n.Slot), n.ID, n.MAC, dash(n.IP), power, rackLine(n))
+		rows = append(rows, []string{dash(n.Slot), n.ID, n.MAC, dash(n.IP), power, rackLine(n)})
 	}
-	return tw.Flush()
+	return table(w, "SLOT | NODE | MAC | IP | POWER | STATE", rows)
 }
 
 // rackWatch follows a rack until every node is Ready or Failed, then
@@ -196,7 +217,9 @@ func rackWatch(ctx context.Context, c *client.Client, rack string, every time.Du
 		}
 		if tty {
 			fmt.Fprintf(w, "\033[H\033[2Jrack %s: %d of %d done, %s\n\n", rack, finished, len(nodes), time.Since(start).Round(time.Second))
-			rackTable(w, nodes)
+			if err := rackTable(w, nodes); err != nil {
+				return err
+			}
 		}
 		if finished == len(nodes) {
 			return rackSummary(w, rack, nodes, doneAt, time.Since(start))

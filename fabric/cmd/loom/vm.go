@@ -2,23 +2,123 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
 )
 
-// settingsFlag collects repeated --set KEY=VALUE.
+func (a *app) vmCmd() *cobra.Command {
+	vm := &cobra.Command{Use: "vm", Short: "Run guests: create, list, show, start, stop, reboot, delete"}
+	id := a.complete(vmIDs)
+
+	req := api.VMRequest{Settings: map[string]string{}}
+	var mem string
+	create := &cobra.Command{
+		Use:   "create --package P",
+		Short: "Run a guest with a role package, on a Ready node with room (or --node); prints its ID",
+		Args:  args(0),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
+			mb, err := memoryMB(mem)
+			if err != nil {
+				return fmt.Errorf("vm create: --memory: %w", err)
+			}
+			req.MemoryMB = mb
+			v, err := c.CreateVM(ctx, req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "vm %s: placed on node %s (%d vCPUs, %d MiB, package %s)\n", v.ID, v.Node, v.VCPUs, v.MemoryMB, v.Package)
+			return a.show(cmd, v, func(w io.Writer) error {
+				_, err := fmt.Fprintln(w, v.ID)
+				return err
+			})
+		}),
+	}
+	f := create.Flags()
+	f.StringVar(&req.Node, "node", "", "node to place the VM on (default: a Ready node with room)")
+	f.IntVar(&req.VCPUs, "vcpus", api.DefaultVCPUs, "virtual CPUs")
+	f.StringVar(&mem, "memory", fmt.Sprintf("%dMiB", api.DefaultMemoryMB), "memory (MiB, GiB; a bare number is MiB)")
+	f.StringVar(&req.Package, "package", "", "role package (a stored image, see images/roles)")
+	f.Var(settingsFlag(req.Settings), "set", "a setting KEY=VALUE for the role (repeatable; the value may hold commas and '=')")
+	_ = create.MarkFlagRequired("package")
+	a.completeFlag(create, "package", imageNames)
+	a.completeFlag(create, "node", nodeIDs)
+
+	ls := &cobra.Command{
+		Use:   "list",
+		Short: "List VMs: where each runs, desired and actual state, endpoint, restarts",
+		Args:  args(0),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
+			vms, err := c.VMs(ctx)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, list(vms), func(w io.Writer) error { return vmTable(w, vms) })
+		}),
+	}
+
+	show := &cobra.Command{
+		Use:               "show ID",
+		Short:             "Show one VM: size, state, endpoint, usage, settings",
+		Args:              args(1),
+		ValidArgsFunction: id,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			v, err := c.VM(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, v, func(w io.Writer) error { return vmDetail(w, v, a.now()) })
+		}),
+	}
+
+	vm.AddCommand(create, ls, show)
+	for _, act := range []struct {
+		action api.VMAction
+		short  string
+	}{
+		{api.VMStart, "Start a stopped VM"},
+		{api.VMStop, "Stop a VM (its guest agent is asked to shut down first)"},
+		{api.VMReboot, "Reboot a VM"},
+		{api.VMDelete, "Delete a VM and its disks"},
+	} {
+		vm.AddCommand(&cobra.Command{
+			Use:               string(act.action) + " ID",
+			Short:             act.short,
+			Args:              args(1),
+			ValidArgsFunction: id,
+			RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+				v, err := c.VMAction(ctx, args[0], act.action)
+				if err != nil {
+					return err
+				}
+				return a.show(cmd, v, func(w io.Writer) error {
+					if act.action == api.VMDelete {
+						_, err := fmt.Fprintf(w, "vm %s: deleting\n", args[0])
+						return err
+					}
+					_, err := fmt.Fprintf(w, "vm %s: %s requested (desired %s, state %s)\n", v.ID, act.action, v.Desired, v.State)
+					return err
+				})
+			}),
+		})
+	}
+	return vm
+}
+
+// settingsFlag collects repeated --set KEY=VALUE. (pflag's StringToString
+// would split a value at its commas.)
 type settingsFlag map[string]string
 
 func (s settingsFlag) String() string { return "" }
+func (s settingsFlag) Type() string   { return "KEY=VALUE" }
 func (s settingsFlag) Set(v string) error {
 	k, val, ok := strings.Cut(v, "=")
 	if !ok || k == "" {
@@ -26,76 +126,6 @@ func (s settingsFlag) Set(v string) error {
 	}
 	s[k] = val
 	return nil
-}
-
-func vmCmd(ctx context.Context, c *client.Client, verb string, args []string, stdout, stderr io.Writer) error {
-	switch verb {
-	case "create":
-		fs := flag.NewFlagSet("vm create", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		req := api.VMRequest{Settings: map[string]string{}}
-		fs.StringVar(&req.Node, "node", "", "node to place the VM on (default: a Ready node with room)")
-		fs.IntVar(&req.VCPUs, "vcpus", 1, "virtual CPUs")
-		mem := fs.String("memory", "256MiB", "memory (MiB, GiB; a bare number is MiB)")
-		fs.StringVar(&req.Package, "package", "", "role package (a stored image, see images/roles)")
-		fs.Var(settingsFlag(req.Settings), "set", "a setting KEY=VALUE for the role (repeatable)")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		mb, err := memoryMB(*mem)
-		if err != nil {
-			return fmt.Errorf("vm create: --memory: %w", err)
-		}
-		req.MemoryMB = mb
-		vm, err := c.CreateVM(ctx, req)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s\n", vm.ID)
-		fmt.Fprintf(stderr, "vm %s: placed on node %s (%d vCPUs, %d MiB, package %s)\n", vm.ID, vm.Node, vm.VCPUs, vm.MemoryMB, vm.Package)
-		return nil
-	case "list":
-		vms, err := c.VMs(ctx)
-		if err != nil {
-			return err
-		}
-		return vmTable(stdout, vms)
-	case "show":
-		fs := flag.NewFlagSet("vm show", flag.ContinueOnError)
-		fs.SetOutput(stderr)
-		format := fs.String("o", "text", "output: text or json")
-		if len(args) == 0 {
-			return fmt.Errorf("vm show: missing VM ID")
-		}
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		vm, err := c.VM(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		if *format == "json" {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(vm)
-		}
-		return vmDetail(stdout, vm, time.Now())
-	case "start", "stop", "reboot", "delete":
-		if len(args) != 1 {
-			return fmt.Errorf("vm %s: want one VM ID", verb)
-		}
-		vm, err := c.VMAction(ctx, args[0], api.VMAction(verb))
-		if err != nil {
-			return err
-		}
-		if verb == "delete" {
-			fmt.Fprintf(stdout, "vm %s: deleting\n", args[0])
-		} else {
-			fmt.Fprintf(stdout, "vm %s: %s requested (desired %s, state %s)\n", vm.ID, verb, vm.Desired, vm.State)
-		}
-		return nil
-	}
-	return fmt.Errorf("unknown command vm %s (want create, list, show, start, stop, reboot or delete)", verb)
 }
 
 func memoryMB(s string) (int, error) {
@@ -113,52 +143,42 @@ func memoryMB(s string) (int, error) {
 }
 
 func vmTable(w io.Writer, vms []api.VM) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNODE\tPACKAGE\tVCPUS\tMEMORY\tDESIRED\tSTATE\tENDPOINT\tRESTARTS")
+	var rows [][]string
 	for _, v := range vms {
-		ep := v.Endpoint
-		if ep == "" {
-			ep = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%s\t%s\t%s\t%d\n", v.ID, v.Node, v.Package, v.VCPUs, v.MemoryMB, v.Desired, v.State, ep, v.Restarts)
+		rows = append(rows, []string{v.ID, v.Node, v.Package, fmt.Sprint(v.VCPUs), fmt.Sprintf("%d MiB", v.MemoryMB), string(v.Desired), string(v.State), dash(v.Endpoint), fmt.Sprint(v.Restarts)})
 	}
-	return tw.Flush()
+	return table(w, "ID | NODE | PACKAGE | VCPUS | MEMORY | DESIRED | STATE | ENDPOINT | RESTARTS", rows)
 }
 
 func vmDetail(w io.Writer, v api.VM, now time.Time) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "ID:\t%s\n", v.ID)
-	fmt.Fprintf(tw, "Node:\t%s\n", v.Node)
-	fmt.Fprintf(tw, "Package:\t%s\n", v.Package)
-	fmt.Fprintf(tw, "Size:\t%d vCPUs, %d MiB\n", v.VCPUs, v.MemoryMB)
-	fmt.Fprintf(tw, "Desired:\t%s\n", v.Desired)
-	fmt.Fprintf(tw, "State:\t%s\n", v.State)
+	f := newFields(w)
+	f.add("ID", "%s", v.ID)
+	f.add("Node", "%s", v.Node)
+	f.add("Package", "%s", v.Package)
+	f.add("Size", "%d vCPUs, %d MiB", v.VCPUs, v.MemoryMB)
+	f.add("Desired", "%s", v.Desired)
+	f.add("State", "%s", v.State)
 	if v.Reason != "" {
-		fmt.Fprintf(tw, "Reason:\t%s\n", v.Reason)
+		f.add("Reason", "%s", v.Reason)
 	}
 	if v.Endpoint != "" {
-		fmt.Fprintf(tw, "Endpoint:\t%s\n", v.Endpoint)
+		f.add("Endpoint", "%s", v.Endpoint)
 	}
-	fmt.Fprintf(tw, "Restarts:\t%d\n", v.Restarts)
-	fmt.Fprintf(tw, "Reboots:\t%d requested, %d done\n", v.RebootGen, v.Rebooted)
+	f.add("Restarts", "%d", v.Restarts)
+	f.add("Reboots", "%d requested, %d done", v.RebootGen, v.Rebooted)
 	if len(v.Interfaces) > 0 {
-		fmt.Fprintf(tw, "Guest sees:\t%s\n", strings.Join(v.Interfaces, ", "))
+		f.add("Guest sees", "%s", strings.Join(v.Interfaces, ", "))
 	}
 	if u := v.Usage; u != nil {
-		fmt.Fprintf(tw, "Usage:\tCPU %.1fs, memory %s, channel %s\n", u.CPUSeconds, bytesHuman(u.MemoryBytes), bytesHuman(u.ChannelBytes))
+		f.add("Usage", "CPU %.1fs, memory %s, channel %s", u.CPUSeconds, bytesHuman(u.MemoryBytes), bytesHuman(u.ChannelBytes))
 	}
-	fmt.Fprintf(tw, "Last report:\t%s\n", ago(v.Observed, now))
-	keys := make([]string, 0, len(v.Settings))
-	for k := range v.Settings {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for i, k := range keys {
+	f.add("Last report", "%s", ago(v.Observed, now))
+	for i, k := range slices.Sorted(maps.Keys(v.Settings)) {
 		label := ""
 		if i == 0 {
-			label = "Settings:"
+			label = "Settings"
 		}
-		fmt.Fprintf(tw, "%s\t%s=%s\n", label, k, v.Settings[k])
+		f.add(label, "%s=%s", k, v.Settings[k])
 	}
-	return tw.Flush()
+	return f.flush()
 }

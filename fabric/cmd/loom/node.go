@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+func (a *app) nodesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "nodes",
+		Short: "List every node: MAC, IP, phase, CPUs, memory, disks, last seen",
+		Args:  args(0),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
+			nodes, err := c.Nodes(ctx)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, list(nodes), func(w io.Writer) error { return nodeTable(w, nodes, a.now()) })
+		}),
+	}
+}
+
+func (a *app) leasesCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "leases",
+		Short: "List DHCP leases, with the relay each came through",
+		Args:  args(0),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
+			leases, err := c.Leases(ctx)
+			if err != nil {
+				return err
+			}
+			slices.SortFunc(leases, func(a, b api.Lease) int {
+				x, _ := netip.ParseAddr(a.IP)
+				y, _ := netip.ParseAddr(b.IP)
+				return x.Compare(y)
+			})
+			return a.show(cmd, list(leases), func(w io.Writer) error { return leaseTable(w, leases, a.now()) })
+		}),
+	}
+}
+
+func (a *app) nodeCmd() *cobra.Command {
+	node := &cobra.Command{Use: "node", Short: "Show, provision, watch, power and decommission one node"}
+	id := a.complete(nodeIDs)
+
+	show := &cobra.Command{
+		Use:               "show ID",
+		Short:             "Show one node: inventory, BMC, profile, imaging progress, phase history",
+		Args:              args(1),
+		ValidArgsFunction: id,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			n, err := c.Node(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, n, func(w io.Writer) error { return nodeDetail(w, n, a.now()) })
+		}),
+	}
+
+	var profile string
+	provision := &cobra.Command{
+		Use:               "provision ID --profile P",
+		Short:             "Image the node with a profile (its maintenance agent lays the image down)",
+		Args:              args(1),
+		ValidArgsFunction: id,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			n, err := c.Provision(ctx, args[0], profile)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, n, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "node %s: provisioning with profile %s (generation %d)\n", n.ID, n.Profile, n.Provision)
+				return err
+			})
+		}),
+	}
+	provision.Flags().StringVar(&profile, "profile", "", "profile to provision with (loom profile list)")
+	_ = provision.MarkFlagRequired("profile")
+	a.completeFlag(provision, "profile", profileNames)
+
+	reprovision := &cobra.Command{
+		Use:               "reprovision ID",
+		Short:             "Image the node again with its profile",
+		Args:              args(1),
+		ValidArgsFunction: id,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			n, err := c.Reprovision(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, n, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "node %s: reprovisioning with profile %s (generation %d)\n", n.ID, n.Profile, n.Provision)
+				return err
+			})
+		}),
+	}
+
+	watch := &cobra.Command{
+		Use:               "watch ID",
+		Short:             "Follow the node's imaging with a progress bar until it is Ready (or fail when it fails)",
+		Args:              args(1),
+		ValidArgsFunction: id,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			return watchNode(ctx, c, args[0], cmd.OutOrStdout())
+		}),
+	}
+
+	decommission := &cobra.Command{
+		Use:               "decommission ID",
+		Short:             "Erase every disk of the node the strongest way it offers, then power it off",
+		Args:              args(1),
+		ValidArgsFunction: id,
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			n, err := c.Decommission(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, n, func(w io.Writer) error {
+				how := "its maintenance agent wipes it"
+				if n.BMC != nil {
+					how = "booting it into the maintenance OS through its BMC; powered off when wiped"
+				}
+				_, err := fmt.Fprintf(w, "node %s: decommissioning (every disk erased the strongest way it offers): %s\n", n.ID, how)
+				return err
+			})
+		}),
+	}
+
+	node.AddCommand(show, provision, reprovision, watch, decommission, a.nodeBMCCmd(), a.nodePowerCmd())
+	return node
+}
+
+func (a *app) nodeBMCCmd() *cobra.Command {
+	var b api.BMC
+	cmd := &cobra.Command{
+		Use:               "bmc ID --address A --credential C",
+		Short:             "Give a node its BMC (Redfish or IPMI) so that loom can power it",
+		Args:              args(1),
+		ValidArgsFunction: a.complete(nodeIDs),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			n, err := c.SetBMC(ctx, args[0], b)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, n, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "node %s: BMC %s %s (credential %s)\n", n.ID, n.BMC.Protocol, n.BMC.Address, n.BMC.Credential)
+				return err
+			})
+		}),
+	}
+	f := cmd.Flags()
+	f.StringVar(&b.Address, "address", "", "the BMC's URL or host[:port] (https by default; IPMI: host[:623])")
+	f.StringVar(&b.Credential, "credential", "", "name of the credential to log in with (loom credential set)")
+	f.StringVar(&b.Protocol, "protocol", api.BMCRedfish, "BMC protocol: redfish or ipmi")
+	f.BoolVar(&b.Insecure, "insecure", false, "do not check the BMC's TLS certificate")
+	a.completeFlag(cmd, "credential", credentialNames)
+	a.completeFlag(cmd, "protocol", fixed(api.BMCRedfish, api.BMCIPMI))
+	return cmd
+}
+
+func (a *app) nodePowerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:               "power status|on|off|cycle|pxe-once ID",
+		Short:             "Power a node through its BMC (pxe-once: boot from the network next time)",
+		Args:              args(2),
+		ValidArgsFunction: a.complete(fixed("status", "on", "off", "cycle", "pxe-once"), nodeIDs),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			op, id := args[0], args[1]
+			state, err := c.Power(ctx, id, op)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, map[string]string{"node": id, "power": state}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "node %s: power %s\n", id, state)
+				return err
+			})
+		}),
+	}
+}
+
+// watchNode draws a progress bar until the node is Ready or Failed.
+func watchNode(ctx context.Context, c *client.Client, id string, w io.Writer) error {
+	last := ""
+	for {
+		n, err := c.Node(ctx, id)
+		if err != nil {
+			return err
+		}
+		line := string(n.Phase)
+		if p := n.Progress; n.Phase == api.PhaseImaging && p != nil && p.Total > 0 {
+			const width = 40
+			done := int(p.Bytes * width / p.Total)
+			line = fmt.Sprintf("Imaging [%s%s] %3d%% %s", strings.Repeat("#", done), strings.Repeat(".", width-done), p.Bytes*100/p.Total, progressText(p))
+		}
+		if line != last {
+			fmt.Fprintf(w, "\r\033[K%s %s", time.Now().Format("15:04:05"), line)
+			last = line
+		}
+		switch n.Phase {
+		case api.PhaseReady:
+			fmt.Fprintln(w)
+			return nil
+		case api.PhaseFailed:
+			fmt.Fprintln(w)
+			return fmt.Errorf("node %s failed: %s", id, n.Reason)
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(w)
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func leaseTable(w io.Writer, leases []api.Lease, now time.Time) error {
+	var rows [][]string
+	for _, l := range leases {
+		exp := "in " + l.Expires.Sub(now).Round(time.Second).String()
+		if !l.Expires.After(now) {
+			exp = "expired " + ago(l.Expires, now)
+		}
+		relay, circuit, remote := "-", "-", "-"
+		if l.Relay != nil {
+			relay, circuit, remote = l.Relay.GIAddr, dash(l.Relay.CircuitID), dash(l.Relay.RemoteID)
+		}
+		rows = append(rows, []string{l.IP, l.MAC, dash(l.Hostname), exp, relay, circuit, remote})
+	}
+	return table(w, "IP | MAC | HOSTNAME | EXPIRES | RELAY | CIRCUIT | REMOTE", rows)
+}
+
+func nodeTable(w io.Writer, nodes []api.Node, now time.Time) error {
+	var rows [][]string
+	for _, n := range nodes {
+		cpus, mem, disks := "-", "-", "-"
+		if inv := n.Inventory; inv != nil {
+			cpus = fmt.Sprint(inv.CPU.Count)
+			mem = bytesHuman(inv.Memory)
+			var ds []string
+			for _, d := range inv.Disks {
+				ds = append(ds, d.Name+":"+bytesHuman(d.SizeBytes))
+			}
+			disks = strings.Join(ds, ",")
+		}
+		rows = append(rows, []string{n.ID, n.MAC, dash(n.IP), phaseText(n), cpus, mem, disks, ago(n.LastSeen, now)})
+	}
+	return table(w, "ID | MAC | IP | PHASE | CPUS | MEMORY | DISKS | LAST SEEN", rows)
+}
+
+func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
+	f := newFields(w)
+	f.add("ID", "%s", n.ID)
+	f.add("Phase", "%s (since %s)", n.Phase, n.PhaseChanged.Format(time.RFC3339))
+	f.add("MAC", "%s", n.MAC)
+	f.add("IP", "%s", n.IP)
+	if n.Rack != "" {
+		f.add("Rack", "%s slot %s", n.Rack, dash(n.Slot))
+	}
+	f.add("Last seen", "%s", ago(n.LastSeen, now))
+	f.add("Agent", "%s (%s mode)", n.AgentVersion, n.Mode)
+	if n.Accel != nil {
+		f.add("Guests run", "%s", n.Accel)
+	}
+	if b := n.BMC; b != nil {
+		power := "power not read yet"
+		if b.Power != "" {
+			power = "power " + b.Power + " " + ago(b.PowerChecked, now)
+		}
+		f.add("BMC", "%s %s (credential %s), %s", b.Protocol, b.Address, b.Credential, power)
+		if b.LastAction != "" {
+			f.add("Last power action", "%s", b.LastAction)
+		}
+	}
+	if n.Profile != "" {
+		f.add("Profile", "%s (generation %d, imaged %d)", n.Profile, n.Provision, n.Imaged)
+	}
+	if n.Reason != "" {
+		f.add("Reason", "%s", n.Reason)
+	}
+	if n.Decommission {
+		f.add("Decommission", "%s", dash(n.Wiped))
+	}
+	if p := n.Progress; p != nil {
+		f.add("Imaging", "%s", progressText(p))
+	}
+	for i, h := range n.History {
+		label := ""
+		if i == 0 {
+			label = "History"
+		}
+		line := fmt.Sprintf("%s  %s → %s", h.At.Format("15:04:05.000"), h.From, h.To)
+		if h.From == "" {
+			line = fmt.Sprintf("%s  %s", h.At.Format("15:04:05.000"), h.To)
+		}
+		if h.Reason != "" {
+			line += " (" + h.Reason + ")"
+		}
+		f.add(label, "%s", line)
+	}
+	inv := n.Inventory
+	if inv == nil {
+		f.add("Inventory", "none yet (the node has not registered)")
+		return f.flush()
+	}
+	f.add("System", "%s %s (serial %q, uuid %s)", inv.DMI.Vendor, inv.DMI.Product, inv.DMI.Serial, inv.DMI.UUID)
+	f.add("CPU", "%d × %s", inv.CPU.Count, inv.CPU.Model)
+	f.add("Memory", "%s", bytesHuman(inv.Memory))
+	for _, nic := range inv.NICs {
+		link := "down"
+		if nic.Link {
+			link = "up"
+		}
+		speed := ""
+		if nic.SpeedMbps > 0 {
+			speed = fmt.Sprintf(" %d Mb/s", nic.SpeedMbps)
+		}
+		f.add("NIC "+nic.Name, "%s link %s%s", nic.MAC, link, speed)
+	}
+	for _, d := range inv.Disks {
+		kind := "ssd"
+		if d.Rotational {
+			kind = "rotational"
+		}
+		if d.Removable {
+			kind += ", removable"
+		}
+		f.add("Disk "+d.Name, "%s %s serial %q (%s)", bytesHuman(d.SizeBytes), d.Model, d.Serial, kind)
+	}
+	return f.flush()
+}
