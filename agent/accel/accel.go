@@ -185,7 +185,7 @@ func decide(ctx context.Context, c Config) (api.Accel, bool, error) {
 	if err != nil {
 		return tcg("no usable KVM device: " + err.Error())
 	}
-	f.Close()
+	_ = f.Close() // opened only to see that it opens
 	if c.Kernel == "" {
 		return api.Accel{}, false, errors.New("accel: the probe needs a kernel (Config.Kernel)")
 	}
@@ -311,7 +311,7 @@ wait:
 			mu.Unlock()
 			if idle {
 				silent = true
-				cmd.Process.Kill()
+				_ = cmd.Process.Kill() // if it ended meanwhile, Wait below says so
 				break wait
 			}
 		}

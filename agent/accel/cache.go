@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/loomfabric/loom/agent/atomicfile"
+
 	"github.com/loomfabric/loom/fabric/api"
 )
 
@@ -71,7 +73,7 @@ func KernelVersion(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("probe kernel: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	hdr := make([]byte, 0x210)
 	if _, err := f.ReadAt(hdr, 0); err == nil && string(hdr[0x202:0x206]) == "HdrS" {
 		off := int64(binary.LittleEndian.Uint16(hdr[0x20e:])) + 0x200
@@ -111,26 +113,7 @@ func writeCache(dir string, key cacheKey, v api.Accel) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".accel-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, "accel.json"))
+	return atomicfile.Write(filepath.Join(dir, "accel.json"), append(b, '\n'), 0o644)
 }
 
 // lock takes an exclusive flock on path, waiting until ctx ends.
@@ -145,15 +128,16 @@ func lock(ctx context.Context, path string) (func(), error) {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+			// Closing the file drops the lock even if the unlock failed.
+			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); _ = f.Close() }, nil
 		}
 		if err != syscall.EWOULDBLOCK {
-			f.Close()
+			_ = f.Close() // the lock error is the one to report
 			return nil, fmt.Errorf("locking %s: %w", path, err)
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
+			_ = f.Close() // never locked
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}

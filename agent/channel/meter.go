@@ -33,7 +33,7 @@ func (m *metered) Read(p []byte) (int, error) {
 	n, err := m.ReadWriteCloser.Read(p)
 	m.n.Add(uint64(n))
 	if m.rd != nil && n > 0 {
-		m.rd.WaitN(context.Background(), n)
+		_ = m.rd.WaitN(context.Background(), n) // n ≤ burst, no deadline: it cannot fail
 	}
 	return n, err
 }
@@ -46,7 +46,7 @@ func (m *metered) Write(p []byte) (int, error) {
 			if len(chunk) > m.wr.Burst() {
 				chunk = chunk[:m.wr.Burst()]
 			}
-			m.wr.WaitN(context.Background(), len(chunk))
+			_ = m.wr.WaitN(context.Background(), len(chunk)) // chunk ≤ burst, no deadline: it cannot fail
 		}
 		n, err := m.ReadWriteCloser.Write(chunk)
 		written += n

@@ -112,7 +112,10 @@ func (h *Host) hello(log *slog.Logger) Handler {
 			log.Warn("channel: bad hello", "instance", h.Instance, "hello", g)
 			return
 		}
-		WriteFrame(st, Hello{Version: Version, Side: "host", Instance: h.Instance})
+		if err := WriteFrame(st, Hello{Version: Version, Side: "host", Instance: h.Instance}); err != nil {
+			log.Warn("channel: hello not answered", "instance", h.Instance, "err", err)
+			return
+		}
 		if h.OnHello != nil {
 			h.OnHello(g)
 		}
@@ -134,7 +137,7 @@ func serveStream(ctx context.Context, st net.Conn, services map[string]Handler, 
 			refused.Add(1)
 		}
 		log.Warn("channel: refused a stream", "instance", instance, "service", o.Service, "reason", msg)
-		WriteFrame(st, Answer{Error: msg})
+		_ = WriteFrame(st, Answer{Error: msg}) // a peer that misses the refusal sees the stream closed
 		st.Close()
 	}
 	if o.Version != Version {

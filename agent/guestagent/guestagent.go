@@ -100,8 +100,13 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 			nicIP = kv[1]
 		}
 	}
-	if lo, err := netlink.LinkByName("lo"); err == nil {
-		netlink.LinkSetUp(lo)
+	lo, err := netlink.LinkByName("lo")
+	if err == nil {
+		err = netlink.LinkSetUp(lo)
+	}
+	if err != nil {
+		// The role's local endpoint and ingress live on loopback.
+		log.Warn("loopback not up", "err", err)
 	}
 	if nicIP != "" {
 		// Only bench/channel starts a guest with a NIC (to compare the
@@ -118,15 +123,22 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 			return ctx.Err()
 		}
 		log.Warn("channel session ended; connecting again", "err", err)
-		b.Wait(ctx)
+		if err := b.Wait(ctx); err != nil {
+			return err
+		}
 	}
 }
 
 func (a *guestAgent) send(m channel.Message) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.ctrl != nil {
-		channel.WriteFrame(a.ctrl, m)
+	if a.ctrl == nil {
+		return
+	}
+	// A lost message goes with its session: the next session starts with
+	// a fresh report.
+	if err := channel.WriteFrame(a.ctrl, m); err != nil {
+		a.log.Debug("message to the host lost", "err", err)
 	}
 }
 
@@ -139,12 +151,12 @@ func (a *guestAgent) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // the serial port; the session's end is what matters
 	g, err := channel.Dial(f, channel.Hello{Instance: a.instance, Agent: a.version}, map[string]channel.Handler{"ingress": a.ingress}, a.log)
 	if err != nil {
 		return err
 	}
-	defer g.Close()
+	defer func() { _ = g.Close() }()
 	console.Mark(a.console, "channel", "port", port, "host-instance", g.Host.Instance)
 	ctrl, err := g.Open("control")
 	if err != nil {
@@ -202,17 +214,22 @@ func (a *guestAgent) powerOff() {
 	p := a.proc
 	a.mu.Unlock()
 	if p != nil {
-		p.Signal(syscall.SIGTERM)
+		// Errors here mean the role has ended already; either way the
+		// guest powers off below.
+		_ = p.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
-		go func() { p.Wait(); close(done) }()
+		go func() { _, _ = p.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
-			p.Kill()
+			_ = p.Kill()
 		}
 	}
 	syscall.Sync()
-	syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
+	if err := syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		// The host's QMP powerdown and its stop timeout take over.
+		a.log.Error("power off", "err", err)
+	}
 }
 
 // nicUp gives the first non-loopback link the address cidr.

@@ -29,11 +29,7 @@ func (a *guestAgent) ingress(_ context.Context, s net.Conn) {
 		return
 	}
 	defer c.Close()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(c, s); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-	go func() { io.Copy(s, c); s.Close(); done <- struct{}{} }()
-	<-done
-	<-done
+	channel.Pipe(c, s)
 }
 
 // serveLocal is the role's local endpoint: GET /settings (JSON), /health.
@@ -52,7 +48,9 @@ func (a *guestAgent) serveLocal() {
 			settings = map[string]string{}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(settings)
+		if err := json.NewEncoder(w).Encode(settings); err != nil {
+			a.log.Debug("local endpoint: settings not sent", "err", err)
+		}
 	})
 	mux.HandleFunc("/instance", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, a.instance)
@@ -84,14 +82,16 @@ func (a *guestAgent) serveLocal() {
 		defer st.Close()
 		rc := http.NewResponseController(w)
 		w.WriteHeader(http.StatusOK)
-		rc.Flush()
+		if err := rc.Flush(); err != nil {
+			return
+		}
 		conn, buf, err := rc.Hijack()
 		if err != nil {
 			return
 		}
 		defer conn.Close()
-		go func() { io.Copy(st, buf); st.Close() }()
-		io.Copy(conn, st)
+		// What the role sent after its request may sit in buf already.
+		channel.Pipe(bufferedConn{conn, buf}, st)
 	})
 	for {
 		err := http.ListenAndServe(LocalEndpoint, mux)
@@ -99,3 +99,12 @@ func (a *guestAgent) serveLocal() {
 		time.Sleep(time.Second)
 	}
 }
+
+// bufferedConn reads through the reader a hijacked HTTP connection left
+// (which may hold bytes read ahead) and writes to the connection.
+type bufferedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }

@@ -2,9 +2,10 @@ package guests
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"strconv"
+
+	"github.com/loomfabric/loom/agent/channel"
 )
 
 // listenIngress opens (or reopens, on the same port as before a host
@@ -46,27 +47,7 @@ func (g *guest) serveIngress(ln net.Listener) {
 				return
 			}
 			defer st.Close()
-			pipe(c, st)
+			channel.Pipe(c, st)
 		}()
 	}
-}
-
-// pipe copies both ways until both directions are done. An error in one
-// direction ends it as the peer's close would: the other is left to
-// finish on its own.
-func pipe(a, b net.Conn) {
-	done := make(chan struct{}, 2)
-	cp := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src) // ends the direction either way
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		} else {
-			_ = dst.Close()
-		}
-		done <- struct{}{}
-	}
-	go cp(a, b)
-	go cp(b, a)
-	<-done
-	<-done
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/loomfabric/loom/agent/atomicfile"
 )
 
 // stateFile is where a guest's persisted state lives, in its directory.
@@ -61,34 +63,7 @@ func (st persisted) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".state-*")
-	if err != nil {
-		return fmt.Errorf("saving guest state: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, stateFile))
-	}
-	if err != nil {
-		_ = os.Remove(tmp) // best effort: the error below is what matters
-		return fmt.Errorf("saving guest state: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("saving guest state: %w", err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, stateFile), b, 0o600); err != nil {
 		return fmt.Errorf("saving guest state: %w", err)
 	}
 	return nil

@@ -47,17 +47,19 @@ func loadHost(dev, cmd string) error {
 	if err := unix.Mount(dev, hostMount, "ext4", unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("mounting %s: %w", dev, err)
 	}
-	defer unix.Unmount(hostMount, 0)
+	// kexec_file_load has copied what it needs; a mount left behind in
+	// the maintenance OS is harmless.
+	defer func() { _ = unix.Unmount(hostMount, 0) }()
 	k, err := os.Open(filepath.Join(hostMount, "boot/vmlinuz"))
 	if err != nil {
 		return fmt.Errorf("host kernel: %w", err)
 	}
-	defer k.Close()
+	defer func() { _ = k.Close() }() // read only
 	i, err := os.Open(filepath.Join(hostMount, "boot/initramfs.cpio.xz"))
 	if err != nil {
 		return fmt.Errorf("host initramfs: %w", err)
 	}
-	defer i.Close()
+	defer func() { _ = i.Close() }()
 	if err := unix.KexecFileLoad(int(k.Fd()), int(i.Fd()), cmd, 0); err != nil {
 		return fmt.Errorf("kexec_file_load of %s: %w", dev, err)
 	}

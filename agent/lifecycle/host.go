@@ -159,7 +159,7 @@ func hasExt4(dev string) bool {
 	if err != nil {
 		return true // unknown: do not format
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	b := make([]byte, 2)
 	if _, err := f.ReadAt(b, 1080); err != nil {
 		return true

@@ -209,7 +209,11 @@ func (a *Agent) network(ctx context.Context, b *boot, log *slog.Logger) error {
 		}
 	}
 	console.Mark(c.Console, "network", "iface", lease.Interface, "mac", lease.MAC, "ip", lease.Addr.String(), "server", lease.Server)
-	go netconf.Renew(ctx, lease, ncfg, log)
+	go func() {
+		if err := netconf.Renew(ctx, lease, ncfg, log); err != nil && ctx.Err() == nil {
+			log.Error("DHCP renewal stopped: the address will lapse", "err", err)
+		}
+	}()
 	b.mac, b.ip = lease.MAC, lease.Addr.IP.String()
 	return nil
 }
@@ -372,7 +376,7 @@ func (s *session) goalLoop(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("goal", "err", err)
-				b.Wait(ctx)
+				_ = b.Wait(ctx) // fails only when ctx ends, which the loop checks
 			}
 			continue
 		}
@@ -390,7 +394,9 @@ func (s *session) goalLoop(ctx context.Context) {
 			if g.Action == api.ActionProvision || g.Action == api.ActionWipe {
 				console.Mark(s.cfg.Console, "maintenance-reboot", "action", g.Action, "provision", g.Provision)
 				s.log.Info("asked to provision or wipe: rebooting into the network boot", "action", g.Action)
-				reboot()
+				if err := reboot(); err != nil {
+					s.log.Error("reboot failed", "err", err)
+				}
 			}
 		case g.Action == api.ActionProvision && !tried[g.Provision]:
 			tried[g.Provision] = true

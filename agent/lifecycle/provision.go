@@ -81,7 +81,9 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 	if err == nil {
 		err = disk.Reread(f)
 	}
-	f.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return whole, err
 	}
@@ -93,7 +95,7 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 	if err != nil {
 		return dev, err
 	}
-	defer t.Close()
+	defer func() { _ = t.Close() }() // for the failure paths; success closes and checks
 	start := time.Now()
 	w := &imaging.Writer{
 		Manifest: *g.Image,
@@ -110,10 +112,12 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 		},
 	}
 	if err := w.Write(ctx); err != nil {
-		unbootable(t)
+		if uerr := unbootable(t); uerr != nil {
+			err = fmt.Errorf("%w (and zeroing the partition's start failed: %v)", err, uerr)
+		}
 		return dev, err
 	}
-	return dev, nil
+	return dev, t.Close()
 }
 
 // decommission erases every fixed disk the strongest way it offers and
@@ -160,25 +164,32 @@ func eraseDisk(d api.Disk) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
 	what, err := disk.Erase(f, d.Name, d.SizeBytes, api.WipeStrongest)
 	if err == nil {
 		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
 	return what, err
 }
 
 // unbootable zeroes the start of a partition whose image failed, so no
 // filesystem (and no kernel on it) is ever found there.
-func unbootable(t *os.File) {
+func unbootable(t *os.File) error {
 	zero := make([]byte, 1<<20)
 	f, err := os.OpenFile(t.Name(), os.O_WRONLY, 0) // not O_DIRECT: zero is unaligned
 	if err != nil {
-		return
+		return err
 	}
-	defer f.Close()
-	f.WriteAt(zero, 0)
-	f.Sync()
+	_, err = f.WriteAt(zero, 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // handover boots the host OS from the host partition: kexec, else reboot.
@@ -199,5 +210,7 @@ func (s *session) handover(ctx context.Context, g api.Goal) {
 	}
 	s.log.Error("kexec into the host failed; rebooting", "err", err)
 	console.Mark(s.cfg.Console, "kexec-failed", "reason", fmt.Sprintf("%q", err.Error()))
-	reboot()
+	if err := reboot(); err != nil {
+		s.log.Error("reboot failed: waiting for the fabric (power cycle through the BMC, or by hand)", "err", err)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -23,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/loomfabric/loom/agent/atomicfile"
 
 	"github.com/digitalocean/go-qemu/qmp"
 
@@ -108,7 +111,7 @@ func diskCache(file string) string {
 	if err != nil {
 		return "cache=writeback"
 	}
-	f.Close()
+	_ = f.Close() // a probe, opened read-only
 	return "cache=none,aio=threads"
 }
 
@@ -129,7 +132,9 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 		return nil, err
 	}
 	for _, f := range []string{"qmp.sock", "channel.sock", "qemu.pid"} {
-		os.Remove(filepath.Join(d, f))
+		if err := os.Remove(filepath.Join(d, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("vmm: %s: clearing the last run's %s: %w", s.Name, f, err)
+		}
 	}
 	bin := m.QEMU
 	if bin == "" {
@@ -139,7 +144,7 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
+	defer func() { _ = logf.Close() }() // QEMU holds its own descriptor; ours only set it up
 	cmd := exec.Command(bin, m.Args(s)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -147,7 +152,7 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 		return nil, fmt.Errorf("vmm: starting QEMU for %s: %w", s.Name, err)
 	}
 	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }() // reap; the pidfile is what identifies it later
+	go func() { _ = cmd.Wait(); close(exited) }() // reap; how it ended is read from QMP events and the log
 	v := &VM{Spec: s, Dir: d, PID: cmd.Process.Pid}
 	cctx, cancel := context.WithCancel(ctx)
 	go func() {
@@ -164,12 +169,20 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 		err = errors.New("QEMU exited at start")
 	default:
 	}
+	if err == nil {
+		// Adopt reads the spec back after a host agent restart: a guest
+		// without one is not started.
+		if err = writeSpec(d, s); err != nil {
+			_ = v.Close()
+		}
+	}
 	if err != nil {
-		cmd.Process.Kill()
+		if kerr := cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
+			err = errors.Join(err, fmt.Errorf("killing QEMU: %w", kerr))
+		}
 		b, _ := os.ReadFile(filepath.Join(d, "qemu.log"))
 		return nil, fmt.Errorf("vmm: %s: %w (qemu: %s)", s.Name, err, strings.TrimSpace(string(b)))
 	}
-	writeSpec(d, s)
 	return v, nil
 }
 
@@ -188,7 +201,11 @@ func (m *Manager) Adopt(ctx context.Context, name string) (*VM, error) {
 	if err != nil || !strings.Contains(string(cmdline), "loom-guest-"+name) {
 		return nil, fmt.Errorf("vmm: adopting %s: process %d is not its QEMU any more", name, pid)
 	}
-	v := &VM{Spec: readSpec(d), Dir: d, PID: pid}
+	spec, err := readSpec(d)
+	if err != nil {
+		return nil, fmt.Errorf("vmm: adopting %s: %w", name, err)
+	}
+	v := &VM{Spec: spec, Dir: d, PID: pid}
 	if err := v.connect(ctx, 5*time.Second); err != nil {
 		return nil, fmt.Errorf("vmm: adopting %s: %w", name, err)
 	}
@@ -247,7 +264,9 @@ func (v *VM) Reboot() error { _, err := v.run("system_reset"); return err }
 // Stop asks the guest to power down (system_powerdown) and quits QEMU if
 // it is still there after grace.
 func (v *VM) Stop(grace time.Duration) error {
-	v.run("system_powerdown")
+	// If QMP does not take these, the guest is still ended: by quit, then
+	// by SIGKILL.
+	_, _ = v.run("system_powerdown")
 	deadline := time.Now().Add(grace)
 	for time.Now().Before(deadline) {
 		if !v.Alive() {
@@ -255,7 +274,7 @@ func (v *VM) Stop(grace time.Duration) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	v.run("quit")
+	_, _ = v.run("quit")
 	for range 50 {
 		if !v.Alive() {
 			return nil
@@ -282,14 +301,25 @@ func (v *VM) Channel() (net.Conn, error) {
 // Close drops the QMP connection (the guest keeps running).
 func (v *VM) Close() error { return v.mon.Disconnect() }
 
-func writeSpec(dir string, s Spec) {
-	b, _ := json.Marshal(s)
-	os.WriteFile(filepath.Join(dir, "spec.json"), b, 0o600)
+func writeSpec(dir string, s Spec) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, "spec.json"), b, 0o600); err != nil {
+		return fmt.Errorf("recording the guest's spec: %w", err)
+	}
+	return nil
 }
 
-func readSpec(dir string) Spec {
+func readSpec(dir string) (Spec, error) {
 	var s Spec
-	b, _ := os.ReadFile(filepath.Join(dir, "spec.json"))
-	json.Unmarshal(b, &s)
-	return s
+	b, err := os.ReadFile(filepath.Join(dir, "spec.json"))
+	if err == nil {
+		err = json.Unmarshal(b, &s)
+	}
+	if err != nil {
+		return Spec{}, fmt.Errorf("the guest's spec.json: %w", err)
+	}
+	return s, nil
 }

@@ -101,12 +101,12 @@ func once(ctx context.Context, bin, boot, hostImage string, acc api.Accel) (timi
 	if err != nil {
 		return timing{}, err
 	}
-	defer os.RemoveAll(dir)
+	defer lab.RemoveAll(dir)
 	ln, err := lab.NewNet(ctx, "loom-bb-"+lab.Suffix(), netip.MustParsePrefix("10.78.0.1/24"))
 	if err != nil {
 		return timing{}, err
 	}
-	defer ln.Close()
+	defer lab.Cleanup(ln.Close)
 	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
 		Bin: bin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "sock"),
 		BootDir: boot, Log: filepath.Join(dir, "loomd.log"), Args: []string{"--ipv6-ra", "--default-profile", "host", "--grace", "60s"},
@@ -114,7 +114,7 @@ func once(ctx context.Context, bin, boot, hostImage string, acc api.Accel) (timi
 	if err != nil {
 		return timing{}, err
 	}
-	defer ld.Process.Signal(syscall.SIGTERM)
+	defer func() { _ = ld.Process.Signal(syscall.SIGTERM) }() // gone already is fine
 	if err := lab.SetUpHostProfile(ctx, fabric, "host", hostImage); err != nil {
 		return timing{}, err
 	}
@@ -124,7 +124,7 @@ func once(ctx context.Context, bin, boot, hostImage string, acc api.Accel) (timi
 	if err != nil {
 		return timing{}, err
 	}
-	defer func() { q.Process.Kill(); q.Wait() }()
+	defer lab.Kill(q)
 	n, err := lab.WaitNode(ctx, fabric, srv.MAC, 8*time.Minute, func(n api.Node) bool {
 		return n.Phase == api.PhaseReady || n.Phase == api.PhaseFailed
 	})

@@ -27,6 +27,7 @@ import (
 
 	"github.com/loomfabric/loom/bench/internal/guestrig"
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 func main() {
@@ -41,7 +42,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
+	defer lab.Cleanup(ln.Close)
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
@@ -80,7 +81,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	for i := 0; ; i++ {
 		resp, err := http.Get(paths[1].base + "/healthz")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // answered: that is all this asks
 			break
 		}
 		if i > 100 {
@@ -100,7 +101,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				return fmt.Errorf("%s: %w", p.name, err)
 			}
 			n, err := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close() // read to the end: checked just below
 			if err != nil || n != size {
 				return fmt.Errorf("%s: %d of %d bytes: %v", p.name, n, size, err)
 			}
@@ -115,8 +116,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", p.name, err)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			_, err = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
 			lat = append(lat, time.Since(t0).Seconds()*1000)
 		}
 		sort.Float64s(lat)

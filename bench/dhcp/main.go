@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer pair.Close()
+	defer lab.Cleanup(pair.Close)
 	srvNS, cliNS := pair.Server, pair.Client
 
 	servers := []struct {
@@ -91,9 +91,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}},
 		{"kea", func(dir string) (*exec.Cmd, error) {
 			conf := filepath.Join(dir, "kea.json")
-			os.WriteFile(conf, []byte(fmt.Sprintf(keaConf, filepath.Join(dir, "leases4.csv"), filepath.Join(dir, "kea.log"))), 0o644)
-			os.Setenv("KEA_PIDFILE_DIR", dir)
-			os.Setenv("KEA_LOCKFILE_DIR", dir)
+			if err := os.WriteFile(conf, []byte(fmt.Sprintf(keaConf, filepath.Join(dir, "leases4.csv"), filepath.Join(dir, "kea.log"))), 0o644); err != nil {
+				return nil, err
+			}
+			if err := errors.Join(os.Setenv("KEA_PIDFILE_DIR", dir), os.Setenv("KEA_LOCKFILE_DIR", dir)); err != nil {
+				return nil, err
+			}
 			return lab.StartIn(srvNS, dir, "", "taskset", "-c", "0", "kea-dhcp4", "-c", conf)
 		}},
 		{"dnsmasq", func(dir string) (*exec.Cmd, error) {
@@ -108,7 +111,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer lab.RemoveAll(tmp)
 	results := map[string]map[int][]result{}
 	fmt.Fprintf(out, "bench dhcp: %d clients, %ds per run, %d rounds, loads %v\n", *clients, *period, *rounds, loads)
 	for _, load := range loads {
@@ -116,7 +119,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			for i := range servers {
 				sv := servers[(i+r)%len(servers)] // rotate the order each round
 				dir := filepath.Join(tmp, fmt.Sprintf("%s-%d-%d", sv.name, load, r))
-				os.MkdirAll(dir, 0o755)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
 				cmd, err := sv.start(dir)
 				if err != nil {
 					return fmt.Errorf("%s: %w", sv.name, err)

@@ -26,6 +26,7 @@ import (
 	"github.com/loomfabric/loom/agent/accel"
 	"github.com/loomfabric/loom/bench/internal/guestrig"
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 func main() {
@@ -51,7 +52,7 @@ func bare(guestDir string, acc api.Accel) (first, init float64, err error) {
 	if err := cmd.Start(); err != nil {
 		return 0, 0, err
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer lab.Kill(cmd)
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		if first == 0 && strings.TrimSpace(sc.Text()) != "" {

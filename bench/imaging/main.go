@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/bench/internal/apirig"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 func main() {
@@ -71,7 +72,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer lab.RemoveAll(dir)
 	size := int64(*sizeGiB) << 30
 	img := filepath.Join(dir, "image.raw")
 	fmt.Fprintf(out, "bench imaging: making a %d GiB image, %d%% data\n", *sizeGiB, *dataPct)
@@ -91,10 +92,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer ld.Stop()
 	c, addr := ld.Client, ld.Addr
-	f, _ := os.Open(img)
+	f, err := os.Open(img)
+	if err != nil {
+		return err
+	}
 	t0 := time.Now()
 	man, err := c.AddImage(ctx, "bench", f, nil)
-	f.Close()
+	_ = f.Close() // read only
 	if err != nil {
 		return fmt.Errorf("uploading to loomd: %w", err)
 	}
@@ -111,22 +115,27 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	// A plain file server for the peers that fetch URLs.
 	fsrv := &http.Server{Handler: http.FileServer(http.Dir(dir))}
-	fl, _ := net.Listen("tcp", "127.0.0.1:0")
-	go fsrv.Serve(fl)
-	defer fsrv.Close()
+	fl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	go func() { _ = fsrv.Serve(fl) }() // ends with ErrServerClosed
+	defer lab.Cleanup(fsrv.Close)
 
 	// The target: a loop device over a file, direct I/O.
 	backing := filepath.Join(dir, "target")
 	if err := os.WriteFile(backing, nil, 0o644); err != nil {
 		return err
 	}
-	os.Truncate(backing, size)
+	if err := os.Truncate(backing, size); err != nil {
+		return err
+	}
 	o, err := exec.Command("losetup", "--direct-io=on", "--show", "-f", backing).Output()
 	if err != nil {
 		return fmt.Errorf("losetup: %w", err)
 	}
 	dev := strings.TrimSpace(string(o))
-	defer exec.Command("losetup", "-d", dev).Run()
+	defer lab.Cleanup(exec.Command("losetup", "-d", dev).Run)
 
 	env := []string{"IMG=" + img, "DEV=" + dev, "BMAP=" + bmap, "URL=http://" + fl.Addr().String() + "/image.raw",
 		"LOOMURL=http://" + addr + "/v1/images/bench", "TOKEN=" + c.Token, "MANIFEST=" + manifest, "BLOB=" + blob, "AGENT=" + agentBin}
@@ -219,7 +228,7 @@ func makeImage(path string, size int64, pct int) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // after the Sync that the last line checks
 	if err := f.Truncate(size); err != nil {
 		return 0, err
 	}
@@ -231,7 +240,7 @@ func makeImage(path string, size int64, pct int) (int64, error) {
 	for off < size && data < want {
 		n := int64(64<<10) << rng.IntN(9) // 64 KiB .. 16 MiB
 		n = min(n, size-off, want-data)
-		cc.Read(buf[:n])
+		_, _ = cc.Read(buf[:n]) // ChaCha8's Read never fails
 		if _, err := f.WriteAt(buf[:n], off); err != nil {
 			return 0, err
 		}
@@ -271,11 +280,11 @@ func fillRandom(dev string, size int64) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	cc := rand.NewChaCha8([32]byte{9})
 	buf := make([]byte, 16<<20)
 	for off := int64(0); off < size; off += int64(len(buf)) {
-		cc.Read(buf)
+		_, _ = cc.Read(buf) // never fails
 		if _, err := f.WriteAt(buf, off); err != nil {
 			return err
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/loomfabric/loom/agent/imaging"
 	"github.com/loomfabric/loom/bench/internal/apirig"
+	"github.com/loomfabric/loom/scripts/lab"
 )
 
 const nginxConf = `daemon off;
@@ -38,26 +39,35 @@ http {
 // each, interleaved; it returns the median wall times.
 func imageServing(ctx context.Context, tmp, loomBin string, n, mib, rounds int, out io.Writer) (float64, float64, error) {
 	www := filepath.Join(tmp, "www")
-	os.MkdirAll(www, 0o755)
-	os.Chmod(tmp, 0o755) // nginx's workers (www-data) read the file
+	if err := os.MkdirAll(www, 0o755); err != nil {
+		return 0, 0, err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // nginx's workers (www-data) read the file
+		return 0, 0, err
+	}
 	img := filepath.Join(www, "image.raw")
 	f, err := os.Create(img)
 	if err != nil {
 		return 0, 0, err
 	}
-	if _, err := io.CopyN(f, rand.Reader, int64(mib)<<20); err != nil {
+	_, err = io.CopyN(f, rand.Reader, int64(mib)<<20)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return 0, 0, err
 	}
-	f.Close()
 
 	ld, err := apirig.Start(ctx, loomBin, tmp)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer ld.Stop()
-	f, _ = os.Open(img)
+	if f, err = os.Open(img); err != nil {
+		return 0, 0, err
+	}
 	_, err = ld.Client.AddImage(ctx, "rack", f, nil)
-	f.Close()
+	_ = f.Close() // read only
 	if err != nil {
 		return 0, 0, fmt.Errorf("uploading to loomd: %w", err)
 	}
@@ -73,17 +83,25 @@ func imageServing(ctx context.Context, tmp, loomBin string, n, mib, rounds int, 
 	ngAddr := ln.Addr().String()
 	ln.Close()
 	ngDir := filepath.Join(tmp, "nginx")
-	os.MkdirAll(filepath.Join(ngDir, "tmp"), 0o755)
+	if err := os.MkdirAll(filepath.Join(ngDir, "tmp"), 0o755); err != nil {
+		return 0, 0, err
+	}
 	conf := filepath.Join(ngDir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, ngDir, ngAddr, www)), 0o644)
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, ngDir, ngAddr, www)), 0o644); err != nil {
+		return 0, 0, err
+	}
 	ng := exec.Command("nginx", "-c", conf, "-p", ngDir)
-	ngLog, _ := os.Create(filepath.Join(ngDir, "out.log"))
+	ngLog, err := os.Create(filepath.Join(ngDir, "out.log"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() { _ = ngLog.Close() }() // nginx writes through its own descriptor
 	ng.Stdout, ng.Stderr = ngLog, ngLog
 	ng.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := ng.Start(); err != nil {
 		return 0, 0, fmt.Errorf("nginx: %w", err)
 	}
-	defer func() { ng.Process.Signal(syscall.SIGQUIT); ng.Wait(); ngLog.Close() }()
+	defer func() { _ = ng.Process.Signal(syscall.SIGQUIT); _ = ng.Wait() }() // graceful stop; how it ended says nothing
 	for i := 0; ; i++ {
 		if c, err := net.Dial("tcp", ngAddr); err == nil {
 			c.Close()
@@ -106,11 +124,11 @@ func imageServing(ctx context.Context, tmp, loomBin string, n, mib, rounds int, 
 	if err != nil {
 		return 0, 0, err
 	}
-	defer os.RemoveAll(targets)
+	defer lab.RemoveAll(targets)
 	clean := func() {
 		ents, _ := os.ReadDir(targets)
 		for _, e := range ents {
-			os.Remove(filepath.Join(targets, e.Name()))
+			lab.RemoveAll(filepath.Join(targets, e.Name()))
 		}
 	}
 
@@ -128,7 +146,7 @@ func imageServing(ctx context.Context, tmp, loomBin string, n, mib, rounds int, 
 					errs[i] = err
 					return
 				}
-				defer t.Close()
+				defer func() { _ = t.Close() }() // the writer syncs what it wrote
 				if err := t.Truncate(int64(man.Size)); err != nil {
 					errs[i] = err
 					return

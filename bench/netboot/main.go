@@ -100,22 +100,26 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer lab.RemoveAll(tmp)
 
 	pair, err := lab.NewVethPair(ctx, "loom-bn-"+lab.Suffix(), srvAddr+"/15", cliAddr+"/15")
 	if err != nil {
 		return err
 	}
-	defer pair.Close()
+	defer lab.Cleanup(pair.Close)
 
 	ipxeDir := filepath.Join(tmp, "ipxe")
-	os.MkdirAll(ipxeDir, 0o755)
 	fb, err := os.ReadFile(*first)
 	if err != nil {
 		return err
 	}
 	name := filepath.Base(*first)
-	os.WriteFile(filepath.Join(ipxeDir, name), fb, 0o644)
+	if err := os.MkdirAll(ipxeDir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(ipxeDir, name), fb, 0o644); err != nil {
+		return err
+	}
 
 	var tl, th, pl, pd, il, in, total float64
 	if part("tftp") {
@@ -137,7 +141,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			for i := range tftpServers {
 				sv := tftpServers[(i+r)%len(tftpServers)]
 				dir := filepath.Join(tmp, fmt.Sprintf("tftp-%s-%d", sv.name, r))
-				os.MkdirAll(dir, 0o755)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
 				cmd, err := sv.start(dir)
 				if err != nil {
 					return fmt.Errorf("%s: %w", sv.name, err)
@@ -183,7 +189,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			for i := range proxyServers {
 				sv := proxyServers[(i+r)%len(proxyServers)]
 				dir := filepath.Join(tmp, fmt.Sprintf("proxy-%s-%d", sv.name, r))
-				os.MkdirAll(dir, 0o755)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					return err
+				}
 				cmd, err := sv.start(dir)
 				if err != nil {
 					return fmt.Errorf("%s: %w", sv.name, err)
@@ -204,7 +212,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					fmt.Fprintf(out, "--- perfdhcp against %s:\n%s\n", sv.name, raw)
 				}
 				lab.Stop(cmd)
-				g.Remove()
+				lab.Cleanup(g.Remove)
 				if rate == 0 {
 					b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
 					return fmt.Errorf("proxyDHCP from %s: no exchange completed:\n%s\nserver log:\n%s", sv.name, raw, lab.TailString(string(b), 10))

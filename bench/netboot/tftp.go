@@ -41,17 +41,21 @@ func fetch(server, file string, blksize, window int) ([]byte, int, error) {
 	buf := make([]byte, 65536)
 	lastAck := []byte{0, 4, 0, 0}
 	tries := 0
+	// A send that fails is a packet lost: the read timeout sends again.
+	send := func(b []byte, to *net.UDPAddr) { _, _ = conn.WriteToUDP(b, to) }
 	for {
-		conn.SetReadDeadline(time.Now().Add(time.Second))
+		if err := conn.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+			return nil, 0, err
+		}
 		n, from, err := conn.ReadFromUDP(buf)
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && tries < 5 {
 				tries++
 				if peer == nil {
-					conn.WriteToUDP(rrq.Bytes(), dst)
+					send(rrq.Bytes(), dst)
 				} else {
-					conn.WriteToUDP(lastAck, peer)
+					send(lastAck, peer)
 				}
 				continue
 			}
@@ -79,11 +83,11 @@ func fetch(server, file string, blksize, window int) ([]byte, int, error) {
 					win = v
 				}
 			}
-			conn.WriteToUDP(lastAck, peer)
+			send(lastAck, peer)
 		case 3: // DATA
 			block := binary.BigEndian.Uint16(p[2:])
 			if block != last+1 {
-				conn.WriteToUDP(lastAck, peer) // out of order: ack what we have
+				send(lastAck, peer) // out of order: ack what we have
 				pending = 0
 				continue
 			}
@@ -93,7 +97,7 @@ func fetch(server, file string, blksize, window int) ([]byte, int, error) {
 			end := len(p)-4 < bs
 			if pending >= win || end {
 				lastAck = []byte{0, 4, byte(last >> 8), byte(last)}
-				conn.WriteToUDP(lastAck, peer)
+				send(lastAck, peer)
 				pending = 0
 			}
 			if end {

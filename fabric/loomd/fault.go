@@ -51,7 +51,7 @@ func (c *cutWriter) Write(p []byte) (int, error) {
 		}
 	}
 	if c.limit > 0 && c.written+int64(len(p)) > c.limit {
-		c.ResponseWriter.Write(p[:c.limit-c.written])
+		_, _ = c.ResponseWriter.Write(p[:c.limit-c.written]) // the transfer is cut next either way
 		c.log.Warn("fault injection: cutting an image transfer", "at", c.limit)
 		panic(http.ErrAbortHandler)
 	}

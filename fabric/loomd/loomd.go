@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -136,7 +137,11 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Warn("loomd: closing the store", "err", err)
+		}
+	}()
 
 	guests := vms.New(vms.Config{Store: st}, log)
 	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
@@ -181,13 +186,21 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	listeners := []net.Listener{ln}
 	if c.APIUnix != "" {
-		os.Remove(c.APIUnix)
+		if err := os.Remove(c.APIUnix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			ln.Close()
+			return fmt.Errorf("API socket: removing the last one: %w", err)
+		}
 		ul, err := net.Listen("unix", c.APIUnix)
+		if err == nil {
+			// Only root may connect (tokens are still checked).
+			if err = os.Chmod(c.APIUnix, 0o600); err != nil {
+				ul.Close()
+			}
+		}
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("API socket: %w", err)
 		}
-		os.Chmod(c.APIUnix, 0o600)
 		listeners = append(listeners, ul)
 	}
 	for _, l := range listeners {

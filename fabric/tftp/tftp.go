@@ -99,7 +99,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 			addr = ":69"
 		}
 		if conn, err = net.ListenPacket("udp4", addr); err != nil {
-			root.Close()
+			_ = root.Close() // read only; the listen error is the one to report
 			return nil, fmt.Errorf("tftp: %w", err)
 		}
 	}
@@ -117,7 +117,7 @@ func (s *Server) Addr() net.Addr { return s.conn.LocalAddr() }
 // Serve answers requests until ctx ends, then waits for running transfers.
 func (s *Server) Serve(ctx context.Context) error {
 	go func() { <-ctx.Done(); s.conn.Close() }()
-	defer func() { s.wg.Wait(); s.root.Close() }()
+	defer func() { s.wg.Wait(); _ = s.root.Close() }() // read only
 	buf := make([]byte, 2048)
 	for {
 		n, from, err := s.conn.ReadFrom(buf)
@@ -131,17 +131,17 @@ func (s *Server) Serve(ctx context.Context) error {
 		if err != nil {
 			s.Malformed.Add(1)
 			s.log.Debug("tftp: malformed request", "from", from, "err", err)
-			s.conn.WriteTo(errPacket(errIllegalOp, err.Error()), from)
+			sendError(s.conn, from, errIllegalOp, err.Error())
 			continue
 		}
 		if req.Write {
-			s.conn.WriteTo(errPacket(errAccess, "read-only server"), from)
+			sendError(s.conn, from, errAccess, "read-only server")
 			continue
 		}
 		select {
 		case s.sem <- struct{}{}:
 		default:
-			s.conn.WriteTo(errPacket(errUndefined, "server busy"), from)
+			sendError(s.conn, from, errUndefined, "server busy")
 			continue
 		}
 		s.wg.Add(1)
@@ -174,7 +174,7 @@ func (s *Server) open(name string) (*os.File, error) {
 	}
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
-		f.Close()
+		_ = f.Close() // read only
 		return nil, fs.ErrPermission
 	}
 	return f, nil
@@ -195,10 +195,10 @@ func (s *Server) send(ctx context.Context, req Request, client net.Addr) error {
 		if errors.Is(err, fs.ErrPermission) || !errors.Is(err, fs.ErrNotExist) {
 			code, msg = errAccess, "access violation"
 		}
-		c.WriteTo(errPacket(code, msg), client)
+		sendError(c, client, code, msg)
 		return fmt.Errorf("%s: %w", msg, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	var src io.ReaderAt = f
 	st, err := f.Stat()
 	if err != nil {
@@ -207,7 +207,7 @@ func (s *Server) send(ctx context.Context, req Request, client net.Addr) error {
 	size := st.Size()
 	if req.Mode == "netascii" {
 		if size > 16<<20 {
-			c.WriteTo(errPacket(errUndefined, "netascii only for files up to 16 MiB"), client)
+			sendError(c, client, errUndefined, "netascii only for files up to 16 MiB")
 			return errors.New("netascii transfer of a large file refused")
 		}
 		b, err := io.ReadAll(f)
@@ -279,7 +279,7 @@ func (t *transfer) run() error {
 			for n := acked + 1; n <= end; n++ {
 				k, err := t.src.ReadAt(buf[4:], (n-1)*int64(t.o.blockSize))
 				if err != nil && err != io.EOF {
-					t.c.WriteTo(errPacket(errUndefined, "read error"), t.client)
+					sendError(t.c, t.client, errUndefined, "read error")
 					return err
 				}
 				binary.BigEndian.PutUint16(buf, opDATA)
@@ -345,7 +345,7 @@ func (t *transfer) read(in []byte, deadline time.Time) (uint16, error) {
 			return 0, err
 		}
 		if from.String() != t.client.String() {
-			t.c.WriteTo(errPacket(errUnknownTID, "unknown transfer ID"), from)
+			sendError(t.c, from, errUnknownTID, "unknown transfer ID")
 			continue
 		}
 		b, err := parseAck(in[:n])
@@ -357,4 +357,11 @@ func (t *transfer) read(in []byte, deadline time.Time) (uint16, error) {
 		}
 		return b, nil
 	}
+}
+
+// sendError tells a client why its request or transfer ends. It is sent
+// once and never acknowledged (RFC 1350): a client that misses it times
+// out, so a failed send changes nothing.
+func sendError(c net.PacketConn, to net.Addr, code uint16, msg string) {
+	_, _ = c.WriteTo(errPacket(code, msg), to)
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -90,8 +91,7 @@ func NewNet(ctx context.Context, ns string, addr netip.Prefix) (*Net, error) {
 	}
 	for _, s := range steps {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
-			n.Close()
-			return nil, err
+			return nil, errors.Join(err, n.Close())
 		}
 	}
 	return n, nil
@@ -118,8 +118,7 @@ func (n *Net) NewRoutedNet(ctx context.Context, ns string, addr, upstream netip.
 		{"ip", "-n", n.NS, "route", "add", addr.Masked().String(), "via", upstream.Addr().String()},
 	} {
 		if err := run(ctx, s[0], s[1:]...); err != nil {
-			r.Close()
-			return nil, err
+			return nil, errors.Join(err, r.Close())
 		}
 	}
 	return r, nil
@@ -149,17 +148,17 @@ func NewVethPair(ctx context.Context, prefix, serverAddr, clientAddr string) (*V
 		{"-n", p.Client, "link", "set", p.ClientIf, "up"}, {"-n", p.Client, "link", "set", "lo", "up"},
 	} {
 		if err := run(ctx, "ip", s...); err != nil {
-			p.Close()
-			return nil, err
+			return nil, errors.Join(err, p.Close())
 		}
 	}
 	return p, nil
 }
 
 // Close deletes both namespaces.
-func (p *VethPair) Close() {
-	run(context.Background(), "ip", "netns", "del", p.Server)
-	run(context.Background(), "ip", "netns", "del", p.Client)
+func (p *VethPair) Close() error {
+	return errors.Join(
+		run(context.Background(), "ip", "netns", "del", p.Server),
+		run(context.Background(), "ip", "netns", "del", p.Client))
 }
 
 // Close deletes the namespace and everything in it.
@@ -333,7 +332,9 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	if err := n.AddTap(ctx, tap); err != nil {
 		return nil, err
 	}
-	os.Remove(s.QMP())
+	if err := os.Remove(s.QMP()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: the last run's QMP socket: %w", s.Name, err)
+	}
 	acc := s.Accel
 	if acc.Accel != "kvm" && !s.NestedVirt {
 		// Under TCG the server gets no hardware virtualization unless it
@@ -397,7 +398,7 @@ func (n *Net) Start(ctx context.Context, s Server, tap string) (*exec.Cmd, error
 	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
-		log.Close()
+		_ = log.Close() // the start error is the one to report
 		return nil, fmt.Errorf("starting QEMU for %s: %w", s.Name, err)
 	}
 	return cmd, nil
@@ -412,7 +413,7 @@ func StartIn(ns, dir, marker string, args ...string) (*exec.Cmd, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // the server writes through its own descriptor
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -436,13 +437,15 @@ func StartIn(ns, dir, marker string, args ...string) (*exec.Cmd, error) {
 
 // Stop ends a command with SIGTERM, then SIGKILL after 10 s, and waits.
 func Stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(syscall.SIGTERM)
+	// Signal and Kill fail only if it has ended already, and the exit
+	// status of a stopped program says nothing: Stop only makes sure.
+	_ = cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
+		_ = cmd.Process.Kill()
 		<-done
 	}
 }

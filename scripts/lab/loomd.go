@@ -55,11 +55,11 @@ func (n *Net) StartLoomd(ctx context.Context, l Loomd) (*exec.Cmd, *client.Clien
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		out.Close()
+		_ = out.Close() // the start error is the one to report
 		return nil, nil, fmt.Errorf("starting loomd: %w", err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); out.Close() }()
+	go func() { exited <- cmd.Wait(); _ = out.Close() }() // loomd wrote through its own descriptor
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
@@ -75,7 +75,7 @@ func (n *Net) StartLoomd(ctx context.Context, l Loomd) (*exec.Cmd, *client.Clien
 			}
 		}
 		if time.Now().After(deadline) {
-			cmd.Process.Kill()
+			_ = cmd.Process.Kill() // if it ended meanwhile, so much the better
 			return nil, nil, fmt.Errorf("loomd API not answering after 60s; its log:\n%s", Tail(l.Log, 20))
 		}
 	}
@@ -132,7 +132,7 @@ func SetUpHostProfile(ctx context.Context, c *client.Client, name, imagePath str
 		if err != nil {
 			return fmt.Errorf("%v (run 'make images')", err)
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // read only
 		if _, err := c.AddImage(ctx, name, f, nil); err != nil {
 			return fmt.Errorf("uploading %s: %w", imagePath, err)
 		}

@@ -29,7 +29,9 @@ func Claim() {
 			fmt.Fprintln(os.Stderr, "lab: swept", s)
 		}
 		if id := processID(os.Getpid()); id != "" {
-			os.Setenv(OwnerEnv, id)
+			if err := os.Setenv(OwnerEnv, id); err != nil {
+				fmt.Fprintln(os.Stderr, "lab: what this process makes cannot be marked as its own:", err)
+			}
 		}
 	})
 }
@@ -107,7 +109,7 @@ func Sweep() []string {
 		if out, err := exec.Command("ip", "netns", "pids", name).Output(); err == nil {
 			for _, s := range strings.Fields(string(out)) {
 				if p, err := strconv.Atoi(s); err == nil && p != self {
-					syscall.Kill(p, syscall.SIGKILL)
+					_ = syscall.Kill(p, syscall.SIGKILL) // gone already is fine: the namespace goes next
 				}
 			}
 		}

@@ -188,7 +188,7 @@ func (b *VirtualBMC) qmpOut(cmds ...string) ([]byte, error) {
 	if err := mon.Connect(); err != nil {
 		return nil, fmt.Errorf("QMP %s: %w", b.QMP, err)
 	}
-	defer mon.Disconnect()
+	defer func() { _ = mon.Disconnect() }() // the commands' answers are in
 	var out []byte
 	for _, c := range cmds {
 		if out, err = mon.Run([]byte(`{"execute":"` + c + `"}`)); err != nil {
@@ -202,7 +202,7 @@ func vbmcJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("OData-Version", "4.0")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	_ = json.NewEncoder(w).Encode(v) // a client that went away: nobody to tell
 }
 
 func vbmcError(w http.ResponseWriter, code int, id, msg string) {

@@ -39,7 +39,7 @@ func Start(ctx context.Context, bin, dir string) (*Loomd, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer log.Close()
+	defer func() { _ = log.Close() }() // loomd writes through its own descriptor
 	l.cmd.Stdout, l.cmd.Stderr = log, log
 	l.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := l.cmd.Start(); err != nil {
@@ -62,6 +62,6 @@ func Start(ctx context.Context, bin, dir string) (*Loomd, error) {
 
 // Stop ends loomd and waits for it.
 func (l *Loomd) Stop() {
-	l.cmd.Process.Signal(syscall.SIGTERM)
-	l.cmd.Wait()
+	_ = l.cmd.Process.Signal(syscall.SIGTERM) // gone already is fine
+	_ = l.cmd.Wait()
 }

@@ -61,7 +61,7 @@ func New(ctx context.Context, guestDir, pkg string, qemuArgs []string, cmdline s
 			if err != nil {
 				return err
 			}
-			defer f.Close()
+			defer func() { _ = f.Close() }() // read only
 			_, err = io.Copy(w, f)
 			return err
 		},
@@ -103,8 +103,10 @@ func (r *Rig) Wait(id string, d time.Duration, ok func(api.VMStatus, bool) bool)
 // Close removes every guest and the directory.
 func (r *Rig) Close() {
 	r.Sup.Apply(nil)
-	r.Wait("", time.Minute, func(api.VMStatus, bool) bool { return len(r.Sup.Report()) == 0 })
-	os.RemoveAll(r.Dir)
+	if _, err := r.Wait("", time.Minute, func(api.VMStatus, bool) bool { return len(r.Sup.Report()) == 0 }); err != nil {
+		fmt.Fprintln(os.Stderr, "guests not all gone:", err)
+	}
+	lab.RemoveAll(r.Dir)
 }
 
 // Median of v (sorted in place).

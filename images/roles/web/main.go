@@ -27,8 +27,10 @@ func settings() map[string]string {
 	if err != nil {
 		return m
 	}
-	defer resp.Body.Close()
-	json.NewDecoder(resp.Body).Decode(&m)
+	defer func() { _ = resp.Body.Close() }() // read to the end below
+	if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+		log.Printf("settings: %v", err)
+	}
 	return m
 }
 
@@ -69,11 +71,11 @@ func main() {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }()
 		if resp.StatusCode != http.StatusOK {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			w.WriteHeader(resp.StatusCode)
-			w.Write(b)
+			_, _ = w.Write(b) // if the client has gone, there is nobody to tell
 			return
 		}
 		fmt.Fprintln(w, "connected")

@@ -22,8 +22,10 @@ func main() {
 		job := "idle"
 		if resp, err := http.Get(os.Getenv("LOOM_ENDPOINT") + "/settings"); err == nil {
 			var m map[string]string
-			json.NewDecoder(resp.Body).Decode(&m)
-			resp.Body.Close()
+			if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+				log.Printf("settings: %v", err)
+			}
+			_ = resp.Body.Close() // decoded: nothing left to lose
 			if m["job"] != "" {
 				job = m["job"]
 			}

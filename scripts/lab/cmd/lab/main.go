@@ -233,8 +233,8 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 		if err := v.Start(); err != nil {
 			return fmt.Errorf("starting the BMC of %s: %w", s.Name, err)
 		}
-		vlog.Close()
-		go v.Wait()
+		_ = vlog.Close()             // the BMC writes through its own descriptor
+		go func() { _ = v.Wait() }() // reap; its log says how it ended
 		st.Procs = append(st.Procs, proc{Name: s.Name + " BMC", PID: v.Process.Pid, Exe: "vbmc"})
 		if err := save(dir, st); err != nil {
 			return err
@@ -314,7 +314,9 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 	cmd := exec.CommandContext(ctx, "build/bin/loom", "nodes")
 	cmd.Env, cmd.Stdout, cmd.Stderr = append(os.Environ(), env...), out, out
 	fmt.Fprintln(out)
-	cmd.Run()
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(out, "loom nodes: %v\n", err)
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d servers did not reach Ready (above); the lab is left as it is to look at: %s/, and 'sudo make lab-down' removes it", failed, len(servers), dir)
 	}
@@ -356,12 +358,18 @@ func down(dir string, out io.Writer) error {
 		if !running(p) {
 			continue
 		}
-		syscall.Kill(p.PID, syscall.SIGTERM)
+		if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil && err != syscall.ESRCH {
+			fmt.Fprintf(out, "== could not stop %s (pid %d): %v\n", p.Name, p.PID, err)
+			continue
+		}
 		for t := 0; t < 50 && running(p); t++ {
 			time.Sleep(100 * time.Millisecond)
 		}
 		if running(p) {
-			syscall.Kill(p.PID, syscall.SIGKILL)
+			if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+				fmt.Fprintf(out, "== could not kill %s (pid %d): %v\n", p.Name, p.PID, err)
+				continue
+			}
 		}
 		fmt.Fprintf(out, "== stopped %s (pid %d)\n", p.Name, p.PID)
 	}
@@ -400,7 +408,7 @@ func vbmc(ctx context.Context, qmpSock, listen, user, passFile string) error {
 	srv := &http.Server{Addr: listen, Handler: b, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
-		srv.Close()
+		_ = srv.Close() // ListenAndServe then returns ErrServerClosed
 	}()
 	log.Info("lab BMC: serving Redfish", "addr", listen, "qmp", qmpSock)
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
