@@ -47,24 +47,13 @@ func (a *app) credentialCmd() *cobra.Command {
 	set.Flags().StringVar(&pwFile, "password-file", "", "file holding the password ('-': standard input); never on the command line")
 	_ = set.MarkFlagRequired("password-file")
 
-	ls := &cobra.Command{
-		Use:   "list",
-		Short: "List BMC credentials",
-		Args:  args(0),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			cs, err := c.Credentials(ctx)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, list(cs), func(w io.Writer) error {
-				var rows [][]string
-				for _, cr := range cs {
-					rows = append(rows, []string{cr.Name, cr.Username})
-				}
-				return table(w, "NAME | USERNAME", rows)
-			})
-		}),
-	}
+	ls := listCmd(a, "list", "List BMC credentials", (*client.Client).Credentials, func(w io.Writer, cs []api.Credential) error {
+		var rows [][]string
+		for _, cr := range cs {
+			rows = append(rows, []string{cr.Name, cr.Username})
+		}
+		return table(w, "NAME | USERNAME", rows)
+	})
 	credential.AddCommand(set, ls)
 	return credential
 }

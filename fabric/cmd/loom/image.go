@@ -55,46 +55,23 @@ func (a *app) imageCmd() *cobra.Command {
 	add.Flags().StringVar(&as, "name", "", "image name (default: the file name without extensions)")
 	add.Flags().StringVar(&bmap, "bmap", "", "bmaptool .bmap file describing the image")
 
-	ls := &cobra.Command{
-		Use:   "list",
-		Short: "List images",
-		Args:  args(0),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			ms, err := c.Images(ctx)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, list(ms), func(w io.Writer) error {
-				var rows [][]string
-				for _, m := range ms {
-					rows = append(rows, []string{m.Name, string(m.Format), bytesHuman(m.Size), bytesHuman(m.DataBytes), bytesHuman(m.BlobSize), shortDigest(m.Digest)})
-				}
-				return table(w, "NAME | FORMAT | SIZE | DATA | STORED | DIGEST", rows)
-			})
-		}),
-	}
+	ls := listCmd(a, "list", "List images", (*client.Client).Images, func(w io.Writer, ms []api.Manifest) error {
+		var rows [][]string
+		for _, m := range ms {
+			rows = append(rows, []string{m.Name, string(m.Format), bytesHuman(m.Size), bytesHuman(m.DataBytes), bytesHuman(m.BlobSize), shortDigest(m.Digest)})
+		}
+		return table(w, "NAME | FORMAT | SIZE | DATA | STORED | DIGEST", rows)
+	})
 
-	show := &cobra.Command{
-		Use:               "show NAME",
-		Short:             "Show one image's manifest",
-		Args:              args(1),
-		ValidArgsFunction: name,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			m, err := c.Image(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, m, func(w io.Writer) error {
-				f := newFields(w)
-				f.add("Name", "%s", m.Name)
-				f.add("Format", "%s", m.Format)
-				f.add("Size", "%s logical, %s of data in %d ranges", bytesHuman(m.Size), bytesHuman(m.DataBytes), len(m.Ranges))
-				f.add("Stored", "%s", bytesHuman(m.BlobSize))
-				f.add("Digest", "%s", m.Digest)
-				return f.flush()
-			})
-		}),
-	}
+	show := showCmd(a, "show NAME", "Show one image's manifest", imageNames, (*client.Client).Image, func(w io.Writer, m api.Manifest) error {
+		f := newFields(w)
+		f.add("Name", "%s", m.Name)
+		f.add("Format", "%s", m.Format)
+		f.add("Size", "%s logical, %s of data in %d ranges", bytesHuman(m.Size), bytesHuman(m.DataBytes), len(m.Ranges))
+		f.add("Stored", "%s", bytesHuman(m.BlobSize))
+		f.add("Digest", "%s", m.Digest)
+		return f.flush()
+	})
 
 	rm := &cobra.Command{
 		Use:               "rm NAME",
@@ -155,56 +132,27 @@ func (a *app) profileCmd() *cobra.Command {
 	a.completeFlag(set, "image", imageNames)
 	a.completeFlag(set, "boot", fixed(api.BootKexec, api.BootLocal, api.BootCustom))
 
-	ls := &cobra.Command{
-		Use:   "list",
-		Short: "List profiles",
-		Args:  args(0),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			ps, err := c.Profiles(ctx)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, list(ps), func(w io.Writer) error {
-				var rows [][]string
-				for _, p := range ps {
-					rows = append(rows, []string{p.Name, p.Image, p.Disk, bootText(p), p.KernelArgs})
-				}
-				return table(w, "NAME | IMAGE | DISK | BOOT | KERNEL ARGS", rows)
-			})
-		}),
-	}
+	ls := listCmd(a, "list", "List profiles", (*client.Client).Profiles, func(w io.Writer, ps []api.Profile) error {
+		var rows [][]string
+		for _, p := range ps {
+			rows = append(rows, []string{p.Name, p.Image, p.Disk, bootText(p), p.KernelArgs})
+		}
+		return table(w, "NAME | IMAGE | DISK | BOOT | KERNEL ARGS", rows)
+	})
 
-	show := &cobra.Command{
-		Use:               "show NAME",
-		Short:             "Show one profile",
-		Args:              args(1),
-		ValidArgsFunction: name,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			ps, err := c.Profiles(ctx)
-			if err != nil {
-				return err
-			}
-			for _, p := range ps {
-				if p.Name != args[0] {
-					continue
-				}
-				return a.show(cmd, p, func(w io.Writer) error {
-					f := newFields(w)
-					f.add("Name", "%s", p.Name)
-					f.add("Image", "%s", p.Image)
-					f.add("Disk", "%s", p.Disk)
-					f.add("Boot", "%s", bootText(p))
-					if p.Initrd != "" {
-						f.add("Initrd", "%s", p.Initrd)
-					}
-					f.add("Wipe", "%s", dash(p.Wipe))
-					f.add("Kernel args", "%s", dash(p.KernelArgs))
-					return f.flush()
-				})
-			}
-			return fmt.Errorf("profile %q not found", args[0])
-		}),
-	}
+	show := showCmd(a, "show NAME", "Show one profile", profileNames, profileByName, func(w io.Writer, p api.Profile) error {
+		f := newFields(w)
+		f.add("Name", "%s", p.Name)
+		f.add("Image", "%s", p.Image)
+		f.add("Disk", "%s", p.Disk)
+		f.add("Boot", "%s", bootText(p))
+		if p.Initrd != "" {
+			f.add("Initrd", "%s", p.Initrd)
+		}
+		f.add("Wipe", "%s", dash(p.Wipe))
+		f.add("Kernel args", "%s", dash(p.KernelArgs))
+		return f.flush()
+	})
 
 	rm := &cobra.Command{
 		Use:               "rm NAME",
@@ -217,6 +165,20 @@ func (a *app) profileCmd() *cobra.Command {
 	}
 	profile.AddCommand(set, ls, show, rm)
 	return profile
+}
+
+// profileByName finds one profile (the API lists them whole).
+func profileByName(c *client.Client, ctx context.Context, name string) (api.Profile, error) {
+	ps, err := c.Profiles(ctx)
+	if err != nil {
+		return api.Profile{}, err
+	}
+	for _, p := range ps {
+		if p.Name == name {
+			return p, nil
+		}
+	}
+	return api.Profile{}, fmt.Errorf("profile %q not found", name)
 }
 
 func bootText(p api.Profile) string {

@@ -182,3 +182,38 @@ func plural(n int) string {
 	}
 	return "s"
 }
+
+// listCmd is a command that prints every object of one kind: get fetches
+// them, tbl writes them for people (-o json|yaml prints them as they are).
+func listCmd[T any](a *app, use, short string, get func(*client.Client, context.Context) ([]T, error), tbl func(io.Writer, []T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args(0),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
+			xs, err := get(c, ctx)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, list(xs), func(w io.Writer) error { return tbl(w, xs) })
+		}),
+	}
+}
+
+// showCmd is a command that prints one object, named by its only
+// argument (completed from kind).
+func showCmd[T any](a *app, use, short string, kind names, get func(*client.Client, context.Context, string) (T, error), detail func(io.Writer, T) error) *cobra.Command {
+	return &cobra.Command{
+		Use:               use,
+		Short:             short,
+		Args:              args(1),
+		ValidArgsFunction: a.complete(kind),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			x, err := get(c, ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, x, func(w io.Writer) error { return detail(w, x) })
+		}),
+	}
+}

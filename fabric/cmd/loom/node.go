@@ -16,57 +16,30 @@ import (
 )
 
 func (a *app) nodesCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "nodes",
-		Short: "List every node: MAC, IP, phase, CPUs, memory, disks, last seen",
-		Args:  args(0),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			nodes, err := c.Nodes(ctx)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, list(nodes), func(w io.Writer) error { return nodeTable(w, nodes, a.now()) })
-		}),
-	}
+	return listCmd(a, "nodes", "List every node: MAC, IP, phase, CPUs, memory, disks, last seen", (*client.Client).Nodes,
+		func(w io.Writer, ns []api.Node) error { return nodeTable(w, ns, a.now()) })
 }
 
 func (a *app) leasesCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "leases",
-		Short: "List DHCP leases, with the relay each came through",
-		Args:  args(0),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			leases, err := c.Leases(ctx)
-			if err != nil {
-				return err
-			}
-			slices.SortFunc(leases, func(a, b api.Lease) int {
-				x, _ := netip.ParseAddr(a.IP)
-				y, _ := netip.ParseAddr(b.IP)
-				return x.Compare(y)
-			})
-			return a.show(cmd, list(leases), func(w io.Writer) error { return leaseTable(w, leases, a.now()) })
-		}),
-	}
+	return listCmd(a, "leases", "List DHCP leases, with the relay each came through", sortedLeases,
+		func(w io.Writer, ls []api.Lease) error { return leaseTable(w, ls, a.now()) })
+}
+
+func sortedLeases(c *client.Client, ctx context.Context) ([]api.Lease, error) {
+	leases, err := c.Leases(ctx)
+	slices.SortFunc(leases, func(a, b api.Lease) int {
+		x, _ := netip.ParseAddr(a.IP)
+		y, _ := netip.ParseAddr(b.IP)
+		return x.Compare(y)
+	})
+	return leases, err
 }
 
 func (a *app) nodeCmd() *cobra.Command {
 	node := &cobra.Command{Use: "node", Short: "Show, provision, watch, power and decommission one node"}
 	id := a.complete(nodeIDs)
 
-	show := &cobra.Command{
-		Use:               "show ID",
-		Short:             "Show one node: inventory, BMC, profile, imaging progress, phase history",
-		Args:              args(1),
-		ValidArgsFunction: id,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			n, err := c.Node(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, n, func(w io.Writer) error { return nodeDetail(w, n, a.now()) })
-		}),
-	}
+	show := showCmd(a, "show ID", "Show one node: inventory, BMC, profile, imaging progress, phase history", nodeIDs, (*client.Client).Node, func(w io.Writer, n api.Node) error { return nodeDetail(w, n, a.now()) })
 
 	var profile string
 	provision := &cobra.Command{

@@ -48,38 +48,15 @@ problem is reported with its line and field.`,
 		}),
 	}
 
-	ls := &cobra.Command{
-		Use:   "list",
-		Short: "List racks with their nodes by phase",
-		Args:  args(0),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			racks, err := c.Racks(ctx)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, list(racks), func(w io.Writer) error {
-				var rows [][]string
-				for _, r := range racks {
-					rows = append(rows, []string{r.Rack, fmt.Sprint(r.Nodes), phaseCounts(r.Phases)})
-				}
-				return table(w, "RACK | NODES | PHASES", rows)
-			})
-		}),
-	}
+	ls := listCmd(a, "list", "List racks with their nodes by phase", (*client.Client).Racks, func(w io.Writer, racks []api.RackSummary) error {
+		var rows [][]string
+		for _, r := range racks {
+			rows = append(rows, []string{r.Rack, fmt.Sprint(r.Nodes), phaseCounts(r.Phases)})
+		}
+		return table(w, "RACK | NODES | PHASES", rows)
+	})
 
-	show := &cobra.Command{
-		Use:               "show RACK",
-		Short:             "Show one rack's servers by slot, with their power and state",
-		Args:              args(1),
-		ValidArgsFunction: name,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			nodes, err := rackNodes(ctx, c, args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, nodes, func(w io.Writer) error { return rackTable(w, nodes) })
-		}),
-	}
+	show := showCmd(a, "show RACK", "Show one rack's servers by slot, with their power and state", rackNames, rackNodes, rackTable)
 
 	powerOn := &cobra.Command{
 		Use:               "power-on RACK",
@@ -148,7 +125,7 @@ func (a *app) powerRack(ctx context.Context, c *client.Client, cmd *cobra.Comman
 	return nil
 }
 
-func rackNodes(ctx context.Context, c *client.Client, rack string) ([]api.Node, error) {
+func rackNodes(c *client.Client, ctx context.Context, rack string) ([]api.Node, error) {
 	nodes, err := c.RackNodes(ctx, rack)
 	if err != nil {
 		return nil, err
@@ -197,7 +174,7 @@ func rackWatch(ctx context.Context, c *client.Client, rack string, every time.Du
 	last := map[string]string{}
 	doneAt := map[string]time.Duration{}
 	for {
-		nodes, err := rackNodes(ctx, c, rack)
+		nodes, err := rackNodes(c, ctx, rack)
 		if err != nil {
 			return err
 		}

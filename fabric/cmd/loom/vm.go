@@ -52,32 +52,9 @@ func (a *app) vmCmd() *cobra.Command {
 	a.completeFlag(create, "package", imageNames)
 	a.completeFlag(create, "node", nodeIDs)
 
-	ls := &cobra.Command{
-		Use:   "list",
-		Short: "List VMs: where each runs, desired and actual state, endpoint, restarts",
-		Args:  args(0),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			vms, err := c.VMs(ctx)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, list(vms), func(w io.Writer) error { return vmTable(w, vms) })
-		}),
-	}
+	ls := listCmd(a, "list", "List VMs: where each runs, desired and actual state, endpoint, restarts", (*client.Client).VMs, vmTable)
 
-	show := &cobra.Command{
-		Use:               "show ID",
-		Short:             "Show one VM: size, state, endpoint, usage, settings",
-		Args:              args(1),
-		ValidArgsFunction: id,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			v, err := c.VM(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, v, func(w io.Writer) error { return vmDetail(w, v, a.now()) })
-		}),
-	}
+	show := showCmd(a, "show ID", "Show one VM: size, state, endpoint, usage, settings", vmIDs, (*client.Client).VM, func(w io.Writer, v api.VM) error { return vmDetail(w, v, a.now()) })
 
 	vm.AddCommand(create, ls, show)
 	for _, act := range []struct {
