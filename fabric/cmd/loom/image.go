@@ -16,7 +16,6 @@ import (
 
 func (a *app) imageCmd() *cobra.Command {
 	image := &cobra.Command{Use: "image", Short: "Upload, list, show and remove images (host OS images and role packages)"}
-	name := a.complete(imageNames)
 
 	var as, bmap string
 	add := &cobra.Command{
@@ -73,15 +72,7 @@ func (a *app) imageCmd() *cobra.Command {
 		return f.flush()
 	})
 
-	rm := &cobra.Command{
-		Use:               "rm NAME",
-		Short:             "Remove an image no profile or VM uses",
-		Args:              args(1),
-		ValidArgsFunction: name,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, _ *cobra.Command, args []string) error {
-			return c.RemoveImage(ctx, args[0])
-		}),
-	}
+	rm := rmCmd(a, "Remove an image no profile or VM uses", imageNames, (*client.Client).RemoveImage)
 	image.AddCommand(add, ls, show, rm)
 	return image
 }
@@ -154,15 +145,7 @@ func (a *app) profileCmd() *cobra.Command {
 		return f.flush()
 	})
 
-	rm := &cobra.Command{
-		Use:               "rm NAME",
-		Short:             "Remove a profile no node uses",
-		Args:              args(1),
-		ValidArgsFunction: name,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, _ *cobra.Command, args []string) error {
-			return c.DeleteProfile(ctx, args[0])
-		}),
-	}
+	rm := rmCmd(a, "Remove a profile no node uses", profileNames, (*client.Client).DeleteProfile)
 	profile.AddCommand(set, ls, show, rm)
 	return profile
 }
@@ -190,4 +173,17 @@ func bootText(p api.Profile) string {
 		boot += " " + p.Kernel
 	}
 	return boot
+}
+
+// rmCmd is "rm NAME": remove one object of a kind.
+func rmCmd(a *app, short string, kind names, del func(*client.Client, context.Context, string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:               "rm NAME",
+		Short:             short,
+		Args:              args(1),
+		ValidArgsFunction: a.complete(kind),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, _ *cobra.Command, args []string) error {
+			return del(c, ctx, args[0])
+		}),
+	}
 }
