@@ -62,7 +62,7 @@ func (a *app) imageCmd() *cobra.Command {
 		return table(w, "NAME | FORMAT | SIZE | DATA | STORED | DIGEST", rows)
 	})
 
-	show := showCmd(a, "show NAME", "Show one image's manifest", imageNames, (*client.Client).Image, func(w io.Writer, m api.Manifest) error {
+	show := oneCmd(a, "show NAME", "Show one image's manifest", imageNames, (*client.Client).Image, func(w io.Writer, m api.Manifest) error {
 		f := newFields(w)
 		f.add("Name", "%s", m.Name)
 		f.add("Format", "%s", m.Format)
@@ -131,7 +131,7 @@ func (a *app) profileCmd() *cobra.Command {
 		return table(w, "NAME | IMAGE | DISK | BOOT | KERNEL ARGS", rows)
 	})
 
-	show := showCmd(a, "show NAME", "Show one profile", profileNames, profileByName, func(w io.Writer, p api.Profile) error {
+	show := oneCmd(a, "show NAME", "Show one profile", profileNames, profileByName, func(w io.Writer, p api.Profile) error {
 		f := newFields(w)
 		f.add("Name", "%s", p.Name)
 		f.add("Image", "%s", p.Image)

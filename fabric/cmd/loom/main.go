@@ -200,20 +200,29 @@ func listCmd[T any](a *app, use, short string, get func(*client.Client, context.
 	}
 }
 
-// showCmd is a command that prints one object, named by its only
-// argument (completed from kind).
-func showCmd[T any](a *app, use, short string, kind names, get func(*client.Client, context.Context, string) (T, error), detail func(io.Writer, T) error) *cobra.Command {
+// oneCmd is a command on one object, named by its only argument
+// (completed from kind): do acts on it (or only fetches it) and returns it;
+// say writes it for people (-o json|yaml prints it as it is).
+func oneCmd[T any](a *app, use, short string, kind names, do func(*client.Client, context.Context, string) (T, error), say func(io.Writer, T) error) *cobra.Command {
 	return &cobra.Command{
 		Use:               use,
 		Short:             short,
 		Args:              args(1),
 		ValidArgsFunction: a.complete(kind),
 		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			x, err := get(c, ctx, args[0])
+			x, err := do(c, ctx, args[0])
 			if err != nil {
 				return err
 			}
-			return a.show(cmd, x, func(w io.Writer) error { return detail(w, x) })
+			return a.show(cmd, x, func(w io.Writer) error { return say(w, x) })
 		}),
+	}
+}
+
+// sayf is a say for oneCmd that prints one line made from the object.
+func sayf[T any](line func(T) string) func(io.Writer, T) error {
+	return func(w io.Writer, x T) error {
+		_, err := fmt.Fprintln(w, line(x))
+		return err
 	}
 }

@@ -23,6 +23,7 @@ type fabric struct {
 	env         map[string]string
 	dir         string
 	maint, host string // node IDs
+	vm          string // made by the test's vm create
 }
 
 func startFabric(t *testing.T) *fabric {
@@ -90,7 +91,7 @@ func startFabric(t *testing.T) *fabric {
 // are the fabric's node IDs and temporary directory.
 func (f *fabric) loom(t *testing.T, stdin string, argv ...string) (string, string, error) {
 	t.Helper()
-	r := strings.NewReplacer("{maint}", f.maint, "{host}", f.host, "{dir}", f.dir)
+	r := strings.NewReplacer("{maint}", f.maint, "{host}", f.host, "{dir}", f.dir, "{vm}", f.vm)
 	args := []string{"--token-file", f.env["TOKEN_FILE"]}
 	for _, a := range argv {
 		args = append(args, r.Replace(a))
@@ -176,6 +177,7 @@ func TestCLI(t *testing.T) {
 			if id := strings.TrimSpace(out); !strings.HasPrefix(id, "vm-") || strings.Contains(id, "\n") {
 				t.Fatalf("vm create printed %q, want only the VM's ID", out)
 			}
+			f.vm = strings.TrimSpace(out)
 		}},
 		{name: "vm create bad memory", args: []string{"vm", "create", "--package", "web", "--memory", "1.5KiB"}, wantErr: "--memory"},
 		{name: "vm create bad setting", args: []string{"vm", "create", "--package", "web", "--set", "novalue"}, wantErr: `"novalue": want KEY=VALUE`},
@@ -191,6 +193,9 @@ func TestCLI(t *testing.T) {
 			}
 		}},
 		{name: "vm show missing", args: []string{"vm", "show", "vm-nosuch"}, wantErr: "not found"},
+		{name: "vm stop missing", args: []string{"vm", "stop", "vm-nosuch"}, wantErr: "not found"},
+		{name: "vm stop", args: []string{"vm", "stop", "{vm}"}, want: []string{"vm {vm}: stop requested (desired stopped"}},
+		{name: "vm show", args: []string{"vm", "show", "{vm}"}, want: []string{"Desired:", "stopped", "Settings:", "greeting=hi, there", "k=a=b"}},
 
 		// Credentials and racks.
 		{name: "credential set from stdin", args: []string{"credential", "set", "bmc", "--username", "admin", "--password-file", "-"}, stdin: "s3cret\n", want: []string{"credential bmc (user admin) stored"}},
@@ -215,6 +220,8 @@ func TestCLI(t *testing.T) {
 		{name: "complete vm ids", args: []string{"__complete", "vm", "stop", ""}, want: []string{"vm-"}},
 		{name: "complete racks", args: []string{"__complete", "rack", "watch", ""}, want: []string{"r1"}},
 		{name: "complete image names", args: []string{"__complete", "image", "rm", "w"}, want: []string{"web"}, notWant: []string{"host"}},
+		{name: "vm delete", args: []string{"vm", "delete", "{vm}", "-o", "json"}, want: []string{`"id": "{vm}"`, `"desired": "deleted"`}},
+		{name: "vm gone", args: []string{"vm", "show", "{vm}"}, wantErr: "not found"},
 		{name: "completion bash", args: []string{"completion", "bash"}, want: []string{"bash completion V2 for loom", "__loom_"}},
 		{name: "completion zsh", args: []string{"completion", "zsh"}, want: []string{"#compdef loom"}},
 		{name: "completion fish", args: []string{"completion", "fish"}, want: []string{"complete -c loom"}},
@@ -222,7 +229,7 @@ func TestCLI(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, stderr, err := f.loom(t, tc.stdin, tc.args...)
-			r := strings.NewReplacer("{maint}", f.maint, "{host}", f.host)
+			r := strings.NewReplacer("{maint}", f.maint, "{host}", f.host, "{vm}", f.vm)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), r.Replace(tc.wantErr)) {
 					t.Fatalf("loom %s: error %v, want one containing %q\nstdout:\n%s", strings.Join(tc.args, " "), err, tc.wantErr, out)

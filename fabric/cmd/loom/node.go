@@ -37,78 +37,44 @@ func sortedLeases(c *client.Client, ctx context.Context) ([]api.Lease, error) {
 
 func (a *app) nodeCmd() *cobra.Command {
 	node := &cobra.Command{Use: "node", Short: "Show, provision, watch, power and decommission one node"}
-	id := a.complete(nodeIDs)
 
-	show := showCmd(a, "show ID", "Show one node: inventory, BMC, profile, imaging progress, phase history", nodeIDs, (*client.Client).Node, func(w io.Writer, n api.Node) error { return nodeDetail(w, n, a.now()) })
+	show := oneCmd(a, "show ID", "Show one node: inventory, BMC, profile, imaging progress, phase history", nodeIDs, (*client.Client).Node, func(w io.Writer, n api.Node) error { return nodeDetail(w, n, a.now()) })
 
 	var profile string
-	provision := &cobra.Command{
-		Use:               "provision ID --profile P",
-		Short:             "Image the node with a profile (its maintenance agent lays the image down)",
-		Args:              args(1),
-		ValidArgsFunction: id,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			n, err := c.Provision(ctx, args[0], profile)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, n, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "node %s: provisioning with profile %s (generation %d)\n", n.ID, n.Profile, n.Provision)
-				return err
-			})
-		}),
-	}
+	provision := oneCmd(a, "provision ID --profile P", "Image the node with a profile (its maintenance agent lays the image down)", nodeIDs,
+		func(c *client.Client, ctx context.Context, id string) (api.Node, error) {
+			return c.Provision(ctx, id, profile)
+		},
+		sayf(func(n api.Node) string {
+			return fmt.Sprintf("node %s: provisioning with profile %s (generation %d)", n.ID, n.Profile, n.Provision)
+		}))
 	provision.Flags().StringVar(&profile, "profile", "", "profile to provision with (loom profile list)")
 	_ = provision.MarkFlagRequired("profile")
 	a.completeFlag(provision, "profile", profileNames)
 
-	reprovision := &cobra.Command{
-		Use:               "reprovision ID",
-		Short:             "Image the node again with its profile",
-		Args:              args(1),
-		ValidArgsFunction: id,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			n, err := c.Reprovision(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, n, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "node %s: reprovisioning with profile %s (generation %d)\n", n.ID, n.Profile, n.Provision)
-				return err
-			})
-		}),
-	}
+	reprovision := oneCmd(a, "reprovision ID", "Image the node again with its profile", nodeIDs, (*client.Client).Reprovision,
+		sayf(func(n api.Node) string {
+			return fmt.Sprintf("node %s: reprovisioning with profile %s (generation %d)", n.ID, n.Profile, n.Provision)
+		}))
 
 	watch := &cobra.Command{
 		Use:               "watch ID",
 		Short:             "Follow the node's imaging with a progress bar until it is Ready (or fail when it fails)",
 		Args:              args(1),
-		ValidArgsFunction: id,
+		ValidArgsFunction: a.complete(nodeIDs),
 		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
 			return watchNode(ctx, c, args[0], cmd.OutOrStdout())
 		}),
 	}
 
-	decommission := &cobra.Command{
-		Use:               "decommission ID",
-		Short:             "Erase every disk of the node the strongest way it offers, then power it off",
-		Args:              args(1),
-		ValidArgsFunction: id,
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			n, err := c.Decommission(ctx, args[0])
-			if err != nil {
-				return err
+	decommission := oneCmd(a, "decommission ID", "Erase every disk of the node the strongest way it offers, then power it off", nodeIDs, (*client.Client).Decommission,
+		sayf(func(n api.Node) string {
+			how := "its maintenance agent wipes it"
+			if n.BMC != nil {
+				how = "booting it into the maintenance OS through its BMC; powered off when wiped"
 			}
-			return a.show(cmd, n, func(w io.Writer) error {
-				how := "its maintenance agent wipes it"
-				if n.BMC != nil {
-					how = "booting it into the maintenance OS through its BMC; powered off when wiped"
-				}
-				_, err := fmt.Fprintf(w, "node %s: decommissioning (every disk erased the strongest way it offers): %s\n", n.ID, how)
-				return err
-			})
-		}),
-	}
+			return fmt.Sprintf("node %s: decommissioning (every disk erased the strongest way it offers): %s", n.ID, how)
+		}))
 
 	node.AddCommand(show, provision, reprovision, watch, decommission, a.nodeBMCCmd(), a.nodePowerCmd())
 	return node
@@ -116,22 +82,11 @@ func (a *app) nodeCmd() *cobra.Command {
 
 func (a *app) nodeBMCCmd() *cobra.Command {
 	var b api.BMC
-	cmd := &cobra.Command{
-		Use:               "bmc ID --address A --credential C",
-		Short:             "Give a node its BMC (Redfish or IPMI) so that loom can power it",
-		Args:              args(1),
-		ValidArgsFunction: a.complete(nodeIDs),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			n, err := c.SetBMC(ctx, args[0], b)
-			if err != nil {
-				return err
-			}
-			return a.show(cmd, n, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "node %s: BMC %s %s (credential %s)\n", n.ID, n.BMC.Protocol, n.BMC.Address, n.BMC.Credential)
-				return err
-			})
-		}),
-	}
+	cmd := oneCmd(a, "bmc ID --address A --credential C", "Give a node its BMC (Redfish or IPMI) so that loom can power it", nodeIDs,
+		func(c *client.Client, ctx context.Context, id string) (api.Node, error) { return c.SetBMC(ctx, id, b) },
+		sayf(func(n api.Node) string {
+			return fmt.Sprintf("node %s: BMC %s %s (credential %s)", n.ID, n.BMC.Protocol, n.BMC.Address, n.BMC.Credential)
+		}))
 	f := cmd.Flags()
 	f.StringVar(&b.Address, "address", "", "the BMC's URL or host[:port] (https by default; IPMI: host[:623])")
 	f.StringVar(&b.Credential, "credential", "", "name of the credential to log in with (loom credential set)")

@@ -56,7 +56,7 @@ problem is reported with its line and field.`,
 		return table(w, "RACK | NODES | PHASES", rows)
 	})
 
-	show := showCmd(a, "show RACK", "Show one rack's servers by slot, with their power and state", rackNames, rackNodes, rackTable)
+	show := oneCmd(a, "show RACK", "Show one rack's servers by slot, with their power and state", rackNames, rackNodes, rackTable)
 
 	powerOn := &cobra.Command{
 		Use:               "power-on RACK",

@@ -17,7 +17,6 @@ import (
 
 func (a *app) vmCmd() *cobra.Command {
 	vm := &cobra.Command{Use: "vm", Short: "Run guests: create, list, show, start, stop, reboot, delete"}
-	id := a.complete(vmIDs)
 
 	req := api.VMRequest{Settings: map[string]string{}}
 	var mem string
@@ -54,7 +53,7 @@ func (a *app) vmCmd() *cobra.Command {
 
 	ls := listCmd(a, "list", "List VMs: where each runs, desired and actual state, endpoint, restarts", (*client.Client).VMs, vmTable)
 
-	show := showCmd(a, "show ID", "Show one VM: size, state, endpoint, usage, settings", vmIDs, (*client.Client).VM, func(w io.Writer, v api.VM) error { return vmDetail(w, v, a.now()) })
+	show := oneCmd(a, "show ID", "Show one VM: size, state, endpoint, usage, settings", vmIDs, (*client.Client).VM, func(w io.Writer, v api.VM) error { return vmDetail(w, v, a.now()) })
 
 	vm.AddCommand(create, ls, show)
 	for _, act := range []struct {
@@ -66,26 +65,22 @@ func (a *app) vmCmd() *cobra.Command {
 		{api.VMReboot, "Reboot a VM"},
 		{api.VMDelete, "Delete a VM and its disks"},
 	} {
-		vm.AddCommand(&cobra.Command{
-			Use:               string(act.action) + " ID",
-			Short:             act.short,
-			Args:              args(1),
-			ValidArgsFunction: id,
-			RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-				v, err := c.VMAction(ctx, args[0], act.action)
-				if err != nil {
-					return err
+		vm.AddCommand(oneCmd(a, string(act.action)+" ID", act.short, vmIDs,
+			func(c *client.Client, ctx context.Context, id string) (api.VM, error) {
+				v, err := c.VMAction(ctx, id, act.action)
+				if err == nil && act.action == api.VMDelete {
+					// The API answers a delete with no body.
+					v = api.VM{ID: id, Desired: api.VMDeleted}
 				}
-				return a.show(cmd, v, func(w io.Writer) error {
-					if act.action == api.VMDelete {
-						_, err := fmt.Fprintf(w, "vm %s: deleting\n", args[0])
-						return err
-					}
-					_, err := fmt.Fprintf(w, "vm %s: %s requested (desired %s, state %s)\n", v.ID, act.action, v.Desired, v.State)
-					return err
-				})
-			}),
-		})
+				return v, err
+			},
+			sayf(func(v api.VM) string {
+				if act.action == api.VMDelete {
+					return fmt.Sprintf("vm %s: deleting", v.ID)
+				}
+				return fmt.Sprintf("vm %s: %s requested (desired %s, state %s)", v.ID, act.action, v.Desired, v.State)
+			})))
+
 	}
 	return vm
 }
