@@ -76,6 +76,13 @@ type VM struct {
 	Settings map[string]string `json:"settings,omitempty"`
 	Created  time.Time         `json:"created"`
 
+	// Service and Role own an instance of a service (see service.go);
+	// both are empty for a VM made by hand. UpdateDomain is the
+	// instance's update domain within its service.
+	Service      string `json:"service,omitempty"`
+	Role         string `json:"role,omitempty"`
+	UpdateDomain int    `json:"updateDomain,omitempty"`
+
 	// Desired is running, stopped or deleted.
 	Desired VMDesired `json:"desired"`
 	// RebootGen is bumped by each reboot request; the host reboots the

@@ -26,6 +26,7 @@ import (
 	"github.com/loomfabric/loom/fabric/netboot"
 	"github.com/loomfabric/loom/fabric/node"
 	"github.com/loomfabric/loom/fabric/server"
+	"github.com/loomfabric/loom/fabric/service"
 	"github.com/loomfabric/loom/fabric/store"
 	"github.com/loomfabric/loom/fabric/tftp"
 	"github.com/loomfabric/loom/fabric/vms"
@@ -154,9 +155,14 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			if user, err := node.ProfilesUsing(ctx, st.Profiles, name); user != "" || err != nil {
 				return user, err
 			}
+			if user, err := service.ServicesUsing(ctx, st.Services, name); user != "" || err != nil {
+				return user, err
+			}
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
-	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg}
+	ctl := service.NewController(st, log)
+	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
+		Services: service.NewManager(st, ctl)}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
@@ -219,6 +225,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		return hs.Shutdown(sctx)
 	})
 	g.Go(func() error { return reg.Monitor(ctx) })
+	g.Go(func() error { return ctl.Run(ctx, 2*time.Second) })
 	return g.Wait()
 }
 

@@ -49,6 +49,8 @@ type Config struct {
 	Profiles Profiles
 	// VMs, if set, serves /v1/vms.
 	VMs VMs
+	// Services, if set, serves the service model (services, instances).
+	Services Services
 	// Power and Credentials, if both set, serve BMC power and credentials.
 	Power       Power
 	Credentials Credentials
@@ -79,6 +81,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.VMs != nil {
 		a.routeVMs(mux)
+	}
+	if cfg.Services != nil {
+		a.routeServices(mux)
 	}
 	if cfg.Leases != nil {
 		mux.HandleFunc("GET /v1/leases", a.operator(a.listLeases))

@@ -79,7 +79,8 @@ type vmLive struct {
 	observed time.Time
 }
 
-func newVMID() string {
+// NewID makes a VM id ("vm-" and 8 hex digits).
+func NewID() string {
 	b := make([]byte, 4)
 	_, _ = rand.Read(b) // crypto/rand.Read does not fail (Go 1.24+)
 	return "vm-" + hex.EncodeToString(b)
@@ -135,7 +136,7 @@ func (m *Manager) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, erro
 		return api.VM{}, fmt.Errorf("package: %q: %w", req.Package, err)
 	}
 	vm := api.VM{
-		ID: newVMID(), VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, Package: req.Package,
+		ID: NewID(), VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, Package: req.Package,
 		Settings: req.Settings, Created: m.cfg.Now().UTC(), Desired: api.VMRunning,
 		VMStatus: api.VMStatus{State: api.VMStatePending},
 	}

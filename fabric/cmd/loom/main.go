@@ -98,14 +98,15 @@ the operator token in --token-file ($LOOM_TOKEN otherwise).`,
 	pf.StringVar(&a.tokenFile, "token-file", "", "file holding the operator token (default: env LOOM_TOKEN)")
 	pf.StringVarP(&a.output, "output", "o", outTable, "output format: table, json or yaml")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outTable, outJSON, outYAML}, cobra.ShellCompDirectiveNoFileComp))
-	root.AddGroup(&cobra.Group{ID: "metal", Title: "Machines:"}, &cobra.Group{ID: "guests", Title: "Guests:"})
+	root.AddGroup(&cobra.Group{ID: "metal", Title: "Machines:"}, &cobra.Group{ID: "guests", Title: "Guests and services:"})
 	for _, c := range []*cobra.Command{a.nodesCmd(), a.nodeCmd(), a.leasesCmd(), a.rackCmd(), a.imageCmd(), a.profileCmd(), a.credentialCmd()} {
 		c.GroupID = "metal"
 		root.AddCommand(c)
 	}
-	vm := a.vmCmd()
-	vm.GroupID = "guests"
-	root.AddCommand(vm)
+	for _, c := range []*cobra.Command{a.vmCmd(), a.serviceCmd(), a.instanceCmd()} {
+		c.GroupID = "guests"
+		root.AddCommand(c)
+	}
 	return root
 }
 

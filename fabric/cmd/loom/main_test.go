@@ -222,6 +222,59 @@ func TestCLI(t *testing.T) {
 		{name: "complete image names", args: []string{"__complete", "image", "rm", "w"}, want: []string{"web"}, notWant: []string{"host"}},
 		{name: "vm delete", args: []string{"vm", "delete", "{vm}", "-o", "json"}, want: []string{`"id": "{vm}"`, `"desired": "deleted"`}},
 		{name: "vm gone", args: []string{"vm", "show", "{vm}"}, wantErr: "not found"},
+
+		// Services: deployed onto the host, scaled, deleted.
+		{name: "service bad manifest", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nroles:\n  - name: work\n    kind: worker\n    package: web\n    instances: lots\n",
+			wantErr: "manifest: line 6"},
+		{name: "service unknown package", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nroles:\n  - {name: work, kind: worker, package: nosuch, instances: 1}\n",
+			wantErr: `role work: package "nosuch" is not a stored image`},
+		{name: "service refused leaves nothing", args: []string{"service", "list", "-o", "json"}, want: []string{"[]"}},
+		{name: "service deploy", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nupdateDomains: 2\nroles:\n  - {name: work, kind: worker, package: web, instances: 3, memory: 64MiB}\n",
+			want: []string{"service gb: deployed (3 work instances being placed"}},
+		{name: "service deploy twice", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nroles:\n  - {name: work, kind: worker, package: web, instances: 1}\n",
+			wantErr: "service gb: already exists"},
+		{name: "instances placed", args: []string{"instance", "list", "gb", "-o", "json"}, check: func(t *testing.T, _ string) {
+			ins := f.instances(t, "gb", func(ins []api.Instance) bool { return len(ins) == 3 })
+			uds := map[int]int{}
+			for _, in := range ins {
+				if in.Node != f.host || in.State != api.InstancePending || in.Role != "work" {
+					t.Fatalf("instance %+v: want Pending on %s (its host has not reported it yet)", in, f.host)
+				}
+				uds[in.UpdateDomain]++
+			}
+			if uds[0] != 2 || uds[1] != 1 {
+				t.Fatalf("update domains %v, want 2 in 0 and 1 in 1", uds)
+			}
+		}},
+		{name: "instance table", args: []string{"instance", "list"}, want: []string{"SERVICE", "UD", "RACK", "gb", "work", "{host}", "Pending"}},
+		{name: "service show", args: []string{"service", "show", "gb"}, want: []string{"Update domains:", "2 (upgrade auto)", "Role work:", "worker, 0 of 3 Ready, 1 vCPUs 64 MiB each, package web", "STATE", "Pending"}},
+		{name: "image used by a service", args: []string{"image", "rm", "web"}, wantErr: "service gb"},
+		{name: "service scale unknown role", args: []string{"service", "scale", "gb", "nosuch", "1"}, wantErr: `service gb has no role "nosuch"`},
+		{name: "service scale bad count", args: []string{"service", "scale", "gb", "work", "--", "-2"}, wantErr: "instances: -2: want 0 to 1000"},
+		{name: "service scale down", args: []string{"service", "scale", "gb", "work", "1"}, want: []string{"service gb: role work scaled to 1 instances"}, check: func(t *testing.T, _ string) {
+			f.instances(t, "gb", func(ins []api.Instance) bool {
+				n := 0
+				for _, in := range ins {
+					if in.State != api.InstanceStopping {
+						n++
+					}
+				}
+				return n == 1 && len(ins) == 3 // the two others: Stopping until their host removes them
+			})
+		}},
+		{name: "service list", args: []string{"service", "list"}, want: []string{"NAME", "gb", "work (worker) 1", "2", "auto"}},
+		{name: "complete services", args: []string{"__complete", "service", "scale", ""}, want: []string{"gb"}},
+		{name: "service delete", args: []string{"service", "delete", "gb"}, want: []string{"service gb: deleted"}, check: func(t *testing.T, _ string) {
+			f.instances(t, "", func(ins []api.Instance) bool {
+				for _, in := range ins {
+					if in.State != api.InstanceStopping {
+						return false
+					}
+				}
+				return true
+			})
+		}},
+		{name: "service gone", args: []string{"service", "show", "gb"}, wantErr: "not found"},
 		{name: "completion bash", args: []string{"completion", "bash"}, want: []string{"bash completion V2 for loom", "__loom_"}},
 		{name: "completion zsh", args: []string{"completion", "zsh"}, want: []string{"#compdef loom"}},
 		{name: "completion fish", args: []string{"completion", "fish"}, want: []string{"complete -c loom"}},
@@ -253,6 +306,27 @@ func TestCLI(t *testing.T) {
 				tc.check(t, out)
 			}
 		})
+	}
+}
+
+// instances polls loom instance list until ok holds (the controller
+// works in the background), and returns what it saw last.
+func (f *fabric) instances(t *testing.T, svc string, ok func([]api.Instance) bool) []api.Instance {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, _, err := f.loom(t, "", "instance", "list", svc, "-o", "json")
+		var ins []api.Instance
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &ins)
+		}
+		if err == nil && ok(ins) {
+			return ins
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instances of %q not as wanted after 15s: %v\n%s", svc, err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

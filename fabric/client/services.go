@@ -1,0 +1,53 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/url"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+// DeployService sends a service manifest (YAML) to be deployed (operator
+// token). A refused manifest's error lists every wrong line and field.
+func (c *Client) DeployService(ctx context.Context, manifest []byte) (api.Service, error) {
+	var out api.Service
+	err := c.doBody(ctx, http.MethodPost, "/v1/services", c.Token, bytes.NewReader(manifest), "application/yaml", &out)
+	return out, err
+}
+
+// Services lists the services (operator token).
+func (c *Client) Services(ctx context.Context) ([]api.Service, error) {
+	var out []api.Service
+	err := c.do(ctx, http.MethodGet, "/v1/services", c.Token, nil, &out)
+	return out, err
+}
+
+// Service reads one service (operator token).
+func (c *Client) Service(ctx context.Context, name string) (api.Service, error) {
+	var out api.Service
+	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(name), c.Token, nil, &out)
+	return out, err
+}
+
+// ScaleService sets a role's instance count (operator token).
+func (c *Client) ScaleService(ctx context.Context, name, role string, instances int) (api.Service, error) {
+	var out api.Service
+	err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(name)+"/scale", c.Token, api.ScaleRequest{Role: role, Instances: instances}, &out)
+	return out, err
+}
+
+// DeleteService removes a service and, through the controller, its
+// instances (operator token).
+func (c *Client) DeleteService(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(name), c.Token, nil, nil)
+}
+
+// Instances lists the instances of one service, or of all with ""
+// (operator token).
+func (c *Client) Instances(ctx context.Context, service string) ([]api.Instance, error) {
+	var out []api.Instance
+	err := c.do(ctx, http.MethodGet, "/v1/instances?service="+url.QueryEscape(service), c.Token, nil, &out)
+	return out, err
+}

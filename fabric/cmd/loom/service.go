@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+func serviceNames(ctx context.Context, c *client.Client) ([]string, error) {
+	ss, err := c.Services(ctx)
+	return collect(ss, func(s api.Service) string { return s.Name }), err
+}
+
+func (a *app) serviceCmd() *cobra.Command {
+	svc := &cobra.Command{Use: "service", Short: `Services: roles with instance counts ("5 web and 3 worker instances") that the fabric keeps`}
+
+	deploy := &cobra.Command{
+		Use:   "deploy FILE",
+		Short: "Deploy a service from its manifest (YAML; '-': standard input)",
+		Long: `Deploy a service from its manifest. A manifest with anything wrong is
+refused with every wrong line and field, and nothing of it is applied.
+
+  name: guestbook
+  updateDomains: 5              # default 5
+  roles:
+    - name: web
+      kind: web                 # web or worker
+      package: guestbook-web    # a stored image (loom image add)
+      instances: 5
+      vcpus: 1                  # default 1
+      memory: 256MiB            # default 256MiB
+      settings: {queue: entries}
+      endpoint: {port: 80, protocol: http}   # web roles
+    - name: worker
+      kind: worker
+      package: guestbook-worker
+      instances: 3`,
+		Args: args(1),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			var b []byte
+			var err error
+			if args[0] == "-" {
+				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), api.MaxBodyBytes))
+			} else {
+				b, err = os.ReadFile(args[0])
+			}
+			if err != nil {
+				return err
+			}
+			s, err := c.DeployService(ctx, b)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, s, func(w io.Writer) error {
+				var roles []string
+				for _, r := range s.Roles {
+					roles = append(roles, fmt.Sprintf("%d %s", r.Instances, r.Name))
+				}
+				_, err := fmt.Fprintf(w, "service %s: deployed (%s instances being placed; loom instance list %s)\n", s.Name, strings.Join(roles, " and "), s.Name)
+				return err
+			})
+		}),
+	}
+
+	scale := &cobra.Command{
+		Use:               "scale SERVICE ROLE N",
+		Short:             "Set how many instances a role has",
+		Args:              args(3),
+		ValidArgsFunction: a.complete(serviceNames),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			n, err := strconv.Atoi(args[2])
+			if err != nil {
+				return fmt.Errorf("instance count %q is not a number", args[2])
+			}
+			s, err := c.ScaleService(ctx, args[0], args[1], n)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, s, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "service %s: role %s scaled to %d instances\n", s.Name, args[1], n)
+				return err
+			})
+		}),
+	}
+
+	ls := listCmd(a, "list", "List services with their roles' instance counts", (*client.Client).Services, func(w io.Writer, ss []api.Service) error {
+		var rows [][]string
+		for _, s := range ss {
+			var roles []string
+			for _, r := range s.Roles {
+				roles = append(roles, fmt.Sprintf("%s (%s) %d", r.Name, r.Kind, r.Instances))
+			}
+			rows = append(rows, []string{s.Name, strings.Join(roles, ", "), fmt.Sprint(s.UpdateDomains), string(s.Upgrade)})
+		}
+		return table(w, "NAME | ROLES | UPDATE DOMAINS | UPGRADE", rows)
+	})
+
+	show := oneCmd(a, "show SERVICE", "Show a service: its roles and each instance", serviceNames, serviceWithInstances,
+		func(w io.Writer, s serviceView) error {
+			f := newFields(w)
+			f.add("Name", "%s", s.Name)
+			f.add("Update domains", "%d (upgrade %s)", s.UpdateDomains, s.Upgrade)
+			for _, r := range s.Roles {
+				ready := 0
+				for _, in := range s.Instances {
+					if in.Role == r.Name && in.State == api.InstanceReady {
+						ready++
+					}
+				}
+				line := fmt.Sprintf("%s, %d of %d Ready, %d vCPUs %d MiB each, package %s", r.Kind, ready, r.Instances, r.VCPUs, r.MemoryMB, r.Package)
+				if r.Endpoint != nil {
+					line += fmt.Sprintf(", endpoint %s port %d", r.Endpoint.Protocol, r.Endpoint.Port)
+				}
+				f.add("Role "+r.Name, "%s", line)
+			}
+			if err := f.flush(); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+			return instanceTable(w, s.Instances)
+		})
+
+	del := &cobra.Command{
+		Use:               "delete SERVICE",
+		Short:             "Delete a service and all its instances",
+		Args:              args(1),
+		ValidArgsFunction: a.complete(serviceNames),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			if err := c.DeleteService(ctx, args[0]); err != nil {
+				return err
+			}
+			return a.show(cmd, map[string]string{"service": args[0], "deleted": "true"}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "service %s: deleted; its instances are being stopped and removed\n", args[0])
+				return err
+			})
+		}),
+	}
+	svc.AddCommand(deploy, scale, ls, show, del)
+	return svc
+}
+
+// serviceView is a service with its instances, as service show prints it.
+type serviceView struct {
+	api.Service
+	Instances []api.Instance `json:"instances"`
+}
+
+func serviceWithInstances(c *client.Client, ctx context.Context, name string) (serviceView, error) {
+	s, err := c.Service(ctx, name)
+	if err != nil {
+		return serviceView{}, err
+	}
+	ins, err := c.Instances(ctx, name)
+	return serviceView{Service: s, Instances: list(ins)}, err
+}
+
+func (a *app) instanceCmd() *cobra.Command {
+	instance := &cobra.Command{Use: "instance", Short: "The instances of services (each is a VM: loom vm start|stop|reboot ID acts on it)"}
+	ls := &cobra.Command{
+		Use:               "list [SERVICE]",
+		Short:             "List instances: service, role, update and fault domain, node, state and why",
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.complete(serviceNames),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			svc := ""
+			if len(args) == 1 {
+				svc = args[0]
+			}
+			ins, err := c.Instances(ctx, svc)
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, list(ins), func(w io.Writer) error { return instanceTable(w, ins) })
+		}),
+	}
+	instance.AddCommand(ls)
+	return instance
+}
+
+func instanceTable(w io.Writer, ins []api.Instance) error {
+	var rows [][]string
+	for _, in := range ins {
+		rows = append(rows, []string{in.ID, in.Service, in.Role, fmt.Sprint(in.UpdateDomain), dash(in.FaultDomain), dash(in.Node), string(in.State), dash(in.Endpoint), in.Reason})
+	}
+	return table(w, "ID | SERVICE | ROLE | UD | RACK | NODE | STATE | ENDPOINT | REASON", rows)
+}

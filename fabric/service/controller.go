@@ -1,0 +1,219 @@
+package service
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/store"
+	"github.com/loomfabric/loom/fabric/vms"
+)
+
+// Store is what the controller needs of the store; *store.Store has it.
+type Store interface {
+	Services(ctx context.Context) ([]api.Service, error)
+	ChangeVMs(ctx context.Context, fn func([]api.Node, []api.VM) (store.VMChange, error)) (store.VMChange, error)
+}
+
+// Controller keeps each role's instance count: level-triggered, it
+// compares what the services want with the VMs that exist, on every Kick
+// and at a steady interval, and writes the difference in one transaction.
+type Controller struct {
+	st   Store
+	log  *slog.Logger
+	now  func() time.Time
+	kick chan struct{}
+}
+
+// NewController returns a controller; Run starts it.
+func NewController(st Store, log *slog.Logger) *Controller {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1)}
+}
+
+// Kick asks for a pass soon (after a deploy, scale or delete).
+func (c *Controller) Kick() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles until ctx ends: at once, on each Kick, and every interval
+// (which catches nodes that came or went and room that freed up).
+func (c *Controller) Run(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("services: reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// Reconcile makes one pass over every service.
+func (c *Controller) Reconcile(ctx context.Context) error {
+	svcs, err := c.st.Services(ctx)
+	if err != nil {
+		return err
+	}
+	now := c.now().UTC()
+	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {
+		return Plan(svcs, nodes, vs, now, vms.NewID), nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(ch.Put) > 0 || len(ch.Delete) > 0 {
+		c.log.Info("services: reconciled", "written", len(ch.Put), "forgotten", len(ch.Delete))
+	}
+	return nil
+}
+
+// Plan is the controller's decision, pure: what to write so that every
+// role of svcs has its instance count. It
+//
+//   - places instances left Pending for want of room, where room is now;
+//   - adds instances a role lacks (Schedule says where; with no room they
+//     are kept Pending with the reason);
+//   - removes the surplus of a role scaled down, and every instance whose
+//     service or role is gone: unplaced ones first, then those not Ready,
+//     then the highest update domain, then the newest. A placed instance is
+//     marked deleted (its host stops it, then the fabric forgets it); an
+//     unplaced one is forgotten at once.
+func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, now time.Time, newID func() string) store.VMChange {
+	var ch store.VMChange
+	live := slices.Clone(vs) // what exists, with this plan's changes
+	set := func(v api.VM) {
+		ch.Put = append(ch.Put, v)
+		for i := range live {
+			if live[i].ID == v.ID {
+				live[i] = v
+				return
+			}
+		}
+		live = append(live, v)
+	}
+	remove := func(v api.VM) {
+		if v.Node == "" {
+			ch.Delete = append(ch.Delete, v.ID)
+			live = slices.DeleteFunc(live, func(x api.VM) bool { return x.ID == v.ID })
+			return
+		}
+		v.Desired = api.VMDeleted
+		set(v)
+	}
+	domain := map[string]string{}
+	for _, n := range nodes {
+		domain[n.ID] = FaultDomain(n)
+	}
+	wanted := map[[2]string]bool{}
+	for _, svc := range svcs {
+		for _, r := range svc.Roles {
+			wanted[[2]string{svc.Name, r.Name}] = true
+			mine := instances(live, svc.Name, r.Name)
+			// Pending for want of room: place where there is room now.
+			for _, v := range mine {
+				if v.Node != "" {
+					continue
+				}
+				p := Schedule(svc, r, 1, nodes, withoutVM(live, v.ID))[0]
+				if p.Node != "" || p.Reason != v.Reason {
+					v.Node, v.Reason = p.Node, p.Reason
+					set(v)
+				}
+			}
+			mine = instances(live, svc.Name, r.Name)
+			switch {
+			case len(mine) < r.Instances:
+				for _, p := range Schedule(svc, r, r.Instances-len(mine), nodes, live) {
+					set(api.VM{
+						ID: newID(), Service: svc.Name, Role: r.Name, UpdateDomain: p.UpdateDomain, Node: p.Node,
+						VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Package: r.Package, Settings: maps.Clone(r.Settings),
+						Created: now, Desired: api.VMRunning,
+						VMStatus: api.VMStatus{State: api.VMStatePending, Reason: p.Reason},
+					})
+				}
+			case len(mine) > r.Instances:
+				for _, v := range surplus(mine, len(mine)-r.Instances, domain) {
+					remove(v)
+				}
+			}
+		}
+	}
+	for _, v := range live {
+		if v.Service != "" && v.Desired != api.VMDeleted && !wanted[[2]string{v.Service, v.Role}] {
+			remove(v)
+		}
+	}
+	return ch
+}
+
+// instances are a role's instances that are not being deleted.
+func instances(vs []api.VM, svc, role string) []api.VM {
+	var out []api.VM
+	for _, v := range vs {
+		if v.Service == svc && v.Role == role && v.Desired != api.VMDeleted {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func withoutVM(vs []api.VM, id string) []api.VM {
+	return slices.DeleteFunc(slices.Clone(vs), func(v api.VM) bool { return v.ID == id })
+}
+
+// surplus picks the n instances to remove: unplaced ones first, then
+// those not Running; then, one at a time, from the update domain holding
+// the most (the highest among equals) and, in it, from the fault domain
+// holding the most, the newest: what is left stays spread.
+func surplus(vs []api.VM, n int, domain map[string]string) []api.VM {
+	left := slices.Clone(vs)
+	var out []api.VM
+	for range n {
+		perUD, perFD := map[int]int{}, map[string]int{}
+		for _, v := range left {
+			perUD[v.UpdateDomain]++
+			perFD[domain[v.Node]]++
+		}
+		rank := func(v api.VM) int {
+			switch {
+			case v.Node == "":
+				return 0
+			case v.State != api.VMStateRunning:
+				return 1
+			}
+			return 2
+		}
+		i := 0
+		for j := 1; j < len(left); j++ {
+			a, b := left[j], left[i] // is a a better victim than b?
+			if c := cmp.Or(
+				cmp.Compare(rank(a), rank(b)),
+				-cmp.Compare(perUD[a.UpdateDomain], perUD[b.UpdateDomain]),
+				-cmp.Compare(a.UpdateDomain, b.UpdateDomain),
+				-cmp.Compare(perFD[domain[a.Node]], perFD[domain[b.Node]]),
+				-a.Created.Compare(b.Created),
+				-cmp.Compare(a.ID, b.ID),
+			); c < 0 {
+				i = j
+			}
+		}
+		out = append(out, left[i])
+		left = slices.Delete(left, i, i+1)
+	}
+	return out
+}

@@ -1,0 +1,112 @@
+package service
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+// Placement is where the scheduler puts one new instance.
+type Placement struct {
+	// Node is "" when no Ready node has room: the instance is kept
+	// Pending with Reason, and placed when room appears.
+	Node         string
+	UpdateDomain int
+	Reason       string
+}
+
+// FaultDomain is the fault domain of a node: its rack, or, for a node in
+// no rack, the node itself.
+func FaultDomain(n api.Node) string {
+	if n.Rack != "" {
+		return "rack:" + n.Rack
+	}
+	return "node:" + n.ID
+}
+
+// Schedule places n new instances of role r of service svc. nodes are the
+// fabric's nodes and vms every VM that exists (instances included). It is
+// pure and deterministic:
+//
+//   - each instance gets the update domain with the fewest instances of
+//     its role (the lowest number among equals), so a role's instances go
+//     round-robin over the service's domains;
+//   - it goes to a Ready node with room in the fault domain (rack) that
+//     holds the fewest instances of its role, so no two share a rack while
+//     another rack has room; among those, the node with the fewest
+//     instances of the role, then the most free memory, then the lowest ID.
+func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms []api.VM) []Placement {
+	vms = append([]api.VM(nil), vms...) // placements below count as they are made
+	sorted := append([]api.Node(nil), nodes...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	out := make([]Placement, 0, n)
+	for range n {
+		perNode, perDomain, perUD := map[string]int{}, map[string]int{}, make([]int, max(svc.UpdateDomains, 1))
+		domainOf := map[string]string{}
+		for _, nd := range sorted {
+			domainOf[nd.ID] = FaultDomain(nd)
+		}
+		for _, v := range vms {
+			if v.Service != svc.Name || v.Role != r.Name || v.Desired == api.VMDeleted {
+				continue
+			}
+			if v.UpdateDomain >= 0 && v.UpdateDomain < len(perUD) {
+				perUD[v.UpdateDomain]++
+			}
+			if v.Node != "" {
+				perNode[v.Node]++
+				perDomain[domainOf[v.Node]]++
+			}
+		}
+		ud := 0
+		for i, c := range perUD {
+			if c < perUD[ud] {
+				ud = i
+			}
+		}
+		p := Placement{UpdateDomain: ud}
+		var best *api.Node
+		var bestFree api.Capacity
+		var notes []string
+		for i := range sorted {
+			nd := &sorted[i]
+			if nd.Phase != api.PhaseReady {
+				continue
+			}
+			f := api.Free(*nd, vms)
+			if f.VCPUs < r.VCPUs || f.MemoryMB < r.MemoryMB {
+				notes = append(notes, fmt.Sprintf("%s has %d vCPUs and %d MiB free", nd.ID, max(f.VCPUs, 0), max(f.MemoryMB, 0)))
+				continue
+			}
+			if best == nil || better(perDomain[domainOf[nd.ID]], perNode[nd.ID], f.MemoryMB, perDomain[domainOf[best.ID]], perNode[best.ID], bestFree.MemoryMB) {
+				best, bestFree = nd, f
+			}
+		}
+		if best == nil {
+			if len(notes) == 0 {
+				notes = append(notes, "no node is Ready")
+			}
+			p.Reason = fmt.Sprintf("no capacity: no Ready node has %d vCPUs and %d MiB free (%s)", r.VCPUs, r.MemoryMB, strings.Join(notes, "; "))
+		} else {
+			p.Node = best.ID
+		}
+		out = append(out, p)
+		vms = append(vms, api.VM{Service: svc.Name, Role: r.Name, Node: p.Node, UpdateDomain: ud, VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Desired: api.VMRunning})
+	}
+	return out
+}
+
+// better reports whether a candidate (instances of the role in its fault
+// domain, on the node, free memory) beats the best so far; nodes come in
+// ID order, so an equal candidate loses.
+func better(dom, node, free, bestDom, bestNode, bestFree int) bool {
+	if dom != bestDom {
+		return dom < bestDom
+	}
+	if node != bestNode {
+		return node < bestNode
+	}
+	return free > bestFree
+}

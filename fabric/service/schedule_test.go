@@ -1,0 +1,212 @@
+package service
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/store"
+)
+
+// host is a Ready node with cpus and memMiB for guests (plus the host's
+// reserve) in rack.
+func host(id, rack string, cpus, memMiB int) api.Node {
+	return api.Node{ID: id, Rack: rack, Phase: api.PhaseReady, Inventory: &api.Inventory{
+		CPU: api.CPU{Count: cpus}, Memory: uint64(memMiB+api.HostReserveMB) << 20}}
+}
+
+var svc = api.Service{Name: "gb", UpdateDomains: 3, Roles: []api.ServiceRole{
+	{Name: "web", Kind: api.RoleWeb, Package: "p", Instances: 4, VCPUs: 1, MemoryMB: 256},
+}}
+
+func TestSchedule(t *testing.T) {
+	web := svc.Roles[0]
+	for _, tc := range []struct {
+		name  string
+		nodes []api.Node
+		vms   []api.VM
+		n     int
+		want  string // node@ud per placement, "-" for none
+	}{
+		{"spread over racks first", []api.Node{host("a1", "a", 8, 4096), host("a2", "a", 8, 4096), host("b1", "b", 8, 4096)}, nil, 4,
+			"a1@0 b1@1 a2@2 b1@0"},
+		{"no rack: each node its own domain", []api.Node{host("n1", "", 8, 4096), host("n2", "", 8, 4096)}, nil, 3,
+			"n1@0 n2@1 n1@2"},
+		{"a full rack is passed over", []api.Node{host("a1", "a", 1, 4096), host("b1", "b", 8, 4096)}, nil, 3,
+			"a1@0 b1@1 b1@2"},
+		{"existing instances count", []api.Node{host("a1", "a", 8, 4096), host("b1", "b", 8, 4096)},
+			[]api.VM{{ID: "x", Service: "gb", Role: "web", Node: "a1", UpdateDomain: 0, VCPUs: 1, MemoryMB: 256, Desired: api.VMRunning}}, 2,
+			"b1@1 a1@2"},
+		{"deleted instances do not", []api.Node{host("a1", "a", 8, 4096), host("b1", "b", 8, 4096)},
+			[]api.VM{{ID: "x", Service: "gb", Role: "web", Node: "a1", VCPUs: 1, MemoryMB: 256, Desired: api.VMDeleted}}, 1,
+			"a1@0"},
+		{"other VMs take room", []api.Node{host("a1", "a", 2, 4096), host("b1", "b", 8, 4096)},
+			[]api.VM{{ID: "y", Node: "a1", VCPUs: 2, MemoryMB: 256, Desired: api.VMRunning}}, 2,
+			"b1@0 b1@1"},
+		{"not Ready is passed over", []api.Node{{ID: "z", Phase: api.PhaseImaging}, host("b1", "b", 8, 4096)}, nil, 1, "b1@0"},
+		{"no room: pending", []api.Node{host("a1", "a", 1, 300)}, nil, 2, "a1@0 -@1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ps := Schedule(svc, web, tc.n, tc.nodes, tc.vms)
+			var got []string
+			for _, p := range ps {
+				n := p.Node
+				if n == "" {
+					n = "-"
+					if !strings.HasPrefix(p.Reason, "no capacity: no Ready node has 1 vCPUs and 256 MiB free") {
+						t.Errorf("reason %q", p.Reason)
+					}
+				}
+				got = append(got, fmt.Sprintf("%s@%d", n, p.UpdateDomain))
+			}
+			if g := strings.Join(got, " "); g != tc.want {
+				t.Fatalf("Schedule = %s, want %s", g, tc.want)
+			}
+			// Deterministic: the same input, the same answer.
+			again := Schedule(svc, web, tc.n, tc.nodes, tc.vms)
+			for i := range ps {
+				if ps[i] != again[i] {
+					t.Fatalf("second run differs at %d: %+v vs %+v", i, ps[i], again[i])
+				}
+			}
+		})
+	}
+}
+
+// apply writes a plan's change into vms, as the store would.
+func apply(vms []api.VM, ch store.VMChange) []api.VM {
+	byID := map[string]int{}
+	for i, v := range vms {
+		byID[v.ID] = i
+	}
+	for _, v := range ch.Put {
+		if i, ok := byID[v.ID]; ok {
+			vms[i] = v
+		} else {
+			byID[v.ID] = len(vms)
+			vms = append(vms, v)
+		}
+	}
+	out := vms[:0]
+	for _, v := range vms {
+		keep := true
+		for _, id := range ch.Delete {
+			keep = keep && v.ID != id
+		}
+		if keep {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func count(vms []api.VM, role string) (live, deleting, pending int) {
+	for _, v := range vms {
+		switch {
+		case v.Role != role:
+		case v.Desired == api.VMDeleted:
+			deleting++
+		case v.Node == "":
+			pending++
+		default:
+			live++
+		}
+	}
+	return
+}
+
+func TestPlanConverges(t *testing.T) {
+	nodes := []api.Node{host("a1", "a", 4, 2048), host("a2", "a", 4, 2048), host("b1", "b", 4, 2048)}
+	ids := 0
+	newID := func() string { ids++; return fmt.Sprintf("vm-%04d", ids) }
+	now := time.Unix(1e9, 0)
+	var vms []api.VM
+	step := func(s api.Service) {
+		ch := Plan([]api.Service{s}, nodes, vms, now, newID)
+		vms = apply(vms, ch)
+		now = now.Add(time.Second)
+		// A second pass over the result changes nothing: level-triggered
+		// and settled.
+		if again := Plan([]api.Service{s}, nodes, vms, now, newID); len(again.Put)+len(again.Delete) != 0 {
+			t.Fatalf("not settled after one pass: %+v", again)
+		}
+	}
+	s := svc
+	s.Roles = []api.ServiceRole{svc.Roles[0]}
+	s.Roles[0].Instances = 5
+	step(s)
+	if l, d, p := count(vms, "web"); l != 5 || d != 0 || p != 0 {
+		t.Fatalf("5: live %d deleting %d pending %d", l, d, p)
+	}
+	racks := map[string]int{}
+	for _, v := range vms {
+		racks[v.Node[:1]]++
+	}
+	if racks["a"] != 3 || racks["b"] != 2 { // b has one node, a two: 3/2 is as even as room allows
+		t.Fatalf("spread: %v", racks)
+	}
+	s.Roles[0].Instances = 8
+	step(s)
+	if l, _, _ := count(vms, "web"); l != 8 {
+		t.Fatalf("8: live %d", l)
+	}
+	// 3 nodes × 4 vCPUs: at most 12 of 1 vCPU; 14 leaves 2 Pending.
+	s.Roles[0].Instances = 14
+	step(s)
+	if l, _, p := count(vms, "web"); l != 12 || p != 2 {
+		t.Fatalf("14: live %d pending %d", l, p)
+	}
+	s.Roles[0].Instances = 3
+	step(s)
+	if l, d, p := count(vms, "web"); l != 3 || d != 9 || p != 0 {
+		t.Fatalf("3: live %d deleting %d pending %d (pending ones go first and are forgotten)", l, d, p)
+	}
+	// The hosts remove the deleted ones (the VM manager forgets them).
+	vms = slices.DeleteFunc(vms, func(v api.VM) bool { return v.Desired == api.VMDeleted })
+	uds := map[int]int{}
+	for _, v := range vms {
+		uds[v.UpdateDomain]++
+	}
+	if len(uds) != 3 {
+		t.Fatalf("the 3 left should be in 3 update domains: %v", uds)
+	}
+	racks = map[string]int{}
+	for _, v := range vms {
+		racks[v.Node[:1]]++
+	}
+	if racks["a"] == 0 || racks["b"] == 0 {
+		t.Fatalf("the 3 left should be in both racks: %v", racks)
+	}
+	// The service goes: every instance with it.
+	ch := Plan(nil, nodes, vms, now, newID)
+	vms = apply(vms, ch)
+	if l, d, _ := count(vms, "web"); l != 0 || d != 3 {
+		t.Fatalf("service deleted: live %d deleting %d", l, d)
+	}
+	// VMs made by hand are never touched.
+	hand := []api.VM{{ID: "vm-hand", Node: "a1", VCPUs: 1, MemoryMB: 256, Desired: api.VMRunning}}
+	if ch := Plan(nil, nodes, hand, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
+		t.Fatalf("touched a VM without a service: %+v", ch)
+	}
+}
+
+func TestPlanPlacesPendingWhenRoomAppears(t *testing.T) {
+	s := svc
+	s.Roles = []api.ServiceRole{svc.Roles[0]}
+	s.Roles[0].Instances = 2
+	nodes := []api.Node{host("a1", "a", 1, 2048)}
+	n := 0
+	newID := func() string { n++; return fmt.Sprint("vm-", n) }
+	vms := apply(nil, (Plan([]api.Service{s}, nodes, nil, time.Time{}, newID)))
+	if l, _, p := count(vms, "web"); l != 1 || p != 1 {
+		t.Fatalf("live %d pending %d", l, p)
+	}
+	nodes = append(nodes, host("b1", "b", 1, 2048))
+	ch := Plan([]api.Service{s}, nodes, vms, time.Time{}, newID)
+	if len(ch.Put) != 1 || ch.Put[0].Node != "b1" || ch.Put[0].Reason != "" || n != 2 {
+		t.Fatalf("the pending instance should go to b1, no new one made: %+v (ids made %d)", ch, n)
+	}
+}
