@@ -16,6 +16,7 @@ import (
 // Store is what the controller needs of the store; *store.Store has it.
 type Store interface {
 	Services(ctx context.Context) ([]api.Service, error)
+	VMs(ctx context.Context) ([]api.VM, error)
 	ChangeVMs(ctx context.Context, fn func([]api.Node, []api.VM) (store.VMChange, error)) (store.VMChange, error)
 }
 
@@ -68,6 +69,17 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	svcs, err := c.st.Services(ctx)
 	if err != nil {
 		return err
+	}
+	if len(svcs) == 0 {
+		// The common case on a fabric without services: nothing to do
+		// unless instances of a deleted service are left.
+		vs, err := c.st.VMs(ctx)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(vs, func(v api.VM) bool { return v.Service != "" && v.Desired != api.VMDeleted }) {
+			return nil
+		}
 	}
 	now := c.now().UTC()
 	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {

@@ -26,7 +26,6 @@ type ManagerStore interface {
 	DeleteService(ctx context.Context, name string) error
 	Image(ctx context.Context, name string) (api.Manifest, error)
 	Nodes(ctx context.Context) ([]api.Node, error)
-	VMs(ctx context.Context) ([]api.VM, error)
 }
 
 // Manager is the services API over the store; its Controller does the
