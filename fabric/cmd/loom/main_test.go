@@ -262,6 +262,17 @@ func TestCLI(t *testing.T) {
 				return n == 1 && len(ins) == 3 // the two others: Stopping until their host removes them
 			})
 		}},
+		{name: "instance stop of a plain VM", args: []string{"instance", "stop", "vm-nosuch"}, wantErr: "not found"},
+		{name: "instance reboot", args: []string{"instance", "list", "gb", "-o", "json"}, check: func(t *testing.T, out string) {
+			var ins []api.Instance
+			if err := json.Unmarshal([]byte(out), &ins); err != nil || len(ins) == 0 {
+				t.Fatalf("instances: %v %s", err, out)
+			}
+			o, _, err := f.loom(t, "", "instance", "reboot", ins[0].ID)
+			if err != nil || !strings.Contains(o, "(gb/work): reboot requested") {
+				t.Fatalf("instance reboot: %v %s", err, o)
+			}
+		}},
 		{name: "service list", args: []string{"service", "list"}, want: []string{"NAME", "gb", "work (worker) 1", "2", "auto"}},
 		{name: "complete services", args: []string{"__complete", "service", "scale", ""}, want: []string{"gb"}},
 		{name: "service delete", args: []string{"service", "delete", "gb"}, want: []string{"service gb: deleted"}, check: func(t *testing.T, _ string) {

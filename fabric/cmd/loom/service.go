@@ -182,7 +182,35 @@ func (a *app) instanceCmd() *cobra.Command {
 		}),
 	}
 	instance.AddCommand(ls)
+	for _, act := range []struct {
+		action api.VMAction
+		short  string
+	}{
+		{api.VMStart, "Start a stopped instance"},
+		{api.VMStop, "Stop an instance (it still counts toward its role: scale the role down to have fewer)"},
+		{api.VMReboot, "Reboot an instance"},
+	} {
+		instance.AddCommand(oneCmd(a, string(act.action)+" ID", act.short, instanceIDs,
+			func(c *client.Client, ctx context.Context, id string) (api.VM, error) {
+				v, err := c.VM(ctx, id)
+				if err != nil {
+					return api.VM{}, err
+				}
+				if v.Service == "" {
+					return api.VM{}, fmt.Errorf("%s is a VM of no service (loom vm %s %s)", id, act.action, id)
+				}
+				return c.VMAction(ctx, id, act.action)
+			},
+			sayf(func(v api.VM) string {
+				return fmt.Sprintf("instance %s (%s/%s): %s requested", v.ID, v.Service, v.Role, act.action)
+			})))
+	}
 	return instance
+}
+
+func instanceIDs(ctx context.Context, c *client.Client) ([]string, error) {
+	ins, err := c.Instances(ctx, "")
+	return collect(ins, func(in api.Instance) string { return in.ID }), err
 }
 
 func instanceTable(w io.Writer, ins []api.Instance) error {
