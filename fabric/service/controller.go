@@ -24,10 +24,53 @@ type Store interface {
 // compares what the services want with the VMs that exist, on every Kick
 // and at a steady interval, and writes the difference in one transaction.
 type Controller struct {
-	st   Store
-	log  *slog.Logger
-	now  func() time.Time
-	kick chan struct{}
+	st     Store
+	log    *slog.Logger
+	now    func() time.Time
+	kick   chan struct{}
+	policy Policy
+	held   bool // the last pass held back evictions (logged once)
+}
+
+// Healing defaults.
+const (
+	DefaultLostAfter = 2 * time.Minute
+	DefaultMaxLost   = 0.34
+)
+
+// Policy says when the controller gives up on a host.
+type Policy struct {
+	// LostAfter: a host Unreachable this long is Lost, and its instances
+	// are replaced on other hosts.
+	LostAfter time.Duration
+	// MaxLost caps evictions: when more than this fraction of the hosts
+	// (Ready or Unreachable nodes) are Lost at once, it looks like a
+	// network split or a sick controller rather than failed hosts, and
+	// nothing is evicted until the fraction falls (instances already
+	// replaced stay replaced).
+	MaxLost float64
+}
+
+// LostNodes are the hosts whose instances are to be replaced at now, and
+// whether the MaxLost cap held evictions back.
+func LostNodes(nodes []api.Node, now time.Time, p Policy) (lost map[string]bool, held bool) {
+	lost = map[string]bool{}
+	hosts := 0
+	for _, n := range nodes {
+		switch n.Phase {
+		case api.PhaseReady:
+			hosts++
+		case api.PhaseUnreachable:
+			hosts++
+			if now.Sub(n.PhaseChanged) >= p.LostAfter {
+				lost[n.ID] = true
+			}
+		}
+	}
+	if len(lost) > 0 && float64(len(lost)) > p.MaxLost*float64(hosts) {
+		return map[string]bool{}, true
+	}
+	return lost, false
 }
 
 // NewController returns a controller; Run starts it.
@@ -35,7 +78,8 @@ func NewController(st Store, log *slog.Logger) *Controller {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1)}
+	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1),
+		policy: Policy{LostAfter: DefaultLostAfter, MaxLost: DefaultMaxLost}}
 }
 
 // Kick asks for a pass soon (after a deploy, scale or delete).
@@ -82,8 +126,11 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		}
 	}
 	now := c.now().UTC()
+	held := false
 	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {
-		return Plan(svcs, nodes, vs, now, vms.NewID), nil
+		var lost map[string]bool
+		lost, held = LostNodes(nodes, now, c.policy)
+		return Plan(svcs, nodes, vs, lost, now, vms.NewID), nil
 	})
 	if err != nil {
 		return err
@@ -91,12 +138,19 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	if len(ch.Put) > 0 || len(ch.Delete) > 0 {
 		c.log.Info("services: reconciled", "written", len(ch.Put), "forgotten", len(ch.Delete))
 	}
+	if held && !c.held {
+		c.log.Warn("services: more hosts lost at once than the cap allows; evicting nothing until some come back (network split or a sick controller?)", "max_fraction", c.policy.MaxLost)
+	}
+	c.held = held
 	return nil
 }
 
 // Plan is the controller's decision, pure: what to write so that every
 // role of svcs has its instance count. It
 //
+//   - replaces the instances of lost hosts (LostNodes): each is marked
+//     deleted with the reason and counts no more, so the role gets a new
+//     one on a Ready host;
 //   - places instances left Pending for want of room, where room is now;
 //   - adds instances a role lacks (Schedule says where; with no room they
 //     are kept Pending with the reason);
@@ -105,7 +159,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 //     then the highest update domain, then the newest. A placed instance is
 //     marked deleted (its host stops it, then the fabric forgets it); an
 //     unplaced one is forgotten at once.
-func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, now time.Time, newID func() string) store.VMChange {
+func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost map[string]bool, now time.Time, newID func() string) store.VMChange {
 	var ch store.VMChange
 	live := slices.Clone(vs) // what exists, with this plan's changes
 	set := func(v api.VM) {
@@ -136,6 +190,13 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, now time.Time, newI
 		for _, r := range svc.Roles {
 			wanted[[2]string{svc.Name, r.Name}] = true
 			mine := instances(live, svc.Name, r.Name)
+			for _, v := range mine {
+				if lost[v.Node] {
+					v.Reason = "its host " + v.Node + " is lost (Unreachable too long): replaced elsewhere"
+					remove(v)
+				}
+			}
+			mine = instances(live, svc.Name, r.Name)
 			// Pending for want of room: place where there is room now.
 			for _, v := range mine {
 				if v.Node != "" {

@@ -125,12 +125,12 @@ func TestPlanConverges(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	var vms []api.VM
 	step := func(s api.Service) {
-		ch := Plan([]api.Service{s}, nodes, vms, now, newID)
+		ch := Plan([]api.Service{s}, nodes, vms, nil, now, newID)
 		vms = apply(vms, ch)
 		now = now.Add(time.Second)
 		// A second pass over the result changes nothing: level-triggered
 		// and settled.
-		if again := Plan([]api.Service{s}, nodes, vms, now, newID); len(again.Put)+len(again.Delete) != 0 {
+		if again := Plan([]api.Service{s}, nodes, vms, nil, now, newID); len(again.Put)+len(again.Delete) != 0 {
 			t.Fatalf("not settled after one pass: %+v", again)
 		}
 	}
@@ -181,14 +181,14 @@ func TestPlanConverges(t *testing.T) {
 		t.Fatalf("the 3 left should be in both racks: %v", racks)
 	}
 	// The service goes: every instance with it.
-	ch := Plan(nil, nodes, vms, now, newID)
+	ch := Plan(nil, nodes, vms, nil, now, newID)
 	vms = apply(vms, ch)
 	if l, d, _ := count(vms, "web"); l != 0 || d != 3 {
 		t.Fatalf("service deleted: live %d deleting %d", l, d)
 	}
 	// VMs made by hand are never touched.
 	hand := []api.VM{{ID: "vm-hand", Node: "a1", VCPUs: 1, MemoryMB: 256, Desired: api.VMRunning}}
-	if ch := Plan(nil, nodes, hand, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
+	if ch := Plan(nil, nodes, hand, nil, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
 		t.Fatalf("touched a VM without a service: %+v", ch)
 	}
 }
@@ -200,13 +200,71 @@ func TestPlanPlacesPendingWhenRoomAppears(t *testing.T) {
 	nodes := []api.Node{host("a1", "a", 1, 2048)}
 	n := 0
 	newID := func() string { n++; return fmt.Sprint("vm-", n) }
-	vms := apply(nil, (Plan([]api.Service{s}, nodes, nil, time.Time{}, newID)))
+	vms := apply(nil, (Plan([]api.Service{s}, nodes, nil, nil, time.Time{}, newID)))
 	if l, _, p := count(vms, "web"); l != 1 || p != 1 {
 		t.Fatalf("live %d pending %d", l, p)
 	}
 	nodes = append(nodes, host("b1", "b", 1, 2048))
-	ch := Plan([]api.Service{s}, nodes, vms, time.Time{}, newID)
+	ch := Plan([]api.Service{s}, nodes, vms, nil, time.Time{}, newID)
 	if len(ch.Put) != 1 || ch.Put[0].Node != "b1" || ch.Put[0].Reason != "" || n != 2 {
 		t.Fatalf("the pending instance should go to b1, no new one made: %+v (ids made %d)", ch, n)
+	}
+}
+
+func TestLostHostsReplacedWithinTheCap(t *testing.T) {
+	now := time.Unix(2e9, 0)
+	p := Policy{LostAfter: time.Minute, MaxLost: 0.34}
+	s := svc
+	s.Roles = []api.ServiceRole{svc.Roles[0]}
+	s.Roles[0].Instances = 4
+	nodes := []api.Node{host("a1", "a", 4, 2048), host("b1", "b", 4, 2048), host("c1", "c", 4, 2048), host("d1", "d", 4, 2048)}
+	n := 0
+	newID := func() string { n++; return fmt.Sprint("vm-", n) }
+	vms := apply(nil, Plan([]api.Service{s}, nodes, nil, nil, now, newID))
+	for i := range vms {
+		vms[i].State = api.VMStateRunning
+	}
+	unreachable := func(ids ...string) []api.Node {
+		out := slices.Clone(nodes)
+		for i := range out {
+			if slices.Contains(ids, out[i].ID) {
+				out[i].Phase, out[i].PhaseChanged = api.PhaseUnreachable, now.Add(-90*time.Second)
+			}
+		}
+		return out
+	}
+	// Not yet past LostAfter: nothing moves.
+	short := slices.Clone(nodes)
+	short[0].Phase, short[0].PhaseChanged = api.PhaseUnreachable, now.Add(-30*time.Second)
+	if lost, held := LostNodes(short, now, p); len(lost) != 0 || held {
+		t.Fatalf("lost %v held %v before LostAfter", lost, held)
+	}
+	// One of four hosts lost: its instance is replaced elsewhere.
+	ns := unreachable("a1")
+	lost, held := LostNodes(ns, now, p)
+	if !lost["a1"] || held {
+		t.Fatalf("lost %v held %v", lost, held)
+	}
+	after := apply(slices.Clone(vms), Plan([]api.Service{s}, ns, vms, lost, now, newID))
+	live := 0
+	for _, v := range after {
+		switch {
+		case v.Node == "a1" && (v.Desired != api.VMDeleted || !strings.Contains(v.Reason, "is lost")):
+			t.Fatalf("the lost host's instance: %+v", v)
+		case v.Desired != api.VMDeleted:
+			live++
+		}
+	}
+	if live != 4 {
+		t.Fatalf("%d live instances after a host loss, want 4 (replaced)", live)
+	}
+	// Two of four at once (a split?): over the cap, nothing is evicted.
+	ns = unreachable("a1", "b1")
+	lost, held = LostNodes(ns, now, p)
+	if len(lost) != 0 || !held {
+		t.Fatalf("half the hosts lost: lost %v held %v, want none and held", lost, held)
+	}
+	if ch := Plan([]api.Service{s}, ns, vms, lost, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
+		t.Fatalf("evicted past the cap: %+v", ch)
 	}
 }
