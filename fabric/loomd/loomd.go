@@ -94,6 +94,9 @@ type Config struct {
 	// BootGrace is how long a node booting its host OS may be silent.
 	// Default 10 minutes.
 	BootGrace time.Duration
+	// LostAfter is how long a host may be Unreachable before its service
+	// instances are replaced elsewhere. Default service.DefaultLostAfter.
+	LostAfter time.Duration
 	// EtcdEndpoints, if set, uses an external etcd instead of the embedded one.
 	EtcdEndpoints []string
 	// DefaultProfile, if set, provisions every newly registered node with it.
@@ -160,7 +163,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			}
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
-	ctl := service.NewController(st, log)
+	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter}, log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
 		Services: service.NewManager(st, ctl)}
 

@@ -73,13 +73,15 @@ func LostNodes(nodes []api.Node, now time.Time, p Policy) (lost map[string]bool,
 	return lost, false
 }
 
-// NewController returns a controller; Run starts it.
-func NewController(st Store, log *slog.Logger) *Controller {
+// NewController returns a controller; Run starts it. A zero policy field
+// takes its default (DefaultLostAfter, DefaultMaxLost).
+func NewController(st Store, p Policy, log *slog.Logger) *Controller {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1),
-		policy: Policy{LostAfter: DefaultLostAfter, MaxLost: DefaultMaxLost}}
+	p.LostAfter = cmp.Or(p.LostAfter, DefaultLostAfter)
+	p.MaxLost = cmp.Or(p.MaxLost, DefaultMaxLost)
+	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1), policy: p}
 }
 
 // Kick asks for a pass soon (after a deploy, scale or delete).
