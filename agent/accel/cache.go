@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/agent/atomicfile"
-
 	"github.com/loomfabric/loom/fabric/api"
 )
 

@@ -25,11 +25,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/loomfabric/loom/agent/atomicfile"
-
 	"github.com/digitalocean/go-qemu/qmp"
 
 	"github.com/loomfabric/loom/agent/accel"
+	"github.com/loomfabric/loom/agent/atomicfile"
 	"github.com/loomfabric/loom/fabric/api"
 )
 

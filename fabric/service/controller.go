@@ -156,9 +156,9 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 //   - places instances left Pending for want of room, where room is now;
 //   - adds instances a role lacks (Schedule says where; with no room they
 //     are kept Pending with the reason);
-//   - removes the surplus of a role scaled down, and every instance whose
-//     service or role is gone: unplaced ones first, then those not Ready,
-//     then the highest update domain, then the newest. A placed instance is
+//   - removes the surplus of a role scaled down (surplus says which, so
+//     that what is left stays spread), and every instance whose service
+//     or role is gone. A placed instance is
 //     marked deleted (its host stops it, then the fabric forgets it); an
 //     unplaced one is forgotten at once.
 func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost map[string]bool, now time.Time, newID func() string) store.VMChange {

@@ -238,9 +238,6 @@ func (v *validator) role(at string, m manifestRole) api.ServiceRole {
 	}
 	req.Default()
 	r.VCPUs, r.MemoryMB = req.VCPUs, req.MemoryMB
-	if req.Package == "" {
-		req.Package = "-" // reported above
-	}
 	if err := req.Validate(); err != nil {
 		errs := []error{err}
 		if j, ok := err.(interface{ Unwrap() []error }); ok {
@@ -250,10 +247,13 @@ func (v *validator) role(at string, m manifestRole) api.ServiceRole {
 			// "vcpus: 0: want 1 to 64": the field is the message's head.
 			field, msg, _ := strings.Cut(e.Error(), ": ")
 			switch field {
+			case "package": // reported above
 			case "vcpus", "settings":
 				v.bad(at+"."+field, "%s", msg)
 			case "memoryMB":
 				v.bad(at+".memory", "%s", msg)
+			default:
+				v.bad(at, "%v", e)
 			}
 		}
 	}

@@ -41,13 +41,13 @@ func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms [
 	vms = append([]api.VM(nil), vms...) // placements below count as they are made
 	sorted := append([]api.Node(nil), nodes...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
+	domainOf := map[string]string{}
+	for _, nd := range sorted {
+		domainOf[nd.ID] = FaultDomain(nd)
+	}
 	out := make([]Placement, 0, n)
 	for range n {
 		perNode, perDomain, perUD := map[string]int{}, map[string]int{}, make([]int, max(svc.UpdateDomains, 1))
-		domainOf := map[string]string{}
-		for _, nd := range sorted {
-			domainOf[nd.ID] = FaultDomain(nd)
-		}
 		for _, v := range vms {
 			if v.Service != svc.Name || v.Role != r.Name || v.Desired == api.VMDeleted {
 				continue
