@@ -31,6 +31,10 @@
 //	goal      the host sends one GuestGoal frame and closes
 //	package   the host sends a PackageHeader frame, then exactly Size raw
 //	          bytes whose sha256 is Digest, and closes
+//	queue     the guest's service's message queues: the guest sends
+//	          QueueCall frames, the host answers each with a QueueAnswer
+//	          (the host calls the fabric on the guest's behalf; the guest
+//	          cannot name another service)
 //
 // and the guest serves the host:
 //
@@ -44,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // Version is the protocol's major version.
@@ -98,6 +103,38 @@ type GuestGoal struct {
 type PackageHeader struct {
 	Size   int64  `json:"size"`
 	Digest string `json:"digest"`
+}
+
+// QueueCall is one queue operation on the "queue" stream: put (Body),
+// get (Visibility, a duration such as "30s"; default 30s) or delete (ID
+// and the Receipt of its latest delivery).
+type QueueCall struct {
+	Op         string `json:"op"`
+	Queue      string `json:"queue"`
+	Body       []byte `json:"body,omitempty"`
+	Visibility string `json:"visibility,omitempty"`
+	ID         string `json:"id,omitempty"`
+	Receipt    string `json:"receipt,omitempty"`
+}
+
+// QueueAnswer answers a QueueCall. Code is HTTP's: 200, or 400 (bad
+// call), 403 (not an instance), 404 (no such message), 409 (the receipt
+// is stale: delivered again since), 429 (queue full), 502 (the fabric is
+// out of reach); Error says why.
+type QueueAnswer struct {
+	Code    int           `json:"code"`
+	Error   string        `json:"error,omitempty"`
+	ID      string        `json:"id,omitempty"`      // a put's
+	Message *QueueMessage `json:"message,omitempty"` // a get's; nil: none visible
+}
+
+// QueueMessage is a delivered message.
+type QueueMessage struct {
+	ID         string    `json:"id"`
+	Body       []byte    `json:"body"`
+	Enqueued   time.Time `json:"enqueued"`
+	Deliveries int       `json:"deliveries"`
+	Receipt    string    `json:"receipt"`
 }
 
 // WriteFrame writes v as one frame.

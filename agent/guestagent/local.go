@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,6 +56,7 @@ func (a *guestAgent) serveLocal() {
 	mux.HandleFunc("/instance", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, a.instance)
 	})
+	mux.HandleFunc("/queues/", a.serveQueues)
 	// A role reaches the host's services (the queue and blob services of
 	// later issues) through here: CONNECT-style, the answer is 200 and then
 	// the raw stream, or 403 with the host's refusal.
@@ -108,3 +110,97 @@ type bufferedConn struct {
 }
 
 func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// serveQueues is the role's view of its service's queues, carried to the
+// host over the channel ("queue" stream, one per request):
+//
+//	POST   /queues/Q                  body = the message (≤ 64 KiB) → 201 {"id": ID}
+//	GET    /queues/Q[?visibility=30s] → 200 body = the message, headers
+//	                                    Loom-Message-Id, Loom-Receipt,
+//	                                    Loom-Deliveries; 204 when none is visible
+//	DELETE /queues/Q/ID?receipt=R     → 204
+//
+// Errors keep the host's code (400, 403, 404, 409 stale receipt, 429 queue
+// full, 502) with the reason as text.
+func (a *guestAgent) serveQueues(w http.ResponseWriter, r *http.Request) {
+	queue, id, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/queues/"), "/")
+	var call channel.QueueCall
+	switch {
+	case r.Method == http.MethodPost && id == "":
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxQueueBody+1))
+		if err != nil {
+			http.Error(w, "reading the message: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if len(body) > maxQueueBody {
+			http.Error(w, fmt.Sprintf("message larger than %d bytes", maxQueueBody), http.StatusRequestEntityTooLarge)
+			return
+		}
+		call = channel.QueueCall{Op: "put", Queue: queue, Body: body}
+	case r.Method == http.MethodGet && id == "":
+		call = channel.QueueCall{Op: "get", Queue: queue, Visibility: r.URL.Query().Get("visibility")}
+	case r.Method == http.MethodDelete && id != "":
+		call = channel.QueueCall{Op: "delete", Queue: queue, ID: id, Receipt: r.URL.Query().Get("receipt")}
+	default:
+		http.Error(w, "want POST /queues/Q, GET /queues/Q or DELETE /queues/Q/ID?receipt=R", http.StatusMethodNotAllowed)
+		return
+	}
+	ans, err := a.queueCall(call)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if ans.Code != http.StatusOK {
+		if ans.Code < 400 || ans.Code > 599 {
+			ans.Code = http.StatusBadGateway
+		}
+		http.Error(w, ans.Error, ans.Code)
+		return
+	}
+	switch call.Op {
+	case "put":
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]string{"id": ans.ID}) // the role may have hung up
+	case "get":
+		m := ans.Message
+		if m == nil {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Loom-Message-Id", m.ID)
+		w.Header().Set("Loom-Receipt", m.Receipt)
+		w.Header().Set("Loom-Deliveries", strconv.Itoa(m.Deliveries))
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write(m.Body) // the role may have hung up
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// maxQueueBody is the fabric's bound on a message (api.MaxQueueMessage).
+const maxQueueBody = 64 << 10
+
+// queueCall makes one call on a new "queue" stream.
+func (a *guestAgent) queueCall(call channel.QueueCall) (channel.QueueAnswer, error) {
+	a.mu.Lock()
+	g := a.ch
+	a.mu.Unlock()
+	if g == nil {
+		return channel.QueueAnswer{}, errors.New("no channel to the host right now")
+	}
+	st, err := g.Open("queue")
+	if err != nil {
+		return channel.QueueAnswer{}, fmt.Errorf("queue: %w", err)
+	}
+	defer st.Close()
+	_ = st.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := channel.WriteFrame(st, call); err != nil {
+		return channel.QueueAnswer{}, fmt.Errorf("queue: %w", err)
+	}
+	var ans channel.QueueAnswer
+	if err := channel.ReadFrame(st, &ans); err != nil {
+		return channel.QueueAnswer{}, fmt.Errorf("queue: no answer from the host: %w", err)
+	}
+	return ans, nil
+}

@@ -54,6 +54,7 @@ func (s *Supervisor) newGuest(id string) *guest {
 		"control": g.control,
 		"goal":    g.serveGoal,
 		"package": g.servePackage,
+		"queue":   g.serveQueue,
 	}
 	return g
 }

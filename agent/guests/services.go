@@ -2,14 +2,17 @@ package guests
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"time"
 
 	"github.com/loomfabric/loom/agent/channel"
 	"github.com/loomfabric/loom/agent/vmm"
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
 )
 
 // serveChannel runs the host end of the guest's channel while its QEMU
@@ -87,6 +90,41 @@ func (g *guest) serveGoal(_ context.Context, s net.Conn) {
 	}
 	if err := channel.WriteFrame(s, channel.GuestGoal{Instance: g.id, Package: goal.Package, Digest: goal.PackageDigest, Settings: goal.Settings}); err != nil {
 		g.s.log.Debug("goal not sent to the guest", "vm", g.id, "err", err)
+	}
+}
+
+// serveQueue carries the guest's queue calls to the fabric, which scopes
+// them to the guest's service: one answer per call, until the guest
+// closes the stream.
+func (g *guest) serveQueue(ctx context.Context, s net.Conn) {
+	defer s.Close()
+	for {
+		var call api.QueueRequest
+		if err := channel.ReadFrame(s, &call); err != nil {
+			if !errors.Is(err, io.EOF) {
+				// Bad JSON or a frame too big: say so, then hang up.
+				_ = channel.WriteFrame(s, channel.QueueAnswer{Code: http.StatusBadRequest, Error: err.Error()}) // it may be gone already
+			}
+			return
+		}
+		ans := channel.QueueAnswer{Code: http.StatusOK}
+		if g.s.cfg.Queue == nil {
+			ans = channel.QueueAnswer{Code: http.StatusForbidden, Error: "this host offers no queues"}
+		} else if rep, err := g.s.cfg.Queue(ctx, g.id, call); err != nil {
+			ans.Code, ans.Error = http.StatusBadGateway, err.Error()
+			var se *client.StatusError
+			if errors.As(err, &se) {
+				ans.Code, ans.Error = se.Code, se.Message
+			}
+		} else {
+			ans.ID = rep.ID
+			if m := rep.Message; m != nil {
+				ans.Message = &channel.QueueMessage{ID: m.ID, Body: m.Body, Enqueued: m.Enqueued, Deliveries: m.Deliveries, Receipt: m.Receipt}
+			}
+		}
+		if err := channel.WriteFrame(s, ans); err != nil {
+			return
+		}
 	}
 }
 

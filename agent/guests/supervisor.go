@@ -75,6 +75,10 @@ type Config struct {
 	// give a guest a NIC to compare the channel with.
 	QEMUArgs []string
 	Cmdline  string
+	// Queue carries a guest's queue call to the fabric (nil: the host
+	// offers no queues). A *client.StatusError's code and message go back
+	// to the guest as they are.
+	Queue func(ctx context.Context, vm string, req api.QueueRequest) (api.QueueReply, error)
 	// OnChange is called when a guest's observed state changes.
 	OnChange func()
 	Log      *slog.Logger

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -94,6 +95,13 @@ func (a *Agent) startGuests(ctx context.Context, b *boot, log *slog.Logger) erro
 	a.guests = guests.New(guests.Config{
 		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Accel: v, Log: log,
 		Fetch: b.fabric.Blob,
+		Queue: func(ctx context.Context, vm string, req api.QueueRequest) (api.QueueReply, error) {
+			r := a.reg.Load()
+			if r == nil {
+				return api.QueueReply{}, errors.New("this host is not registered with the fabric right now")
+			}
+			return b.fabric.Queue(ctx, r.NodeID, r.Credential, vm, req)
+		},
 		OnChange: func() {
 			select {
 			case a.changed <- struct{}{}:

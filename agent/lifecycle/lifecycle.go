@@ -36,6 +36,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/loomfabric/loom/agent/accel"
@@ -112,6 +113,9 @@ type Agent struct {
 	guests  *guests.Supervisor // host mode, once started
 	accel   api.Accel
 	changed chan struct{} // a guest changed: report at once
+	// reg is the current registration (nil before the first): the host
+	// calls the fabric for its guests' queues with it.
+	reg atomic.Pointer[api.RegisterResponse]
 }
 
 // New returns the agent for cfg (which it copies).
@@ -255,6 +259,7 @@ func (a *Agent) serve(ctx context.Context, b *boot, log *slog.Logger) error {
 			return ctx.Err()
 		}
 		console.Mark(c.Console, "registered", "node", resp.NodeID, "mode", c.Mode)
+		a.reg.Store(resp)
 		s := &session{cfg: c, ag: a, cmdline: b.line, token: b.cl.Token, fabric: b.fabric, reg: *resp, ip: b.ip, log: log}
 		sctx, cancel := context.WithCancel(ctx)
 		go s.goalLoop(sctx)

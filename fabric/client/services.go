@@ -51,3 +51,18 @@ func (c *Client) Instances(ctx context.Context, service string) ([]api.Instance,
 	err := c.do(ctx, http.MethodGet, "/v1/instances?service="+url.QueryEscape(service), c.Token, nil, &out)
 	return out, err
 }
+
+// Queue carries out a queue request of guest vm on node id (the node's
+// credential): what a host agent does for its guests.
+func (c *Client) Queue(ctx context.Context, id, credential, vm string, req api.QueueRequest) (api.QueueReply, error) {
+	var out api.QueueReply
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(id)+"/vms/"+url.PathEscape(vm)+"/queue", credential, req, &out)
+	return out, err
+}
+
+// Queues describes a service's queues (operator token).
+func (c *Client) Queues(ctx context.Context, service string) ([]api.QueueInfo, error) {
+	var out []api.QueueInfo
+	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service)+"/queues", c.Token, nil, &out)
+	return out, err
+}

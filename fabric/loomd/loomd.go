@@ -165,7 +165,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		}}
 	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter}, log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
-		Services: service.NewManager(st, ctl)}
+		Services: service.NewManager(st, ctl), Queues: service.NewQueues(st)}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

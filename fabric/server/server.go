@@ -51,6 +51,8 @@ type Config struct {
 	VMs VMs
 	// Services, if set, serves the service model (services, instances).
 	Services Services
+	// Queues, if set, serves the services' queues.
+	Queues Queues
 	// Power and Credentials, if both set, serve BMC power and credentials.
 	Power       Power
 	Credentials Credentials
@@ -84,6 +86,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Services != nil {
 		a.routeServices(mux)
+	}
+	if cfg.Queues != nil {
+		a.routeQueues(mux)
 	}
 	if cfg.Leases != nil {
 		mux.HandleFunc("GET /v1/leases", a.operator(a.listLeases))

@@ -2,9 +2,8 @@ package service_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
+	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -14,68 +13,23 @@ import (
 	"github.com/loomfabric/loom/fabric/loomd"
 )
 
-// TestHostLossReplacesInstances runs a real loomd (embedded etcd) with
-// three fake host agents in-process: they register in host mode and
-// heartbeat, reporting their guests Running. A service of 3 instances is
-// spread one per host; one agent stops; after the grace its host is
-// Unreachable, after LostAfter Lost, and its instance is replaced on
-// another host, while the other two stay where they are.
+// TestHostLossReplacesInstances: a service of 3 instances is spread one
+// per fake host; one host goes silent; after the grace it is Unreachable,
+// after LostAfter Lost, and its instance is replaced on another host,
+// while the other two stay where they are.
 func TestHostLossReplacesInstances(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs loomd for ~15 s")
+	t.Parallel()
+	f := startFabric(t, &loomd.Config{LostAfter: 2 * time.Second})
+	for range 3 {
+		f.addHost("")
 	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "api.sock")
-	cfg := &loomd.Config{DataDir: filepath.Join(dir, "data"), API: "127.0.0.1:0", APIUnix: sock,
-		HeartbeatInterval: 300 * time.Millisecond, Grace: time.Second, LostAfter: 2 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- cfg.Start(ctx, nil) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	read := func(name string) string {
-		b, _ := os.ReadFile(filepath.Join(cfg.DataDir, name))
-		return strings.TrimSpace(string(b))
-	}
-	op := &client.Client{BaseURL: "unix://" + sock}
-	waitFor(t, 30*time.Second, "loomd's API", func() bool {
-		op.Token = read(loomd.OperatorTokenFile)
-		_, err := op.Nodes(ctx)
-		return op.Token != "" && err == nil
-	})
-	if _, err := op.AddImage(ctx, "work", strings.NewReader(strings.Repeat("\x00", 4096)), nil); err != nil {
-		t.Fatal(err)
-	}
-
-	// Three fake host agents: register, then heartbeat with their guests
-	// reported Running, until their context ends.
-	agent := &client.Client{BaseURL: op.BaseURL, Token: read(loomd.EnrollTokenFile)}
-	hosts := map[string]context.CancelFunc{}
-	for i := range 3 {
-		mac := fmt.Sprintf("52:54:00:cc:00:%02x", i+1)
-		r, err := agent.Register(ctx, api.Registration{Mode: api.ModeHost, MAC: mac, AgentVersion: "fake",
-			Accel: &api.Accel{Accel: "tcg", CPU: "max"},
-			Inventory: api.Inventory{CPU: api.CPU{Count: 4, Model: "x"}, Memory: 2 << 30,
-				NICs: []api.NIC{{Name: "eth0", MAC: mac, Link: true}}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hctx, stop := context.WithCancel(ctx)
-		hosts[r.NodeID] = stop
-		go heartbeat(hctx, agent, r)
-	}
-
-	if _, err := op.DeployService(ctx, []byte("name: svc\nroles:\n  - {name: work, kind: worker, package: work, instances: 3, memory: 64MiB}\n")); err != nil {
+	ctx := context.Background()
+	if _, err := f.op.DeployService(ctx, []byte("name: svc\nroles:\n  - {name: work, kind: worker, package: work, instances: 3, memory: 64MiB}\n")); err != nil {
 		t.Fatal(err)
 	}
 	var before []api.Instance
 	waitFor(t, 15*time.Second, "3 Ready instances, one per host", func() bool {
-		ins, err := op.Instances(ctx, "svc")
-		if err != nil || len(ins) != 3 {
-			return false
-		}
+		ins := f.instances("svc")
 		on := map[string]bool{}
 		for _, in := range ins {
 			if in.State != api.InstanceReady {
@@ -84,19 +38,19 @@ func TestHostLossReplacesInstances(t *testing.T) {
 			on[in.Node] = true
 		}
 		before = ins
-		return len(on) == 3
+		return len(ins) == 3 && len(on) == 3
 	})
 
 	lostHost := before[0].Node
-	hosts[lostHost]() // its agent stops heartbeating
+	for _, h := range f.hosts {
+		if h.ID() == lostHost {
+			h.Stop()
+		}
+	}
 	start := time.Now()
 	waitFor(t, 20*time.Second, "the lost host's instance replaced", func() bool {
-		ins, err := op.Instances(ctx, "svc")
-		if err != nil {
-			return false
-		}
 		ready, stopping := 0, 0
-		for _, in := range ins {
+		for _, in := range f.instances("svc") {
 			switch {
 			case in.Node == lostHost && in.State == api.InstanceStopping && strings.Contains(in.Reason, "is lost"):
 				stopping++
@@ -108,12 +62,8 @@ func TestHostLossReplacesInstances(t *testing.T) {
 	})
 	t.Logf("replaced %.1fs after the host went silent (grace 1s + lost after 2s)", time.Since(start).Seconds())
 	// The two instances on healthy hosts never moved.
-	ins, err := op.Instances(ctx, "svc")
-	if err != nil {
-		t.Fatal(err)
-	}
 	kept := map[string]bool{}
-	for _, in := range ins {
+	for _, in := range f.instances("svc") {
 		kept[in.ID] = true
 	}
 	for _, in := range before[1:] {
@@ -121,40 +71,131 @@ func TestHostLossReplacesInstances(t *testing.T) {
 			t.Fatalf("instance %s on a healthy host was moved", in.ID)
 		}
 	}
-	n, err := op.Node(ctx, lostHost)
+	n, err := f.op.Node(ctx, lostHost)
 	if err != nil || n.Phase != api.PhaseUnreachable {
 		t.Fatalf("lost host: %v %v", n.Phase, err)
 	}
 }
 
-// heartbeat is a fake host agent: every 200 ms it reads its goal and
-// reports each goal VM Running (deleted ones gone), until ctx ends.
-func heartbeat(ctx context.Context, c *client.Client, r api.RegisterResponse) {
-	for ctx.Err() == nil {
-		var st []api.VMStatus
-		if g, _, err := c.Goal(ctx, r.NodeID, r.Credential, -1, 0); err == nil {
-			for _, v := range g.VMs {
-				if v.Desired != api.VMDeleted {
-					st = append(st, api.VMStatus{ID: v.ID, State: api.VMStateRunning, Observed: time.Now()})
-				}
-			}
-		}
-		// Errors show in the test as instances that do not turn Ready.
-		_, _ = c.Status(ctx, r.NodeID, r.Credential, api.Status{VMs: st, VMsComplete: true})
-		select {
-		case <-ctx.Done():
-		case <-time.After(200 * time.Millisecond):
+// TestQueuesThroughTheFabric: a web instance puts, a worker instance gets
+// (through their hosts' credentials, as the host agents do for their
+// guests); an undeleted message comes back after its visibility timeout;
+// a stale receipt is refused; messages survive a loomd restart; one
+// service cannot reach another's queues, a host cannot speak for another
+// host's guest, a single VM has no queues, and bounds are clear errors.
+func TestQueuesThroughTheFabric(t *testing.T) {
+	t.Parallel()
+	f := startFabric(t, &loomd.Config{})
+	a, b := f.addHost(""), f.addHost("")
+	ctx := context.Background()
+	for _, m := range []string{
+		"name: gb\nroles:\n  - {name: web, kind: web, package: work, instances: 1, memory: 64MiB, endpoint: {port: 80}}\n  - {name: worker, kind: worker, package: work, instances: 1, memory: 64MiB}\n",
+		"name: other\nroles:\n  - {name: w, kind: worker, package: work, instances: 1, memory: 64MiB}\n",
+	} {
+		if _, err := f.op.DeployService(ctx, []byte(m)); err != nil {
+			t.Fatal(err)
 		}
 	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, d)
+	single, err := f.op.CreateVM(ctx, api.VMRequest{Package: "work", MemoryMB: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := map[string]api.Instance{}
+	waitFor(t, 15*time.Second, "the instances placed", func() bool {
+		for _, in := range f.instances("") {
+			if in.Node != "" {
+				vm[in.Service+"/"+in.Role] = in
+			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		return len(vm) == 3
+	})
+	hostOf := func(in api.Instance) (*fakeHost, *fakeHost) { // its host, and the other
+		if in.Node == a.ID() {
+			return a, b
+		}
+		return b, a
+	}
+	call := func(in api.Instance, req api.QueueRequest) (api.QueueReply, error) {
+		h, _ := hostOf(in)
+		return f.enroll.Queue(ctx, h.reg.NodeID, h.reg.Credential, in.ID, req)
+	}
+	code := func(err error) int {
+		var se *client.StatusError
+		if errors.As(err, &se) {
+			return se.Code
+		}
+		return 0
+	}
+	web, worker, other := vm["gb/web"], vm["gb/worker"], vm["other/w"]
+
+	put, err := call(web, api.QueueRequest{Op: api.QueuePut, Queue: "entries", Body: []byte("hello")})
+	if err != nil || put.ID == "" {
+		t.Fatalf("put: %+v, %v", put, err)
+	}
+	if r, err := call(other, api.QueueRequest{Op: api.QueueGet, Queue: "entries"}); err != nil || r.Message != nil {
+		t.Errorf("another service's get = %+v, %v; want nothing (its own, empty queue)", r, err)
+	}
+	got, err := call(worker, api.QueueRequest{Op: api.QueueGet, Queue: "entries", Visibility: api.Duration(time.Second)})
+	if err != nil || got.Message == nil || string(got.Message.Body) != "hello" || got.Message.ID != put.ID {
+		t.Fatalf("worker's get: %+v, %v", got, err)
+	}
+	if r, err := call(worker, api.QueueRequest{Op: api.QueueGet, Queue: "entries"}); err != nil || r.Message != nil {
+		t.Errorf("get while the message is hidden = %+v, %v; want none", r, err)
+	}
+	// The worker "dies" before deleting: the message comes back.
+	time.Sleep(1100 * time.Millisecond)
+	again, err := call(worker, api.QueueRequest{Op: api.QueueGet, Queue: "entries", Visibility: api.Duration(time.Minute)})
+	if err != nil || again.Message == nil || again.Message.ID != put.ID || again.Message.Deliveries != 2 {
+		t.Fatalf("get after the visibility timeout: %+v, %v; want the message again, delivery 2", again, err)
+	}
+	if _, err := call(worker, api.QueueRequest{Op: api.QueueDelete, Queue: "entries", ID: put.ID, Receipt: got.Message.Receipt}); code(err) != http.StatusConflict {
+		t.Errorf("delete with the stale receipt: %v, want 409", err)
+	}
+
+	// A second message, then loomd restarts: both are still there.
+	if _, err := call(web, api.QueueRequest{Op: api.QueuePut, Queue: "entries", Body: []byte("second")}); err != nil {
+		t.Fatal(err)
+	}
+	f.restart()
+	if _, err := call(worker, api.QueueRequest{Op: api.QueueDelete, Queue: "entries", ID: put.ID, Receipt: again.Message.Receipt}); err != nil {
+		t.Errorf("delete with the latest receipt after a restart: %v", err)
+	}
+	sec, err := call(worker, api.QueueRequest{Op: api.QueueGet, Queue: "entries"})
+	if err != nil || sec.Message == nil || string(sec.Message.Body) != "second" {
+		t.Errorf("get after a restart: %+v, %v; want the second message", sec, err)
+	}
+	qs, err := f.op.Queues(ctx, "gb")
+	if err != nil || len(qs) != 1 || qs[0].Name != "entries" || qs[0].Messages != 1 || qs[0].Hidden != 1 {
+		t.Errorf("loom's view of the queues: %+v, %v; want entries with 1 message, hidden", qs, err)
+	}
+
+	// Refusals.
+	_, otherHost := hostOf(web)
+	if _, err := f.enroll.Queue(ctx, otherHost.reg.NodeID, otherHost.reg.Credential, web.ID, api.QueueRequest{Op: api.QueueGet, Queue: "entries"}); code(err) != http.StatusForbidden {
+		t.Errorf("a host speaking for another host's guest: %v, want 403", err)
+	}
+	if _, err := f.enroll.Queue(ctx, a.reg.NodeID, b.reg.Credential, web.ID, api.QueueRequest{Op: api.QueueGet, Queue: "entries"}); code(err) != http.StatusUnauthorized {
+		t.Errorf("a wrong credential: %v, want 401", err)
+	}
+	sh := a
+	if single.Node == b.ID() {
+		sh = b
+	}
+	if _, err := f.enroll.Queue(ctx, sh.reg.NodeID, sh.reg.Credential, single.ID, api.QueueRequest{Op: api.QueueGet, Queue: "entries"}); code(err) != http.StatusForbidden || !strings.Contains(err.Error(), "not an instance") {
+		t.Errorf("a single VM's queue call: %v, want 403 not an instance", err)
+	}
+	for _, bad := range []api.QueueRequest{
+		{Op: api.QueuePut, Queue: "entries", Body: make([]byte, api.MaxQueueMessage+1)},
+		{Op: api.QueuePut, Queue: "Bad/Name"},
+		{Op: api.QueueGet, Queue: "entries", Visibility: api.Duration(24 * time.Hour)},
+		{Op: api.QueueDelete, Queue: "entries", ID: put.ID},
+		{Op: "peek", Queue: "entries"},
+	} {
+		if _, err := call(web, bad); code(err) != http.StatusBadRequest {
+			t.Errorf("%s %q: %v, want 400", bad.Op, bad.Queue, err)
+		}
+	}
+	if _, err := f.op.Queues(ctx, "nope"); code(err) != http.StatusNotFound {
+		t.Errorf("queues of a missing service: %v, want 404", err)
 	}
 }

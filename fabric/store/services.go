@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"fmt"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/loomfabric/loom/fabric/api"
 )
@@ -28,8 +31,17 @@ func (s *Store) UpdateService(ctx context.Context, name string, fn func(*api.Ser
 	return s.services().update(ctx, name, fn)
 }
 
-// DeleteService removes a service (its instances are the controller's to
-// remove).
+// DeleteService removes a service and its queues (its instances are the
+// controller's to remove).
 func (s *Store) DeleteService(ctx context.Context, name string) error {
-	return s.services().del(ctx, name)
+	c := s.services()
+	ops := append([]clientv3.Op{clientv3.OpDelete(c.key(name))}, deleteQueuesOps(name)...)
+	r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.key(name)), ">", 0)).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("deleting service %s: %w", name, err)
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("service %s: %w", name, ErrNotFound)
+	}
+	return nil
 }

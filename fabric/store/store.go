@@ -139,6 +139,9 @@ func (s *Store) Close() error {
 	err := s.cli.Close()
 	if s.etcd != nil {
 		s.etcd.Close()
+		if errors.Is(err, context.Canceled) {
+			err = nil // the in-process client always says so
+		}
 	}
 	return err
 }

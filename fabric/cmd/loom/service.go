@@ -143,7 +143,26 @@ refused with every wrong line and field, and nothing of it is applied.
 			})
 		}),
 	}
-	svc.AddCommand(deploy, scale, ls, show, del)
+	queues := &cobra.Command{
+		Use:               "queues SERVICE",
+		Short:             "List a service's queues: messages waiting and hidden (delivered, not yet deleted)",
+		Args:              args(1),
+		ValidArgsFunction: a.complete(serviceNames),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			qs, err := c.Queues(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, list(qs), func(w io.Writer) error {
+				var rows [][]string
+				for _, q := range qs {
+					rows = append(rows, []string{q.Name, fmt.Sprint(q.Messages), fmt.Sprint(q.Hidden)})
+				}
+				return table(w, "QUEUE | MESSAGES | HIDDEN", rows)
+			})
+		}),
+	}
+	svc.AddCommand(deploy, scale, ls, show, del, queues)
 	return svc
 }
 

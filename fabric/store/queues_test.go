@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+// TestQueues: FIFO delivery, hiding for the visibility timeout and
+// redelivery after it (at least once), receipts, bounds, isolation
+// between services, and messages surviving a restart of the store.
+func TestQueues(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, dir)
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		if _, err := s.QueuePut(ctx, "gb", "entries", fmt.Appendf(nil, "m%d", i), t0.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.QueuePut(ctx, "other", "entries", []byte("not yours"), t0); err != nil {
+		t.Fatal(err)
+	}
+	m0, err := s.QueueGet(ctx, "gb", "entries", 30*time.Second, t0.Add(time.Second))
+	if err != nil || m0 == nil || string(m0.Body) != "m0" || m0.Deliveries != 1 {
+		t.Fatalf("first get = %+v, %v; want m0, delivery 1", m0, err)
+	}
+	m1, err := s.QueueGet(ctx, "gb", "entries", 30*time.Second, t0.Add(time.Second))
+	if err != nil || m1 == nil || string(m1.Body) != "m1" {
+		t.Fatalf("second get = %+v, %v; want m1 (m0 is hidden)", m1, err)
+	}
+	// m0 is never deleted: after its visibility timeout it comes back.
+	again, err := s.QueueGet(ctx, "gb", "entries", 30*time.Second, t0.Add(40*time.Second))
+	if err != nil || again == nil || again.ID != m0.ID || again.Deliveries != 2 || again.Receipt == m0.Receipt {
+		t.Fatalf("get after the timeout = %+v, %v; want m0 again, delivery 2, a new receipt", again, err)
+	}
+	if err := s.QueueDelete(ctx, "gb", "entries", m0.ID, m0.Receipt); !errors.Is(err, ErrStaleReceipt) {
+		t.Errorf("delete with the first delivery's receipt = %v, want ErrStaleReceipt", err)
+	}
+	if err := s.QueueDelete(ctx, "gb", "entries", m0.ID, again.Receipt); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.QueueDelete(ctx, "gb", "entries", m0.ID, again.Receipt); !IsNotFound(err) {
+		t.Errorf("second delete = %v, want not found", err)
+	}
+	if err := s.QueueDelete(ctx, "gb", "entries", "../x", "r"); !IsNotFound(err) {
+		t.Errorf("delete of a path = %v, want not found", err)
+	}
+	qs, err := s.Queues(ctx, "gb", t0.Add(40*time.Second))
+	if err != nil || len(qs) != 1 || qs[0] != (api.QueueInfo{Name: "entries", Messages: 2, Hidden: 0}) {
+		t.Errorf("Queues = %+v, %v; want entries with 2 messages, none hidden (m1's timeout ran out)", qs, err)
+	}
+
+	// Survives a restart: m1 (delivered, not deleted) and m2 come back.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	var got []string
+	for {
+		m, err := s.QueueGet(ctx, "gb", "entries", time.Minute, t0.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m == nil {
+			break
+		}
+		got = append(got, string(m.Body))
+	}
+	if fmt.Sprint(got) != "[m1 m2]" {
+		t.Errorf("after a restart got %v, want [m1 m2]", got)
+	}
+	if m, err := s.QueueGet(ctx, "other", "entries", time.Minute, t0.Add(time.Hour)); err != nil || m == nil || string(m.Body) != "not yours" {
+		t.Errorf("the other service's queue = %+v, %v", m, err)
+	}
+
+	// Bounds: messages per queue and queues per service.
+	old := maxQueueLength
+	maxQueueLength = 5
+	defer func() { maxQueueLength = old }()
+	for i := range 6 {
+		_, err := s.QueuePut(ctx, "full", "q", []byte("x"), t0)
+		if i < 5 && err != nil {
+			t.Fatal(err)
+		}
+		if i == 5 && !errors.Is(err, ErrQueueFull) {
+			t.Errorf("sixth put on a queue of 5 = %v, want ErrQueueFull", err)
+		}
+	}
+	for i := range api.MaxQueuesPerSvc {
+		if _, err := s.QueuePut(ctx, "many", fmt.Sprintf("q%d", i), nil, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.QueuePut(ctx, "many", "one-more", nil, t0); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("queue %d of a service = %v, want ErrQueueFull", api.MaxQueuesPerSvc+1, err)
+	}
+
+	// Deleting a service deletes its queues.
+	if err := s.CreateService(ctx, api.Service{Name: "many"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteService(ctx, "many"); err != nil {
+		t.Fatal(err)
+	}
+	if qs, err := s.Queues(ctx, "many", t0); err != nil || len(qs) != 0 {
+		t.Errorf("queues of a deleted service: %+v, %v", qs, err)
+	}
+	if err := s.DeleteService(ctx, "many"); !IsNotFound(err) {
+		t.Errorf("deleting it again = %v, want not found", err)
+	}
+}
+
+// TestQueueConcurrentGets: getters racing for the same messages each get
+// a different one, none lost.
+func TestQueueConcurrentGets(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	const n = 40
+	for i := range n {
+		if _, err := s.QueuePut(ctx, "gb", "q", fmt.Appendf(nil, "%d", i), t0.Add(time.Duration(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				m, err := s.QueueGet(ctx, "gb", "q", time.Minute, t0.Add(time.Second))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if m == nil {
+					return
+				}
+				mu.Lock()
+				seen[string(m.Body)]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Errorf("%d distinct messages delivered, want %d", len(seen), n)
+	}
+	for b, c := range seen {
+		if c != 1 {
+			t.Errorf("message %s delivered %d times within its visibility timeout", b, c)
+		}
+	}
+}
