@@ -275,7 +275,7 @@ func TestCLI(t *testing.T) {
 		}},
 		{name: "service list", args: []string{"service", "list"}, want: []string{"NAME", "gb", "work (worker) 1", "2", "auto"}},
 		{name: "complete services", args: []string{"__complete", "service", "scale", ""}, want: []string{"gb"}},
-		{name: "service queues none", args: []string{"service", "queues", "gb"}, want: []string{"QUEUE | MESSAGES | HIDDEN"}},
+		{name: "service queues none", args: []string{"service", "queues", "gb"}, want: []string{"QUEUE", "MESSAGES", "HIDDEN"}},
 		{name: "service queues json", args: []string{"service", "queues", "gb", "-o", "json"}, want: []string{"[]"}},
 		{name: "service queues missing", args: []string{"service", "queues", "nope"}, wantErr: "service nope: not found"},
 		{name: "service delete", args: []string{"service", "delete", "gb"}, want: []string{"service gb: deleted"}, check: func(t *testing.T, _ string) {
