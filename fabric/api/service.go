@@ -54,6 +54,21 @@ type Service struct {
 	Upgrade       UpgradeMode   `json:"upgrade"`
 	Roles         []ServiceRole `json:"roles"`
 	Created       time.Time     `json:"created,omitzero"`
+	// Endpoints are where the web roles are reached (as loomd serves
+	// them; not stored).
+	Endpoints []EndpointStatus `json:"endpoints,omitempty"`
+}
+
+// EndpointStatus is a web role's service endpoint as it is now.
+type EndpointStatus struct {
+	Role string `json:"role"`
+	// Address is host:port, or Error says why there is none (the port
+	// is taken, say).
+	Address string `json:"address,omitempty"`
+	Error   string `json:"error,omitempty"`
+	// InRotation counts the instances taking connections.
+	InRotation  int   `json:"inRotation"`
+	Connections int64 `json:"connections"`
 }
 
 // ServiceRole is one role of a service and how many instances it wants.

@@ -44,6 +44,9 @@ type Config struct {
 	DataDir string
 	// API is the HTTP listen address. Default ":8080".
 	API string
+	// EndpointIP is where services' endpoints listen (each web role on
+	// its manifest's port). Default: the API's address.
+	EndpointIP string
 	// APIUnix, if set, is a unix socket that serves the API too (the lab
 	// uses it to reach a loomd inside its network namespace).
 	APIUnix string
@@ -106,6 +109,19 @@ type Config struct {
 	Faults Faults
 }
 
+// endpointIP is the address service endpoints listen on: EndpointIP, or
+// the API's address when that names one ("" for every address).
+func (c *Config) endpointIP() string {
+	if c.EndpointIP != "" {
+		return c.EndpointIP
+	}
+	host, _, err := net.SplitHostPort(c.apiAddr())
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
 // DefaultAPI is where the API listens when Config.API is unset.
 const DefaultAPI = ":8080"
 
@@ -164,8 +180,9 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
 	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter}, log)
+	eps := service.NewEndpoints(st, c.endpointIP(), log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
-		Services: service.NewManager(st, ctl), Queues: service.NewQueues(st)}
+		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st)}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
@@ -229,6 +246,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	})
 	g.Go(func() error { return reg.Monitor(ctx) })
 	g.Go(func() error { return ctl.Run(ctx, 2*time.Second) })
+	g.Go(func() error { return eps.Run(ctx, time.Second) })
 	return g.Wait()
 }
 

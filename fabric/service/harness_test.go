@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,12 +127,16 @@ type fakeHost struct {
 	vms      map[string]*fakeVM
 	Broken   map[string]bool // packages whose role never turns healthy
 	BootTime time.Duration
+	// Serve: each guest gets a host port that answers "hello from ID"
+	// (the ingress of a web role).
+	Serve bool
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
 
 type fakeVM struct {
 	goal     api.GoalVM
+	ln       net.Listener
 	state    api.VMState
 	reason   string
 	since    time.Time // booting since
@@ -190,11 +195,14 @@ func (h *fakeHost) step(ctx context.Context) {
 		seen[gv.ID] = true
 		v := h.vms[gv.ID]
 		if gv.Desired == api.VMDeleted {
-			delete(h.vms, gv.ID)
+			h.forget(gv.ID)
 			continue
 		}
 		if v == nil {
 			v = &fakeVM{state: api.VMStateStarting, since: now, rebooted: gv.RebootGen}
+			if h.Serve {
+				v.ln = serveHello(gv.ID)
+			}
 			h.vms[gv.ID] = v
 		}
 		switch {
@@ -212,16 +220,57 @@ func (h *fakeHost) step(ctx context.Context) {
 			}
 		}
 		v.goal = gv
-		st = append(st, api.VMStatus{ID: gv.ID, State: v.state, Reason: v.reason, Restarts: v.restarts, Rebooted: v.rebooted, Observed: now})
+		vs := api.VMStatus{ID: gv.ID, State: v.state, Reason: v.reason, Restarts: v.restarts, Rebooted: v.rebooted, Observed: now}
+		if v.ln != nil {
+			vs.Endpoint = v.ln.Addr().String()
+		}
+		st = append(st, vs)
 	}
 	for id := range h.vms {
 		if !seen[id] {
-			delete(h.vms, id)
+			h.forget(id)
 		}
 	}
 	h.mu.Unlock()
 	// Errors show in the tests as instances that do not turn Ready.
 	_, _ = h.c.Status(ctx, h.reg.NodeID, h.reg.Credential, api.Status{VMs: st, VMsComplete: true})
+}
+
+func (h *fakeHost) forget(id string) {
+	if v := h.vms[id]; v != nil && v.ln != nil {
+		_ = v.ln.Close() // only its accept loop is left to notice
+	}
+	delete(h.vms, id)
+}
+
+// Refuse closes a guest's host port while the host still reports it
+// Running (a port that refuses connections).
+func (h *fakeHost) Refuse(id string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if v := h.vms[id]; v != nil && v.ln != nil {
+		_ = v.ln.Close() // only its accept loop is left to notice
+	}
+}
+
+// serveHello listens on a loopback port and answers every connection with
+// "hello from ID".
+func serveHello(id string) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = fmt.Fprintf(c, "hello from %s\n", id) // the client may be gone
+			_ = c.Close()                                // done with it
+		}
+	}()
+	return ln
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {

@@ -33,12 +33,22 @@ type ManagerStore interface {
 type Manager struct {
 	st  ManagerStore
 	ctl *Controller
+	eps *Endpoints
 	now func() time.Time
 }
 
-// NewManager returns the services API; ctl is kicked after each change.
-func NewManager(st ManagerStore, ctl *Controller) *Manager {
-	return &Manager{st: st, ctl: ctl, now: time.Now}
+// NewManager returns the services API; ctl is kicked after each change,
+// eps (if not nil) says where the endpoints are.
+func NewManager(st ManagerStore, ctl *Controller, eps *Endpoints) *Manager {
+	return &Manager{st: st, ctl: ctl, eps: eps, now: time.Now}
+}
+
+// withEndpoints adds where s's endpoints are now.
+func (m *Manager) withEndpoints(s api.Service) api.Service {
+	if m.eps != nil {
+		s.Endpoints = m.eps.Status(s.Name)
+	}
+	return s
 }
 
 // Deploy parses a manifest and stores the service; the controller then
@@ -55,6 +65,19 @@ func (m *Manager) Deploy(ctx context.Context, manifest []byte) (api.Service, err
 			return api.Service{}, err
 		}
 	}
+	others, err := m.st.Services(ctx)
+	if err != nil {
+		return api.Service{}, err
+	}
+	for _, r := range s.Roles {
+		for _, o := range others {
+			for _, or := range o.Roles {
+				if r.Endpoint != nil && or.Endpoint != nil && r.Endpoint.Port == or.Endpoint.Port && o.Name != s.Name {
+					return api.Service{}, fmt.Errorf("%w: role %s: endpoint port %d is taken by role %s of service %s", ErrBadRequest, r.Name, r.Endpoint.Port, or.Name, o.Name)
+				}
+			}
+		}
+	}
 	s.Created = m.now().UTC()
 	if err := m.st.CreateService(ctx, s); err != nil {
 		if errors.Is(err, store.ErrExists) {
@@ -67,11 +90,18 @@ func (m *Manager) Deploy(ctx context.Context, manifest []byte) (api.Service, err
 }
 
 // Services lists every service.
-func (m *Manager) Services(ctx context.Context) ([]api.Service, error) { return m.st.Services(ctx) }
+func (m *Manager) Services(ctx context.Context) ([]api.Service, error) {
+	ss, err := m.st.Services(ctx)
+	for i := range ss {
+		ss[i] = m.withEndpoints(ss[i])
+	}
+	return ss, err
+}
 
 // Service reads one.
 func (m *Manager) Service(ctx context.Context, name string) (api.Service, error) {
-	return m.st.Service(ctx, name)
+	s, err := m.st.Service(ctx, name)
+	return m.withEndpoints(s), err
 }
 
 // Scale sets a role's instance count.

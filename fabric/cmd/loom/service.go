@@ -118,6 +118,15 @@ refused with every wrong line and field, and nothing of it is applied.
 				line := fmt.Sprintf("%s, %d of %d Ready, %d vCPUs %d MiB each, package %s", r.Kind, ready, r.Instances, r.VCPUs, r.MemoryMB, r.Package)
 				if r.Endpoint != nil {
 					line += fmt.Sprintf(", endpoint %s port %d", r.Endpoint.Protocol, r.Endpoint.Port)
+					for _, e := range s.Endpoints {
+						switch {
+						case e.Role != r.Name:
+						case e.Address != "":
+							line += fmt.Sprintf(" at %s (%d instances in rotation, %d connections)", e.Address, e.InRotation, e.Connections)
+						case e.Error != "":
+							line += " NOT LISTENING: " + e.Error
+						}
+					}
 				}
 				f.add("Role "+r.Name, "%s", line)
 			}
