@@ -129,9 +129,9 @@ type fakeHost struct {
 	BootTime time.Duration
 	// Serve: each guest gets a host port that answers "hello from ID"
 	// (the ingress of a web role).
-	Serve bool
-	cancel   context.CancelFunc
-	done     chan struct{}
+	Serve  bool
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 type fakeVM struct {
