@@ -207,12 +207,21 @@ func (g *guest) reconcile(ctx context.Context) bool {
 			g.set(api.VMStateFailed, err.Error())
 		}
 	case stepReboot:
+		// The goal may name a new package or settings (an upgrade): the
+		// guest agent asks for them again as the guest boots.
+		if err := g.prepare(ctx, *goal); err != nil {
+			g.s.log.Warn("not rebooting guest into its new package", "vm", g.id, "err", err)
+			g.set(api.VMStateRunning, "reboot held back: "+err.Error())
+			return false
+		}
 		if err := v.Reboot(); err != nil {
 			g.s.log.Warn("rebooting guest", "vm", g.id, "err", err)
 			return false
 		}
-		g.persist(func(st *persisted) { st.Rebooted = goal.RebootGen })
+		// Starting before Rebooted: a report never shows the new
+		// generation with the old version's Running.
 		g.set(api.VMStateStarting, "rebooted on request")
+		g.persist(func(st *persisted) { st.Rebooted = goal.RebootGen })
 	}
 	return false
 }

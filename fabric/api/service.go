@@ -13,6 +13,8 @@ import (
 //	GET    /v1/services, /v1/services/{name} → []Service, Service
 //	POST   /v1/services/{name}/scale    ScaleRequest → Service
 //	DELETE /v1/services/{name}          → 204; its instances are deleted
+//	POST   /v1/services/{name}/upgrade  UpgradeRequest → Service (202): the walk starts
+//	POST   /v1/services/{name}/walk     → Service: a manual walk's next domain
 //	GET    /v1/instances[?service=S]    → []Instance
 //
 // An instance is a VM with an owner (VM.Service, VM.Role): the VM API
@@ -36,6 +38,62 @@ const (
 	UpgradeManual UpgradeMode = "manual"
 )
 
+// DefaultUpgradeTimeout is how long an update domain may take to come
+// back Ready unless the manifest says.
+const DefaultUpgradeTimeout = 10 * time.Minute
+
+// WalkState is where an upgrade is.
+type WalkState string
+
+// Walk states.
+const (
+	WalkUpgrading  WalkState = "upgrading"    // a domain is being upgraded
+	WalkWaiting    WalkState = "waiting"      // manual mode: waits for loom service walk
+	WalkRollingBk  WalkState = "rolling back" // a domain failed: going back to the old version
+	WalkDone       WalkState = "done"
+	WalkRolledBack WalkState = "rolled back"
+	WalkFailed     WalkState = "failed" // the rollback itself did not come back Ready
+)
+
+// Active says whether a walk is still going.
+func (s WalkState) Active() bool {
+	return s == WalkUpgrading || s == WalkWaiting || s == WalkRollingBk
+}
+
+// Walk is an upgrade walking the update domains, one at a time.
+type Walk struct {
+	State WalkState   `json:"state"`
+	Mode  UpgradeMode `json:"mode"`
+	// From are the roles before the upgrade (what a rollback restores).
+	From []ServiceRole `json:"from"`
+	// Order are the domains still to do, the first being done now; Done
+	// those done, in order.
+	Order []int `json:"order"`
+	Done  []int `json:"done,omitempty"`
+	// DomainStarted is when the first of Order started (zero: not yet).
+	DomainStarted time.Time   `json:"domainStarted,omitzero"`
+	Reason        string      `json:"reason,omitempty"`
+	History       []WalkEvent `json:"history,omitempty"`
+	// Seq counts the walk's changes (the controller's compare-and-swap).
+	Seq int64 `json:"seq"`
+}
+
+// WalkEvent is one step of a walk's history.
+type WalkEvent struct {
+	Time   time.Time `json:"time"`
+	Domain int       `json:"domain"`
+	Event  string    `json:"event"` // started, done, failed, rollback, waiting
+	Note   string    `json:"note,omitempty"`
+}
+
+// UpgradeRequest is the body of POST /v1/services/{name}/upgrade.
+type UpgradeRequest struct {
+	// Manifest is the new version (YAML) of the service.
+	Manifest string `json:"manifest"`
+	// Mode overrides the manifest's upgrade mode.
+	Mode UpgradeMode `json:"mode,omitempty"`
+}
+
 // DefaultUpdateDomains is how many update domains a service has unless
 // its manifest says.
 const DefaultUpdateDomains = 5
@@ -53,7 +111,12 @@ type Service struct {
 	UpdateDomains int           `json:"updateDomains"`
 	Upgrade       UpgradeMode   `json:"upgrade"`
 	Roles         []ServiceRole `json:"roles"`
-	Created       time.Time     `json:"created,omitzero"`
+	// UpgradeTimeout is how long one update domain may take to come back
+	// Ready before its upgrade is rolled back.
+	UpgradeTimeout Duration  `json:"upgradeTimeout,omitempty"`
+	Created        time.Time `json:"created,omitzero"`
+	// Walk is the upgrade in progress, or the last one.
+	Walk *Walk `json:"walk,omitempty"`
 	// Endpoints are where the web roles are reached (as loomd serves
 	// them; not stored).
 	Endpoints []EndpointStatus `json:"endpoints,omitempty"`
@@ -153,6 +216,8 @@ func InstanceOf(v VM, rack string) Instance {
 	switch {
 	case v.Desired == VMDeleted || (v.Desired == VMStopped && v.State != VMStateStopped):
 		in.State = InstanceStopping
+	case v.State == VMStateRunning && v.Rebooted < v.RebootGen:
+		in.State, in.Reason = InstanceStarting, "restarting into its new version or on request"
 	case v.State == VMStateRunning:
 		in.State = InstanceReady
 	case v.State == VMStateStarting:

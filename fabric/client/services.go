@@ -38,6 +38,22 @@ func (c *Client) ScaleService(ctx context.Context, name, role string, instances 
 	return out, err
 }
 
+// UpgradeService starts an upgrade of a service to a new manifest (YAML);
+// mode "" keeps the manifest's (operator token).
+func (c *Client) UpgradeService(ctx context.Context, name string, manifest []byte, mode api.UpgradeMode) (api.Service, error) {
+	var out api.Service
+	err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(name)+"/upgrade", c.Token, api.UpgradeRequest{Manifest: string(manifest), Mode: mode}, &out)
+	return out, err
+}
+
+// WalkService lets a manual upgrade do its next update domain (operator
+// token).
+func (c *Client) WalkService(ctx context.Context, name string) (api.Service, error) {
+	var out api.Service
+	err := c.do(ctx, http.MethodPost, "/v1/services/"+url.PathEscape(name)+"/walk", c.Token, nil, &out)
+	return out, err
+}
+
 // DeleteService removes a service and, through the controller, its
 // instances (operator token).
 func (c *Client) DeleteService(ctx context.Context, name string) error {

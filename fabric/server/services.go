@@ -20,6 +20,8 @@ type Services interface {
 	Scale(ctx context.Context, name string, req api.ScaleRequest) (api.Service, error)
 	Delete(ctx context.Context, name string) error
 	Instances(ctx context.Context, service string) ([]api.Instance, error)
+	Upgrade(ctx context.Context, name string, req api.UpgradeRequest) (api.Service, error)
+	Walk(ctx context.Context, name string) (api.Service, error)
 }
 
 func (a *apiServer) routeServices(mux *http.ServeMux) {
@@ -28,6 +30,8 @@ func (a *apiServer) routeServices(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/services/{name}", a.operator(a.getService))
 	mux.HandleFunc("POST /v1/services/{name}/scale", a.operator(a.scaleService))
 	mux.HandleFunc("DELETE /v1/services/{name}", a.operator(a.deleteService))
+	mux.HandleFunc("POST /v1/services/{name}/upgrade", a.operator(a.upgradeService))
+	mux.HandleFunc("POST /v1/services/{name}/walk", a.operator(a.walkService))
 	mux.HandleFunc("GET /v1/instances", a.operator(a.listInstances))
 }
 
@@ -65,6 +69,25 @@ func (a *apiServer) scaleService(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s, err := a.cfg.Services.Scale(r.Context(), r.PathValue("name"), req)
+	a.serviceResult(w, r, s, err)
+}
+
+func (a *apiServer) upgradeService(w http.ResponseWriter, r *http.Request) {
+	var req api.UpgradeRequest
+	if err := decode(w, r, &req); err != nil {
+		a.fail(w, r, http.StatusBadRequest, "%v", err)
+		return
+	}
+	s, err := a.cfg.Services.Upgrade(r.Context(), r.PathValue("name"), req)
+	if err != nil {
+		a.serviceError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, s)
+}
+
+func (a *apiServer) walkService(w http.ResponseWriter, r *http.Request) {
+	s, err := a.cfg.Services.Walk(r.Context(), r.PathValue("name"))
 	a.serviceResult(w, r, s, err)
 }
 

@@ -3,6 +3,7 @@ package service
 import (
 	"cmp"
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -18,6 +19,7 @@ type Store interface {
 	Services(ctx context.Context) ([]api.Service, error)
 	VMs(ctx context.Context) ([]api.VM, error)
 	ChangeVMs(ctx context.Context, fn func([]api.Node, []api.VM) (store.VMChange, error)) (store.VMChange, error)
+	UpdateService(ctx context.Context, name string, fn func(*api.Service) error) (api.Service, error)
 }
 
 // Controller keeps each role's instance count: level-triggered, it
@@ -30,7 +32,12 @@ type Controller struct {
 	kick   chan struct{}
 	policy Policy
 	held   bool // the last pass held back evictions (logged once)
+	// walking: an upgrade was in progress at the last pass.
+	walking bool
 }
+
+// WalkInterval is how often the controller looks while an upgrade walks.
+const WalkInterval = 250 * time.Millisecond
 
 // Healing defaults.
 const (
@@ -95,23 +102,26 @@ func (c *Controller) Kick() {
 // Run reconciles until ctx ends: at once, on each Kick, and every interval
 // (which catches nodes that came or went and room that freed up).
 func (c *Controller) Run(ctx context.Context, interval time.Duration) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
 		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("services: reconcile", "err", err)
+		}
+		wait := interval
+		if c.walking {
+			wait = min(interval, WalkInterval) // an upgrade waits on hosts' reports
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-c.kick:
-		case <-t.C:
+		case <-time.After(wait):
 		}
 	}
 }
 
 // Reconcile makes one pass over every service.
 func (c *Controller) Reconcile(ctx context.Context) error {
+	c.walking = false
 	svcs, err := c.st.Services(ctx)
 	if err != nil {
 		return err
@@ -128,6 +138,14 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		}
 	}
 	now := c.now().UTC()
+	for _, svc := range svcs {
+		if svc.Walk != nil && svc.Walk.State.Active() {
+			c.walking = true
+			if err := c.walk(ctx, svc, now); err != nil {
+				c.log.Warn("services: upgrade walk", "service", svc.Name, "err", err)
+			}
+		}
+	}
 	held := false
 	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {
 		var lost map[string]bool
@@ -145,6 +163,47 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	}
 	c.held = held
 	return nil
+}
+
+// errStale: the service changed between the walk's read and its write.
+var errStale = errors.New("the service changed meanwhile")
+
+// walk moves one service's upgrade on (Step): the VMs first (one guarded
+// transaction), then the walk's state, compare-and-swap on its Seq.
+// Writing the VMs twice is harmless (Step finds them done), so a crash
+// between the two writes loses nothing.
+func (c *Controller) walk(ctx context.Context, svc api.Service, now time.Time) error {
+	var next api.Service
+	if _, err := c.st.ChangeVMs(ctx, func(_ []api.Node, vs []api.VM) (store.VMChange, error) {
+		var puts []api.VM
+		next, puts = Step(svc, vs, now)
+		return store.VMChange{Put: puts}, nil
+	}); err != nil {
+		return err
+	}
+	if next.Walk.Seq == svc.Walk.Seq {
+		return nil
+	}
+	_, err := c.st.UpdateService(ctx, svc.Name, func(cur *api.Service) error {
+		if cur.Walk == nil || cur.Walk.Seq != svc.Walk.Seq {
+			return errStale
+		}
+		cur.Walk = next.Walk
+		for i := range cur.Roles { // a rollback's versions; counts stay as scaled
+			if r, ok := next.Role(cur.Roles[i].Name); ok {
+				cur.Roles[i].Package, cur.Roles[i].Settings = r.Package, r.Settings
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		c.Kick() // read again
+		return nil
+	}
+	if err == nil && next.Walk.State != svc.Walk.State {
+		c.log.Info("services: upgrade", "service", svc.Name, "state", next.Walk.State, "reason", next.Walk.Reason)
+	}
+	return err
 }
 
 // Plan is the controller's decision, pure: what to write so that every

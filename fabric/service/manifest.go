@@ -8,6 +8,7 @@
 //	name: guestbook
 //	updateDomains: 5          # default 5
 //	upgrade: auto             # auto (default) or manual
+//	upgradeTimeout: 10m       # per update domain, then it is rolled back (default 10m)
 //	roles:
 //	  - name: web
 //	    kind: web             # web (has an endpoint) or worker
@@ -32,6 +33,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -45,10 +47,11 @@ const MaxManifest = 256 << 10
 
 // manifest is the YAML document; api.Service is what is kept.
 type manifest struct {
-	Name          string         `yaml:"name"`
-	UpdateDomains *int           `yaml:"updateDomains"`
-	Upgrade       string         `yaml:"upgrade"`
-	Roles         []manifestRole `yaml:"roles"`
+	Name           string         `yaml:"name"`
+	UpdateDomains  *int           `yaml:"updateDomains"`
+	Upgrade        string         `yaml:"upgrade"`
+	UpgradeTimeout string         `yaml:"upgradeTimeout"`
+	Roles          []manifestRole `yaml:"roles"`
 }
 
 type manifestRole struct {
@@ -184,6 +187,18 @@ func (v *validator) service(m manifest) api.Service {
 		s.Upgrade = api.UpgradeMode(m.Upgrade)
 	default:
 		v.bad("$.upgrade", "%q: want auto or manual", m.Upgrade)
+	}
+	s.UpgradeTimeout = api.Duration(api.DefaultUpgradeTimeout)
+	if m.UpgradeTimeout != "" {
+		d, err := time.ParseDuration(m.UpgradeTimeout)
+		switch {
+		case err != nil:
+			v.bad("$.upgradeTimeout", "%q: want a duration such as 10m", m.UpgradeTimeout)
+		case d < time.Second || d > 24*time.Hour:
+			v.bad("$.upgradeTimeout", "%v: want 1s to 24h", d)
+		default:
+			s.UpgradeTimeout = api.Duration(d)
+		}
 	}
 	if len(m.Roles) == 0 {
 		v.bad("$.roles", "a service needs at least one role")

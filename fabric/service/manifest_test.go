@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -31,7 +32,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := api.Service{Name: "guestbook", UpdateDomains: 5, Upgrade: api.UpgradeAuto, Roles: []api.ServiceRole{
+	want := api.Service{Name: "guestbook", UpdateDomains: 5, Upgrade: api.UpgradeAuto, UpgradeTimeout: api.Duration(10 * time.Minute), Roles: []api.ServiceRole{
 		{Name: "web", Kind: api.RoleWeb, Package: "guestbook-web", Instances: 5, VCPUs: 1, MemoryMB: 128,
 			Settings: map[string]string{"queue": "entries"}, Endpoint: &api.Endpoint{Port: 80, Protocol: "http"}},
 		{Name: "worker", Kind: api.RoleWorker, Package: "guestbook-worker", Instances: 3, VCPUs: 2, MemoryMB: api.DefaultMemoryMB},
@@ -50,6 +51,8 @@ func TestParseRefuses(t *testing.T) {
 		{"unknown field", "name: a\nreplicas: 3\nroles: []\n", []string{`line 2: unknown field "replicas"`}},
 		{"wrong type", "name: a\nroles:\n  - name: w\n    instances: many\n", []string{"line 4"}},
 		{"no roles", "name: a\n", []string{"roles: a service needs at least one role"}},
+		{"bad timeouts", "name: a\nupgradeTimeout: soon\nroles:\n  - {name: w, kind: worker, package: p, instances: 1}\n", []string{`line 2, upgradeTimeout: "soon": want a duration`}},
+		{"timeout too long", "name: a\nupgradeTimeout: 48h\nroles:\n  - {name: w, kind: worker, package: p, instances: 1}\n", []string{"line 2, upgradeTimeout: 48h0m0s: want 1s to 24h"}},
 		{"bad name and domains", "name: Big_Name\nupdateDomains: 0\nupgrade: sometimes\nroles:\n  - {name: w, kind: worker, package: p, instances: 1}\n",
 			[]string{`line 1, name: "Big_Name"`, "line 2, updateDomains: 0: want 1 to 20", `line 3, upgrade: "sometimes": want auto or manual`}},
 		{"role problems", `name: a

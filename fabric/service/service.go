@@ -58,12 +58,8 @@ func (m *Manager) Deploy(ctx context.Context, manifest []byte) (api.Service, err
 	if err != nil {
 		return api.Service{}, err
 	}
-	for _, r := range s.Roles {
-		if _, err := m.st.Image(ctx, r.Package); store.IsNotFound(err) {
-			return api.Service{}, fmt.Errorf("%w: role %s: package %q is not a stored image (loom image add)", ErrBadRequest, r.Name, r.Package)
-		} else if err != nil {
-			return api.Service{}, err
-		}
+	if err := m.packagesExist(ctx, s); err != nil {
+		return api.Service{}, err
 	}
 	others, err := m.st.Services(ctx)
 	if err != nil {
@@ -122,6 +118,67 @@ func (m *Manager) Scale(ctx context.Context, name string, req api.ScaleRequest) 
 		m.ctl.Kick()
 	}
 	return s, err
+}
+
+// Upgrade starts walking a service's update domains towards a new version
+// (its manifest; mode, if set, overrides the manifest's upgrade mode).
+func (m *Manager) Upgrade(ctx context.Context, name string, req api.UpgradeRequest) (api.Service, error) {
+	next, err := Parse([]byte(req.Manifest))
+	if err != nil {
+		return api.Service{}, err
+	}
+	switch req.Mode {
+	case "", api.UpgradeAuto, api.UpgradeManual:
+	default:
+		return api.Service{}, fmt.Errorf("%w: mode: %q: want auto or manual", ErrBadRequest, req.Mode)
+	}
+	if next.Name != name {
+		return api.Service{}, fmt.Errorf("%w: the manifest is of service %q, not %s", ErrBadRequest, next.Name, name)
+	}
+	if err := m.packagesExist(ctx, next); err != nil {
+		return api.Service{}, err
+	}
+	s, err := m.st.UpdateService(ctx, name, func(s *api.Service) error {
+		up, err := StartWalk(*s, next, req.Mode, m.now().UTC())
+		*s = up
+		return err
+	})
+	if err == nil {
+		m.ctl.Kick()
+	}
+	return m.withEndpoints(s), err
+}
+
+// Walk lets a manual upgrade do its next update domain.
+func (m *Manager) Walk(ctx context.Context, name string) (api.Service, error) {
+	s, err := m.st.UpdateService(ctx, name, func(s *api.Service) error {
+		switch {
+		case s.Walk == nil:
+			return fmt.Errorf("%w: service %s has no upgrade to walk (loom service upgrade)", ErrBadRequest, name)
+		case s.Walk.State != api.WalkWaiting:
+			return fmt.Errorf("%w: service %s's upgrade is %s, not waiting for a walk", ErrBadRequest, name, s.Walk.State)
+		}
+		s.Walk.State = api.WalkUpgrading
+		s.Walk.Seq++
+		s.Walk.History = append(s.Walk.History, api.WalkEvent{Time: m.now().UTC(), Domain: s.Walk.Order[0], Event: "walk", Note: "loom service walk"})
+		return nil
+	})
+	if err == nil {
+		m.ctl.Kick()
+	}
+	return m.withEndpoints(s), err
+}
+
+// packagesExist checks every role's package is a stored image.
+func (m *Manager) packagesExist(ctx context.Context, s api.Service) error {
+	for _, r := range s.Roles {
+		if _, err := m.st.Image(ctx, r.Package); store.IsNotFound(err) {
+			return fmt.Errorf("%w: role %s: package %q is not a stored image (loom image add)", ErrBadRequest, r.Name, r.Package)
+		} else if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Delete removes a service; the controller deletes its instances.

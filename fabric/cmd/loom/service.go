@@ -130,6 +130,20 @@ refused with every wrong line and field, and nothing of it is applied.
 				}
 				f.add("Role "+r.Name, "%s", line)
 			}
+			if wk := s.Walk; wk != nil {
+				line := fmt.Sprintf("%s (%s mode), domains done %v, to do %v", wk.State, wk.Mode, wk.Done, wk.Order)
+				if wk.Reason != "" {
+					line += ": " + wk.Reason
+				}
+				f.add("Upgrade", "%s", line)
+				for _, e := range wk.History[max(0, len(wk.History)-10):] {
+					d := fmt.Sprintf("domain %d ", e.Domain)
+					if e.Domain < 0 {
+						d = ""
+					}
+					f.add("", "%s %s%s %s", e.Time.Local().Format("15:04:05"), d, e.Event, e.Note)
+				}
+			}
 			if err := f.flush(); err != nil {
 				return err
 			}
@@ -152,6 +166,45 @@ refused with every wrong line and field, and nothing of it is applied.
 			})
 		}),
 	}
+	var mode string
+	upgrade := &cobra.Command{
+		Use:   "upgrade SERVICE FILE",
+		Short: "Upgrade a service to a new manifest, one update domain at a time ('-': standard input)",
+		Long: `Upgrade a service to a new version of its manifest (new packages, settings,
+instance counts). The update domains are walked one at a time: each
+domain's instances leave the endpoint, restart into the new version and
+must be Ready again within the manifest's upgradeTimeout; then the next
+domain. A domain that fails rolls the whole service back, one domain at a
+time. In manual mode each domain waits for 'loom service walk'.`,
+		Args:              args(2),
+		ValidArgsFunction: a.complete(serviceNames),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			var b []byte
+			var err error
+			if args[1] == "-" {
+				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), api.MaxBodyBytes))
+			} else {
+				b, err = os.ReadFile(args[1])
+			}
+			if err != nil {
+				return err
+			}
+			s, err := c.UpgradeService(ctx, args[0], b, api.UpgradeMode(mode))
+			if err != nil {
+				return err
+			}
+			return a.show(cmd, s, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "service %s: upgrade %s (%s mode, %d update domains; loom service show %s)\n", s.Name, s.Walk.State, s.Walk.Mode, s.UpdateDomains, s.Name)
+				return err
+			})
+		}),
+	}
+	upgrade.Flags().StringVar(&mode, "mode", "", "auto or manual (default: the manifest's)")
+	walk := oneCmd(a, "walk SERVICE", "Let a manual upgrade do its next update domain", serviceNames, (*client.Client).WalkService,
+		sayf(func(s api.Service) string {
+			return fmt.Sprintf("service %s: upgrading update domain %d", s.Name, s.Walk.Order[0])
+		}))
+
 	queues := &cobra.Command{
 		Use:               "queues SERVICE",
 		Short:             "List a service's queues: messages waiting and hidden (delivered, not yet deleted)",
@@ -171,7 +224,7 @@ refused with every wrong line and field, and nothing of it is applied.
 			})
 		}),
 	}
-	svc.AddCommand(deploy, scale, ls, show, del, queues)
+	svc.AddCommand(deploy, scale, upgrade, walk, ls, show, del, queues)
 	return svc
 }
 
