@@ -44,6 +44,9 @@ type Config struct {
 	DataDir string
 	// API is the HTTP listen address. Default ":8080".
 	API string
+	// MaxRestarts: a service instance that crashed this many times is
+	// replaced on another host. Default 5.
+	MaxRestarts int
 	// EndpointIP is where services' endpoints listen (each web role on
 	// its manifest's port). Default: the API's address.
 	EndpointIP string
@@ -179,7 +182,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			}
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
-	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter}, log)
+	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter, MaxRestarts: c.MaxRestarts}, log)
 	eps := service.NewEndpoints(st, c.endpointIP(), log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
 		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st)}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -41,8 +42,9 @@ const WalkInterval = 250 * time.Millisecond
 
 // Healing defaults.
 const (
-	DefaultLostAfter = 2 * time.Minute
-	DefaultMaxLost   = 0.34
+	DefaultLostAfter   = 2 * time.Minute
+	DefaultMaxLost     = 0.34
+	DefaultMaxRestarts = 5
 )
 
 // Policy says when the controller gives up on a host.
@@ -56,6 +58,9 @@ type Policy struct {
 	// nothing is evicted until the fraction falls (instances already
 	// replaced stay replaced).
 	MaxLost float64
+	// MaxRestarts: an instance that crashed this many times is replaced
+	// on another host (its host restarts it in place until then).
+	MaxRestarts int
 }
 
 // LostNodes are the hosts whose instances are to be replaced at now, and
@@ -88,6 +93,7 @@ func NewController(st Store, p Policy, log *slog.Logger) *Controller {
 	}
 	p.LostAfter = cmp.Or(p.LostAfter, DefaultLostAfter)
 	p.MaxLost = cmp.Or(p.MaxLost, DefaultMaxLost)
+	p.MaxRestarts = cmp.Or(p.MaxRestarts, DefaultMaxRestarts)
 	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1), policy: p}
 }
 
@@ -150,7 +156,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {
 		var lost map[string]bool
 		lost, held = LostNodes(nodes, now, c.policy)
-		return Plan(svcs, nodes, vs, lost, now, vms.NewID), nil
+		return Plan(svcs, nodes, vs, lost, Sick(vs, c.policy.MaxRestarts), now, vms.NewID), nil
 	})
 	if err != nil {
 		return err
@@ -220,7 +226,7 @@ func (c *Controller) walk(ctx context.Context, svc api.Service, now time.Time) e
 //     or role is gone. A placed instance is
 //     marked deleted (its host stops it, then the fabric forgets it); an
 //     unplaced one is forgotten at once.
-func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost map[string]bool, now time.Time, newID func() string) store.VMChange {
+func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[string]bool, now time.Time, newID func() string) store.VMChange {
 	var ch store.VMChange
 	live := slices.Clone(vs) // what exists, with this plan's changes
 	set := func(v api.VM) {
@@ -251,9 +257,15 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost map[string]boo
 		for _, r := range svc.Roles {
 			wanted[[2]string{svc.Name, r.Name}] = true
 			mine := instances(live, svc.Name, r.Name)
+			avoid := map[string]bool{} // hosts where an instance kept crashing
 			for _, v := range mine {
-				if lost[v.Node] {
+				switch {
+				case lost[v.Node]:
 					v.Reason = "its host " + v.Node + " is lost (Unreachable too long): replaced elsewhere"
+					remove(v)
+				case sick[v.ID]:
+					v.Reason = fmt.Sprintf("crashed %d times on %s: replaced elsewhere (%s)", v.Restarts, v.Node, v.Reason)
+					avoid[v.Node] = true
 					remove(v)
 				}
 			}
@@ -272,7 +284,7 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost map[string]boo
 			mine = instances(live, svc.Name, r.Name)
 			switch {
 			case len(mine) < r.Instances:
-				for _, p := range Schedule(svc, r, r.Instances-len(mine), nodes, live) {
+				for _, p := range scheduleAvoiding(svc, r, r.Instances-len(mine), nodes, live, avoid) {
 					set(api.VM{
 						ID: newID(), Service: svc.Name, Role: r.Name, UpdateDomain: p.UpdateDomain, Node: p.Node,
 						VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Package: r.Package, Settings: maps.Clone(r.Settings),
@@ -293,6 +305,35 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost map[string]boo
 		}
 	}
 	return ch
+}
+
+// scheduleAvoiding is Schedule on the nodes not in avoid, falling back to
+// every node for what finds no room elsewhere.
+func scheduleAvoiding(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vs []api.VM, avoid map[string]bool) []Placement {
+	if len(avoid) == 0 {
+		return Schedule(svc, r, n, nodes, vs)
+	}
+	others := slices.DeleteFunc(slices.Clone(nodes), func(nd api.Node) bool { return avoid[nd.ID] })
+	out := Schedule(svc, r, n, others, vs)
+	for i, p := range out {
+		if p.Node == "" {
+			out[i] = Schedule(svc, r, 1, nodes, vs)[0]
+		}
+	}
+	return out
+}
+
+// Sick are the instances to replace on another host: crashed at least
+// maxRestarts times (their host restarts a crashed guest in place, with
+// backoff, until then).
+func Sick(vs []api.VM, maxRestarts int) map[string]bool {
+	sick := map[string]bool{}
+	for _, v := range vs {
+		if v.Service != "" && v.Desired == api.VMRunning && v.State == api.VMStateCrashed && v.Restarts >= maxRestarts {
+			sick[v.ID] = true
+		}
+	}
+	return sick
 }
 
 // instances are a role's instances that are not being deleted.

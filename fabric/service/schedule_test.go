@@ -125,12 +125,12 @@ func TestPlanConverges(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	var vms []api.VM
 	step := func(s api.Service) {
-		ch := Plan([]api.Service{s}, nodes, vms, nil, now, newID)
+		ch := Plan([]api.Service{s}, nodes, vms, nil, nil, now, newID)
 		vms = apply(vms, ch)
 		now = now.Add(time.Second)
 		// A second pass over the result changes nothing: level-triggered
 		// and settled.
-		if again := Plan([]api.Service{s}, nodes, vms, nil, now, newID); len(again.Put)+len(again.Delete) != 0 {
+		if again := Plan([]api.Service{s}, nodes, vms, nil, nil, now, newID); len(again.Put)+len(again.Delete) != 0 {
 			t.Fatalf("not settled after one pass: %+v", again)
 		}
 	}
@@ -181,14 +181,14 @@ func TestPlanConverges(t *testing.T) {
 		t.Fatalf("the 3 left should be in both racks: %v", racks)
 	}
 	// The service goes: every instance with it.
-	ch := Plan(nil, nodes, vms, nil, now, newID)
+	ch := Plan(nil, nodes, vms, nil, nil, now, newID)
 	vms = apply(vms, ch)
 	if l, d, _ := count(vms, "web"); l != 0 || d != 3 {
 		t.Fatalf("service deleted: live %d deleting %d", l, d)
 	}
 	// VMs made by hand are never touched.
 	hand := []api.VM{{ID: "vm-hand", Node: "a1", VCPUs: 1, MemoryMB: 256, Desired: api.VMRunning}}
-	if ch := Plan(nil, nodes, hand, nil, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
+	if ch := Plan(nil, nodes, hand, nil, nil, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
 		t.Fatalf("touched a VM without a service: %+v", ch)
 	}
 }
@@ -200,12 +200,12 @@ func TestPlanPlacesPendingWhenRoomAppears(t *testing.T) {
 	nodes := []api.Node{host("a1", "a", 1, 2048)}
 	n := 0
 	newID := func() string { n++; return fmt.Sprint("vm-", n) }
-	vms := apply(nil, (Plan([]api.Service{s}, nodes, nil, nil, time.Time{}, newID)))
+	vms := apply(nil, (Plan([]api.Service{s}, nodes, nil, nil, nil, time.Time{}, newID)))
 	if l, _, p := count(vms, "web"); l != 1 || p != 1 {
 		t.Fatalf("live %d pending %d", l, p)
 	}
 	nodes = append(nodes, host("b1", "b", 1, 2048))
-	ch := Plan([]api.Service{s}, nodes, vms, nil, time.Time{}, newID)
+	ch := Plan([]api.Service{s}, nodes, vms, nil, nil, time.Time{}, newID)
 	if len(ch.Put) != 1 || ch.Put[0].Node != "b1" || ch.Put[0].Reason != "" || n != 2 {
 		t.Fatalf("the pending instance should go to b1, no new one made: %+v (ids made %d)", ch, n)
 	}
@@ -220,7 +220,7 @@ func TestLostHostsReplacedWithinTheCap(t *testing.T) {
 	nodes := []api.Node{host("a1", "a", 4, 2048), host("b1", "b", 4, 2048), host("c1", "c", 4, 2048), host("d1", "d", 4, 2048)}
 	n := 0
 	newID := func() string { n++; return fmt.Sprint("vm-", n) }
-	vms := apply(nil, Plan([]api.Service{s}, nodes, nil, nil, now, newID))
+	vms := apply(nil, Plan([]api.Service{s}, nodes, nil, nil, nil, now, newID))
 	for i := range vms {
 		vms[i].State = api.VMStateRunning
 	}
@@ -245,7 +245,7 @@ func TestLostHostsReplacedWithinTheCap(t *testing.T) {
 	if !lost["a1"] || held {
 		t.Fatalf("lost %v held %v", lost, held)
 	}
-	after := apply(slices.Clone(vms), Plan([]api.Service{s}, ns, vms, lost, now, newID))
+	after := apply(slices.Clone(vms), Plan([]api.Service{s}, ns, vms, lost, nil, now, newID))
 	live := 0
 	for _, v := range after {
 		switch {
@@ -264,7 +264,58 @@ func TestLostHostsReplacedWithinTheCap(t *testing.T) {
 	if len(lost) != 0 || !held {
 		t.Fatalf("half the hosts lost: lost %v held %v, want none and held", lost, held)
 	}
-	if ch := Plan([]api.Service{s}, ns, vms, lost, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
+	if ch := Plan([]api.Service{s}, ns, vms, lost, nil, now, newID); len(ch.Put)+len(ch.Delete) != 0 {
 		t.Fatalf("evicted past the cap: %+v", ch)
+	}
+}
+
+func TestCrashingInstanceReplacedElsewhere(t *testing.T) {
+	now := time.Unix(2e9, 0)
+	s := svc
+	s.Roles = []api.ServiceRole{svc.Roles[0]}
+	s.Roles[0].Instances = 2
+	nodes := []api.Node{host("a1", "a", 4, 2048), host("b1", "b", 4, 2048), host("c1", "c", 4, 2048)}
+	n := 0
+	newID := func() string { n++; return fmt.Sprint("vm-", n) }
+	vms := apply(nil, Plan([]api.Service{s}, nodes, nil, nil, nil, now, newID))
+	for i := range vms {
+		vms[i].State = api.VMStateRunning
+	}
+	// Crashing, but not yet often enough: left to its host.
+	vms[0].State, vms[0].Restarts, vms[0].Reason = api.VMStateCrashed, 4, "QEMU exited; restarting"
+	if sick := Sick(vms, 5); len(sick) != 0 {
+		t.Fatalf("sick after 4 crashes: %v", sick)
+	}
+	vms[0].Restarts = 5
+	sick := Sick(vms, 5)
+	if !sick[vms[0].ID] || len(sick) != 1 {
+		t.Fatalf("sick %v, want %s", sick, vms[0].ID)
+	}
+	bad := vms[0].Node
+	after := apply(slices.Clone(vms), Plan([]api.Service{s}, nodes, vms, nil, sick, now, newID))
+	var placed []string
+	for _, v := range after {
+		switch {
+		case v.ID == vms[0].ID:
+			if v.Desired != api.VMDeleted || !strings.Contains(v.Reason, "crashed 5 times on "+bad) {
+				t.Errorf("the crashing instance: %s %q", v.Desired, v.Reason)
+			}
+		case v.Desired != api.VMDeleted:
+			placed = append(placed, v.Node)
+		}
+	}
+	if len(placed) != 2 || slices.Contains(placed, bad) {
+		t.Errorf("instances on %v after the replacement, want 2 and none on %s", placed, bad)
+	}
+	// With no other room, the replacement goes back to the same host
+	// rather than stay Pending.
+	one := []api.Node{host("a1", "a", 4, 2048)}
+	vs := apply(nil, Plan([]api.Service{s}, one, nil, nil, nil, now, newID))
+	vs[0].State, vs[0].Restarts = api.VMStateCrashed, 9
+	after = apply(slices.Clone(vs), Plan([]api.Service{s}, one, vs, nil, Sick(vs, 5), now, newID))
+	for _, v := range after {
+		if v.Desired != api.VMDeleted && v.Node != "a1" {
+			t.Errorf("with one host: %s on %q (%s)", v.ID, v.Node, v.Reason)
+		}
 	}
 }
