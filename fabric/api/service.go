@@ -233,3 +233,21 @@ func InstanceOf(v VM, rack string) Instance {
 	}
 	return in
 }
+
+// Usage records, for billing:
+//
+//	GET /v1/usage[?since=RFC3339][&service=S] → []UsageRecord, oldest first
+
+// UsageRecord is what one service role of one size used in one period:
+// instance-seconds (instances Running, as their hosts report them) and
+// the bytes their channels carried.
+type UsageRecord struct {
+	Start           time.Time `json:"start"`
+	End             time.Time `json:"end"`
+	Service         string    `json:"service"`
+	Role            string    `json:"role"`
+	VCPUs           int       `json:"vcpus"`
+	MemoryMB        int       `json:"memoryMB"`
+	InstanceSeconds float64   `json:"instanceSeconds"`
+	ChannelBytes    uint64    `json:"channelBytes"`
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
 )
@@ -80,5 +81,20 @@ func (c *Client) Queue(ctx context.Context, id, credential, vm string, req api.Q
 func (c *Client) Queues(ctx context.Context, service string) ([]api.QueueInfo, error) {
 	var out []api.QueueInfo
 	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service)+"/queues", c.Token, nil, &out)
+	return out, err
+}
+
+// Usage reads usage records of periods ending at or after since (zero:
+// all), of one service ("" for all) (operator token).
+func (c *Client) Usage(ctx context.Context, since time.Time, service string) ([]api.UsageRecord, error) {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339))
+	}
+	if service != "" {
+		q.Set("service", service)
+	}
+	var out []api.UsageRecord
+	err := c.do(ctx, http.MethodGet, "/v1/usage?"+q.Encode(), c.Token, nil, &out)
 	return out, err
 }

@@ -47,6 +47,10 @@ type Config struct {
 	// MaxRestarts: a service instance that crashed this many times is
 	// replaced on another host. Default 5.
 	MaxRestarts int
+	// UsageSample and UsageFlush: how often service instances are looked
+	// at for metering, and how often a period's usage is stored. Default
+	// 5s and 1m.
+	UsageSample, UsageFlush time.Duration
 	// EndpointIP is where services' endpoints listen (each web role on
 	// its manifest's port). Default: the API's address.
 	EndpointIP string
@@ -250,6 +254,8 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	g.Go(func() error { return reg.Monitor(ctx) })
 	g.Go(func() error { return ctl.Run(ctx, 2*time.Second) })
 	g.Go(func() error { return eps.Run(ctx, time.Second) })
+	meter := &service.Meter{Sample: c.UsageSample, Flush: c.UsageFlush, List: guests.VMs, Append: st.AppendUsage, Log: log}
+	g.Go(func() error { return meter.Run(ctx) })
 	return g.Wait()
 }
 

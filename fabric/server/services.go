@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/service"
@@ -22,6 +23,7 @@ type Services interface {
 	Instances(ctx context.Context, service string) ([]api.Instance, error)
 	Upgrade(ctx context.Context, name string, req api.UpgradeRequest) (api.Service, error)
 	Walk(ctx context.Context, name string) (api.Service, error)
+	Usage(ctx context.Context, since time.Time, service string) ([]api.UsageRecord, error)
 }
 
 func (a *apiServer) routeServices(mux *http.ServeMux) {
@@ -33,6 +35,7 @@ func (a *apiServer) routeServices(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/services/{name}/upgrade", a.operator(a.upgradeService))
 	mux.HandleFunc("POST /v1/services/{name}/walk", a.operator(a.walkService))
 	mux.HandleFunc("GET /v1/instances", a.operator(a.listInstances))
+	mux.HandleFunc("GET /v1/usage", a.operator(a.usage))
 }
 
 func (a *apiServer) deployService(w http.ResponseWriter, r *http.Request) {
@@ -102,6 +105,20 @@ func (a *apiServer) deleteService(w http.ResponseWriter, r *http.Request) {
 func (a *apiServer) listInstances(w http.ResponseWriter, r *http.Request) {
 	ins, err := a.cfg.Services.Instances(r.Context(), r.URL.Query().Get("service"))
 	a.serviceResult(w, r, ins, err)
+}
+
+func (a *apiServer) usage(w http.ResponseWriter, r *http.Request) {
+	var since time.Time
+	if q := r.URL.Query().Get("since"); q != "" {
+		t, err := time.Parse(time.RFC3339, q)
+		if err != nil {
+			a.fail(w, r, http.StatusBadRequest, "since: %q: want a time such as 2026-11-24T12:00:00Z", q)
+			return
+		}
+		since = t
+	}
+	us, err := a.cfg.Services.Usage(r.Context(), since, r.URL.Query().Get("service"))
+	a.serviceResult(w, r, us, err)
 }
 
 func (a *apiServer) serviceResult(w http.ResponseWriter, r *http.Request, v any, err error) {

@@ -142,6 +142,7 @@ type fakeVM struct {
 	since    time.Time // booting since
 	rebooted int64
 	restarts int
+	bytes    uint64 // its channel's counter: 1000 more each step Running
 }
 
 func (h *fakeHost) ID() string { return h.reg.NodeID }
@@ -220,7 +221,11 @@ func (h *fakeHost) step(ctx context.Context) {
 			}
 		}
 		v.goal = gv
-		vs := api.VMStatus{ID: gv.ID, State: v.state, Reason: v.reason, Restarts: v.restarts, Rebooted: v.rebooted, Observed: now}
+		if v.state == api.VMStateRunning {
+			v.bytes += 1000
+		}
+		vs := api.VMStatus{ID: gv.ID, State: v.state, Reason: v.reason, Restarts: v.restarts, Rebooted: v.rebooted, Observed: now,
+			Usage: &api.Usage{ChannelBytes: v.bytes}}
 		if v.ln != nil {
 			vs.Endpoint = v.ln.Addr().String()
 		}

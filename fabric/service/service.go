@@ -26,7 +26,11 @@ type ManagerStore interface {
 	DeleteService(ctx context.Context, name string) error
 	Image(ctx context.Context, name string) (api.Manifest, error)
 	Nodes(ctx context.Context) ([]api.Node, error)
+	Usage(ctx context.Context, sinceNS int64, service string, limit int) ([]api.UsageRecord, error)
 }
+
+// MaxUsageRecords bounds one usage query.
+const MaxUsageRecords = 100000
 
 // Manager is the services API over the store; its Controller does the
 // placing.
@@ -179,6 +183,12 @@ func (m *Manager) packagesExist(ctx context.Context, s api.Service) error {
 		}
 	}
 	return nil
+}
+
+// Usage reads the usage records of periods ending at or after since, of
+// one service ("" for all).
+func (m *Manager) Usage(ctx context.Context, since time.Time, service string) ([]api.UsageRecord, error) {
+	return m.st.Usage(ctx, since.UnixNano(), service, MaxUsageRecords)
 }
 
 // Delete removes a service; the controller deletes its instances.

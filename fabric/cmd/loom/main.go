@@ -82,10 +82,15 @@ default ` + DefaultAddr + `; unix:///path for a socket) and authenticates with
 the operator token in --token-file ($LOOM_TOKEN otherwise).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			switch a.output {
 			case outTable, outJSON, outYAML:
 				return nil
+			case outCSV:
+				if cmd.Name() == "usage" {
+					return nil
+				}
+				return fmt.Errorf("-o csv: only loom usage writes CSV")
 			case "text": // what `node show` and `vm show` called it before -o was global
 				a.output = outTable
 				return nil
@@ -103,7 +108,7 @@ the operator token in --token-file ($LOOM_TOKEN otherwise).`,
 		c.GroupID = "metal"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.vmCmd(), a.serviceCmd(), a.instanceCmd()} {
+	for _, c := range []*cobra.Command{a.vmCmd(), a.serviceCmd(), a.instanceCmd(), a.usageCmd()} {
 		c.GroupID = "guests"
 		root.AddCommand(c)
 	}
