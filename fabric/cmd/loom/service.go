@@ -45,13 +45,7 @@ refused with every wrong line and field, and nothing of it is applied.
       instances: 3`,
 		Args: args(1),
 		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			var b []byte
-			var err error
-			if args[0] == "-" {
-				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), api.MaxBodyBytes))
-			} else {
-				b, err = os.ReadFile(args[0])
-			}
+			b, err := readManifest(cmd, args[0])
 			if err != nil {
 				return err
 			}
@@ -179,13 +173,7 @@ time. In manual mode each domain waits for 'loom service walk'.`,
 		Args:              args(2),
 		ValidArgsFunction: a.complete(serviceNames),
 		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			var b []byte
-			var err error
-			if args[1] == "-" {
-				b, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), api.MaxBodyBytes))
-			} else {
-				b, err = os.ReadFile(args[1])
-			}
+			b, err := readManifest(cmd, args[1])
 			if err != nil {
 				return err
 			}
@@ -226,6 +214,14 @@ time. In manual mode each domain waits for 'loom service walk'.`,
 	}
 	svc.AddCommand(deploy, scale, upgrade, walk, ls, show, del, queues)
 	return svc
+}
+
+// readManifest reads a manifest from a file, or standard input for "-".
+func readManifest(cmd *cobra.Command, file string) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(io.LimitReader(cmd.InOrStdin(), api.MaxBodyBytes))
+	}
+	return os.ReadFile(file)
 }
 
 // serviceView is a service with its instances, as service show prints it.
