@@ -315,9 +315,16 @@ func scheduleAvoiding(svc api.Service, r api.ServiceRole, n int, nodes []api.Nod
 	}
 	others := slices.DeleteFunc(slices.Clone(nodes), func(nd api.Node) bool { return avoid[nd.ID] })
 	out := Schedule(svc, r, n, others, vs)
+	vs = slices.Clone(vs)
+	for _, p := range out {
+		if p.Node != "" {
+			vs = append(vs, placed(svc, r, p)) // the fallback counts them
+		}
+	}
 	for i, p := range out {
 		if p.Node == "" {
 			out[i] = Schedule(svc, r, 1, nodes, vs)[0]
+			vs = append(vs, placed(svc, r, out[i]))
 		}
 	}
 	return out

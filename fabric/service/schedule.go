@@ -93,9 +93,14 @@ func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms [
 			p.Node = best.ID
 		}
 		out = append(out, p)
-		vms = append(vms, api.VM{Service: svc.Name, Role: r.Name, Node: p.Node, UpdateDomain: ud, VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Desired: api.VMRunning})
+		vms = append(vms, placed(svc, r, p))
 	}
 	return out
+}
+
+// placed is what a placement adds to the VMs that later placements count.
+func placed(svc api.Service, r api.ServiceRole, p Placement) api.VM {
+	return api.VM{Service: svc.Name, Role: r.Name, Node: p.Node, UpdateDomain: p.UpdateDomain, VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Desired: api.VMRunning}
 }
 
 // better reports whether a candidate (instances of the role in its fault

@@ -319,3 +319,36 @@ func TestCrashingInstanceReplacedElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// TestReplacementsNeverOvercommit: replacements that find no room away
+// from a crashing instance's host fall back to every host, counting the
+// ones just placed elsewhere.
+func TestReplacementsNeverOvercommit(t *testing.T) {
+	now := time.Unix(2e9, 0)
+	s := svc
+	s.Roles = []api.ServiceRole{svc.Roles[0]}
+	s.Roles[0].Instances = 3
+	nodes := []api.Node{host("a1", "a", 4, 2048), host("b1", "b", 1, 2048)}
+	vms := []api.VM{
+		{ID: "ok", Service: "gb", Role: "web", Node: "a1", VCPUs: 1, MemoryMB: 256, Desired: api.VMRunning, VMStatus: api.VMStatus{State: api.VMStateRunning}},
+		{ID: "sick", Service: "gb", Role: "web", Node: "a1", UpdateDomain: 1, VCPUs: 1, MemoryMB: 256, Desired: api.VMRunning,
+			VMStatus: api.VMStatus{State: api.VMStateCrashed, Restarts: 5}},
+	}
+	n := 0
+	newID := func() string { n++; return fmt.Sprint("vm-", n) }
+	after := apply(slices.Clone(vms), Plan([]api.Service{s}, nodes, vms, nil, Sick(vms, 5), now, newID))
+	for _, nd := range nodes {
+		if f := api.Free(nd, after); f.VCPUs < 0 || f.MemoryMB < 0 {
+			t.Errorf("%s overcommitted: %+v free", nd.ID, f)
+		}
+	}
+	live := 0
+	for _, v := range after {
+		if v.Desired != api.VMDeleted && v.Node != "" {
+			live++
+		}
+	}
+	if live != 3 {
+		t.Errorf("%d placed instances, want 3", live)
+	}
+}
