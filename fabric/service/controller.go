@@ -144,22 +144,35 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		}
 	}
 	now := c.now().UTC()
-	for _, svc := range svcs {
-		if svc.Walk != nil && svc.Walk.State.Active() {
-			c.walking = true
-			if err := c.walk(ctx, svc, now); err != nil {
-				c.log.Warn("services: upgrade walk", "service", svc.Name, "err", err)
-			}
-		}
-	}
 	held := false
+	var walked [][2]api.Service // services whose upgrade moved on: before, after
 	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {
 		var lost map[string]bool
 		lost, held = LostNodes(nodes, now, c.policy)
-		return Plan(svcs, nodes, vs, lost, Sick(vs, c.policy.MaxRestarts), now, vms.NewID), nil
+		var steps []api.VM
+		walked, steps = c.walks(svcs, vs, now)
+		if len(steps) > 0 {
+			vs = slices.Clone(vs)
+			for _, p := range steps {
+				vs[slices.IndexFunc(vs, func(v api.VM) bool { return v.ID == p.ID })] = p
+			}
+		}
+		ch := Plan(svcs, nodes, vs, lost, Sick(vs, c.policy.MaxRestarts), now, vms.NewID)
+		// Plan's writes of a VM start from the stepped one: they win.
+		for _, p := range steps {
+			if !slices.ContainsFunc(ch.Put, func(v api.VM) bool { return v.ID == p.ID }) && !slices.Contains(ch.Delete, p.ID) {
+				ch.Put = append(ch.Put, p)
+			}
+		}
+		return ch, nil
 	})
 	if err != nil {
 		return err
+	}
+	for _, w := range walked {
+		if err := c.saveWalk(ctx, w[0], w[1]); err != nil {
+			c.log.Warn("services: upgrade walk", "service", w[0].Name, "err", err)
+		}
 	}
 	if len(ch.Put) > 0 || len(ch.Delete) > 0 {
 		c.log.Info("services: reconciled", "written", len(ch.Put), "forgotten", len(ch.Delete))
@@ -174,22 +187,31 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 // errStale: the service changed between the walk's read and its write.
 var errStale = errors.New("the service changed meanwhile")
 
-// walk moves one service's upgrade on (Step): the VMs first (one guarded
-// transaction), then the walk's state, compare-and-swap on its Seq.
-// Writing the VMs twice is harmless (Step finds them done), so a crash
-// between the two writes loses nothing.
-func (c *Controller) walk(ctx context.Context, svc api.Service, now time.Time) error {
-	var next api.Service
-	if _, err := c.st.ChangeVMs(ctx, func(_ []api.Node, vs []api.VM) (store.VMChange, error) {
-		var puts []api.VM
-		next, puts = Step(svc, vs, now)
-		return store.VMChange{Put: puts}, nil
-	}); err != nil {
-		return err
+// walks steps every upgrade in progress (Step): the services whose walk
+// moved on (before, after), and the VMs to write for them. It notes that
+// a walk is going (Run then looks more often).
+func (c *Controller) walks(svcs []api.Service, vs []api.VM, now time.Time) ([][2]api.Service, []api.VM) {
+	var walked [][2]api.Service
+	var puts []api.VM
+	for _, svc := range svcs {
+		if svc.Walk == nil || !svc.Walk.State.Active() {
+			continue
+		}
+		c.walking = true
+		next, p := Step(svc, vs, now)
+		puts = append(puts, p...)
+		if next.Walk.Seq != svc.Walk.Seq {
+			walked = append(walked, [2]api.Service{svc, next})
+		}
 	}
-	if next.Walk.Seq == svc.Walk.Seq {
-		return nil
-	}
+	return walked, puts
+}
+
+// saveWalk writes a walk that moved on, compare-and-swap on its Seq, after
+// its VMs were written (in the pass's one guarded transaction): writing
+// the VMs twice is harmless (Step finds them done), so a crash between the
+// two writes loses nothing.
+func (c *Controller) saveWalk(ctx context.Context, svc, next api.Service) error {
 	_, err := c.st.UpdateService(ctx, svc.Name, func(cur *api.Service) error {
 		if cur.Walk == nil || cur.Walk.Seq != svc.Walk.Seq {
 			return errStale
