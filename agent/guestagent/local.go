@@ -15,6 +15,19 @@ import (
 	"github.com/loomfabric/loom/agent/channel"
 )
 
+var errNoChannel = errors.New("no channel to the host right now")
+
+// open opens a stream to a host service on the current channel.
+func (a *guestAgent) open(service string) (net.Conn, error) {
+	a.mu.Lock()
+	g := a.ch
+	a.mu.Unlock()
+	if g == nil {
+		return nil, errNoChannel
+	}
+	return g.Open(service)
+}
+
 // ingress carries one host connection to the role's port.
 func (a *guestAgent) ingress(_ context.Context, s net.Conn) {
 	defer s.Close()
@@ -65,14 +78,11 @@ func (a *guestAgent) serveLocal() {
 			http.Error(w, "use POST", http.StatusMethodNotAllowed)
 			return
 		}
-		a.mu.Lock()
-		g := a.ch
-		a.mu.Unlock()
-		if g == nil {
-			http.Error(w, "no channel to the host right now", http.StatusServiceUnavailable)
+		st, err := a.open(strings.TrimPrefix(r.URL.Path, "/connect/"))
+		if errors.Is(err, errNoChannel) {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		st, err := g.Open(strings.TrimPrefix(r.URL.Path, "/connect/"))
 		if errors.Is(err, channel.ErrRefused) {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
@@ -183,13 +193,7 @@ const maxQueueBody = 64 << 10
 
 // queueCall makes one call on a new "queue" stream.
 func (a *guestAgent) queueCall(call channel.QueueCall) (channel.QueueAnswer, error) {
-	a.mu.Lock()
-	g := a.ch
-	a.mu.Unlock()
-	if g == nil {
-		return channel.QueueAnswer{}, errors.New("no channel to the host right now")
-	}
-	st, err := g.Open("queue")
+	st, err := a.open("queue")
 	if err != nil {
 		return channel.QueueAnswer{}, fmt.Errorf("queue: %w", err)
 	}
