@@ -106,8 +106,9 @@ type PackageHeader struct {
 }
 
 // QueueCall is one queue operation on the "queue" stream: put (Body),
-// get (Visibility, a duration such as "30s"; default 30s) or delete (ID
-// and the Receipt of its latest delivery).
+// get (Visibility, a duration such as "30s"; default 30s), delete (ID
+// and the Receipt of its latest delivery) or peek (up to Max messages
+// from the front, 1 to 32, left where they are).
 type QueueCall struct {
 	Op         string `json:"op"`
 	Queue      string `json:"queue"`
@@ -115,6 +116,7 @@ type QueueCall struct {
 	Visibility string `json:"visibility,omitempty"`
 	ID         string `json:"id,omitempty"`
 	Receipt    string `json:"receipt,omitempty"`
+	Max        int    `json:"max,omitempty"`
 }
 
 // QueueAnswer answers a QueueCall. Code is HTTP's: 200, or 400 (bad
@@ -124,11 +126,13 @@ type QueueCall struct {
 type QueueAnswer struct {
 	Code    int           `json:"code"`
 	Error   string        `json:"error,omitempty"`
-	ID      string        `json:"id,omitempty"`      // a put's
-	Message *QueueMessage `json:"message,omitempty"` // a get's; nil: none visible
+	ID       string         `json:"id,omitempty"`       // a put's
+	Message  *QueueMessage  `json:"message,omitempty"`  // a get's; nil: none visible
+	Messages []QueueMessage `json:"messages,omitempty"` // a peek's (no receipts)
+	Length   int            `json:"length,omitempty"`   // a peek's: messages in the queue
 }
 
-// QueueMessage is a delivered message.
+// QueueMessage is a delivered (or peeked) message.
 type QueueMessage struct {
 	ID         string    `json:"id"`
 	Body       []byte    `json:"body"`

@@ -129,6 +129,10 @@ func (c bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 //	                                    Loom-Message-Id, Loom-Receipt,
 //	                                    Loom-Deliveries; 204 when none is visible
 //	DELETE /queues/Q/ID?receipt=R     → 204
+//	GET    /queues/Q?peek=N           → 200 {"length": L, "messages": [{"id", "body"
+//	                                    (base64), "enqueued", "deliveries"}]}: up to N
+//	                                    (1–32) visible messages from the front, left
+//	                                    where they are, and the queue's length
 //
 // Errors keep the host's code (400, 403, 404, 409 stale receipt, 429 queue
 // full, 502) with the reason as text.
@@ -147,6 +151,13 @@ func (a *guestAgent) serveQueues(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		call = channel.QueueCall{Op: "put", Queue: queue, Body: body}
+	case r.Method == http.MethodGet && id == "" && r.URL.Query().Has("peek"):
+		n, err := strconv.Atoi(r.URL.Query().Get("peek"))
+		if err != nil {
+			http.Error(w, fmt.Sprintf("peek %q: want a number of messages", r.URL.Query().Get("peek")), http.StatusBadRequest)
+			return
+		}
+		call = channel.QueueCall{Op: "peek", Queue: queue, Max: n}
 	case r.Method == http.MethodGet && id == "":
 		call = channel.QueueCall{Op: "get", Queue: queue, Visibility: r.URL.Query().Get("visibility")}
 	case r.Method == http.MethodDelete && id != "":
@@ -183,6 +194,22 @@ func (a *guestAgent) serveQueues(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Loom-Deliveries", strconv.Itoa(m.Deliveries))
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = w.Write(m.Body) // the role may have hung up
+	case "peek":
+		type peeked struct {
+			ID         string    `json:"id"`
+			Body       []byte    `json:"body"`
+			Enqueued   time.Time `json:"enqueued"`
+			Deliveries int       `json:"deliveries"`
+		}
+		out := struct {
+			Length   int      `json:"length"`
+			Messages []peeked `json:"messages"`
+		}{Length: ans.Length, Messages: []peeked{}}
+		for _, m := range ans.Messages {
+			out.Messages = append(out.Messages, peeked{m.ID, m.Body, m.Enqueued, m.Deliveries})
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(out) // the role may have hung up
 	default:
 		w.WriteHeader(http.StatusNoContent)
 	}

@@ -28,6 +28,10 @@ func TestQueueFacade(t *testing.T) {
 		switch {
 		case c.Op == "put":
 			ans.ID = "m1"
+		case c.Op == "peek" && c.Max > 32:
+			ans = channel.QueueAnswer{Code: 400, Error: "max: want 1 to 32"}
+		case c.Op == "peek":
+			ans.Length, ans.Messages = 7, []channel.QueueMessage{{ID: "m1", Body: []byte("one"), Deliveries: 1}, {ID: "m2", Body: []byte("two")}}
 		case c.Op == "get" && c.Queue == "empty":
 		case c.Op == "get":
 			ans.Message = &channel.QueueMessage{ID: "m1", Body: []byte("entry"), Deliveries: 2, Receipt: "r2"}
@@ -57,6 +61,9 @@ func TestQueueFacade(t *testing.T) {
 		{"GET", "/queues/empty", "", 204, ""},
 		{"DELETE", "/queues/entries/m1?receipt=r1", "", 409, "stale receipt"},
 		{"DELETE", "/queues/entries/m1?receipt=r2", "", 204, ""},
+		{"GET", "/queues/book?peek=2", "", 200, `{"length":7,"messages":[{"id":"m1","body":"b25l",`},
+		{"GET", "/queues/book?peek=99", "", 400, "max: want 1 to 32"},
+		{"GET", "/queues/book?peek=x", "", 400, `peek "x": want a number`},
 		{"PUT", "/queues/entries", "", 405, "want POST"},
 		{"DELETE", "/queues/entries", "", 405, "want POST"},
 		{"POST", "/queues/entries", strings.Repeat("x", maxQueueBody+1), 413, "larger than"},
@@ -67,11 +74,11 @@ func TestQueueFacade(t *testing.T) {
 		if rec.Code != tc.code || !strings.Contains(string(body), tc.want) {
 			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.target, rec.Code, body, tc.code, tc.want)
 		}
-		if tc.code == 200 && (rec.Header().Get("Loom-Receipt") != "r2" || rec.Header().Get("Loom-Message-Id") != "m1" || rec.Header().Get("Loom-Deliveries") != "2") {
+		if tc.code == 200 && !strings.Contains(tc.target, "peek") && (rec.Header().Get("Loom-Receipt") != "r2" || rec.Header().Get("Loom-Message-Id") != "m1" || rec.Header().Get("Loom-Deliveries") != "2") {
 			t.Errorf("GET: headers %v", rec.Header())
 		}
 	}
-	if len(calls) != 5 || calls[1].Visibility != "10s" || calls[0].Queue != "entries" || string(calls[0].Body) != "entry" || calls[4].ID != "m1" {
+	if len(calls) != 7 || calls[1].Visibility != "10s" || calls[0].Queue != "entries" || string(calls[0].Body) != "entry" || calls[4].ID != "m1" || calls[5].Max != 2 || calls[5].Queue != "book" {
 		t.Errorf("calls %+v", calls)
 	}
 

@@ -25,6 +25,11 @@ func TestQueueService(t *testing.T) {
 			return api.QueueReply{ID: "m1"}, nil
 		case api.QueueGet:
 			return api.QueueReply{Message: &api.QueueMessage{ID: "m1", Body: []byte("hi"), Deliveries: 1, Receipt: "r1"}}, nil
+		case api.QueuePeek:
+			if req.Max != 3 {
+				return api.QueueReply{}, errors.New("max not carried")
+			}
+			return api.QueueReply{Length: 9, Messages: []api.QueueMessage{{ID: "m1", Body: []byte("hi"), Receipt: "leak"}}}, nil
 		case api.QueueDelete:
 			return api.QueueReply{}, &client.StatusError{Code: http.StatusConflict, Message: "stale receipt"}
 		}
@@ -51,6 +56,7 @@ func TestQueueService(t *testing.T) {
 		{channel.QueueCall{Op: "put", Queue: "q", Body: []byte("hi")}, channel.QueueAnswer{Code: 200, ID: "m1"}},
 		{channel.QueueCall{Op: "get", Queue: "q", Visibility: "5s"}, channel.QueueAnswer{Code: 200, Message: &channel.QueueMessage{ID: "m1", Body: []byte("hi"), Deliveries: 1, Receipt: "r1"}}},
 		{channel.QueueCall{Op: "delete", Queue: "q", ID: "m1", Receipt: "r0"}, channel.QueueAnswer{Code: 409, Error: "stale receipt"}},
+		{channel.QueueCall{Op: "peek", Queue: "q", Max: 3}, channel.QueueAnswer{Code: 200, Length: 9, Messages: []channel.QueueMessage{{ID: "m1", Body: []byte("hi")}}}},
 		{channel.QueueCall{Op: "other", Queue: "q"}, channel.QueueAnswer{Code: 502, Error: "connection refused"}},
 	} {
 		if err := channel.WriteFrame(st, tc.call); err != nil {
@@ -64,8 +70,11 @@ func TestQueueService(t *testing.T) {
 			(got.Message == nil) != (tc.want.Message == nil) || (got.Message != nil && (string(got.Message.Body) != "hi" || got.Message.Receipt != "r1")) {
 			t.Errorf("%s: got %+v, want %+v", tc.call.Op, got, tc.want)
 		}
+		if got.Length != tc.want.Length || len(got.Messages) != len(tc.want.Messages) || (len(got.Messages) == 1 && (got.Messages[0].Receipt != "" || string(got.Messages[0].Body) != "hi")) {
+			t.Errorf("%s: got %d messages %+v of %d, want %+v", tc.call.Op, len(got.Messages), got.Messages, got.Length, tc.want)
+		}
 	}
-	if want := "vm-1 put q,vm-1 get q,vm-1 delete q,vm-1 other q"; strings.Join(asked, ",") != want {
+	if want := "vm-1 put q,vm-1 get q,vm-1 delete q,vm-1 peek q,vm-1 other q"; strings.Join(asked, ",") != want {
 		t.Errorf("the fabric was asked %q, want %q", strings.Join(asked, ","), want)
 	}
 	// A bad frame: 400, then the stream ends.

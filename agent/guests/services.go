@@ -117,9 +117,12 @@ func (g *guest) serveQueue(ctx context.Context, s net.Conn) {
 				ans.Code, ans.Error = se.Code, se.Message
 			}
 		} else {
-			ans.ID = rep.ID
+			ans.ID, ans.Length = rep.ID, rep.Length
 			if m := rep.Message; m != nil {
 				ans.Message = &channel.QueueMessage{ID: m.ID, Body: m.Body, Enqueued: m.Enqueued, Deliveries: m.Deliveries, Receipt: m.Receipt}
+			}
+			for _, m := range rep.Messages {
+				ans.Messages = append(ans.Messages, channel.QueueMessage{ID: m.ID, Body: m.Body, Enqueued: m.Enqueued, Deliveries: m.Deliveries})
 			}
 		}
 		if err := channel.WriteFrame(s, ans); err != nil {

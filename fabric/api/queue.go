@@ -31,6 +31,7 @@ const (
 	QueuePut    QueueOp = "put"    // Body → the new message's ID
 	QueueGet    QueueOp = "get"    // the oldest visible message, hidden for Visibility; none: no Message
 	QueueDelete QueueOp = "delete" // ID + the Receipt of its latest delivery
+	QueuePeek   QueueOp = "peek"   // up to Max visible messages from the front, left as they are, and the queue's length
 )
 
 // Limits on queues.
@@ -40,6 +41,7 @@ const (
 	MaxQueuesPerSvc    = 64
 	DefaultVisibility  = 30 * time.Second
 	MaxVisibility      = 12 * time.Hour
+	MaxPeek            = 32 // messages one peek returns
 	queueNameMaxLength = 63
 )
 
@@ -55,6 +57,8 @@ type QueueRequest struct {
 	// ID and Receipt of a delete.
 	ID      string `json:"id,omitempty"`
 	Receipt string `json:"receipt,omitempty"`
+	// Max messages a peek returns (1 to MaxPeek; default 1).
+	Max int `json:"max,omitempty"`
 }
 
 // Validate checks a queue request; the error names the bad field.
@@ -78,8 +82,15 @@ func (q *QueueRequest) Validate() error {
 		if q.ID == "" || q.Receipt == "" {
 			return errors.New("id and receipt: required (the receipt comes with the message's delivery)")
 		}
+	case QueuePeek:
+		if q.Max == 0 {
+			q.Max = 1
+		}
+		if q.Max < 1 || q.Max > MaxPeek {
+			return fmt.Errorf("max: %d: want 1 to %d", q.Max, MaxPeek)
+		}
 	default:
-		return fmt.Errorf("op: %q: want put, get or delete", q.Op)
+		return fmt.Errorf("op: %q: want put, get, delete or peek", q.Op)
 	}
 	return nil
 }
@@ -98,10 +109,13 @@ type QueueMessage struct {
 }
 
 // QueueReply answers a QueueRequest: a put's ID, a get's message (nil
-// when none is visible).
+// when none is visible), a peek's messages (no receipts: peeking delivers
+// nothing) and the queue's length.
 type QueueReply struct {
-	ID      string        `json:"id,omitempty"`
-	Message *QueueMessage `json:"message,omitempty"`
+	ID       string         `json:"id,omitempty"`
+	Message  *QueueMessage  `json:"message,omitempty"`
+	Messages []QueueMessage `json:"messages,omitempty"`
+	Length   int            `json:"length,omitempty"`
 }
 
 // QueueInfo is one queue as operators see it.

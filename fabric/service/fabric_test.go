@@ -157,6 +157,13 @@ func TestQueuesThroughTheFabric(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.restart()
+	// A peek (the web role showing what is queued) sees the visible one.
+	if r, err := call(web, api.QueueRequest{Op: api.QueuePeek, Queue: "entries", Max: 5}); err != nil || r.Length != 2 || len(r.Messages) != 1 || string(r.Messages[0].Body) != "second" || r.Messages[0].Receipt != "" {
+		t.Errorf("peek after a restart: %+v, %v; want \"second\" of 2, no receipt", r, err)
+	}
+	if _, err := call(web, api.QueueRequest{Op: api.QueuePeek, Queue: "entries", Max: 33}); code(err) != http.StatusBadRequest {
+		t.Errorf("peek of 33: %v, want 400", err)
+	}
 	if _, err := call(worker, api.QueueRequest{Op: api.QueueDelete, Queue: "entries", ID: put.ID, Receipt: again.Message.Receipt}); err != nil {
 		t.Errorf("delete with the latest receipt after a restart: %v", err)
 	}
@@ -189,7 +196,7 @@ func TestQueuesThroughTheFabric(t *testing.T) {
 		{Op: api.QueuePut, Queue: "Bad/Name"},
 		{Op: api.QueueGet, Queue: "entries", Visibility: api.Duration(24 * time.Hour)},
 		{Op: api.QueueDelete, Queue: "entries", ID: put.ID},
-		{Op: "peek", Queue: "entries"},
+		{Op: "pop", Queue: "entries"},
 	} {
 		if _, err := call(web, bad); code(err) != http.StatusBadRequest {
 			t.Errorf("%s %q: %v, want 400", bad.Op, bad.Queue, err)

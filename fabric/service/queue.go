@@ -21,6 +21,7 @@ type QueueStore interface {
 	QueuePut(ctx context.Context, svc, queue string, body []byte, now time.Time) (string, error)
 	QueueGet(ctx context.Context, svc, queue string, visibility time.Duration, now time.Time) (*api.QueueMessage, error)
 	QueueDelete(ctx context.Context, svc, queue, id, receipt string) error
+	QueuePeek(ctx context.Context, svc, queue string, max int, now time.Time) ([]api.QueueMessage, int, error)
 	Queues(ctx context.Context, svc string, now time.Time) ([]api.QueueInfo, error)
 }
 
@@ -64,6 +65,9 @@ func (q *Queues) Do(ctx context.Context, node, vm string, req api.QueueRequest) 
 	case api.QueueGet:
 		m, err := q.st.QueueGet(ctx, v.Service, req.Queue, time.Duration(req.Visibility), now)
 		return api.QueueReply{Message: m}, err
+	case api.QueuePeek:
+		ms, n, err := q.st.QueuePeek(ctx, v.Service, req.Queue, req.Max, now)
+		return api.QueueReply{Messages: ms, Length: n}, err
 	default:
 		return api.QueueReply{}, q.st.QueueDelete(ctx, v.Service, req.Queue, req.ID, req.Receipt)
 	}

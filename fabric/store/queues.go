@@ -118,6 +118,44 @@ func (s *Store) QueueGet(ctx context.Context, svc, queue string, visibility time
 	}
 }
 
+// QueuePeek returns up to max visible messages from the front of a queue
+// without delivering them (no receipts, nothing hidden), and how many
+// messages the queue holds.
+func (s *Store) QueuePeek(ctx context.Context, svc, queue string, max int, now time.Time) ([]api.QueueMessage, int, error) {
+	from, end := queuePrefix(svc, queue), clientv3.GetPrefixRangeEnd(queuePrefix(svc, queue))
+	n, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithCountOnly())
+	if err != nil {
+		return nil, 0, fmt.Errorf("counting queue %s of %s: %w", queue, svc, err)
+	}
+	// Read at the revision counted, so the length and the messages agree.
+	rev := n.Header.Revision
+	out := []api.QueueMessage{}
+	for len(out) < max {
+		r, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(256), clientv3.WithRev(rev))
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading queue %s of %s: %w", queue, svc, err)
+		}
+		for _, kv := range r.Kvs {
+			var m api.QueueMessage
+			if err := json.Unmarshal(kv.Value, &m); err != nil {
+				return nil, 0, fmt.Errorf("decoding message %s: %w", kv.Key, err)
+			}
+			if m.VisibleAt.After(now) {
+				continue
+			}
+			m.Receipt = ""
+			if out = append(out, m); len(out) == max {
+				break
+			}
+		}
+		if !r.More || len(r.Kvs) == 0 {
+			break
+		}
+		from = string(r.Kvs[len(r.Kvs)-1].Key) + "\x00"
+	}
+	return out, int(n.Count), nil
+}
+
 // QueueDelete removes a delivered message: receipt must be its latest
 // delivery's (ErrStaleReceipt otherwise: it was delivered again since, and
 // the later receiver deletes it); ErrNotFound if it is gone.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -159,5 +160,51 @@ func TestQueueConcurrentGets(t *testing.T) {
 		if c != 1 {
 			t.Errorf("message %s delivered %d times within its visibility timeout", b, c)
 		}
+	}
+}
+
+// TestQueuePeek: a peek reads visible messages from the front without
+// delivering them (no receipt, nothing hidden) and tells the length.
+func TestQueuePeek(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	if ms, n, err := s.QueuePeek(ctx, "gb", "book", 5, t0); err != nil || len(ms) != 0 || n != 0 {
+		t.Fatalf("peek of no queue = %v, %d, %v", ms, n, err)
+	}
+	for i := range 5 {
+		if _, err := s.QueuePut(ctx, "gb", "book", fmt.Appendf(nil, "m%d", i), t0.Add(time.Duration(i)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.QueuePut(ctx, "other", "book", []byte("not yours"), t0); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.QueueGet(ctx, "gb", "book", time.Minute, t0.Add(time.Second)) // m0, hidden
+	if err != nil || string(got.Body) != "m0" {
+		t.Fatalf("get = %+v, %v", got, err)
+	}
+	bodies := func(ms []api.QueueMessage) string {
+		var b []string
+		for _, m := range ms {
+			if m.Receipt != "" {
+				t.Errorf("peeked %s with a receipt", m.ID)
+			}
+			b = append(b, string(m.Body))
+		}
+		return strings.Join(b, ",")
+	}
+	for range 2 { // twice: peeking changes nothing
+		ms, n, err := s.QueuePeek(ctx, "gb", "book", 3, t0.Add(2*time.Second))
+		if err != nil || bodies(ms) != "m1,m2,m3" || n != 5 {
+			t.Errorf("peek 3 = %q, length %d, %v; want m1,m2,m3 of 5", bodies(ms), n, err)
+		}
+	}
+	ms, n, err := s.QueuePeek(ctx, "gb", "book", 32, t0.Add(2*time.Minute)) // m0 visible again
+	if err != nil || bodies(ms) != "m0,m1,m2,m3,m4" || n != 5 {
+		t.Errorf("peek 32 after the visibility = %q, length %d, %v", bodies(ms), n, err)
+	}
+	if m, err := s.QueueGet(ctx, "gb", "book", time.Minute, t0.Add(2*time.Minute)); err != nil || string(m.Body) != "m0" || m.Deliveries != 2 {
+		t.Errorf("get after peeks = %+v, %v; want m0, its second delivery", m, err)
 	}
 }
