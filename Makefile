@@ -31,14 +31,14 @@ initramfs: build/maintenance/initramfs.cpio.xz ## build the maintenance OS: buil
 build/maintenance/initramfs.cpio.xz: $(AGENT_SOURCES) | build/.deps
 	scripts/build-initramfs.sh maintenance
 
-images: build/images/host.ext4 build/guest/initramfs.cpio.xz build/roles/web.tar ## build the host image (build/images/host.ext4: kernel + u-root with loom-agent host and QEMU), the guest OS (build/guest) and the sample role packages (build/roles)
+images: build/images/host.ext4 build/guest/initramfs.cpio.xz build/roles/web.tar ## build the host image (build/images/host.ext4: kernel + u-root with loom-agent host and QEMU), the guest OS (build/guest) and the role packages of the samples (build/roles: images/roles, images/services)
 build/host/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/host-modules.txt initramfs/host-files.txt build/guest/initramfs.cpio.xz | build/.deps
 	scripts/build-initramfs.sh host
 build/images/host.ext4: build/host/initramfs.cpio.xz scripts/build-host-image.sh
 	scripts/build-host-image.sh
 build/guest/initramfs.cpio.xz: $(AGENT_SOURCES) initramfs/guest-modules.txt | build/.deps
 	scripts/build-initramfs.sh guest
-build/roles/web.tar: $(wildcard images/roles/*/*) scripts/build-roles.sh | build/.deps
+build/roles/web.tar: $(wildcard images/roles/*/* images/services/*/*/*) scripts/build-roles.sh | build/.deps
 	scripts/build-roles.sh
 
 lab: deps build initramfs images ## run the lab (as root): loomd and N=3 QEMU servers (KINDS=bios,bios-e1000,uefi,uefi-ipxe in turn) that netboot, get imaged and boot their host OS (LOOM_ACCEL=auto|kvm|tcg)

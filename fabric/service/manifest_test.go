@@ -2,6 +2,7 @@ package service
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,21 @@ func TestParse(t *testing.T) {
 	}}
 	if d := cmp.Diff(want, s); d != "" {
 		t.Fatalf("Parse (-want +got):\n%s", d)
+	}
+}
+
+// TestSampleManifest: the guestbook that `make lab` deploys parses.
+func TestSampleManifest(t *testing.T) {
+	b, err := os.ReadFile("../../images/services/guestbook/guestbook.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Roles) != 2 || s.Roles[0].Instances != 5 || s.Roles[1].Instances != 3 || s.Roles[0].Endpoint == nil {
+		t.Errorf("the sample: %+v", s)
 	}
 }
 
