@@ -3,6 +3,8 @@
 //	loom.fabric=URL      where loomd's API is (required)
 //	loom.token=TOKEN     the enrollment token (required)
 //	loom.bootmac=MAC     the interface the machine booted from (optional)
+//	loom.vcpus=N         host OS: the vCPUs it offers its guests (optional;
+//	                     default its CPUs, more overcommits them)
 //
 // Values may be double-quoted. Unknown parameters are ignored.
 package cmdline
@@ -13,7 +15,10 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
+
+	"github.com/loomfabric/loom/fabric/api"
 )
 
 // Config is what the maintenance agent needs from the command line.
@@ -21,6 +26,7 @@ type Config struct {
 	Fabric  string
 	Token   string
 	BootMAC string // "" when not given
+	VCPUs   int    // 0 when not given
 }
 
 // Split splits a command line into key/value pairs, honouring double
@@ -62,9 +68,17 @@ func Parse(s string) (Config, error) {
 			c.Token = kv[1]
 		case "loom.bootmac":
 			c.BootMAC = kv[1]
+		case "loom.vcpus":
+			c.VCPUs = -1
+			if n, err := strconv.Atoi(kv[1]); err == nil && n > 0 && n <= api.MaxGuestVCPUs {
+				c.VCPUs = n
+			}
 		}
 	}
 	var errs []error
+	if c.VCPUs < 0 {
+		errs = append(errs, fmt.Errorf("loom.vcpus: want 1 to %d", api.MaxGuestVCPUs))
+	}
 	if c.Fabric == "" {
 		errs = append(errs, errors.New("loom.fabric= is missing"))
 	} else if u, err := url.Parse(c.Fabric); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

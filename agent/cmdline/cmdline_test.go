@@ -28,6 +28,9 @@ func TestParse(t *testing.T) {
 		{name: "missing token", in: "loom.fabric=http://a:1", wantErr: true},
 		{name: "fabric not a URL", in: "loom.fabric=10.0.0.1 loom.token=T", wantErr: true},
 		{name: "bad boot MAC", in: "loom.fabric=http://a:1 loom.token=T loom.bootmac=zz", wantErr: true},
+		{name: "host offering vCPUs", in: "loom.fabric=http://a:1 loom.token=T loom.vcpus=6", want: Config{Fabric: "http://a:1", Token: "T", VCPUs: 6}},
+		{name: "vcpus not a number", in: "loom.fabric=http://a:1 loom.token=T loom.vcpus=many", wantErr: true},
+		{name: "vcpus zero", in: "loom.fabric=http://a:1 loom.token=T loom.vcpus=0", wantErr: true},
 		{name: "empty", in: "", wantErr: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -81,6 +81,9 @@ type Config struct {
 	// IngressIP is the host address web roles' ingress ports use (and
 	// advertise). Default: the agent's IP.
 	IngressIP string
+	// GuestVCPUs is the vCPUs a host offers its guests (0: loom.vcpus= on
+	// the command line, else its CPU count).
+	GuestVCPUs int
 	// Accel is how guests should run (auto probes). Default accel.Auto.
 	Accel accel.Mode
 	// AccelCache is where the accelerator verdict is cached. Default:
@@ -252,6 +255,10 @@ func (a *Agent) serve(ctx context.Context, b *boot, log *slog.Logger) error {
 	reg := api.Registration{Mode: c.Mode, MAC: b.mac, IP: b.ip, AgentVersion: Version, Inventory: b.inv}
 	if c.Mode == api.ModeHost {
 		reg.Accel = &a.accel
+		reg.GuestVCPUs = c.GuestVCPUs
+		if reg.GuestVCPUs == 0 {
+			reg.GuestVCPUs = b.cl.VCPUs
+		}
 	}
 	for {
 		resp := register(ctx, b.fabric, reg, c.MaxBackoff, log)

@@ -98,6 +98,10 @@ type Node struct {
 	Mode Mode `json:"mode,omitempty"`
 	// Accel is how a host runs its guests (host mode only).
 	Accel *Accel `json:"accel,omitempty"`
+	// GuestVCPUs is what a host offers its guests when its agent says
+	// (loom-agent --vcpus, loom.vcpus=): more than its CPUs overcommits
+	// them. 0: its CPU count.
+	GuestVCPUs int `json:"guestVCPUs,omitempty"`
 	// BMC is how the fabric powers the node, if it can.
 	BMC *BMC `json:"bmc,omitempty"`
 	// Rack and Slot say where the server stands (from a rack import).
@@ -204,7 +208,13 @@ type Registration struct {
 	Inventory    Inventory `json:"inventory"`
 	// Accel is how a host agent runs its guests (host mode).
 	Accel *Accel `json:"accel,omitempty"`
+	// GuestVCPUs is the vCPUs a host offers its guests (host mode; 0: its
+	// CPU count; at most MaxGuestVCPUs).
+	GuestVCPUs int `json:"guestVCPUs,omitempty"`
 }
+
+// MaxGuestVCPUs bounds what a host may offer its guests.
+const MaxGuestVCPUs = 1024
 
 // Accel is how QEMU runs guests on a machine, as its probe decided.
 type Accel struct {

@@ -196,12 +196,16 @@ type Capacity struct {
 }
 
 // Free is what node n has left once vms (those placed on it) are counted.
-// vCPUs are not overcommitted: a guest's vCPUs are the host's CPUs.
+// vCPUs are the host's CPUs, not overcommitted, unless its agent offers
+// more (GuestVCPUs); memory is never overcommitted.
 func Free(n Node, vms []VM) Capacity {
 	if n.Inventory == nil {
 		return Capacity{}
 	}
 	c := Capacity{VCPUs: n.Inventory.CPU.Count, MemoryMB: int(n.Inventory.Memory>>20) - HostReserveMB}
+	if n.GuestVCPUs > 0 {
+		c.VCPUs = n.GuestVCPUs
+	}
 	for _, v := range vms {
 		if v.Node == n.ID && v.Desired != VMDeleted {
 			c.VCPUs -= v.VCPUs

@@ -383,6 +383,10 @@ func apply(n *api.Node, reg api.Registration, now time.Time, defaultProfile stri
 		n.Mode = api.ModeMaintenance
 	}
 	n.Accel = reg.Accel
+	n.GuestVCPUs = 0
+	if n.Mode == api.ModeHost && reg.GuestVCPUs > 0 && reg.GuestVCPUs <= api.MaxGuestVCPUs {
+		n.GuestVCPUs = reg.GuestVCPUs
+	}
 	if reg.IP != "" {
 		n.IP = reg.IP
 	}

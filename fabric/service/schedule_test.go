@@ -18,6 +18,9 @@ func host(id, rack string, cpus, memMiB int) api.Node {
 		CPU: api.CPU{Count: cpus}, Memory: uint64(memMiB+api.HostReserveMB) << 20}}
 }
 
+// offering is n with its agent offering vcpus to guests.
+func offering(n api.Node, vcpus int) api.Node { n.GuestVCPUs = vcpus; return n }
+
 var svc = api.Service{Name: "gb", UpdateDomains: 3, Roles: []api.ServiceRole{
 	{Name: "web", Kind: api.RoleWeb, Package: "p", Instances: 4, VCPUs: 1, MemoryMB: 256},
 }}
@@ -48,6 +51,7 @@ func TestSchedule(t *testing.T) {
 			"b1@0 b1@1"},
 		{"not Ready is passed over", []api.Node{{ID: "z", Phase: api.PhaseImaging}, host("b1", "b", 8, 4096)}, nil, 1, "b1@0"},
 		{"no room: pending", []api.Node{host("a1", "a", 1, 300)}, nil, 2, "a1@0 -@1"},
+		{"a host offering more vCPUs than it has", []api.Node{offering(host("a1", "a", 1, 4096), 3)}, nil, 4, "a1@0 a1@1 a1@2 -@0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ps := Schedule(svc, web, tc.n, tc.nodes, tc.vms)

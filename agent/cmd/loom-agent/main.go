@@ -50,6 +50,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GuestInitrd, "guest-initrd", "", "host mode: the guest initramfs (default /guest/initramfs.cpio.xz)")
 	accelFlag := fs.String("accel", os.Getenv("LOOM_ACCEL"), "host mode: how guests run: auto (probe KVM, fall back to TCG), kvm (fail unless KVM runs a guest) or tcg (default $LOOM_ACCEL, else auto)")
 	fs.StringVar(&cfg.AccelCache, "accel-cache", "", "host mode: directory caching the accelerator probe's verdict (default: the guest directory)")
+	fs.IntVar(&cfg.GuestVCPUs, "vcpus", 0, "host mode: vCPUs offered to guests (default: loom.vcpus= on the kernel command line, else the CPU count; more than the CPUs overcommits them)")
 	fs.StringVar(&cfg.IngressIP, "ingress-ip", "", "host mode: address for web roles' ingress ports (default: the agent's IP)")
 	// Flags may come before or after the mode.
 	var rest []string
@@ -72,6 +73,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--accel: %w", err)
 	}
 	cfg.Accel = m
+	if cfg.GuestVCPUs < 0 || cfg.GuestVCPUs > api.MaxGuestVCPUs {
+		return fmt.Errorf("--vcpus %d: want 1 to %d (or 0: the CPU count)", cfg.GuestVCPUs, api.MaxGuestVCPUs)
+	}
 	mode := "maintenance"
 	if len(rest) > 0 {
 		mode = rest[0]

@@ -200,6 +200,9 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	if n.Accel != nil {
 		f.add("Guests run", "%s", n.Accel)
 	}
+	if n.GuestVCPUs > 0 && n.Inventory != nil {
+		f.add("Guest vCPUs", "%d offered on %d CPUs (loom-agent --vcpus)", n.GuestVCPUs, n.Inventory.CPU.Count)
+	}
 	if b := n.BMC; b != nil {
 		power := "power not read yet"
 		if b.Power != "" {
