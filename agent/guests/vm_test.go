@@ -90,13 +90,15 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-// startAgent runs loom-agent in host mode, as a service on this machine.
-func (r *rig) startAgent() {
+// startAgent runs loom-agent in host mode, as a service on this machine,
+// with extra flags.
+func (r *rig) startAgent(extra ...string) {
 	abs := func(p string) string { a, _ := filepath.Abs(filepath.Join(root, p)); return a }
 	cmd := exec.Command(filepath.Join(r.bin, "loom-agent"), "host",
 		"--fabric", "http://"+r.addr, "--token-file", filepath.Join(r.dir, "data", "enroll.token"),
 		"--ip", "127.0.0.1", "--ingress-ip", "127.0.0.1", "--guest-dir", r.guestDir, "--accel-cache", abs("build"),
 		"--guest-kernel", abs("build/guest/vmlinuz"), "--guest-initrd", abs("build/guest/initramfs.cpio.xz"))
+	cmd.Args = append(cmd.Args, extra...)
 	logf, _ := os.OpenFile(r.agentLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // its guests live on (sessions of their own) and are swept by the next run
@@ -257,13 +259,7 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 	r.loom("image", "add", filepath.Join(root, "build/roles/web.tar"), "--name", "web")
 	r.loom("image", "add", filepath.Join(root, "build/roles/worker.tar"), "--name", "worker")
 	r.startAgent()
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(r.loom("nodes"), "Ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the host agent's node is not Ready:\n%s", r.loom("nodes"))
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	waitNodeReady(t, r)
 	// The host says how its guests run: the machine's verdict, with why.
 	var nodeID string
 	for _, l := range strings.Split(r.loom("nodes"), "\n") {
@@ -383,7 +379,7 @@ func TestGuestsThroughTheFabric(t *testing.T) {
 
 	// Delete: gone from the fabric and from the host.
 	r.loom("vm", "delete", worker)
-	deadline = time.Now().Add(time.Minute)
+	deadline := time.Now().Add(time.Minute)
 	for strings.Contains(r.loom("vm", "list"), worker) {
 		if time.Now().After(deadline) {
 			t.Fatalf("deleted vm %s still listed:\n%s", worker, r.loom("vm", "list"))
