@@ -3,6 +3,7 @@ package guests_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -70,15 +71,23 @@ func TestGuestbook(t *testing.T) {
 	if e.Upper != "HELLO LOOM FROM THE TEST" || e.Words != 5 || !isInstance(ins, "worker", e.Worker) || !isInstance(ins, "web", e.Web) {
 		t.Errorf("processed entry %+v: want the upper case, 5 words, a worker instance and a web instance", e)
 	}
-	// Pages come from several web instances (the endpoint spreads them).
+	// Pages come from several web instances: the endpoint spreads
+	// connections (each page on a new one here).
 	webs := map[string]bool{}
+	fresh := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for range 10 {
-		code, body := get(t, url+"/")
-		if code != 200 || !strings.Contains(body, "HELLO LOOM FROM THE TEST") {
-			t.Fatalf("GET / = %d %q", code, body)
+		resp, err := fresh.Get(url + "/")
+		if err != nil {
+			t.Fatal(err)
 		}
-		webs[strings.Fields(body)[5]] = true // "guestbook (page served by web ID): …"
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "HELLO LOOM FROM THE TEST") {
+			t.Fatalf("GET / = %s %q", resp.Status, body)
+		}
+		webs[strings.Fields(string(body))[5]] = true // "guestbook (page served by web ID): …"
 	}
+	t.Logf("10 pages on new connections came from %d web instances", len(webs))
 	if len(webs) < 2 {
 		t.Errorf("10 pages were all served by %v, want the endpoint to spread them", webs)
 	}
