@@ -37,9 +37,9 @@ func TestGuestbook(t *testing.T) {
 		t.Fatal(err)
 	}
 	port := freePort(t)
-	manifest := strings.Replace(string(b), "port: 8080", fmt.Sprintf("port: %d", port), 1)
+	manifest := strings.Replace(string(b), "port: 80,", fmt.Sprintf("port: %d,", port), 1)
 	if manifest == string(b) {
-		t.Fatal("the sample manifest names no port 8080 to replace")
+		t.Fatal("the sample manifest names no port 80 to replace")
 	}
 	mf := filepath.Join(r.dir, "guestbook.yaml")
 	if err := os.WriteFile(mf, []byte(manifest), 0o644); err != nil {

@@ -125,8 +125,9 @@ func TailString(s string, n int) string {
 }
 
 // SetUpHostProfile uploads the host image (unless an image of that name
-// exists) and creates profile name using it.
-func SetUpHostProfile(ctx context.Context, c *client.Client, name, imagePath string) error {
+// exists) and creates profile name using it, adding kernelArgs to the
+// host kernel's command line.
+func SetUpHostProfile(ctx context.Context, c *client.Client, name, imagePath string, kernelArgs ...string) error {
 	if _, err := c.Image(ctx, name); err != nil {
 		f, err := os.Open(imagePath)
 		if err != nil {
@@ -137,7 +138,7 @@ func SetUpHostProfile(ctx context.Context, c *client.Client, name, imagePath str
 			return fmt.Errorf("uploading %s: %w", imagePath, err)
 		}
 	}
-	_, err := c.PutProfile(ctx, api.Profile{Name: name, Image: name, Disk: "first:1GiB"})
+	_, err := c.PutProfile(ctx, api.Profile{Name: name, Image: name, Disk: "first:1GiB", KernelArgs: strings.Join(kernelArgs, " ")})
 	return err
 }
 

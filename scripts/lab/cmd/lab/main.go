@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
 	"github.com/loomfabric/loom/scripts/lab"
 )
 
@@ -70,6 +71,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bmcUser := fs.String("user", "admin", "vbmc: user name")
 	bmcPassFile := fs.String("password-file", "", "vbmc: file holding the password")
 	kinds := fs.String("kinds", "bios", "server kinds, given to servers in turn: "+strings.Join(lab.Kinds, ", ")+" (e.g. bios,uefi)")
+	svcFile := fs.String("service", "images/services/guestbook/guestbook.yaml", "service manifest deployed once the servers are Ready (\"\": none); its packages come from build/roles")
+	svcWait := fs.Duration("service-wait", 20*time.Minute, "how long `up` waits for the service's instances to be Ready")
+	guestVCPUs := fs.Int("guest-vcpus", 3, "vCPUs each server offers its guests (loom.vcpus=; more than -cpus overcommits)")
 	acc := fs.String("accel", os.Getenv(lab.AccelEnv), "how servers run: auto (probe KVM, fall back to TCG), kvm or tcg (default $LOOM_ACCEL, else auto)")
 	verb := ""
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -93,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("--kinds: %w", err)
 			}
 		}
-		return up(ctx, abs, *acc, ks, *n, *cpus, *mem, *disk, *wait, stdout)
+		return up(ctx, abs, *acc, ks, *n, *cpus, *mem, *disk, *wait, *svcFile, *svcWait, *guestVCPUs, stdout)
 	case "down":
 		return down(abs, stdout)
 	case "accel":
@@ -122,7 +126,7 @@ func save(dir string, st *state) error {
 	return os.WriteFile(statePath(dir), b, 0o644)
 }
 
-func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem, disk int, wait time.Duration, out io.Writer) error {
+func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem, disk int, wait time.Duration, svcFile string, svcWait time.Duration, guestVCPUs int, out io.Writer) error {
 	if err := lab.Prereqs(); err != nil {
 		return err
 	}
@@ -168,12 +172,12 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 	ldLog := filepath.Join(dir, "loomd.log")
 	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
 		Bin: bin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "loomd.sock"),
-		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra", "--default-profile", "host", "--heartbeat", "2s", "--grace", "30s"}, Detach: true,
+		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra", "--default-profile", "host", "--heartbeat", "2s", "--grace", "30s", "--endpoint-ip", ln.Addr.Addr().String()}, Detach: true,
 	})
 	if err != nil {
 		return err
 	}
-	if err := lab.SetUpHostProfile(ctx, fabric, "host", "build/images/host.ext4"); err != nil {
+	if err := lab.SetUpHostProfile(ctx, fabric, "host", "build/images/host.ext4", fmt.Sprintf("loom.vcpus=%d", guestVCPUs)); err != nil {
 		return err
 	}
 	st.Procs = append(st.Procs, proc{Name: "loomd", PID: ld.Process.Pid, Exe: "loomd"})
@@ -320,6 +324,17 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 	if failed > 0 {
 		return fmt.Errorf("%d of %d servers did not reach Ready (above); the lab is left as it is to look at: %s/, and 'sudo make lab-down' removes it", failed, len(servers), dir)
 	}
+	svcLines := ""
+	if svcFile != "" {
+		svc, err := deployService(ctx, ln, fabric, svcFile, svcWait, out)
+		if err != nil {
+			return fmt.Errorf("%w; the lab is left as it is to look at (build/bin/loom instance list), and 'sudo make lab-down' removes it", err)
+		}
+		for _, ep := range svc.Endpoints {
+			svcLines += fmt.Sprintf("  sudo ip netns exec %s curl -d 'hello' http://%s/entries; sudo ip netns exec %s curl http://%s/\n", ln.NS, ep.Address, ln.NS, ep.Address)
+		}
+		svcLines += fmt.Sprintf("  build/bin/loom service show %s; build/bin/loom instance list %s; build/bin/loom service queues %s; build/bin/loom usage\n", svc.Name, svc.Name, svc.Name)
+	}
 	fmt.Fprintf(out, `
 The lab is up (servers under %s). Look around:
   export LOOM_ADDR=%s
@@ -332,9 +347,57 @@ The lab is up (servers under %s). Look around:
   build/bin/loom image list; build/bin/loom profile list
   tail -f %s/server1/serial.log     # a server's console
   tail -f %s                        # loomd
-Take it down with: sudo make lab-down
-`, accel.Accel, fabric.BaseURL, filepath.Join(dir, "data", "operator.token"), dir, ldLog)
+%sTake it down with: sudo make lab-down
+`, accel.Accel, fabric.BaseURL, filepath.Join(dir, "data", "operator.token"), dir, ldLog, svcLines)
 	return nil
+}
+
+// deployService deploys the service of manifest, waits for its instances
+// and shows an entry going in at its endpoint and coming back processed
+// (the guestbook's /entries and /; another service's endpoints are only
+// printed).
+func deployService(ctx context.Context, ln *lab.Net, fabric *client.Client, manifest string, d time.Duration, out io.Writer) (api.Service, error) {
+	fmt.Fprintf(out, "\n== deploying %s (packages from build/roles): its guests boot inside the servers (QEMU in QEMU: minutes under TCG), waiting up to %v\n", manifest, d)
+	start := time.Now()
+	svc, err := lab.Deploy(ctx, fabric, manifest, "build/roles", d, out)
+	if err != nil {
+		return svc, err
+	}
+	fmt.Fprintf(out, "   service %s Ready after %.0fs\n", svc.Name, time.Since(start).Seconds())
+	for _, ep := range svc.Endpoints {
+		if ep.Error != "" {
+			return svc, fmt.Errorf("service %s: endpoint of %s: %s", svc.Name, ep.Role, ep.Error)
+		}
+		fmt.Fprintf(out, "   endpoint of %s: http://%s (inside namespace %s)\n", ep.Role, ep.Address, ln.NS)
+	}
+	if svc.Name != "guestbook" || len(svc.Endpoints) == 0 {
+		return svc, nil
+	}
+	url := "http://" + svc.Endpoints[0].Address
+	entry := "hello from the lab at " + time.Now().UTC().Format(time.TimeOnly)
+	curl := func(args ...string) (string, error) {
+		b, err := ln.Command(ctx, "curl", append([]string{"-sS", "--max-time", "20"}, args...)...).CombinedOutput()
+		return string(b), err
+	}
+	fmt.Fprintf(out, "== curl -d '%s' %s/entries\n", entry, url)
+	b, err := curl("-d", entry, url+"/entries")
+	if err != nil {
+		return svc, fmt.Errorf("posting an entry: %v: %s", err, b)
+	}
+	fmt.Fprint(out, "   ", b)
+	processed := strings.ToUpper(entry)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		page, err := curl(url + "/")
+		if err == nil && strings.Contains(page, processed) {
+			fmt.Fprintf(out, "== curl %s/  (the entry, processed by a worker instance)\n%s", url, page)
+			return svc, nil
+		}
+		if time.Now().After(deadline) {
+			return svc, fmt.Errorf("the entry did not come back processed in 3 minutes; the last page: %v %s", err, page)
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
 
 func down(dir string, out io.Writer) error {
