@@ -97,6 +97,18 @@ type GuestGoal struct {
 	Package  string            `json:"package"`
 	Digest   string            `json:"digest"`
 	Settings map[string]string `json:"settings,omitempty"`
+	// Health, when set, replaces the package's health check.
+	Health *HealthProbe `json:"health,omitempty"`
+}
+
+// HealthProbe is how the guest agent checks its role: GET Path on the
+// role's port every Interval, answered 2xx within Timeout (durations such
+// as "2s"); Failures in a row make the role unhealthy.
+type HealthProbe struct {
+	Path     string `json:"path"`
+	Interval string `json:"interval,omitempty"`
+	Timeout  string `json:"timeout,omitempty"`
+	Failures int    `json:"failures,omitempty"`
 }
 
 // PackageHeader precedes a role package on the "package" stream.

@@ -1,6 +1,7 @@
 package guestagent
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -147,38 +148,86 @@ func (a *guestAgent) setHealth(h string) {
 	a.send(channel.Message{Type: "health", State: "unhealthy", Line: h})
 }
 
+// probe is the health check in force: the goal's (the service manifest's)
+// or else the package's path, with the defaults.
+type probe struct {
+	path              string
+	interval, timeout time.Duration
+	failures          int
+}
+
+func probeOf(spec *role.Spec, goal *channel.GuestGoal) probe {
+	p := probe{path: spec.Health, interval: time.Second, timeout: 2 * time.Second, failures: 1}
+	if goal == nil || goal.Health == nil {
+		return p
+	}
+	h := goal.Health
+	p.path = h.Path
+	if d, err := time.ParseDuration(h.Interval); err == nil && d > 0 {
+		p.interval = d
+	}
+	if d, err := time.ParseDuration(h.Timeout); err == nil && d > 0 {
+		p.timeout = d
+	}
+	if h.Failures > 0 {
+		p.failures = h.Failures
+	}
+	return p
+}
+
 // healthLoop checks the role: its process lives and, if it has a health
-// path, answers it with 2xx.
+// probe, answers it with 2xx. A role turns ready at its first good answer
+// (looked for every 50 ms while it is not ready) and unhealthy after the
+// probe's failures in a row (one probe every interval).
 func (a *guestAgent) healthLoop(ctx context.Context) {
-	hc := &http.Client{Timeout: 2 * time.Second}
+	failed := 0
 	for ctx.Err() == nil {
 		a.mu.Lock()
-		spec, proc, healthy := a.spec, a.proc, a.health == "ready"
+		spec, proc, healthy, goal := a.spec, a.proc, a.health == "ready", a.goal
 		a.mu.Unlock()
+		var p probe
+		if spec != nil {
+			p = probeOf(spec, goal)
+		}
 		if healthy {
-			time.Sleep(time.Second)
+			time.Sleep(cmp.Or(p.interval, time.Second))
 		} else {
 			time.Sleep(50 * time.Millisecond) // starting: say ready as soon as it is
 		}
 		if spec == nil || proc == nil {
 			continue
 		}
-		if spec.Health == "" {
+		if p.path == "" {
 			a.setHealth("ready")
 			continue
 		}
-		resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d%s", spec.Port, spec.Health))
-		if err != nil {
+		err := check(spec.Port, p)
+		if err == nil {
+			failed = 0
+			a.setHealth("ready")
+			continue
+		}
+		if failed++; !healthy || failed >= p.failures {
 			a.setHealth("probe: " + err.Error())
-			continue
 		}
-		_ = resp.Body.Close() // unread: only the status counts
-		if resp.StatusCode/100 != 2 {
-			a.setHealth("probe: " + resp.Status)
-			continue
-		}
-		a.setHealth("ready")
 	}
+}
+
+// check runs one probe.
+func check(port int, p probe) error {
+	if port == 0 {
+		return fmt.Errorf("GET %s: the role has no port (loom-role.json) to probe", p.path)
+	}
+	hc := &http.Client{Timeout: p.timeout}
+	resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, p.path))
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close() // unread: only the status counts
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("GET %s: %s", p.path, resp.Status)
+	}
+	return nil
 }
 
 // lineWriter splits output into lines (bounded to 4 KiB each).

@@ -88,7 +88,11 @@ func (g *guest) serveGoal(_ context.Context, s net.Conn) {
 	if goal == nil {
 		return
 	}
-	if err := channel.WriteFrame(s, channel.GuestGoal{Instance: g.id, Package: goal.Package, Digest: goal.PackageDigest, Settings: goal.Settings}); err != nil {
+	gg := channel.GuestGoal{Instance: g.id, Package: goal.Package, Digest: goal.PackageDigest, Settings: goal.Settings}
+	if h := goal.Health; h != nil {
+		gg.Health = &channel.HealthProbe{Path: h.Path, Interval: time.Duration(h.Interval).String(), Timeout: time.Duration(h.Timeout).String(), Failures: h.Failures}
+	}
+	if err := channel.WriteFrame(s, gg); err != nil {
 		g.s.log.Debug("goal not sent to the guest", "vm", g.id, "err", err)
 	}
 }

@@ -143,6 +143,8 @@ type ServiceRole struct {
 	VCPUs     int               `json:"vcpus"`
 	MemoryMB  int               `json:"memoryMB"`
 	Settings  map[string]string `json:"settings,omitempty"`
+	// Health overrides the package's health check.
+	Health *HealthProbe `json:"health,omitempty"`
 	// Endpoint is the service endpoint of a web role.
 	Endpoint *Endpoint `json:"endpoint,omitempty"`
 }

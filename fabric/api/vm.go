@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -64,6 +65,59 @@ type VMRequest struct {
 	Package string `json:"package"`
 	// Settings are handed to the role (its local endpoint serves them).
 	Settings map[string]string `json:"settings,omitempty"`
+	// Health overrides the package's health check (loom-role.json).
+	Health *HealthProbe `json:"health,omitempty"`
+}
+
+// HealthProbe is how a guest agent decides its role is healthy: an HTTP
+// GET of Path on the role's port every Interval answers 2xx within
+// Timeout; Failures probes failed in a row make it unhealthy (out of its
+// endpoint's rotation; the host restarts a role whose process exits).
+type HealthProbe struct {
+	Path     string   `json:"path"`
+	Interval Duration `json:"interval,omitempty"`
+	Timeout  Duration `json:"timeout,omitempty"`
+	Failures int      `json:"failures,omitempty"`
+}
+
+// Health probe defaults (a package's own check uses them too) and bounds.
+const (
+	DefaultProbeInterval = time.Second
+	DefaultProbeTimeout  = 2 * time.Second
+	DefaultProbeFailures = 1
+	MaxProbeInterval     = 5 * time.Minute
+	MaxProbeFailures     = 100
+)
+
+// Default fills what p leaves unset.
+func (p *HealthProbe) Default() {
+	if p.Interval == 0 {
+		p.Interval = Duration(DefaultProbeInterval)
+	}
+	if p.Timeout == 0 {
+		p.Timeout = Duration(DefaultProbeTimeout)
+	}
+	if p.Failures == 0 {
+		p.Failures = DefaultProbeFailures
+	}
+}
+
+// Validate checks a probe (after Default); each error names its field.
+func (p HealthProbe) Validate() error {
+	var errs []error
+	if !strings.HasPrefix(p.Path, "/") || len(p.Path) > 1024 || strings.ContainsAny(p.Path, " \t\r\n") {
+		errs = append(errs, fmt.Errorf("path: %q: want an HTTP path starting with /", p.Path))
+	}
+	if d := time.Duration(p.Interval); d < 100*time.Millisecond || d > MaxProbeInterval {
+		errs = append(errs, fmt.Errorf("interval: %v: want 100ms to %v", d, MaxProbeInterval))
+	}
+	if d := time.Duration(p.Timeout); d < 100*time.Millisecond || d > MaxProbeInterval {
+		errs = append(errs, fmt.Errorf("timeout: %v: want 100ms to %v", d, MaxProbeInterval))
+	}
+	if p.Failures < 1 || p.Failures > MaxProbeFailures {
+		errs = append(errs, fmt.Errorf("failures: %d: want 1 to %d", p.Failures, MaxProbeFailures))
+	}
+	return errors.Join(errs...)
 }
 
 // VM is a guest as the fabric knows it.
@@ -74,6 +128,7 @@ type VM struct {
 	MemoryMB int               `json:"memoryMB"`
 	Package  string            `json:"package"`
 	Settings map[string]string `json:"settings,omitempty"`
+	Health   *HealthProbe      `json:"health,omitempty"`
 	Created  time.Time         `json:"created"`
 
 	// Service and Role own an instance of a service (see service.go);
@@ -128,6 +183,7 @@ type GoalVM struct {
 	RebootGen int64             `json:"rebootGen,omitempty"`
 	Package   string            `json:"package"`
 	Settings  map[string]string `json:"settings,omitempty"`
+	Health    *HealthProbe      `json:"health,omitempty"`
 	// PackageDigest is the sha256 of the package blob, served at PackageURL.
 	PackageDigest string `json:"packageDigest"`
 	PackageURL    string `json:"packageURL"`
@@ -156,6 +212,9 @@ func (r *VMRequest) Default() {
 	if r.MemoryMB == 0 {
 		r.MemoryMB = DefaultMemoryMB
 	}
+	if r.Health != nil {
+		r.Health.Default()
+	}
 }
 
 // Validate checks a VM request (after Default); the error names the bad
@@ -170,6 +229,11 @@ func (r VMRequest) Validate() error {
 	}
 	if r.Package == "" {
 		errs = append(errs, errors.New("package: required"))
+	}
+	if r.Health != nil {
+		if err := r.Health.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("health: %w", err))
+		}
 	}
 	if len(r.Settings) > 64 {
 		errs = append(errs, fmt.Errorf("settings: %d entries, at most 64", len(r.Settings)))

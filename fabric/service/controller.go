@@ -219,7 +219,7 @@ func (c *Controller) saveWalk(ctx context.Context, svc, next api.Service) error 
 		cur.Walk = next.Walk
 		for i := range cur.Roles { // a rollback's versions; counts stay as scaled
 			if r, ok := next.Role(cur.Roles[i].Name); ok {
-				cur.Roles[i].Package, cur.Roles[i].Settings = r.Package, r.Settings
+				copyVersion(&cur.Roles[i], r)
 			}
 		}
 		return nil
@@ -309,7 +309,7 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 				for _, p := range scheduleAvoiding(svc, r, r.Instances-len(mine), nodes, live, avoid) {
 					set(api.VM{
 						ID: newID(), Service: svc.Name, Role: r.Name, UpdateDomain: p.UpdateDomain, Node: p.Node,
-						VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Package: r.Package, Settings: maps.Clone(r.Settings),
+						VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Package: r.Package, Settings: maps.Clone(r.Settings), Health: cloneProbe(r.Health),
 						Created: now, Desired: api.VMRunning,
 						VMStatus: api.VMStatus{State: api.VMStatePending, Reason: p.Reason},
 					})

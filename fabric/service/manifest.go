@@ -17,6 +17,7 @@
 //	    vcpus: 1              # default 1
 //	    memory: 256MiB        # default 256MiB
 //	    settings: {queue: entries}
+//	    health: {path: /healthz, interval: 1s, timeout: 2s, failures: 1}   # overrides the package's; these defaults
 //	    endpoint: {port: 80, protocol: http}   # web roles only
 //	  - name: worker
 //	    kind: worker
@@ -62,7 +63,13 @@ type manifestRole struct {
 	VCPUs     int               `yaml:"vcpus"`
 	Memory    string            `yaml:"memory"`
 	Settings  map[string]string `yaml:"settings"`
-	Endpoint  *struct {
+	Health    *struct {
+		Path     string `yaml:"path"`
+		Interval string `yaml:"interval"`
+		Timeout  string `yaml:"timeout"`
+		Failures int    `yaml:"failures"`
+	} `yaml:"health"`
+	Endpoint *struct {
 		Port     int    `yaml:"port"`
 		Protocol string `yaml:"protocol"`
 	} `yaml:"endpoint"`
@@ -271,6 +278,32 @@ func (v *validator) role(at string, m manifestRole) api.ServiceRole {
 				v.bad(at, "%v", e)
 			}
 		}
+	}
+	if h := m.Health; h != nil {
+		p := api.HealthProbe{Path: h.Path, Failures: h.Failures}
+		for _, d := range []struct {
+			field string
+			in    string
+			out   *api.Duration
+		}{{"interval", h.Interval, &p.Interval}, {"timeout", h.Timeout, &p.Timeout}} {
+			if d.in == "" {
+				continue
+			}
+			if x, err := time.ParseDuration(d.in); err != nil || x <= 0 {
+				v.bad(at+".health."+d.field, "%q: want a duration such as 5s", d.in)
+				*d.out = api.Duration(api.DefaultProbeInterval) // reported; keep checking the rest
+			} else {
+				*d.out = api.Duration(x)
+			}
+		}
+		p.Default()
+		if err := p.Validate(); err != nil {
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				field, msg, _ := strings.Cut(e.Error(), ": ")
+				v.bad(at+".health."+field, "%s", msg)
+			}
+		}
+		r.Health = &p
 	}
 	switch e := m.Endpoint; {
 	case e != nil && r.Kind == api.RoleWorker:

@@ -20,6 +20,7 @@ roles:
     instances: 5
     memory: 128MiB
     settings: {queue: entries}
+    health: {path: /healthz, interval: 5s, failures: 3}
     endpoint: {port: 80}
   - name: worker
     kind: worker
@@ -35,7 +36,8 @@ func TestParse(t *testing.T) {
 	}
 	want := api.Service{Name: "guestbook", UpdateDomains: 5, Upgrade: api.UpgradeAuto, UpgradeTimeout: api.Duration(10 * time.Minute), Roles: []api.ServiceRole{
 		{Name: "web", Kind: api.RoleWeb, Package: "guestbook-web", Instances: 5, VCPUs: 1, MemoryMB: 128,
-			Settings: map[string]string{"queue": "entries"}, Endpoint: &api.Endpoint{Port: 80, Protocol: "http"}},
+			Settings: map[string]string{"queue": "entries"}, Health: &api.HealthProbe{Path: "/healthz", Interval: api.Duration(5 * time.Second), Timeout: api.Duration(api.DefaultProbeTimeout), Failures: 3},
+			Endpoint: &api.Endpoint{Port: 80, Protocol: "http"}},
 		{Name: "worker", Kind: api.RoleWorker, Package: "guestbook-worker", Instances: 3, VCPUs: 2, MemoryMB: api.DefaultMemoryMB},
 	}}
 	if d := cmp.Diff(want, s); d != "" {
@@ -98,6 +100,8 @@ roles:
 			[]string{"line 3, roles[0].instances: required", "line 6, roles[0].endpoint: a worker role has no endpoint"}},
 		{"bad setting key", "name: a\nroles:\n  - name: w\n    kind: worker\n    package: p\n    instances: 1\n    settings: {\"1bad\": x}\n",
 			[]string{`line 7, roles[0].settings: key "1bad"`}},
+		{"bad health probe", "name: a\nroles:\n  - name: w\n    kind: worker\n    package: p\n    instances: 1\n    health:\n      path: healthz\n      interval: often\n      timeout: 1h\n      failures: 0\n",
+			[]string{`line 8, roles[0].health.path: "healthz": want an HTTP path`, `line 9, roles[0].health.interval: "often": want a duration`, "line 10, roles[0].health.timeout: 1h0m0s: want 100ms to 5m0s"}},
 		{"too big", strings.Repeat("#", MaxManifest+1), []string{"a manifest is at most"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

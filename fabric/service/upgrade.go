@@ -129,8 +129,8 @@ func Step(svc api.Service, vs []api.VM, now time.Time) (api.Service, []api.VM) {
 			if !ok {
 				continue
 			}
-			if v.Package != r.Package || !maps.Equal(v.Settings, r.Settings) {
-				v.Package, v.Settings = r.Package, maps.Clone(r.Settings)
+			if !sameVersion(v, r) {
+				setVersion(&v, r)
 				v.RebootGen++
 				puts = append(puts, v)
 				continue
@@ -173,10 +173,43 @@ func Step(svc api.Service, vs []api.VM, now time.Time) (api.Service, []api.VM) {
 		for i, r := range svc.Roles {
 			for _, f := range w.From {
 				if f.Name == r.Name {
-					svc.Roles[i].Package, svc.Roles[i].Settings = f.Package, maps.Clone(f.Settings)
+					copyVersion(&svc.Roles[i], f)
 				}
 			}
 		}
 		record(d, "rollback", "")
 	}
+}
+
+// A role's version is what an upgrade may change in place: its package,
+// settings and health probe.
+
+// sameVersion reports whether instance v runs role r's version.
+func sameVersion(v api.VM, r api.ServiceRole) bool {
+	return v.Package == r.Package && maps.Equal(v.Settings, r.Settings) && sameProbe(v.Health, r.Health)
+}
+
+func sameProbe(a, b *api.HealthProbe) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// setVersion gives instance v role r's version.
+func setVersion(v *api.VM, r api.ServiceRole) {
+	v.Package, v.Settings, v.Health = r.Package, maps.Clone(r.Settings), cloneProbe(r.Health)
+}
+
+// copyVersion gives role dst the version of src.
+func copyVersion(dst *api.ServiceRole, src api.ServiceRole) {
+	dst.Package, dst.Settings, dst.Health = src.Package, maps.Clone(src.Settings), cloneProbe(src.Health)
+}
+
+func cloneProbe(p *api.HealthProbe) *api.HealthProbe {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
 }

@@ -193,3 +193,37 @@ func TestStartWalkRefuses(t *testing.T) {
 		t.Errorf("a second upgrade during a walk: %v", err)
 	}
 }
+
+// TestUpgradeOfTheHealthProbe: a new health probe alone is a new version:
+// every instance restarts into it, domain by domain, and a rollback
+// restores the old one.
+func TestUpgradeOfTheHealthProbe(t *testing.T) {
+	svc, vs := walkFixture()
+	next := svc
+	next.Roles = append([]api.ServiceRole(nil), svc.Roles...)
+	probe := &api.HealthProbe{Path: "/ready", Interval: api.Duration(2 * time.Second), Timeout: api.Duration(time.Second), Failures: 3}
+	next.Roles[0].Health = probe
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	up, err := StartWalk(svc, next, api.UpgradeAuto, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, _ = run(t, up, vs, "", now)
+	if up.Walk.State != api.WalkDone {
+		t.Fatalf("walk %s", up.Walk.State)
+	}
+	for _, v := range vs {
+		switch {
+		case v.Role == "web" && (v.Health == nil || v.Health.Path != "/ready" || v.Health.Failures != 3 || v.RebootGen != 1):
+			t.Errorf("web instance %s after the upgrade: health %+v, reboot generation %d", v.ID, v.Health, v.RebootGen)
+		case v.Role == "worker" && (v.Health != nil || v.RebootGen != 0):
+			t.Errorf("worker instance %s was touched: health %+v, reboot generation %d", v.ID, v.Health, v.RebootGen)
+		}
+	}
+	// And back: the rollback's version has no probe.
+	var r api.ServiceRole
+	copyVersion(&r, svc.Roles[0])
+	if r.Health != nil || !sameVersion(api.VM{Package: "v1"}, r) || sameVersion(vs[0], r) {
+		t.Errorf("copyVersion/sameVersion: %+v", r)
+	}
+}

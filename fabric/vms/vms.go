@@ -137,7 +137,7 @@ func (m *Manager) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, erro
 	}
 	vm := api.VM{
 		ID: NewID(), VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, Package: req.Package,
-		Settings: req.Settings, Created: m.cfg.Now().UTC(), Desired: api.VMRunning,
+		Settings: req.Settings, Health: req.Health, Created: m.cfg.Now().UTC(), Desired: api.VMRunning,
 		VMStatus: api.VMStatus{State: api.VMStatePending},
 	}
 	_, err := m.st.ChangeVMs(ctx, func(nodes []api.Node, vms []api.VM) (store.VMChange, error) {
@@ -240,7 +240,7 @@ func (m *Manager) GoalVMs(ctx context.Context, id string) ([]api.GoalVM, error) 
 		if v.Node != id {
 			continue
 		}
-		g := api.GoalVM{ID: v.ID, VCPUs: v.VCPUs, MemoryMB: v.MemoryMB, Desired: v.Desired, RebootGen: v.RebootGen, Package: v.Package, Settings: v.Settings}
+		g := api.GoalVM{ID: v.ID, VCPUs: v.VCPUs, MemoryMB: v.MemoryMB, Desired: v.Desired, RebootGen: v.RebootGen, Package: v.Package, Settings: v.Settings, Health: v.Health}
 		if img, err := m.st.Image(ctx, v.Package); err == nil {
 			g.PackageDigest, g.PackageURL = img.Digest, "/v1/images/"+img.Name+"/blob"
 		}
