@@ -1,0 +1,419 @@
+// Command fabric measures loomd's service controller at fleet scale: a real
+// loomd (build/bin/loomd, its embedded etcd) and, in this process, fake
+// host agents speaking its API over HTTP as real ones do — register,
+// long-poll the goal, heartbeat with every guest's state. Services (one
+// worker role each; endpoints are not under test) are deployed and the
+// time until every instance is reported Running is place_s; then a share
+// of the hosts goes silent, and converge_s is the time from their being
+// declared Lost (grace + lost-after after their last heartbeat) until
+// every instance runs again on the others. Heartbeat latency (p99) is
+// measured throughout, loomd's peak memory at the end, and, for
+// comparison, the write rate of a bare etcd on the same machine.
+//
+//	go run ./bench/fabric [-hosts 10000] [-services 1000] [-instances 100]
+//
+// Last line: bench fabric: place_s=… converge_s=… hb_p99_ms=… rss_mb=… …
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+func main() {
+	hosts := flag.Int("hosts", 10000, "fake hosts")
+	services := flag.Int("services", 1000, "services, one worker role each")
+	instances := flag.Int("instances", 100, "instances per service")
+	beat := flag.Duration("heartbeat", 5*time.Second, "heartbeat interval")
+	lostShare := flag.Float64("lost", 0.05, "share of the hosts that go silent")
+	grace := flag.Duration("grace", 10*time.Second, "loomd --grace")
+	lostAfter := flag.Duration("lost-after", 10*time.Second, "loomd --lost-after")
+	timeout := flag.Duration("timeout", 10*time.Minute, "give up on a phase after this")
+	loomdBin := flag.String("loomd", "build/bin/loomd", "loomd binary")
+	flag.Parse()
+	if err := run(*loomdBin, *hosts, *services, *instances, *beat, *lostShare, *grace, *lostAfter, *timeout); err != nil {
+		log.Fatal("bench fabric: ", err)
+	}
+}
+
+func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare float64, grace, lostAfter, timeout time.Duration) error {
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "bench-fabric-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	storeRate, err := etcdWriteRate(ctx, filepath.Join(dir, "etcd"), 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("bare etcd: %w", err)
+	}
+	fmt.Printf("bare etcd on this machine: %.0f writes/s (8 writers, 1 KiB values)\n", storeRate)
+
+	ld, err := startLoomd(ctx, bin, dir, "--heartbeat", beat.String(), "--grace", grace.String(), "--lost-after", lostAfter.String())
+	if err != nil {
+		return err
+	}
+	defer ld.stop()
+
+	// One transport for the fleet, with room for every host's two calls.
+	tr := &http.Transport{MaxIdleConnsPerHost: 2*nHosts + 100, IdleConnTimeout: time.Minute}
+	enroll := &client.Client{BaseURL: ld.op.BaseURL, Token: ld.enroll, HTTP: &http.Client{Transport: tr}}
+	op := ld.op
+
+	fmt.Printf("registering %d hosts (16 vCPUs, 64 GiB each) in racks of 40\n", nHosts)
+	t0 := time.Now()
+	fleet := &fleet{beat: beat}
+	var rack strings.Builder
+	rack.WriteString("rack,mac\n")
+	regs := make([]*host, nHosts)
+	var regErr atomic.Value
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range nHosts {
+		mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", (i>>24)&0xff, (i>>16)&0xff, (i>>8)&0xff, i&0xff)
+		fmt.Fprintf(&rack, "r%03d,%s\n", i/40, mac)
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			r, err := enroll.Register(ctx, api.Registration{Mode: api.ModeHost, MAC: mac, AgentVersion: "bench",
+				Accel: &api.Accel{Accel: "tcg", CPU: "max"},
+				Inventory: api.Inventory{CPU: api.CPU{Count: 16, Model: "bench"}, Memory: 64 << 30,
+					NICs: []api.NIC{{Name: "eth0", MAC: mac, Link: true}}}})
+			if err != nil {
+				regErr.Store(err)
+				return
+			}
+			regs[i] = &host{c: enroll, reg: r, fleet: fleet, vms: map[string]*vm{}}
+		}()
+	}
+	wg.Wait()
+	if err, _ := regErr.Load().(error); err != nil {
+		return fmt.Errorf("registering: %w", err)
+	}
+	if _, err := op.ImportRack(ctx, []byte(rack.String())); err != nil {
+		return fmt.Errorf("rack import: %w", err)
+	}
+	fmt.Printf("  %d hosts registered and racked in %.1fs\n", nHosts, time.Since(t0).Seconds())
+
+	hctx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
+	for _, h := range regs {
+		h.start(hctx)
+	}
+	if _, err := op.AddImage(ctx, "work", strings.NewReader(strings.Repeat("\x00", 4096)), nil); err != nil {
+		return err
+	}
+
+	total := nSvcs * perSvc
+	fmt.Printf("deploying %d services of %d instances (%d in all)\n", nSvcs, perSvc, total)
+	fleet.hb.reset()
+	t0 = time.Now()
+	for i := range nSvcs {
+		m := fmt.Sprintf("name: s%04d\nroles:\n  - name: w\n    kind: worker\n    package: work\n    instances: %d\n    vcpus: 1\n    memory: 256MiB\n", i, perSvc)
+		if _, err := op.DeployService(ctx, []byte(m)); err != nil {
+			return fmt.Errorf("deploying s%04d: %w", i, err)
+		}
+	}
+	deployed := time.Since(t0)
+	if err := fleet.waitRunning(total, timeout, "placing"); err != nil {
+		return err
+	}
+	place := time.Since(t0)
+	fmt.Printf("  deployed in %.1fs, all %d Running after %.1fs; heartbeats meanwhile: %s\n", deployed.Seconds(), total, place.Seconds(), fleet.hb.summary())
+
+	// Steady state: heartbeats alone.
+	fleet.hb.reset()
+	time.Sleep(2 * beat)
+	steady := fleet.hb.summary()
+	fmt.Printf("steady, %d hosts beating every %v: %s\n", nHosts, beat, steady)
+
+	// A share of the hosts goes silent.
+	nLost := int(float64(nHosts) * lostShare)
+	lostVMs := 0
+	for _, h := range regs[:nLost] {
+		lostVMs += h.stop()
+	}
+	silent := time.Now()
+	detect := grace + lostAfter
+	fmt.Printf("%d hosts (%d instances) silent; loomd declares them Lost after %v (grace + lost-after)\n", nLost, lostVMs, detect)
+	fleet.hb.reset()
+	if err := fleet.waitRunning(total, timeout+detect, "converging"); err != nil {
+		return err
+	}
+	converge := time.Since(silent) - detect
+	fmt.Printf("  all %d Running again %.1fs after the hosts went silent: converge %.1fs after Lost; heartbeats meanwhile: %s\n",
+		total, time.Since(silent).Seconds(), converge.Seconds(), fleet.hb.summary())
+	rss := ld.peakRSS()
+	fmt.Printf("loomd peak RSS %d MiB\n", rss>>20)
+	fmt.Printf("bench fabric: place_s=%.1f converge_s=%.1f hb_p99_ms=%.1f rss_mb=%d hosts=%d instances=%d store_w_per_s=%.0f\n",
+		place.Seconds(), converge.Seconds(), fleet.hbAll.p99(), rss>>20, nHosts, total, storeRate)
+	return nil
+}
+
+// loomd is the loomd under test.
+type loomd struct {
+	cmd    *exec.Cmd
+	op     *client.Client
+	enroll string
+}
+
+func startLoomd(ctx context.Context, bin, dir string, args ...string) (*loomd, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // loomd takes the port next
+	data := filepath.Join(dir, "loomd")
+	cmd := exec.Command(bin, append([]string{"--data-dir", data, "--api", addr}, args...)...)
+	logf, err := os.Create(filepath.Join(dir, "loomd.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = logf.Close() }() // loomd writes through its own descriptor
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%v (run 'make build')", err)
+	}
+	l := &loomd{cmd: cmd}
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		tok, _ := os.ReadFile(filepath.Join(data, "operator.token"))
+		enr, _ := os.ReadFile(filepath.Join(data, "enroll.token"))
+		if len(tok) == 0 || len(enr) == 0 {
+			continue
+		}
+		l.op = &client.Client{BaseURL: "http://" + addr, Token: strings.TrimSpace(string(tok))}
+		l.enroll = strings.TrimSpace(string(enr))
+		if _, err := l.op.Services(ctx); err == nil {
+			return l, nil
+		}
+	}
+	l.stop()
+	return nil, errors.New("loomd's API not answering after 30s")
+}
+
+func (l *loomd) stop() {
+	_ = l.cmd.Process.Signal(syscall.SIGTERM) // gone already is fine
+	_ = l.cmd.Wait()                          // its exit status says nothing the bench needs
+}
+
+// peakRSS is loomd's peak resident memory (VmHWM).
+func (l *loomd) peakRSS() int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", l.cmd.Process.Pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// fleet is what the fake hosts share: heartbeat latencies and the count
+// of guests reported Running.
+type fleet struct {
+	beat    time.Duration
+	running atomic.Int64
+	hb      latencies // the current phase's
+	hbAll   latencies // the whole run's
+}
+
+func (f *fleet) waitRunning(want int, timeout time.Duration, what string) error {
+	deadline := time.Now().Add(timeout)
+	last := time.Now()
+	for f.running.Load() < int64(want) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: %d of %d instances Running after %v", what, f.running.Load(), want, timeout)
+		}
+		if time.Since(last) > 10*time.Second {
+			fmt.Printf("  … %s: %d of %d Running\n", what, f.running.Load(), want)
+			last = time.Now()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return nil
+}
+
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) reset() {
+	l.mu.Lock()
+	l.d = nil
+	l.mu.Unlock()
+}
+
+func (l *latencies) quantile(q float64) (time.Duration, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0, 0
+	}
+	s := slices.Clone(l.d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))], len(s)
+}
+
+func (l *latencies) p99() float64 {
+	d, _ := l.quantile(0.99)
+	return float64(d.Microseconds()) / 1000
+}
+
+func (l *latencies) summary() string {
+	p50, n := l.quantile(0.5)
+	p99, _ := l.quantile(0.99)
+	return fmt.Sprintf("%d heartbeats, p50 %.1f ms, p99 %.1f ms", n, float64(p50.Microseconds())/1000, float64(p99.Microseconds())/1000)
+}
+
+// host is a fake host agent: guests it is given turn Running at once.
+type host struct {
+	c     *client.Client
+	reg   api.RegisterResponse
+	fleet *fleet
+
+	mu     sync.Mutex
+	vms    map[string]*vm
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+type vm struct{ running bool }
+
+func (h *host) start(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	h.cancel = cancel
+	h.done.Add(2)
+	go h.follow(ctx)
+	go h.heartbeat(ctx)
+}
+
+// stop silences the host; it returns how many guests it ran.
+func (h *host) stop() int {
+	h.cancel()
+	h.done.Wait()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, v := range h.vms {
+		if v.running {
+			n++
+			h.fleet.running.Add(-1)
+		}
+	}
+	return n
+}
+
+// follow long-polls the goal, as a host agent does, and starts or removes
+// guests to match.
+func (h *host) follow(ctx context.Context) {
+	defer h.done.Done()
+	have := int64(-1)
+	for ctx.Err() == nil {
+		g, changed, err := h.c.Goal(ctx, h.reg.NodeID, h.reg.Credential, have, 30*time.Second)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if !changed {
+			continue
+		}
+		have = g.Incarnation
+		h.mu.Lock()
+		seen := map[string]bool{}
+		for _, gv := range g.VMs {
+			seen[gv.ID] = true
+			v := h.vms[gv.ID]
+			if v == nil {
+				v = &vm{}
+				h.vms[gv.ID] = v
+			}
+			run := gv.Desired == api.VMRunning
+			if run != v.running {
+				v.running = run
+				h.fleet.running.Add(map[bool]int64{true: 1, false: -1}[run])
+			}
+		}
+		for id, v := range h.vms {
+			if !seen[id] {
+				if v.running {
+					h.fleet.running.Add(-1)
+				}
+				delete(h.vms, id)
+			}
+		}
+		h.mu.Unlock()
+	}
+}
+
+// heartbeat reports every guest's state each interval (spread out over
+// the first one).
+func (h *host) heartbeat(ctx context.Context) {
+	defer h.done.Done()
+	first := rand.N(h.fleet.beat)
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(first):
+	}
+	t := time.NewTicker(h.fleet.beat)
+	defer t.Stop()
+	for {
+		h.mu.Lock()
+		st := api.Status{VMsComplete: true}
+		now := time.Now()
+		for id, v := range h.vms {
+			s := api.VMStatus{ID: id, State: api.VMStateStopped, Observed: now}
+			if v.running {
+				s.State = api.VMStateRunning
+			}
+			st.VMs = append(st.VMs, s)
+		}
+		h.mu.Unlock()
+		start := time.Now()
+		if _, err := h.c.Status(ctx, h.reg.NodeID, h.reg.Credential, st); err == nil {
+			d := time.Since(start)
+			h.fleet.hb.add(d)
+			h.fleet.hbAll.add(d)
+		} else if ctx.Err() == nil {
+			log.Printf("heartbeat of %s: %v", h.reg.NodeID, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
