@@ -61,7 +61,7 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }() // a temporary directory: what is left is only litter
 
 	storeRate, err := etcdWriteRate(ctx, filepath.Join(dir, "etcd"), 5*time.Second)
 	if err != nil {
