@@ -18,7 +18,9 @@ import (
 // Deploy uploads the role packages of a service that loomd lacks
 // (rolesDir/PACKAGE.tar for each role of the manifest), deploys
 // the manifest and waits up to d for every instance to be Ready, saying
-// on out how far they got whenever that changes. It returns the service
+// on out how far they got whenever that changes. After d a service with
+// an instance Ready in every role is good enough (said on out); one
+// without is an error. It returns the service
 // as loomd describes it (with its endpoints).
 func Deploy(ctx context.Context, c *client.Client, manifestPath, rolesDir string, d time.Duration, out io.Writer) (api.Service, error) {
 	manifest, err := os.ReadFile(manifestPath)
@@ -78,7 +80,16 @@ func Deploy(ctx context.Context, c *client.Client, manifestPath, rolesDir string
 			return c.Service(ctx, svc.Name)
 		}
 		if time.Now().After(deadline) {
-			return svc, fmt.Errorf("service %s: %s after %v (%s)", svc.Name, last, d, strings.Join(notReady, "; "))
+			usable := true
+			for _, r := range svc.Roles {
+				usable = usable && (ready[r.Name] > 0 || want[r.Name] == 0)
+			}
+			if !usable {
+				return svc, fmt.Errorf("service %s: %s after %v (%s)", svc.Name, last, d, strings.Join(notReady, "; "))
+			}
+			// Every role serves: go on, and say what is still coming.
+			fmt.Fprintf(out, "   %s: not all Ready after %v, but every role has an instance Ready; the rest are still booting (loom instance list %s)\n", svc.Name, d, svc.Name)
+			return c.Service(ctx, svc.Name)
 		}
 		select {
 		case <-ctx.Done():

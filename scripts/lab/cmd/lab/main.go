@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	bmcPassFile := fs.String("password-file", "", "vbmc: file holding the password")
 	kinds := fs.String("kinds", "bios", "server kinds, given to servers in turn: "+strings.Join(lab.Kinds, ", ")+" (e.g. bios,uefi)")
 	svcFile := fs.String("service", "images/services/guestbook/guestbook.yaml", "service manifest deployed once the servers are Ready (\"\": none); its packages come from build/roles")
-	svcWait := fs.Duration("service-wait", 20*time.Minute, "how long `up` waits for the service's instances to be Ready")
+	svcWait := fs.Duration("service-wait", 12*time.Minute, "how long `up` waits for every instance of the service to be Ready (after it, one Ready in each role will do)")
 	guestVCPUs := fs.Int("guest-vcpus", 3, "vCPUs each server offers its guests (loom.vcpus=; more than -cpus overcommits)")
 	acc := fs.String("accel", os.Getenv(lab.AccelEnv), "how servers run: auto (probe KVM, fall back to TCG), kvm or tcg (default $LOOM_ACCEL, else auto)")
 	verb := ""
