@@ -136,8 +136,8 @@ type QueueCall struct {
 // is stale: delivered again since), 429 (queue full), 502 (the fabric is
 // out of reach); Error says why.
 type QueueAnswer struct {
-	Code    int           `json:"code"`
-	Error   string        `json:"error,omitempty"`
+	Code     int            `json:"code"`
+	Error    string         `json:"error,omitempty"`
 	ID       string         `json:"id,omitempty"`       // a put's
 	Message  *QueueMessage  `json:"message,omitempty"`  // a get's; nil: none visible
 	Messages []QueueMessage `json:"messages,omitempty"` // a peek's (no receipts)
