@@ -251,20 +251,27 @@ func (c *Controller) saveWalk(ctx context.Context, svc, next api.Service) error 
 func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[string]bool, now time.Time, newID func() string) store.VMChange {
 	var ch store.VMChange
 	live := slices.Clone(vs) // what exists, with this plan's changes
+	pos := make(map[string]int, len(live))
+	for i, v := range live {
+		pos[v.ID] = i
+	}
 	set := func(v api.VM) {
 		ch.Put = append(ch.Put, v)
-		for i := range live {
-			if live[i].ID == v.ID {
-				live[i] = v
-				return
-			}
+		if i, ok := pos[v.ID]; ok {
+			live[i] = v
+			return
 		}
+		pos[v.ID] = len(live)
 		live = append(live, v)
 	}
 	remove := func(v api.VM) {
 		if v.Node == "" {
 			ch.Delete = append(ch.Delete, v.ID)
 			live = slices.DeleteFunc(live, func(x api.VM) bool { return x.ID == v.ID })
+			clear(pos)
+			for i, x := range live {
+				pos[x.ID] = i
+			}
 			return
 		}
 		v.Desired = api.VMDeleted

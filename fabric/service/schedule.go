@@ -38,28 +38,48 @@ func FaultDomain(n api.Node) string {
 //     another rack has room; among those, the node with the fewest
 //     instances of the role, then the most free memory, then the lowest ID.
 func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms []api.VM) []Placement {
-	vms = append([]api.VM(nil), vms...) // placements below count as they are made
 	sorted := append([]api.Node(nil), nodes...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
-	domainOf := map[string]string{}
+	domainOf := make(map[string]string, len(sorted))
 	for _, nd := range sorted {
 		domainOf[nd.ID] = FaultDomain(nd)
 	}
+	// One pass over the VMs (not one per node and placement: a fleet has
+	// 10,000s of nodes and 100,000s of VMs): what each node has given
+	// away, and where the role's instances are. Placements below add to
+	// both as they are made.
+	used := map[string]api.Capacity{}
+	perNode, perDomain, perUD := map[string]int{}, map[string]int{}, make([]int, max(svc.UpdateDomains, 1))
+	count := func(v api.VM) {
+		if v.Desired == api.VMDeleted {
+			return
+		}
+		if v.Node != "" {
+			u := used[v.Node]
+			u.VCPUs += v.VCPUs
+			u.MemoryMB += v.MemoryMB
+			used[v.Node] = u
+		}
+		if v.Service != svc.Name || v.Role != r.Name {
+			return
+		}
+		if v.UpdateDomain >= 0 && v.UpdateDomain < len(perUD) {
+			perUD[v.UpdateDomain]++
+		}
+		if v.Node != "" {
+			perNode[v.Node]++
+			perDomain[domainOf[v.Node]]++
+		}
+	}
+	for _, v := range vms {
+		count(v)
+	}
+	free := func(nd api.Node) api.Capacity {
+		f, u := api.Free(nd, nil), used[nd.ID]
+		return api.Capacity{VCPUs: f.VCPUs - u.VCPUs, MemoryMB: f.MemoryMB - u.MemoryMB}
+	}
 	out := make([]Placement, 0, n)
 	for range n {
-		perNode, perDomain, perUD := map[string]int{}, map[string]int{}, make([]int, max(svc.UpdateDomains, 1))
-		for _, v := range vms {
-			if v.Service != svc.Name || v.Role != r.Name || v.Desired == api.VMDeleted {
-				continue
-			}
-			if v.UpdateDomain >= 0 && v.UpdateDomain < len(perUD) {
-				perUD[v.UpdateDomain]++
-			}
-			if v.Node != "" {
-				perNode[v.Node]++
-				perDomain[domainOf[v.Node]]++
-			}
-		}
 		ud := 0
 		for i, c := range perUD {
 			if c < perUD[ud] {
@@ -69,15 +89,13 @@ func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms [
 		p := Placement{UpdateDomain: ud}
 		var best *api.Node
 		var bestFree api.Capacity
-		var notes []string
 		for i := range sorted {
 			nd := &sorted[i]
 			if nd.Phase != api.PhaseReady {
 				continue
 			}
-			f := api.Free(*nd, vms)
+			f := free(*nd)
 			if f.VCPUs < r.VCPUs || f.MemoryMB < r.MemoryMB {
-				notes = append(notes, fmt.Sprintf("%s has %d vCPUs and %d MiB free", nd.ID, max(f.VCPUs, 0), max(f.MemoryMB, 0)))
 				continue
 			}
 			if best == nil || better(perDomain[domainOf[nd.ID]], perNode[nd.ID], f.MemoryMB, perDomain[domainOf[best.ID]], perNode[best.ID], bestFree.MemoryMB) {
@@ -85,6 +103,20 @@ func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms [
 			}
 		}
 		if best == nil {
+			var notes []string
+			ready := 0
+			for _, nd := range sorted {
+				if nd.Phase != api.PhaseReady {
+					continue
+				}
+				if ready++; len(notes) < maxNotes {
+					f := free(nd)
+					notes = append(notes, fmt.Sprintf("%s has %d vCPUs and %d MiB free", nd.ID, max(f.VCPUs, 0), max(f.MemoryMB, 0)))
+				}
+			}
+			if ready > maxNotes {
+				notes = append(notes, fmt.Sprintf("and %d more Ready nodes", ready-maxNotes))
+			}
 			if len(notes) == 0 {
 				notes = append(notes, "no node is Ready")
 			}
@@ -93,10 +125,13 @@ func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms [
 			p.Node = best.ID
 		}
 		out = append(out, p)
-		vms = append(vms, placed(svc, r, p))
+		count(placed(svc, r, p))
 	}
 	return out
 }
+
+// maxNotes bounds the nodes a Pending instance's reason names.
+const maxNotes = 5
 
 // placed is what a placement adds to the VMs that later placements count.
 func placed(svc api.Service, r api.ServiceRole, p Placement) api.VM {

@@ -356,3 +356,16 @@ func TestReplacementsNeverOvercommit(t *testing.T) {
 		t.Errorf("%d placed instances, want 3", live)
 	}
 }
+
+// TestPendingReasonIsBounded: with no room on a big fleet the reason names
+// a few nodes and counts the rest.
+func TestPendingReasonIsBounded(t *testing.T) {
+	var nodes []api.Node
+	for i := range 8 {
+		nodes = append(nodes, host(fmt.Sprintf("n%d", i), "", 1, 100))
+	}
+	p := Schedule(svc, svc.Roles[0], 1, nodes, nil)[0]
+	if p.Node != "" || strings.Count(p.Reason, "MiB free") != 6 || !strings.Contains(p.Reason, "n4 has 1 vCPUs and 100 MiB free; and 3 more Ready nodes") {
+		t.Errorf("reason %q: want 5 nodes named and 3 more counted", p.Reason)
+	}
+}
