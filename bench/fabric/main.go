@@ -83,15 +83,14 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	fmt.Printf("registering %d hosts (16 vCPUs, 64 GiB each) in racks of 40\n", nHosts)
 	t0 := time.Now()
 	fleet := &fleet{beat: beat}
-	var rack strings.Builder
-	rack.WriteString("rack,mac\n")
+	var rackLines []string
 	regs := make([]*host, nHosts)
 	var regErr atomic.Value
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for i := range nHosts {
 		mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", (i>>24)&0xff, (i>>16)&0xff, (i>>8)&0xff, i&0xff)
-		fmt.Fprintf(&rack, "r%03d,%s\n", i/40, mac)
+		rackLines = append(rackLines, fmt.Sprintf("r%03d,%s\n", i/40, mac))
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
@@ -111,8 +110,12 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	if err, _ := regErr.Load().(error); err != nil {
 		return fmt.Errorf("registering: %w", err)
 	}
-	if _, err := op.ImportRack(ctx, []byte(rack.String())); err != nil {
-		return fmt.Errorf("rack import: %w", err)
+	for len(rackLines) > 0 { // a rack file holds at most 512 servers
+		n := min(len(rackLines), 500)
+		if _, err := op.ImportRack(ctx, []byte("rack,mac\n"+strings.Join(rackLines[:n], ""))); err != nil {
+			return fmt.Errorf("rack import: %w", err)
+		}
+		rackLines = rackLines[n:]
 	}
 	fmt.Printf("  %d hosts registered and racked in %.1fs\n", nHosts, time.Since(t0).Seconds())
 

@@ -144,7 +144,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		}
 	}
 	now := c.now().UTC()
-	held := false
+	held, more := false, false
 	var walked [][2]api.Service // services whose upgrade moved on: before, after
 	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {
 		var lost map[string]bool
@@ -164,6 +164,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 				ch.Put = append(ch.Put, p)
 			}
 		}
+		ch, more = limit(ch, steps, maxChanges)
 		return ch, nil
 	})
 	if err != nil {
@@ -175,13 +176,53 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		}
 	}
 	if len(ch.Put) > 0 || len(ch.Delete) > 0 {
-		c.log.Info("services: reconciled", "written", len(ch.Put), "forgotten", len(ch.Delete))
+		c.log.Info("services: reconciled", "written", len(ch.Put), "forgotten", len(ch.Delete), "more", more)
+	}
+	if more {
+		c.Kick() // the rest of the plan, next
 	}
 	if held && !c.held {
 		c.log.Warn("services: more hosts lost at once than the cap allows; evicting nothing until some come back (network split or a sick controller?)", "max_fraction", c.policy.MaxLost)
 	}
 	c.held = held
 	return nil
+}
+
+// maxChanges bounds the VMs one pass writes: its one transaction holds
+// at most store.MaxTxnOps operations (a VM, and the bump of its node's
+// goal), so a bigger plan — a thousand services deployed at once, a rack
+// lost — is written over several passes, back to back.
+const maxChanges = store.MaxTxnOps/2 - 12
+
+// limit keeps at most max of ch's writes: every VM of an upgrade step
+// (saveWalk counts on them being written), then the rest in Plan's order
+// (a lost instance's removal before its replacement); more says some were
+// left for the next pass.
+func limit(ch store.VMChange, steps []api.VM, max int) (store.VMChange, bool) {
+	if len(ch.Put)+len(ch.Delete) <= max {
+		return ch, false
+	}
+	stepped := map[string]bool{}
+	for _, p := range steps {
+		stepped[p.ID] = true
+	}
+	var out store.VMChange
+	for _, v := range ch.Put {
+		if stepped[v.ID] {
+			out.Put = append(out.Put, v)
+		}
+	}
+	for _, v := range ch.Put {
+		if !stepped[v.ID] && len(out.Put) < max {
+			out.Put = append(out.Put, v)
+		}
+	}
+	for _, id := range ch.Delete {
+		if len(out.Put)+len(out.Delete) < max {
+			out.Delete = append(out.Delete, id)
+		}
+	}
+	return out, true
 }
 
 // errStale: the service changed between the walk's read and its write.

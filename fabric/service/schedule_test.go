@@ -369,3 +369,24 @@ func TestPendingReasonIsBounded(t *testing.T) {
 		t.Errorf("reason %q: want 5 nodes named and 3 more counted", p.Reason)
 	}
 }
+
+// TestLimit: a plan bigger than one transaction is cut, keeping every
+// upgrade step and Plan's order, and says more is to come.
+func TestLimit(t *testing.T) {
+	var ch store.VMChange
+	for i := range 6 {
+		ch.Put = append(ch.Put, api.VM{ID: fmt.Sprintf("p%d", i)})
+	}
+	ch.Delete = []string{"d0", "d1"}
+	if got, more := limit(ch, nil, 8); more || len(got.Put) != 6 || len(got.Delete) != 2 {
+		t.Errorf("a plan that fits: %+v more=%v", got, more)
+	}
+	got, more := limit(ch, []api.VM{{ID: "p5"}}, 3)
+	var ids []string
+	for _, v := range got.Put {
+		ids = append(ids, v.ID)
+	}
+	if !more || strings.Join(ids, ",") != "p5,p0,p1" || len(got.Delete) != 0 {
+		t.Errorf("cut to 3: puts %v deletes %v more=%v; want the step p5, then p0, p1", ids, got.Delete, more)
+	}
+}

@@ -40,6 +40,10 @@ var ErrExists = errors.New("already exists")
 // the DHCP server's group commits.
 const MaxTxnOps = 1024
 
+// MaxRequestBytes bounds one request to the embedded member (an external
+// cluster wants --max-request-bytes as large).
+const MaxRequestBytes = 16 << 20
+
 const prefix = "/loom/v1/"
 
 // Config says where the state lives.
@@ -89,6 +93,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	ec.Dir = dir
 	ec.LogLevel = "error"
 	ec.MaxTxnOps = MaxTxnOps
+	// A transaction of MaxTxnOps node and VM documents is a few MiB
+	// (etcd's default request bound is 1.5 MiB).
+	ec.MaxRequestBytes = MaxRequestBytes
 	ec.AutoCompactionMode = "revision"
 	ec.AutoCompactionRetention = "10000"
 	// loomd talks to its member in-process (v3client); the listeners exist
