@@ -17,24 +17,21 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
+	"github.com/loomfabric/loom/bench/internal/apirig"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
 )
@@ -69,16 +66,20 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	}
 	fmt.Printf("bare etcd on this machine: %.0f writes/s (8 writers, 1 KiB values)\n", storeRate)
 
-	ld, err := startLoomd(ctx, bin, dir, "--heartbeat", beat.String(), "--grace", grace.String(), "--lost-after", lostAfter.String())
+	ld, err := apirig.Start(ctx, bin, dir, "--heartbeat", beat.String(), "--grace", grace.String(), "--lost-after", lostAfter.String())
+	if err != nil {
+		return fmt.Errorf("%w (run 'make build')", err)
+	}
+	defer ld.Stop()
+	enrollTok, err := ld.EnrollToken()
 	if err != nil {
 		return err
 	}
-	defer ld.stop()
 
 	// One transport for the fleet, with room for every host's two calls.
 	tr := &http.Transport{MaxIdleConnsPerHost: 2*nHosts + 100, IdleConnTimeout: time.Minute}
-	enroll := &client.Client{BaseURL: ld.op.BaseURL, Token: ld.enroll, HTTP: &http.Client{Transport: tr}}
-	op := ld.op
+	enroll := &client.Client{BaseURL: ld.Client.BaseURL, Token: enrollTok, HTTP: &http.Client{Transport: tr}}
+	op := ld.Client
 
 	fmt.Printf("registering %d hosts (16 vCPUs, 64 GiB each) in racks of 40\n", nHosts)
 	t0 := time.Now()
@@ -167,64 +168,16 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	converge := time.Since(silent) - detect
 	fmt.Printf("  all %d Running again %.1fs after the hosts went silent: converge %.1fs after Lost; heartbeats meanwhile: %s\n",
 		total, time.Since(silent).Seconds(), converge.Seconds(), fleet.hb.summary())
-	rss := ld.peakRSS()
+	rss := peakRSS(ld.PID())
 	fmt.Printf("loomd peak RSS %d MiB\n", rss>>20)
 	fmt.Printf("bench fabric: place_s=%.1f converge_s=%.1f hb_p99_ms=%.1f rss_mb=%d hosts=%d instances=%d store_w_per_s=%.0f\n",
 		place.Seconds(), converge.Seconds(), fleet.hbAll.p99(), rss>>20, nHosts, total, storeRate)
 	return nil
 }
 
-// loomd is the loomd under test.
-type loomd struct {
-	cmd    *exec.Cmd
-	op     *client.Client
-	enroll string
-}
-
-func startLoomd(ctx context.Context, bin, dir string, args ...string) (*loomd, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // loomd takes the port next
-	data := filepath.Join(dir, "loomd")
-	cmd := exec.Command(bin, append([]string{"--data-dir", data, "--api", addr}, args...)...)
-	logf, err := os.Create(filepath.Join(dir, "loomd.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer func() { _ = logf.Close() }() // loomd writes through its own descriptor
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%v (run 'make build')", err)
-	}
-	l := &loomd{cmd: cmd}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		tok, _ := os.ReadFile(filepath.Join(data, "operator.token"))
-		enr, _ := os.ReadFile(filepath.Join(data, "enroll.token"))
-		if len(tok) == 0 || len(enr) == 0 {
-			continue
-		}
-		l.op = &client.Client{BaseURL: "http://" + addr, Token: strings.TrimSpace(string(tok))}
-		l.enroll = strings.TrimSpace(string(enr))
-		if _, err := l.op.Services(ctx); err == nil {
-			return l, nil
-		}
-	}
-	l.stop()
-	return nil, errors.New("loomd's API not answering after 30s")
-}
-
-func (l *loomd) stop() {
-	_ = l.cmd.Process.Signal(syscall.SIGTERM) // gone already is fine
-	_ = l.cmd.Wait()                          // its exit status says nothing the bench needs
-}
-
-// peakRSS is loomd's peak resident memory (VmHWM).
-func (l *loomd) peakRSS() int64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", l.cmd.Process.Pid))
+// peakRSS is process pid's peak resident memory (VmHWM).
+func peakRSS(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)

@@ -24,9 +24,9 @@ type Loomd struct {
 	cmd    *exec.Cmd
 }
 
-// Start runs bin with its data in dir/loomd and its log in dir/loomd.log,
-// and waits until its API answers.
-func Start(ctx context.Context, bin, dir string) (*Loomd, error) {
+// Start runs bin (with extra flags args) with its data in dir/loomd and
+// its log in dir/loomd.log, and waits until its API answers.
+func Start(ctx context.Context, bin, dir string, args ...string) (*Loomd, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -34,7 +34,7 @@ func Start(ctx context.Context, bin, dir string) (*Loomd, error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	l := &Loomd{Addr: addr, Data: filepath.Join(dir, "loomd")}
-	l.cmd = exec.Command(bin, "--data-dir", l.Data, "--api", addr)
+	l.cmd = exec.Command(bin, append([]string{"--data-dir", l.Data, "--api", addr}, args...)...)
 	log, err := os.Create(filepath.Join(dir, "loomd.log"))
 	if err != nil {
 		return nil, err
@@ -58,6 +58,15 @@ func Start(ctx context.Context, bin, dir string) (*Loomd, error) {
 	}
 	l.Stop()
 	return nil, fmt.Errorf("loomd API not answering after 30s (log: %s)", filepath.Join(dir, "loomd.log"))
+}
+
+// PID is loomd's process ID.
+func (l *Loomd) PID() int { return l.cmd.Process.Pid }
+
+// EnrollToken is the token agents register with.
+func (l *Loomd) EnrollToken() (string, error) {
+	b, err := os.ReadFile(filepath.Join(l.Data, "enroll.token"))
+	return strings.TrimSpace(string(b)), err
 }
 
 // Stop ends loomd and waits for it.
