@@ -128,15 +128,8 @@ func TailString(s string, n int) string {
 // exists) and creates profile name using it, adding kernelArgs to the
 // host kernel's command line.
 func SetUpHostProfile(ctx context.Context, c *client.Client, name, imagePath string, kernelArgs ...string) error {
-	if _, err := c.Image(ctx, name); err != nil {
-		f, err := os.Open(imagePath)
-		if err != nil {
-			return fmt.Errorf("%v (run 'make images')", err)
-		}
-		defer func() { _ = f.Close() }() // read only
-		if _, err := c.AddImage(ctx, name, f, nil); err != nil {
-			return fmt.Errorf("uploading %s: %w", imagePath, err)
-		}
+	if err := upload(ctx, c, name, imagePath); err != nil {
+		return err
 	}
 	_, err := c.PutProfile(ctx, api.Profile{Name: name, Image: name, Disk: "first:1GiB", KernelArgs: strings.Join(kernelArgs, " ")})
 	return err

@@ -38,7 +38,7 @@ func Deploy(ctx context.Context, c *client.Client, manifestPath, rolesDir string
 		return api.Service{}, fmt.Errorf("%s: %w", manifestPath, err)
 	}
 	for _, r := range parsed.Roles {
-		if err := upload(ctx, c, r.Package, rolesDir); err != nil {
+		if err := upload(ctx, c, r.Package, filepath.Join(rolesDir, r.Package+".tar")); err != nil {
 			return api.Service{}, err
 		}
 	}
@@ -99,18 +99,18 @@ func Deploy(ctx context.Context, c *client.Client, manifestPath, rolesDir string
 	}
 }
 
-// upload stores package pkg from rolesDir/PKG.tar unless loomd has it.
-func upload(ctx context.Context, c *client.Client, pkg, rolesDir string) error {
-	if _, err := c.Image(ctx, pkg); err == nil {
+// upload stores the image at path as name unless loomd has an image of
+// that name.
+func upload(ctx context.Context, c *client.Client, name, path string) error {
+	if _, err := c.Image(ctx, name); err == nil {
 		return nil
 	}
-	path := filepath.Join(rolesDir, pkg+".tar")
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("package %s: %v (run 'make images')", pkg, err)
+		return fmt.Errorf("%v (run 'make images')", err)
 	}
 	defer func() { _ = f.Close() }() // read only
-	if _, err := c.AddImage(ctx, pkg, f, nil); err != nil {
+	if _, err := c.AddImage(ctx, name, f, nil); err != nil {
 		return fmt.Errorf("uploading %s: %w", path, err)
 	}
 	return nil
