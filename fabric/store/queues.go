@@ -76,43 +76,57 @@ func (s *Store) QueuePut(ctx context.Context, svc, queue string, body []byte, no
 // until now+visibility; nil when none is visible. Each delivery gets a new
 // receipt, and only the latest receipt deletes the message.
 func (s *Store) QueueGet(ctx context.Context, svc, queue string, visibility time.Duration, now time.Time) (*api.QueueMessage, error) {
+	var got *api.QueueMessage
+	err := s.visible(ctx, svc, queue, now, 0, func(key string, rev int64, m api.QueueMessage) (bool, error) {
+		var rnd [12]byte
+		if _, err := rand.Read(rnd[:]); err != nil {
+			return false, err
+		}
+		m.Deliveries++
+		m.Receipt = hex.EncodeToString(rnd[:])
+		m.VisibleAt = now.Add(visibility).UTC()
+		b, err := json.Marshal(m)
+		if err != nil {
+			return false, err
+		}
+		t, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(b))).Commit()
+		if err != nil {
+			return false, fmt.Errorf("delivering message %s: %w", m.ID, err)
+		}
+		if t.Succeeded {
+			got = &m
+			return false, nil
+		}
+		return true, nil // another getter took it first: on to the next
+	})
+	return got, err
+}
+
+// visible calls fn with each visible message of a queue, in FIFO order,
+// read a page at a time (at revision rev; 0: the latest), until fn says
+// to stop or errs.
+func (s *Store) visible(ctx context.Context, svc, queue string, now time.Time, rev int64, fn func(key string, modRev int64, m api.QueueMessage) (bool, error)) error {
 	from, end := queuePrefix(svc, queue), clientv3.GetPrefixRangeEnd(queuePrefix(svc, queue))
 	for {
-		r, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(256))
+		r, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(256), clientv3.WithRev(rev))
 		if err != nil {
-			return nil, fmt.Errorf("reading queue %s of %s: %w", queue, svc, err)
+			return fmt.Errorf("reading queue %s of %s: %w", queue, svc, err)
 		}
 		for _, kv := range r.Kvs {
 			var m api.QueueMessage
 			if err := json.Unmarshal(kv.Value, &m); err != nil {
-				return nil, fmt.Errorf("decoding message %s: %w", kv.Key, err)
+				return fmt.Errorf("decoding message %s: %w", kv.Key, err)
 			}
 			if m.VisibleAt.After(now) {
 				continue
 			}
-			var rnd [12]byte
-			if _, err := rand.Read(rnd[:]); err != nil {
-				return nil, err
+			if more, err := fn(string(kv.Key), kv.ModRevision, m); !more || err != nil {
+				return err
 			}
-			m.Deliveries++
-			m.Receipt = hex.EncodeToString(rnd[:])
-			m.VisibleAt = now.Add(visibility).UTC()
-			b, err := json.Marshal(m)
-			if err != nil {
-				return nil, err
-			}
-			t, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
-				Then(clientv3.OpPut(string(kv.Key), string(b))).Commit()
-			if err != nil {
-				return nil, fmt.Errorf("delivering message %s: %w", m.ID, err)
-			}
-			if t.Succeeded {
-				return &m, nil
-			}
-			// Another getter took it first: on to the next.
 		}
 		if !r.More || len(r.Kvs) == 0 {
-			return nil, nil
+			return nil
 		}
 		from = string(r.Kvs[len(r.Kvs)-1].Key) + "\x00"
 	}
@@ -128,30 +142,16 @@ func (s *Store) QueuePeek(ctx context.Context, svc, queue string, max int, now t
 		return nil, 0, fmt.Errorf("counting queue %s of %s: %w", queue, svc, err)
 	}
 	// Read at the revision counted, so the length and the messages agree.
-	rev := n.Header.Revision
 	out := []api.QueueMessage{}
-	for len(out) < max {
-		r, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(256), clientv3.WithRev(rev))
-		if err != nil {
-			return nil, 0, fmt.Errorf("reading queue %s of %s: %w", queue, svc, err)
-		}
-		for _, kv := range r.Kvs {
-			var m api.QueueMessage
-			if err := json.Unmarshal(kv.Value, &m); err != nil {
-				return nil, 0, fmt.Errorf("decoding message %s: %w", kv.Key, err)
-			}
-			if m.VisibleAt.After(now) {
-				continue
-			}
+	if max > 0 {
+		err = s.visible(ctx, svc, queue, now, n.Header.Revision, func(_ string, _ int64, m api.QueueMessage) (bool, error) {
 			m.Receipt = ""
-			if out = append(out, m); len(out) == max {
-				break
-			}
-		}
-		if !r.More || len(r.Kvs) == 0 {
-			break
-		}
-		from = string(r.Kvs[len(r.Kvs)-1].Key) + "\x00"
+			out = append(out, m)
+			return len(out) < max, nil
+		})
+	}
+	if err != nil {
+		return nil, 0, err
 	}
 	return out, int(n.Count), nil
 }
