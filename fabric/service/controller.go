@@ -19,6 +19,8 @@ import (
 type Store interface {
 	Services(ctx context.Context) ([]api.Service, error)
 	VMs(ctx context.Context) ([]api.VM, error)
+	// VMsWhere lists the VMs keep accepts (keep must not change them).
+	VMsWhere(ctx context.Context, keep func(*api.VM) bool) ([]api.VM, error)
 	ChangeVMs(ctx context.Context, fn func([]api.Node, []api.VM) (store.VMChange, error)) (store.VMChange, error)
 	UpdateService(ctx context.Context, name string, fn func(*api.Service) error) (api.Service, error)
 }
@@ -135,11 +137,11 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	if len(svcs) == 0 {
 		// The common case on a fabric without services: nothing to do
 		// unless instances of a deleted service are left.
-		vs, err := c.st.VMs(ctx)
+		left, err := c.st.VMsWhere(ctx, func(v *api.VM) bool { return v.Service != "" && v.Desired != api.VMDeleted })
 		if err != nil {
 			return err
 		}
-		if !slices.ContainsFunc(vs, func(v api.VM) bool { return v.Service != "" && v.Desired != api.VMDeleted }) {
+		if len(left) == 0 {
 			return nil
 		}
 	}

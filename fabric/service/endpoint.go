@@ -107,7 +107,8 @@ func (e *Endpoints) Refresh(ctx context.Context) error {
 	}
 	var vs []api.VM
 	if len(want) > 0 {
-		if vs, err = e.st.VMs(ctx); err != nil {
+		vs, err = e.st.VMsWhere(ctx, func(v *api.VM) bool { _, ok := want[v.Service+"/"+v.Role]; return ok && InRotation(*v) })
+		if err != nil {
 			return err
 		}
 	}

@@ -12,7 +12,7 @@ import (
 
 // collection is one kind of object kept as JSON under a key prefix, by
 // name: get, list, put, create, update (compare-and-swap on the revision,
-// retried), delete and wait-for-change. Each kind of object the store
+// retried) and delete. (Waiting for a change is the cached copy's.) Each kind of object the store
 // keeps is one of these plus what is particular to it (indexes, batches).
 type collection[T any] struct {
 	s      *Store
@@ -136,21 +136,6 @@ func (c collection[T]) del(ctx context.Context, name string) error {
 		return fmt.Errorf("%s %s: %w", c.kind, name, ErrNotFound)
 	}
 	return nil
-}
-
-// wait blocks until the object changes after revision rev, or ctx ends.
-func (c collection[T]) wait(ctx context.Context, name string, rev int64) error {
-	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	for resp := range c.s.cli.Watch(ctx, c.key(name), clientv3.WithRev(rev+1)) {
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		if len(resp.Events) > 0 {
-			return nil
-		}
-	}
-	return ctx.Err()
 }
 
 // The kinds kept as collections.

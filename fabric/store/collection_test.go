@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +18,8 @@ type thing struct {
 
 // The generic collection against real (embedded) etcd: create once, CAS
 // updates that lose no increment under contention, an update whose fn
-// fails writes nothing, wait wakes on a change, delete and not-found.
+// fails writes nothing, a cached copy's wait wakes on a change (not on
+// another object's), delete and not-found.
 func TestCollection(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, t.TempDir())
@@ -57,8 +60,9 @@ func TestCollection(t *testing.T) {
 		t.Errorf("a failed update wrote %+v", got)
 	}
 
+	cc := followed(t, s, c.prefix)
 	woke := make(chan error, 1)
-	go func() { woke <- c.wait(ctx, "a", rev) }()
+	go func() { woke <- cc.wait(ctx, "a", rev) }()
 	select {
 	case err := <-woke:
 		t.Fatalf("wait returned before any change: %v", err)
@@ -93,4 +97,15 @@ func TestCollection(t *testing.T) {
 	if _, err := c.update(ctx, "a", func(*thing) error { return nil }); !IsNotFound(err) {
 		t.Errorf("update of a deleted thing = %v, want ErrNotFound", err)
 	}
+}
+
+// followed is a cached copy of the things under prefix (filed under
+// their count), kept by s from now on.
+func followed(t *testing.T, s *Store, prefix string) *cached[thing] {
+	t.Helper()
+	s.stop() // the watch starts again with the new kind among the others
+	s.wg.Wait()
+	cc := newCached(s, prefix, "thing", decodeJSON[thing], func(x *thing) string { return fmt.Sprint(x.Count) })
+	s.run(slog.New(slog.DiscardHandler))
+	return cc
 }

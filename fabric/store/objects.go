@@ -17,10 +17,10 @@ func uuidKey(uuid string) string { return prefix + "index/uuid/" + uuid }
 func credKey(id string) string   { return prefix + "creds/" + id }
 
 // Nodes lists every node.
-func (s *Store) Nodes(ctx context.Context) ([]api.Node, error) { return s.nodes().all(ctx) }
+func (s *Store) Nodes(ctx context.Context) ([]api.Node, error) { return s.nodeC.list(ctx, nil) }
 
 // Node reads one node.
-func (s *Store) Node(ctx context.Context, id string) (api.Node, error) { return s.nodes().get(ctx, id) }
+func (s *Store) Node(ctx context.Context, id string) (api.Node, error) { return s.nodeC.get(ctx, id) }
 
 // NodeIDByMAC finds the node that owns a MAC.
 func (s *Store) NodeIDByMAC(ctx context.Context, mac string) (string, error) {
@@ -172,8 +172,7 @@ func (s *Store) SetCredential(ctx context.Context, id, hash string) error {
 
 // Credential reads the hash of a node's credential.
 func (s *Store) Credential(ctx context.Context, id string) (string, error) {
-	b, _, err := s.get(ctx, credKey(id))
-	return string(b), err
+	return s.credC.get(ctx, id)
 }
 
 // Leases lists every DHCP lease, expired ones included.
@@ -255,10 +254,10 @@ func (s *Store) DeleteProfile(ctx context.Context, name string) error {
 // NodeRev reads a node with its modification revision (the incarnation of
 // its goal state).
 func (s *Store) NodeRev(ctx context.Context, id string) (api.Node, int64, error) {
-	return s.nodes().getRev(ctx, id)
+	return s.nodeC.getRev(ctx, id)
 }
 
 // WaitNode blocks until the node changes after revision rev, or ctx ends.
 func (s *Store) WaitNode(ctx context.Context, id string, rev int64) error {
-	return s.nodes().wait(ctx, id, rev)
+	return s.nodeC.wait(ctx, id, rev)
 }

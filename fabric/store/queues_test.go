@@ -168,6 +168,7 @@ func TestQueueConcurrentGets(t *testing.T) {
 func TestQueuePeek(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, t.TempDir())
+	defer s.Close()
 	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 	if ms, n, err := s.QueuePeek(ctx, "gb", "book", 5, t0); err != nil || len(ms) != 0 || n != 0 {
 		t.Fatalf("peek of no queue = %v, %d, %v", ms, n, err)

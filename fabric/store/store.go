@@ -15,6 +15,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,11 +24,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+
+	"github.com/loomfabric/loom/fabric/api"
 )
 
 // ErrNotFound is returned when a key does not exist.
@@ -63,6 +67,52 @@ type Config struct {
 type Store struct {
 	cli  *clientv3.Client
 	etcd *embed.Etcd
+
+	// Watch-fed copies of what a fleet reads most (see cached).
+	nodeC     *cached[api.Node]
+	vmC       *cached[api.VM]
+	credC     *cached[string]
+	followers []follower
+	wctx      context.Context // the copies' watch
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	relist    chan struct{}
+
+	fmu     sync.Mutex
+	rev     int64         // the store revision the copies reflect
+	moved   chan struct{} // closed, and replaced, whenever rev moves
+	stopped error         // set once the copies have stopped for good
+
+	rmu   sync.Mutex
+	rnext *revRead // the next revision read, for the callers queued on it
+	rbusy bool
+	asked time.Time // the last progress request
+}
+
+// start begins following the cached kinds.
+func (s *Store) start(log *slog.Logger) *Store {
+	s.nodeC = newCached(s, prefix+"nodes/", "node", decodeJSON[api.Node], nil)
+	s.vmC = newCached(s, prefix+"vms/", "VM", decodeJSON[api.VM], func(v *api.VM) string { return v.Node })
+	s.credC = newCached(s, prefix+"creds/", "credential of node", func(b []byte) (string, error) { return string(b), nil }, nil)
+	s.run(log)
+	return s
+}
+
+// run starts the watch that keeps the copies current (Close stops it).
+func (s *Store) run(log *slog.Logger) {
+	s.wctx, s.stop = context.WithCancel(context.Background())
+	s.moved, s.relist, s.stopped = make(chan struct{}), make(chan struct{}), nil
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.follow(s.wctx, log)
+	}()
+}
+
+func decodeJSON[T any](b []byte) (T, error) {
+	var v T
+	err := json.Unmarshal(b, &v)
+	return v, err
 }
 
 // Open starts the embedded etcd member (or connects to Endpoints).
@@ -75,7 +125,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		if err != nil {
 			return nil, fmt.Errorf("connecting to etcd %v: %w", cfg.Endpoints, err)
 		}
-		return &Store{cli: cli}, nil
+		return (&Store{cli: cli}).start(log), nil
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("store: DataDir is required for the embedded etcd")
@@ -129,7 +179,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		return nil, ctx.Err()
 	}
 	log.Info("store ready", "etcd", dir)
-	return &Store{cli: v3client.New(e.Server), etcd: e}, nil
+	return (&Store{cli: v3client.New(e.Server), etcd: e}).start(log), nil
 }
 
 func freeURL() (url.URL, error) {
@@ -143,6 +193,8 @@ func freeURL() (url.URL, error) {
 
 // Close stops the embedded member.
 func (s *Store) Close() error {
+	s.stop()
+	s.wg.Wait()
 	err := s.cli.Close()
 	if s.etcd != nil {
 		s.etcd.Close()

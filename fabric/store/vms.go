@@ -12,11 +12,21 @@ import (
 
 // VMs lists every VM.
 func (s *Store) VMs(ctx context.Context) ([]api.VM, error) {
-	return s.vms().all(ctx)
+	return s.vmC.list(ctx, nil)
+}
+
+// VMsWhere lists the VMs keep accepts (keep must not change them).
+func (s *Store) VMsWhere(ctx context.Context, keep func(*api.VM) bool) ([]api.VM, error) {
+	return s.vmC.list(ctx, keep)
+}
+
+// VMsOn lists node's VMs.
+func (s *Store) VMsOn(ctx context.Context, node string) ([]api.VM, error) {
+	return s.vmC.byIndex(ctx, node)
 }
 
 // VM reads one VM.
-func (s *Store) VM(ctx context.Context, id string) (api.VM, error) { return s.vms().get(ctx, id) }
+func (s *Store) VM(ctx context.Context, id string) (api.VM, error) { return s.vmC.get(ctx, id) }
 
 // VMChange is what a PlaceVMs function decides: VMs to write and VM IDs
 // to delete.
@@ -33,7 +43,7 @@ type VMChange struct {
 // both take the last free room of a host.
 func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []api.VM) (VMChange, error)) (VMChange, error) {
 	for attempt := 0; ; attempt++ {
-		nodes, nrevs, err := s.nodes().allRev(ctx)
+		nodes, nrevs, err := s.nodeC.listRev(ctx, nil)
 		if err != nil {
 			return VMChange{}, err
 		}
@@ -41,7 +51,7 @@ func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []a
 		for i, n := range nodes {
 			nodeRev[n.ID] = nrevs[i]
 		}
-		vms, revs, err := s.vms().allRev(ctx)
+		vms, revs, err := s.vmC.listRev(ctx, nil)
 		if err != nil {
 			return VMChange{}, err
 		}

@@ -36,6 +36,8 @@ var ErrNoCapacity = errors.New("no capacity")
 // Store is what VMs need of the store; *store.Store has it.
 type Store interface {
 	VMs(ctx context.Context) ([]api.VM, error)
+	// VMsOn lists one node's VMs.
+	VMsOn(ctx context.Context, node string) ([]api.VM, error)
 	VM(ctx context.Context, id string) (api.VM, error)
 	ChangeVMs(ctx context.Context, fn func([]api.Node, []api.VM) (store.VMChange, error)) (store.VMChange, error)
 	UpdateVMStatus(ctx context.Context, id string, fn func(*api.VM) error) error
@@ -231,17 +233,22 @@ func (m *Manager) VMAction(ctx context.Context, id string, action api.VMAction) 
 
 // GoalVMs lists node id's VMs for its goal document.
 func (m *Manager) GoalVMs(ctx context.Context, id string) ([]api.GoalVM, error) {
-	vms, err := m.st.VMs(ctx)
+	vms, err := m.st.VMsOn(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	var out []api.GoalVM
+	pkgs := map[string]*api.Manifest{} // a host runs many instances of few packages
 	for _, v := range vms {
-		if v.Node != id {
-			continue
-		}
 		g := api.GoalVM{ID: v.ID, VCPUs: v.VCPUs, MemoryMB: v.MemoryMB, Desired: v.Desired, RebootGen: v.RebootGen, Package: v.Package, Settings: v.Settings, Health: v.Health}
-		if img, err := m.st.Image(ctx, v.Package); err == nil {
+		img, seen := pkgs[v.Package]
+		if !seen {
+			if m, err := m.st.Image(ctx, v.Package); err == nil {
+				img = &m
+			}
+			pkgs[v.Package] = img
+		}
+		if img != nil {
 			g.PackageDigest, g.PackageURL = img.Digest, "/v1/images/"+img.Name+"/blob"
 		}
 		out = append(out, g)
@@ -263,7 +270,7 @@ func (m *Manager) ReportVMs(ctx context.Context, id string, st api.Status) error
 		m.vmLive[g.ID] = &vmLive{usage: g.Usage, observed: now}
 	}
 	m.mu.Unlock()
-	vms, err := m.st.VMs(ctx)
+	vms, err := m.st.VMsOn(ctx, id)
 	if err != nil {
 		return err
 	}

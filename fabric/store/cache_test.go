@@ -1,0 +1,177 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+// A cached copy reads its own writes and everyone else's that completed
+// before the read — also when the newest revision is a key outside the
+// store's (an etcd shared with others: the copy then waits on etcd's
+// progress notification), and from many goroutines at once; deletes are seen; the secondary index follows an
+// object whose key moves.
+func TestCachedReadsAreConsistent(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	c := collection[thing]{s: s, prefix: prefix + "test-things/", kind: "thing"}
+	cc := followed(t, s, c.prefix)
+
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprint("w", w)
+			for i := range 100 {
+				if err := c.put(ctx, name, thing{Name: name, Count: i}); err != nil {
+					t.Error(err)
+					return
+				}
+				if i%10 == 0 { // the newest revision is outside the store's keys
+					if _, err := s.cli.Put(ctx, "/elsewhere/"+name, "x"); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+				got, err := cc.get(ctx, name)
+				if err != nil || got.Count != i {
+					t.Errorf("read after write %d of %s: %+v, %v", i, name, got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	all, err := cc.list(ctx, nil)
+	if err != nil || len(all) != 4 || !slices.IsSortedFunc(all, func(a, b thing) int { return strings.Compare(a.Name, b.Name) }) {
+		t.Fatalf("list = %+v, %v; want 4 in key order", all, err)
+	}
+	odd, err := cc.list(ctx, func(x *thing) bool { return x.Name == "w1" })
+	if err != nil || len(odd) != 1 || odd[0].Name != "w1" {
+		t.Errorf("list of w1 = %+v, %v", odd, err)
+	}
+	if in, err := cc.byIndex(ctx, "99"); err != nil || len(in) != 4 {
+		t.Errorf("byIndex(99) = %+v, %v; want all four", in, err)
+	}
+	if err := c.put(ctx, "w0", thing{Name: "w0", Count: 7}); err != nil {
+		t.Fatal(err)
+	}
+	if in, _ := cc.byIndex(ctx, "99"); len(in) != 3 {
+		t.Errorf("byIndex(99) after w0 moved = %+v, want three", in)
+	}
+	if in, _ := cc.byIndex(ctx, "7"); len(in) != 1 || in[0].Name != "w0" {
+		t.Errorf("byIndex(7) = %+v, want w0", in)
+	}
+	if err := c.del(ctx, "w0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.get(ctx, "w0"); !IsNotFound(err) {
+		t.Errorf("get after delete = %v, want ErrNotFound", err)
+	}
+	if in, _ := cc.byIndex(ctx, "7"); len(in) != 0 {
+		t.Errorf("byIndex(7) after delete = %+v", in)
+	}
+
+	// A wait on a missing object ends once the copy is past the revision.
+	_, rev, _ := cc.getRev(ctx, "w1")
+	if err := c.put(ctx, "w9", thing{Name: "w9"}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := cc.wait(wctx, "w0", rev); err != nil {
+		t.Errorf("wait on a deleted object: %v", err)
+	}
+}
+
+// What the store's copies hand out is the caller's own: changing a VM's
+// settings, interfaces or usage changes neither the copy nor the next
+// reader's.
+func TestCachedCopiesAreTheirs(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	v := api.VM{ID: "vm-1", Node: "n-1", Settings: map[string]string{"a": "1"}, Health: &api.HealthProbe{Path: "/h"},
+		VMStatus: api.VMStatus{Interfaces: []string{"eth0"}, Usage: &api.Usage{CPUSeconds: 1}}}
+	if _, err := s.ChangeVMs(ctx, func([]api.Node, []api.VM) (VMChange, error) { return VMChange{Put: []api.VM{v}}, nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, read := range []func() (api.VM, error){
+		func() (api.VM, error) { return s.VM(ctx, "vm-1") },
+		func() (api.VM, error) { l, err := s.VMs(ctx); return l[0], err },
+		func() (api.VM, error) { l, err := s.VMsOn(ctx, "n-1"); return l[0], err },
+	} {
+		got, err := read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(v, got); d != "" {
+			t.Fatalf("read back (-stored +read):\n%s", d)
+		}
+		got.Settings["a"] = "changed"
+		got.Health.Path = "/changed"
+		got.Interfaces[0] = "changed"
+		got.Usage.CPUSeconds = 99
+	}
+	again, err := s.VM(ctx, "vm-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(v, again); d != "" {
+		t.Errorf("a reader's change reached the copy (-stored +now):\n%s", d)
+	}
+}
+
+// After Close a read fails rather than waiting for ever.
+func TestCachedAfterClose(t *testing.T) {
+	s := open(t, t.TempDir())
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.Nodes(ctx); err == nil || ctx.Err() != nil {
+		t.Errorf("Nodes after Close = %v (ctx %v), want an error at once", err, ctx.Err())
+	}
+}
+
+func TestDeepCopy(t *testing.T) {
+	type inner struct {
+		M map[string][]int
+		P *int
+	}
+	type outer struct {
+		S  []inner
+		A  [2]*inner
+		I  any
+		T  time.Time
+		N  *outer
+		Fl float64
+	}
+	one := 1
+	src := outer{S: []inner{{M: map[string][]int{"x": {1, 2}}, P: &one}}, A: [2]*inner{{P: &one}}, I: []string{"i"},
+		T: time.Date(2026, 11, 24, 1, 2, 3, 4, time.UTC), N: &outer{Fl: 2}, Fl: 1}
+	dst := deepCopy(src)
+	if d := cmp.Diff(src, dst); d != "" {
+		t.Fatalf("copy differs:\n%s", d)
+	}
+	dst.S[0].M["x"][0] = 9
+	*dst.S[0].P = 9
+	dst.A[0].P = nil
+	dst.I.([]string)[0] = "changed"
+	dst.N.Fl = 9
+	if src.S[0].M["x"][0] != 1 || one != 1 || src.A[0].P == nil || src.I.([]string)[0] != "i" || src.N.Fl != 2 {
+		t.Errorf("changing the copy changed the source: %+v", src)
+	}
+}
