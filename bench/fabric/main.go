@@ -29,6 +29,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/loomfabric/loom/bench/internal/apirig"
@@ -52,7 +53,7 @@ func main() {
 	}
 }
 
-func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare float64, grace, lostAfter, timeout time.Duration) error {
+func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare float64, grace, lostAfter, timeout time.Duration) (err error) {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "bench-fabric-")
 	if err != nil {
@@ -66,19 +67,34 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	}
 	fmt.Printf("bare etcd on this machine: %.0f writes/s (8 writers, 1 KiB values)\n", storeRate)
 
+	// Each host's goal long-poll holds a connection; the heartbeats share
+	// a pool of beatConns: as many open files in this process and in
+	// loomd (which inherits the limit), and some to spare.
+	if err := raiseFileLimit(uint64(nHosts + beatConns + 2048)); err != nil {
+		return err
+	}
 	ld, err := apirig.Start(ctx, bin, dir, "--heartbeat", beat.String(), "--grace", grace.String(), "--lost-after", lostAfter.String())
 	if err != nil {
 		return fmt.Errorf("%w (run 'make build')", err)
 	}
 	defer ld.Stop()
+	defer func() {
+		if err != nil {
+			fmt.Printf("loomd's log ends:\n%s\n", ld.LogTail(20))
+		}
+	}()
 	enrollTok, err := ld.EnrollToken()
 	if err != nil {
 		return err
 	}
 
-	// One transport for the fleet, with room for every host's two calls.
-	tr := &http.Transport{MaxIdleConnsPerHost: 2*nHosts + 100, IdleConnTimeout: time.Minute}
-	enroll := &client.Client{BaseURL: ld.Client.BaseURL, Token: enrollTok, HTTP: &http.Client{Transport: tr}}
+	// A connection per host for its goal, a shared pool for heartbeats
+	// (real hosts would each keep their own: 2 per host at loomd, which
+	// this machine's open-file limit may not allow).
+	polls := &http.Transport{MaxIdleConnsPerHost: nHosts + 100, IdleConnTimeout: time.Minute}
+	beats := &http.Transport{MaxConnsPerHost: beatConns, MaxIdleConnsPerHost: beatConns, IdleConnTimeout: time.Minute}
+	enroll := &client.Client{BaseURL: ld.Client.BaseURL, Token: enrollTok, HTTP: &http.Client{Transport: beats}}
+	goals := &client.Client{BaseURL: ld.Client.BaseURL, Token: enrollTok, HTTP: &http.Client{Transport: polls}}
 	op := ld.Client
 
 	fmt.Printf("registering %d hosts (16 vCPUs, 64 GiB each) in racks of 40\n", nHosts)
@@ -104,7 +120,7 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 				regErr.Store(err)
 				return
 			}
-			regs[i] = &host{c: enroll, reg: r, fleet: fleet, vms: map[string]*vm{}}
+			regs[i] = &host{c: enroll, goals: goals, reg: r, fleet: fleet, vms: map[string]*vm{}}
 		}()
 	}
 	wg.Wait()
@@ -175,6 +191,30 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	return nil
 }
 
+// beatConns is how many connections the fake hosts' heartbeats share.
+const beatConns = 256
+
+// raiseFileLimit lets this process, and loomd after it, hold n open
+// files: up to the hard limit, beyond it if allowed.
+func raiseFileLimit(n uint64) error {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return err
+	}
+	if l.Cur >= n {
+		return nil
+	}
+	want := l
+	want.Cur, want.Max = n, max(l.Max, n)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return nil
+	} else if l.Max < n {
+		return fmt.Errorf("%d open files needed, the hard limit is %d and raising it failed (%w): fewer -hosts, or raise it (ulimit -Hn)", n, l.Max, err)
+	}
+	l.Cur = l.Max
+	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+}
+
 // peakRSS is process pid's peak resident memory (VmHWM).
 func peakRSS(pid int) int64 {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -192,8 +232,9 @@ func peakRSS(pid int) int64 {
 type fleet struct {
 	beat    time.Duration
 	running atomic.Int64
-	hb      latencies // the current phase's
-	hbAll   latencies // the whole run's
+	failed  atomic.Int64 // heartbeats that failed (the first few are logged)
+	hb      latencies    // the current phase's
+	hbAll   latencies    // the whole run's
 }
 
 func (f *fleet) waitRunning(want int, timeout time.Duration, what string) error {
@@ -253,7 +294,8 @@ func (l *latencies) summary() string {
 
 // host is a fake host agent: guests it is given turn Running at once.
 type host struct {
-	c     *client.Client
+	c     *client.Client // heartbeats
+	goals *client.Client
 	reg   api.RegisterResponse
 	fleet *fleet
 
@@ -295,7 +337,7 @@ func (h *host) follow(ctx context.Context) {
 	defer h.done.Done()
 	have := int64(-1)
 	for ctx.Err() == nil {
-		g, changed, err := h.c.Goal(ctx, h.reg.NodeID, h.reg.Credential, have, 30*time.Second)
+		g, changed, err := h.goals.Goal(ctx, h.reg.NodeID, h.reg.Credential, have, 30*time.Second)
 		if err != nil {
 			select {
 			case <-ctx.Done():
@@ -363,7 +405,7 @@ func (h *host) heartbeat(ctx context.Context) {
 			d := time.Since(start)
 			h.fleet.hb.add(d)
 			h.fleet.hbAll.add(d)
-		} else if ctx.Err() == nil {
+		} else if ctx.Err() == nil && h.fleet.failed.Add(1) <= 5 {
 			log.Printf("heartbeat of %s: %v", h.reg.NodeID, err)
 		}
 		select {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"time"
 
@@ -159,7 +160,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 				vs[slices.IndexFunc(vs, func(v api.VM) bool { return v.ID == p.ID })] = p
 			}
 		}
-		ch := Plan(svcs, nodes, vs, lost, Sick(vs, c.policy.MaxRestarts), now, vms.NewID)
+		ch, left := plan(svcs, nodes, vs, lost, Sick(vs, c.policy.MaxRestarts), now, vms.NewID, maxChanges)
 		// Plan's writes of a VM start from the stepped one: they win.
 		for _, p := range steps {
 			if !slices.ContainsFunc(ch.Put, func(v api.VM) bool { return v.ID == p.ID }) && !slices.Contains(ch.Delete, p.ID) {
@@ -167,6 +168,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			}
 		}
 		ch, more = limit(ch, steps, maxChanges)
+		more = more || left
 		return ch, nil
 	})
 	if err != nil {
@@ -292,33 +294,65 @@ func (c *Controller) saveWalk(ctx context.Context, svc, next api.Service) error 
 //     marked deleted (its host stops it, then the fabric forgets it); an
 //     unplaced one is forgotten at once.
 func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[string]bool, now time.Time, newID func() string) store.VMChange {
-	var ch store.VMChange
+	ch, _ := plan(svcs, nodes, vs, lost, sick, now, newID, math.MaxInt)
+	return ch
+}
+
+// plan is Plan placing at most budget instances (new ones and Pending
+// ones): a fleet-wide deploy is planned, as it is written, a pass at a
+// time. more says some were left.
+func plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[string]bool, now time.Time, newID func() string, budget int) (ch store.VMChange, more bool) {
 	live := slices.Clone(vs) // what exists, with this plan's changes
 	pos := make(map[string]int, len(live))
+	byRole := map[[2]string][]int{} // a role's VMs: their places in live
 	for i, v := range live {
 		pos[v.ID] = i
+		if v.Service != "" {
+			byRole[[2]string{v.Service, v.Role}] = append(byRole[[2]string{v.Service, v.Role}], i)
+		}
 	}
+	room := newPlacer(nodes, live)
 	set := func(v api.VM) {
 		ch.Put = append(ch.Put, v)
 		if i, ok := pos[v.ID]; ok {
+			room.take(live[i], -1)
 			live[i] = v
+			room.take(v, 1)
 			return
 		}
 		pos[v.ID] = len(live)
 		live = append(live, v)
+		room.take(v, 1)
+		if v.Service != "" {
+			byRole[[2]string{v.Service, v.Role}] = append(byRole[[2]string{v.Service, v.Role}], len(live)-1)
+		}
 	}
 	remove := func(v api.VM) {
 		if v.Node == "" {
 			ch.Delete = append(ch.Delete, v.ID)
-			live = slices.DeleteFunc(live, func(x api.VM) bool { return x.ID == v.ID })
-			clear(pos)
-			for i, x := range live {
-				pos[x.ID] = i
-			}
+			live[pos[v.ID]].Desired = api.VMDeleted // forgotten: counted nowhere
 			return
 		}
 		v.Desired = api.VMDeleted
 		set(v)
+	}
+	// instances are a role's instances that are not being deleted.
+	instances := func(svc, role string) []api.VM {
+		var out []api.VM
+		for _, i := range byRole[[2]string{svc, role}] {
+			if live[i].Desired != api.VMDeleted {
+				out = append(out, live[i])
+			}
+		}
+		return out
+	}
+	placing := func(n int) int { // how many of n the budget allows
+		if n > budget {
+			more = true
+		}
+		n = min(n, budget)
+		budget -= n
+		return n
 	}
 	domain := map[string]string{}
 	for _, n := range nodes {
@@ -328,7 +362,7 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 	for _, svc := range svcs {
 		for _, r := range svc.Roles {
 			wanted[[2]string{svc.Name, r.Name}] = true
-			mine := instances(live, svc.Name, r.Name)
+			mine := instances(svc.Name, r.Name)
 			avoid := map[string]bool{} // hosts where an instance kept crashing
 			for _, v := range mine {
 				switch {
@@ -341,22 +375,23 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 					remove(v)
 				}
 			}
-			mine = instances(live, svc.Name, r.Name)
+			mine = instances(svc.Name, r.Name)
 			// Pending for want of room: place where there is room now.
 			for _, v := range mine {
-				if v.Node != "" {
+				if v.Node != "" || placing(1) == 0 {
 					continue
 				}
-				p := Schedule(svc, r, 1, nodes, withoutVM(live, v.ID))[0]
+				p := room.schedule(svc, r, 1, slices.DeleteFunc(slices.Clone(mine), func(x api.VM) bool { return x.ID == v.ID }), nil)[0]
 				if p.Node != "" || p.Reason != v.Reason {
 					v.Node, v.Reason = p.Node, p.Reason
 					set(v)
 				}
+				mine = instances(svc.Name, r.Name)
 			}
-			mine = instances(live, svc.Name, r.Name)
+			mine = instances(svc.Name, r.Name)
 			switch {
 			case len(mine) < r.Instances:
-				for _, p := range scheduleAvoiding(svc, r, r.Instances-len(mine), nodes, live, avoid) {
+				for _, p := range room.schedule(svc, r, placing(r.Instances-len(mine)), mine, avoid) {
 					set(api.VM{
 						ID: newID(), Service: svc.Name, Role: r.Name, UpdateDomain: p.UpdateDomain, Node: p.Node,
 						VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Package: r.Package, Settings: maps.Clone(r.Settings), Health: cloneProbe(r.Health),
@@ -376,30 +411,7 @@ func Plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 			remove(v)
 		}
 	}
-	return ch
-}
-
-// scheduleAvoiding is Schedule on the nodes not in avoid, falling back to
-// every node for what finds no room elsewhere.
-func scheduleAvoiding(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vs []api.VM, avoid map[string]bool) []Placement {
-	if len(avoid) == 0 {
-		return Schedule(svc, r, n, nodes, vs)
-	}
-	others := slices.DeleteFunc(slices.Clone(nodes), func(nd api.Node) bool { return avoid[nd.ID] })
-	out := Schedule(svc, r, n, others, vs)
-	vs = slices.Clone(vs)
-	for _, p := range out {
-		if p.Node != "" {
-			vs = append(vs, placed(svc, r, p)) // the fallback counts them
-		}
-	}
-	for i, p := range out {
-		if p.Node == "" {
-			out[i] = Schedule(svc, r, 1, nodes, vs)[0]
-			vs = append(vs, placed(svc, r, out[i]))
-		}
-	}
-	return out
+	return ch, more
 }
 
 // Sick are the instances to replace on another host: crashed at least
@@ -424,10 +436,6 @@ func instances(vs []api.VM, svc, role string) []api.VM {
 		}
 	}
 	return out
-}
-
-func withoutVM(vs []api.VM, id string) []api.VM {
-	return slices.DeleteFunc(slices.Clone(vs), func(v api.VM) bool { return v.ID == id })
 }
 
 // surplus picks the n instances to remove: unplaced ones first, then

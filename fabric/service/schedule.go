@@ -2,7 +2,7 @@ package service
 
 import (
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/loomfabric/loom/fabric/api"
@@ -38,45 +38,115 @@ func FaultDomain(n api.Node) string {
 //     another rack has room; among those, the node with the fewest
 //     instances of the role, then the most free memory, then the lowest ID.
 func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms []api.VM) []Placement {
-	sorted := append([]api.Node(nil), nodes...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].ID < sorted[j].ID })
-	domainOf := make(map[string]string, len(sorted))
-	for _, nd := range sorted {
-		domainOf[nd.ID] = FaultDomain(nd)
+	return newPlacer(nodes, vms).schedule(svc, r, n, instances(vms, svc.Name, r.Name), nil)
+}
+
+// placer is what scheduling needs of the fleet, built once for a whole
+// plan (a fleet has 10,000s of nodes and 100,000s of VMs; a plan places
+// 1,000s of instances): the nodes in ID order, their fault domains by
+// number, and the room left on each after the VMs counted (take keeps it
+// current as the plan changes VMs).
+type placer struct {
+	nodes []api.Node
+	at    map[string]int // node ID → index
+	dom   []int          // node index → fault domain number
+	free  []api.Capacity
+	// Scratch for one role at a time: its instances on each node and in
+	// each fault domain (zero between calls).
+	perNode, perDom []int
+}
+
+func newPlacer(nodes []api.Node, vms []api.VM) *placer {
+	sorted := slices.SortedFunc(slices.Values(nodes), func(a, b api.Node) int { return strings.Compare(a.ID, b.ID) })
+	p := &placer{nodes: sorted, at: make(map[string]int, len(sorted)), dom: make([]int, len(sorted)),
+		free: make([]api.Capacity, len(sorted)), perNode: make([]int, len(sorted))}
+	doms := map[string]int{}
+	for i, nd := range sorted {
+		p.at[nd.ID] = i
+		d, ok := doms[FaultDomain(nd)]
+		if !ok {
+			d = len(doms)
+			doms[FaultDomain(nd)] = d
+		}
+		p.dom[i] = d
+		p.free[i] = api.Free(nd, nil)
 	}
-	// One pass over the VMs (not one per node and placement: a fleet has
-	// 10,000s of nodes and 100,000s of VMs): what each node has given
-	// away, and where the role's instances are. Placements below add to
-	// both as they are made.
-	used := map[string]api.Capacity{}
-	perNode, perDomain, perUD := map[string]int{}, map[string]int{}, make([]int, max(svc.UpdateDomains, 1))
+	p.perDom = make([]int, len(doms))
+	for _, v := range vms {
+		p.take(v, 1)
+	}
+	return p
+}
+
+// take counts what v uses of its node (sign 1), or stops counting it
+// (sign -1). A VM being deleted or not placed uses nothing.
+func (p *placer) take(v api.VM, sign int) {
+	if v.Desired == api.VMDeleted || v.Node == "" {
+		return
+	}
+	if i, ok := p.at[v.Node]; ok {
+		p.free[i].VCPUs -= sign * v.VCPUs
+		p.free[i].MemoryMB -= sign * v.MemoryMB
+	}
+}
+
+// schedule places n new instances of role r, whose instances are mine,
+// away from the nodes in avoid while any other has room. The room its
+// placements take is given back at the end: the caller counts the VMs it
+// makes of them (take).
+func (p *placer) schedule(svc api.Service, r api.ServiceRole, n int, mine []api.VM, avoid map[string]bool) []Placement {
+	var took []int
+	defer func() {
+		for _, i := range took {
+			p.free[i].VCPUs += r.VCPUs
+			p.free[i].MemoryMB += r.MemoryMB
+		}
+	}()
+	out := p.place(svc, r, n, mine, avoid, &took)
+	if len(avoid) == 0 {
+		return out
+	}
+	// What finds no room elsewhere goes anywhere, counting the rest.
+	counted := slices.Clone(mine)
+	for _, pl := range out {
+		if pl.Node != "" {
+			counted = append(counted, placed(svc, r, pl))
+		}
+	}
+	for i, pl := range out {
+		if pl.Node == "" {
+			out[i] = p.place(svc, r, 1, counted, nil, &took)[0]
+			counted = append(counted, placed(svc, r, out[i]))
+		}
+	}
+	return out
+}
+
+// place is one scheduling round (see Schedule); took gets the index of
+// each node given an instance.
+func (p *placer) place(svc api.Service, r api.ServiceRole, n int, mine []api.VM, avoid map[string]bool, took *[]int) []Placement {
+	perUD := make([]int, max(svc.UpdateDomains, 1))
+	var touched []int
+	defer func() {
+		for _, i := range touched {
+			p.perNode[i], p.perDom[p.dom[i]] = 0, 0
+		}
+	}()
 	count := func(v api.VM) {
-		if v.Desired == api.VMDeleted {
-			return
-		}
-		if v.Node != "" {
-			u := used[v.Node]
-			u.VCPUs += v.VCPUs
-			u.MemoryMB += v.MemoryMB
-			used[v.Node] = u
-		}
-		if v.Service != svc.Name || v.Role != r.Name {
+		if v.Desired == api.VMDeleted || v.Service != svc.Name || v.Role != r.Name {
 			return
 		}
 		if v.UpdateDomain >= 0 && v.UpdateDomain < len(perUD) {
 			perUD[v.UpdateDomain]++
 		}
-		if v.Node != "" {
-			perNode[v.Node]++
-			perDomain[domainOf[v.Node]]++
+		if i, ok := p.at[v.Node]; ok && v.Node != "" {
+			p.perNode[i]++
+			p.perDom[p.dom[i]]++
+			touched = append(touched, i)
 		}
 	}
-	for _, v := range vms {
+	for _, v := range mine {
 		count(v)
-	}
-	free := func(nd api.Node) api.Capacity {
-		f, u := api.Free(nd, nil), used[nd.ID]
-		return api.Capacity{VCPUs: f.VCPUs - u.VCPUs, MemoryMB: f.MemoryMB - u.MemoryMB}
 	}
 	out := make([]Placement, 0, n)
 	for range n {
@@ -86,48 +156,52 @@ func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms [
 				ud = i
 			}
 		}
-		p := Placement{UpdateDomain: ud}
-		var best *api.Node
-		var bestFree api.Capacity
-		for i := range sorted {
-			nd := &sorted[i]
-			if nd.Phase != api.PhaseReady {
+		pl := Placement{UpdateDomain: ud}
+		best := -1
+		for i := range p.nodes {
+			f := p.free[i]
+			if p.nodes[i].Phase != api.PhaseReady || f.VCPUs < r.VCPUs || f.MemoryMB < r.MemoryMB || avoid[p.nodes[i].ID] {
 				continue
 			}
-			f := free(*nd)
-			if f.VCPUs < r.VCPUs || f.MemoryMB < r.MemoryMB {
-				continue
-			}
-			if best == nil || better(perDomain[domainOf[nd.ID]], perNode[nd.ID], f.MemoryMB, perDomain[domainOf[best.ID]], perNode[best.ID], bestFree.MemoryMB) {
-				best, bestFree = nd, f
+			if best < 0 || better(p.perDom[p.dom[i]], p.perNode[i], f.MemoryMB, p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB) {
+				best = i
 			}
 		}
-		if best == nil {
-			var notes []string
-			ready := 0
-			for _, nd := range sorted {
-				if nd.Phase != api.PhaseReady {
-					continue
-				}
-				if ready++; len(notes) < maxNotes {
-					f := free(nd)
-					notes = append(notes, fmt.Sprintf("%s has %d vCPUs and %d MiB free", nd.ID, max(f.VCPUs, 0), max(f.MemoryMB, 0)))
-				}
-			}
-			if ready > maxNotes {
-				notes = append(notes, fmt.Sprintf("and %d more Ready nodes", ready-maxNotes))
-			}
-			if len(notes) == 0 {
-				notes = append(notes, "no node is Ready")
-			}
-			p.Reason = fmt.Sprintf("no capacity: no Ready node has %d vCPUs and %d MiB free (%s)", r.VCPUs, r.MemoryMB, strings.Join(notes, "; "))
+		if best < 0 {
+			pl.Reason = p.noRoom(r, avoid)
 		} else {
-			p.Node = best.ID
+			pl.Node = p.nodes[best].ID
+			p.free[best].VCPUs -= r.VCPUs
+			p.free[best].MemoryMB -= r.MemoryMB
+			*took = append(*took, best)
 		}
-		out = append(out, p)
-		count(placed(svc, r, p))
+		out = append(out, pl)
+		count(placed(svc, r, pl))
 	}
 	return out
+}
+
+// noRoom is a Pending instance's reason: what the Ready nodes (not in
+// avoid) have free, the first few by name.
+func (p *placer) noRoom(r api.ServiceRole, avoid map[string]bool) string {
+	var notes []string
+	ready := 0
+	for i, nd := range p.nodes {
+		if nd.Phase != api.PhaseReady || avoid[nd.ID] {
+			continue
+		}
+		if ready++; len(notes) < maxNotes {
+			f := p.free[i]
+			notes = append(notes, fmt.Sprintf("%s has %d vCPUs and %d MiB free", nd.ID, max(f.VCPUs, 0), max(f.MemoryMB, 0)))
+		}
+	}
+	if ready > maxNotes {
+		notes = append(notes, fmt.Sprintf("and %d more Ready nodes", ready-maxNotes))
+	}
+	if len(notes) == 0 {
+		notes = append(notes, "no node is Ready")
+	}
+	return fmt.Sprintf("no capacity: no Ready node has %d vCPUs and %d MiB free (%s)", r.VCPUs, r.MemoryMB, strings.Join(notes, "; "))
 }
 
 // maxNotes bounds the nodes a Pending instance's reason names.

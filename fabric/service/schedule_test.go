@@ -390,3 +390,35 @@ func TestLimit(t *testing.T) {
 		t.Errorf("cut to 3: puts %v deletes %v more=%v; want the step p5, then p0, p1", ids, got.Delete, more)
 	}
 }
+
+// A plan on a budget places that many a pass and says there is more; the
+// passes end where one unbounded plan does.
+func TestPlanBudget(t *testing.T) {
+	nodes := []api.Node{host("a1", "a", 4, 2048), host("a2", "a", 4, 2048), host("b1", "b", 4, 2048)}
+	ids := 0
+	newID := func() string { ids++; return fmt.Sprintf("vm-%04d", ids) }
+	s := svc
+	s.Roles = []api.ServiceRole{svc.Roles[0]}
+	s.Roles[0].Instances = 5
+	now := time.Unix(1e9, 0)
+	var vms []api.VM
+	var passes []int
+	for range 10 {
+		ch, more := plan([]api.Service{s}, nodes, vms, nil, nil, now, newID, 2)
+		vms = apply(vms, ch)
+		passes = append(passes, len(ch.Put))
+		if !more {
+			break
+		}
+	}
+	if fmt.Sprint(passes) != "[2 2 1]" {
+		t.Fatalf("puts per pass %v, want [2 2 1]", passes)
+	}
+	racks := map[string]int{}
+	for _, v := range vms {
+		racks[v.Node[:1]]++
+	}
+	if l, _, p := count(vms, "web"); l != 5 || p != 0 || racks["a"] != 3 || racks["b"] != 2 {
+		t.Fatalf("after the passes: live %d pending %d racks %v; want 5 placed, 3 in a and 2 in b", l, p, racks)
+	}
+}

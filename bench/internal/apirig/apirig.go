@@ -69,6 +69,13 @@ func (l *Loomd) EnrollToken() (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
+// LogTail is the end of loomd's log (its last n lines), for an error.
+func (l *Loomd) LogTail(n int) string {
+	b, _ := os.ReadFile(filepath.Join(filepath.Dir(l.Data), "loomd.log")) // missing: nothing to show
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
 // Stop ends loomd and waits for it.
 func (l *Loomd) Stop() {
 	_ = l.cmd.Process.Signal(syscall.SIGTERM) // gone already is fine
