@@ -28,6 +28,7 @@ type cached[T any] struct {
 	prefix string
 	kind   string
 	decode func([]byte) (T, error)
+	clone  func(T) T // a reader's own copy (deepCopy if nil)
 	// index, if set, files each object under a secondary key (a VM under
 	// its node) for byIndex.
 	index func(*T) string
@@ -55,8 +56,11 @@ type follower interface {
 	wakeAll()
 }
 
-func newCached[T any](s *Store, prefix, kind string, decode func([]byte) (T, error), index func(*T) string) *cached[T] {
-	c := &cached[T]{s: s, prefix: prefix, kind: kind, decode: decode, index: index,
+func newCached[T any](s *Store, prefix, kind string, decode func([]byte) (T, error), clone func(T) T, index func(*T) string) *cached[T] {
+	if clone == nil {
+		clone = deepCopy[T]
+	}
+	c := &cached[T]{s: s, prefix: prefix, kind: kind, decode: decode, clone: clone, index: index,
 		items: map[string]entry[T]{}, by: map[string]map[string]struct{}{}, waiters: map[string][]chan struct{}{}}
 	s.followers = append(s.followers, c)
 	return c
@@ -305,7 +309,7 @@ func (c *cached[T]) getRev(ctx context.Context, name string) (T, int64, error) {
 	if e.err != nil {
 		return zero, 0, e.err
 	}
-	return deepCopy(e.v), e.rev, nil
+	return c.clone(e.v), e.rev, nil
 }
 
 func (c *cached[T]) get(ctx context.Context, name string) (T, error) {
@@ -373,7 +377,7 @@ func (c *cached[T]) copies(es []entry[T]) ([]T, []int64, error) {
 	out := make([]T, len(es))
 	revs := make([]int64, len(es))
 	for i := range es {
-		out[i], revs[i] = deepCopy(es[i].v), es[i].rev
+		out[i], revs[i] = c.clone(es[i].v), es[i].rev
 	}
 	return out, revs, nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -174,4 +175,97 @@ func TestDeepCopy(t *testing.T) {
 	if src.S[0].M["x"][0] != 1 || one != 1 || src.A[0].P == nil || src.I.([]string)[0] != "i" || src.N.Fl != 2 {
 		t.Errorf("changing the copy changed the source: %+v", src)
 	}
+}
+
+// The hand-written clones of VM and node leave no map, slice or pointer
+// shared, for every field there is (filled in by reflection, so a field
+// added later without its clone fails here).
+func TestHandClones(t *testing.T) {
+	var v api.VM
+	fill(reflect.ValueOf(&v).Elem())
+	if s := shared(reflect.ValueOf(v), reflect.ValueOf(cloneVM(v)), "VM"); s != "" {
+		t.Errorf("cloneVM shares %s", s)
+	}
+	if d := cmp.Diff(v, cloneVM(v)); d != "" {
+		t.Errorf("cloneVM differs:\n%s", d)
+	}
+	var n api.Node
+	fill(reflect.ValueOf(&n).Elem())
+	if s := shared(reflect.ValueOf(n), reflect.ValueOf(cloneNode(n)), "Node"); s != "" {
+		t.Errorf("cloneNode shares %s", s)
+	}
+	if d := cmp.Diff(n, cloneNode(n)); d != "" {
+		t.Errorf("cloneNode differs:\n%s", d)
+	}
+}
+
+// fill gives every exported field, element and pointee a non-zero value.
+func fill(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem())
+	case reflect.Map:
+		m := reflect.MakeMap(v.Type())
+		k, e := reflect.New(v.Type().Key()).Elem(), reflect.New(v.Type().Elem()).Elem()
+		fill(k)
+		fill(e)
+		m.SetMapIndex(k, e)
+		v.Set(m)
+	case reflect.Slice:
+		s := reflect.MakeSlice(v.Type(), 1, 1)
+		fill(s.Index(0))
+		v.Set(s)
+	case reflect.Struct:
+		if v.Type() == reflect.TypeFor[time.Time]() {
+			v.Set(reflect.ValueOf(time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)))
+			return
+		}
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fill(v.Field(i))
+			}
+		}
+	case reflect.String:
+		v.SetString("x")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(1)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(1)
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(1)
+	}
+}
+
+// shared names the first map, slice or pointer a and b have in common.
+func shared(a, b reflect.Value, path string) string {
+	switch a.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice:
+		if !a.IsNil() && a.UnsafePointer() == b.UnsafePointer() {
+			return path
+		}
+	}
+	switch a.Kind() {
+	case reflect.Pointer:
+		if !a.IsNil() {
+			return shared(a.Elem(), b.Elem(), path)
+		}
+	case reflect.Slice:
+		for i := range min(a.Len(), b.Len()) {
+			if s := shared(a.Index(i), b.Index(i), fmt.Sprintf("%s[%d]", path, i)); s != "" {
+				return s
+			}
+		}
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if a.Type().Field(i).IsExported() {
+				if s := shared(a.Field(i), b.Field(i), path+"."+a.Type().Field(i).Name); s != "" {
+					return s
+				}
+			}
+		}
+	}
+	return ""
 }

@@ -1,8 +1,12 @@
 package store
 
 import (
+	"maps"
 	"reflect"
+	"slices"
 	"sync"
+
+	"github.com/loomfabric/loom/fabric/api"
 )
 
 // deepCopy returns a copy of v that shares no map, slice or pointer with
@@ -98,4 +102,34 @@ func copyValue(dst, src reflect.Value) {
 	default: // channels and functions are shared
 		dst.Set(src)
 	}
+}
+
+// cloneVM is deepCopy for the VM, by hand: the controller copies every VM
+// on each pass.
+func cloneVM(v api.VM) api.VM {
+	v.Settings = maps.Clone(v.Settings)
+	v.Health = clonePtr(v.Health)
+	v.Interfaces = slices.Clone(v.Interfaces)
+	v.Usage = clonePtr(v.Usage)
+	return v
+}
+
+// cloneNode is deepCopy for the node, by hand.
+func cloneNode(n api.Node) api.Node {
+	if n.Inventory != nil {
+		inv := *n.Inventory
+		inv.NICs, inv.Disks = slices.Clone(inv.NICs), slices.Clone(inv.Disks)
+		n.Inventory = &inv
+	}
+	n.Accel, n.BMC, n.Progress = clonePtr(n.Accel), clonePtr(n.BMC), clonePtr(n.Progress)
+	n.History = slices.Clone(n.History)
+	return n
+}
+
+func clonePtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	c := *p
+	return &c
 }

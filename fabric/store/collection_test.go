@@ -105,7 +105,7 @@ func followed(t *testing.T, s *Store, prefix string) *cached[thing] {
 	t.Helper()
 	s.stop() // the watch starts again with the new kind among the others
 	s.wg.Wait()
-	cc := newCached(s, prefix, "thing", decodeJSON[thing], func(x *thing) string { return fmt.Sprint(x.Count) })
+	cc := newCached(s, prefix, "thing", decodeJSON[thing], nil, func(x *thing) string { return fmt.Sprint(x.Count) })
 	s.run(slog.New(slog.DiscardHandler))
 	return cc
 }

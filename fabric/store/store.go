@@ -91,9 +91,9 @@ type Store struct {
 
 // start begins following the cached kinds.
 func (s *Store) start(log *slog.Logger) *Store {
-	s.nodeC = newCached(s, prefix+"nodes/", "node", decodeJSON[api.Node], nil)
-	s.vmC = newCached(s, prefix+"vms/", "VM", decodeJSON[api.VM], func(v *api.VM) string { return v.Node })
-	s.credC = newCached(s, prefix+"creds/", "credential of node", func(b []byte) (string, error) { return string(b), nil }, nil)
+	s.nodeC = newCached(s, prefix+"nodes/", "node", decodeJSON[api.Node], cloneNode, nil)
+	s.vmC = newCached(s, prefix+"vms/", "VM", decodeJSON[api.VM], cloneVM, func(v *api.VM) string { return v.Node })
+	s.credC = newCached(s, prefix+"creds/", "credential of node", func(b []byte) (string, error) { return string(b), nil }, nil, nil)
 	s.run(log)
 	return s
 }
