@@ -18,6 +18,8 @@ import (
 
 // Store is what the controller needs of the store; *store.Store has it.
 type Store interface {
+	// Revision is the store's current revision: it moves with every write.
+	Revision(ctx context.Context) (int64, error)
 	Services(ctx context.Context) ([]api.Service, error)
 	VMs(ctx context.Context) ([]api.VM, error)
 	// VMsWhere lists the VMs keep accepts (keep must not change them).
@@ -38,6 +40,10 @@ type Controller struct {
 	held   bool // the last pass held back evictions (logged once)
 	// walking: an upgrade was in progress at the last pass.
 	walking bool
+	// settled is the store revision at the start of the last pass that
+	// found nothing to do and nothing that time alone could change (0 if
+	// none): until something is written, a pass would find the same.
+	settled int64
 }
 
 // WalkInterval is how often the controller looks while an upgrade walks.
@@ -130,6 +136,14 @@ func (c *Controller) Run(ctx context.Context, interval time.Duration) error {
 
 // Reconcile makes one pass over every service.
 func (c *Controller) Reconcile(ctx context.Context) error {
+	rev, err := c.st.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	if rev == c.settled {
+		return nil
+	}
+	c.settled = 0
 	c.walking = false
 	svcs, err := c.st.Services(ctx)
 	if err != nil {
@@ -143,15 +157,18 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 			return err
 		}
 		if len(left) == 0 {
+			c.settled = rev
 			return nil
 		}
 	}
 	now := c.now().UTC()
-	held, more := false, false
+	held, more, waiting := false, false, false
 	var walked [][2]api.Service // services whose upgrade moved on: before, after
 	ch, err := c.st.ChangeVMs(ctx, func(nodes []api.Node, vs []api.VM) (store.VMChange, error) {
 		var lost map[string]bool
 		lost, held = LostNodes(nodes, now, c.policy)
+		// A host Unreachable but not yet lost is lost later with no write.
+		waiting = slices.ContainsFunc(nodes, func(n api.Node) bool { return n.Phase == api.PhaseUnreachable && !lost[n.ID] })
 		var steps []api.VM
 		walked, steps = c.walks(svcs, vs, now)
 		if len(steps) > 0 {
@@ -184,6 +201,9 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	}
 	if more {
 		c.Kick() // the rest of the plan, next
+	}
+	if len(ch.Put) == 0 && len(ch.Delete) == 0 && len(walked) == 0 && !more && !waiting && !held && !c.walking {
+		c.settled = rev
 	}
 	if held && !c.held {
 		c.log.Warn("services: more hosts lost at once than the cap allows; evicting nothing until some come back (network split or a sick controller?)", "max_fraction", c.policy.MaxLost)

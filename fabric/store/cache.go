@@ -429,6 +429,10 @@ func (c *cached[T]) drop(name string, w chan struct{}) {
 	}
 }
 
+// Revision is the store's current revision (it moves with every write),
+// read linearizably.
+func (s *Store) Revision(ctx context.Context) (int64, error) { return s.revision(ctx) }
+
 // revision is the store's current revision, read linearizably. Callers
 // arriving while a read is under way share the next one (not that one:
 // it may have begun before their writes completed).
