@@ -46,14 +46,15 @@ func main() {
 	grace := flag.Duration("grace", 10*time.Second, "loomd --grace")
 	lostAfter := flag.Duration("lost-after", 10*time.Second, "loomd --lost-after")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up on a phase after this")
+	steady := flag.Int("steady", 2, "heartbeat intervals of steady state measured between placing and losing hosts")
 	loomdBin := flag.String("loomd", "build/bin/loomd", "loomd binary")
 	flag.Parse()
-	if err := run(*loomdBin, *hosts, *services, *instances, *beat, *lostShare, *grace, *lostAfter, *timeout); err != nil {
+	if err := run(*loomdBin, *hosts, *services, *instances, *beat, *lostShare, *grace, *lostAfter, *timeout, *steady); err != nil {
 		log.Fatal("bench fabric: ", err)
 	}
 }
 
-func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare float64, grace, lostAfter, timeout time.Duration) (err error) {
+func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare float64, grace, lostAfter, timeout time.Duration, steadyBeats int) (err error) {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "bench-fabric-")
 	if err != nil {
@@ -164,7 +165,7 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 
 	// Steady state: heartbeats alone.
 	fleet.hb.reset()
-	time.Sleep(2 * beat)
+	time.Sleep(time.Duration(steadyBeats) * beat)
 	steady := fleet.hb.summary()
 	fmt.Printf("steady, %d hosts beating every %v: %s\n", nHosts, beat, steady)
 

@@ -28,6 +28,9 @@ const MaxGoalWait = 60 * time.Second
 // goal when its incarnation is not N, else wait up to `wait` for a change
 // and answer 304 if none came.
 func (a *apiServer) goal(w http.ResponseWriter, r *http.Request) {
+	// Goals read the store's copies as they are (store.Relaxed): the wait
+	// below ends when the copy moves.
+	r = r.WithContext(store.Relaxed(r.Context()))
 	id, ok := a.nodeAuth(w, r)
 	if !ok {
 		return

@@ -215,6 +215,8 @@ func (a *apiServer) nodeAuth(w http.ResponseWriter, r *http.Request) (string, bo
 }
 
 func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
+	// Heartbeats read the store's copies as they are (store.Relaxed).
+	r = r.WithContext(store.Relaxed(r.Context()))
 	id, ok := a.nodeAuth(w, r)
 	if !ok {
 		return

@@ -294,15 +294,44 @@ func (c *cached[T]) wakeAllLocked() {
 	}
 }
 
+type relaxedKey struct{}
+
+// Relaxed marks ctx's reads of the cached kinds as content with the copy
+// as it is, without waiting for the store's current revision: what a
+// host's heartbeat and goal read, thousands a second. The copy only moves
+// forward, so such a read never shows less than an earlier one did (what
+// a host was told is there), and a missing object is looked for again
+// after waiting. Writes stay compare-and-swap on revisions: a stale read
+// costs a retry, never a lost update.
+func Relaxed(ctx context.Context) context.Context { return context.WithValue(ctx, relaxedKey{}, true) }
+
+// Strict undoes Relaxed.
+func Strict(ctx context.Context) context.Context { return context.WithValue(ctx, relaxedKey{}, false) }
+
+// IsRelaxed says whether ctx's reads are Relaxed.
+func IsRelaxed(ctx context.Context) bool { r, _ := ctx.Value(relaxedKey{}).(bool); return r }
+
+// ready waits, unless ctx is Relaxed, until the copies reflect every
+// write completed before the call.
+func (s *Store) ready(ctx context.Context) error {
+	if IsRelaxed(ctx) {
+		return nil
+	}
+	return s.sync(ctx)
+}
+
 // getRev reads one object and its modification revision.
 func (c *cached[T]) getRev(ctx context.Context, name string) (T, int64, error) {
 	var zero T
-	if err := c.s.sync(ctx); err != nil {
+	if err := c.s.ready(ctx); err != nil {
 		return zero, 0, err
 	}
 	c.mu.Lock()
 	e, ok := c.items[name]
 	c.mu.Unlock()
+	if !ok && IsRelaxed(ctx) {
+		return c.getRev(Strict(ctx), name)
+	}
 	if !ok {
 		return zero, 0, fmt.Errorf("%s %s: %w", c.kind, name, ErrNotFound)
 	}
@@ -310,6 +339,19 @@ func (c *cached[T]) getRev(ctx context.Context, name string) (T, int64, error) {
 		return zero, 0, e.err
 	}
 	return c.clone(e.v), e.rev, nil
+}
+
+// peek is getRev without waiting for the store's revision (the caller
+// has synced); ok is false if the object is absent or undecodable.
+func (c *cached[T]) peek(name string) (T, int64, bool) {
+	c.mu.Lock()
+	e, ok := c.items[name]
+	c.mu.Unlock()
+	if !ok || e.err != nil {
+		var zero T
+		return zero, 0, false
+	}
+	return c.clone(e.v), e.rev, true
 }
 
 func (c *cached[T]) get(ctx context.Context, name string) (T, error) {
@@ -320,7 +362,7 @@ func (c *cached[T]) get(ctx context.Context, name string) (T, error) {
 // listRev lists the objects keep accepts (all if keep is nil; keep must
 // not change what it is shown), in key order, with their revisions.
 func (c *cached[T]) listRev(ctx context.Context, keep func(*T) bool) ([]T, []int64, error) {
-	if err := c.s.sync(ctx); err != nil {
+	if err := c.s.ready(ctx); err != nil {
 		return nil, nil, err
 	}
 	c.mu.Lock()
@@ -353,7 +395,7 @@ func (c *cached[T]) list(ctx context.Context, keep func(*T) bool) ([]T, error) {
 
 // byIndex lists the objects filed under key, in key order.
 func (c *cached[T]) byIndex(ctx context.Context, key string) ([]T, error) {
-	if err := c.s.sync(ctx); err != nil {
+	if err := c.s.ready(ctx); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()

@@ -269,3 +269,37 @@ func shared(a, b reflect.Value, path string) string {
 	}
 	return ""
 }
+
+// A Relaxed read of an object written a moment ago still finds it (a
+// miss is looked for again after waiting), and never shows less than an
+// earlier read did.
+func TestRelaxedReads(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	relaxed := Relaxed(ctx)
+	if !IsRelaxed(relaxed) || IsRelaxed(Strict(relaxed)) || IsRelaxed(ctx) {
+		t.Fatal("Relaxed/Strict do not mark the context")
+	}
+	for i := range 50 {
+		id := fmt.Sprint("n-", i)
+		if err := s.CreateNode(ctx, api.Node{ID: id, Phase: api.PhaseRegistered}, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetCredential(ctx, id, "hash"); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.Node(relaxed, id); err != nil || n.ID != id {
+			t.Fatalf("relaxed read of node %s just written: %+v, %v", id, n, err)
+		}
+		if c, err := s.Credential(relaxed, id); err != nil || c != "hash" {
+			t.Fatalf("relaxed read of a credential just written: %q, %v", c, err)
+		}
+		if all, err := s.Nodes(relaxed); err != nil || len(all) != i+1 {
+			t.Fatalf("relaxed list after %d nodes: %d, %v", i+1, len(all), err)
+		}
+	}
+	if _, err := s.Node(relaxed, "n-none"); !IsNotFound(err) {
+		t.Errorf("relaxed read of a missing node = %v, want ErrNotFound", err)
+	}
+}

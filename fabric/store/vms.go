@@ -109,9 +109,52 @@ func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []a
 	}
 }
 
-// UpdateVMStatus applies fn to one VM's stored record and writes it back
-// (compare-and-swap). Observed state only: the node's goal does not move.
-func (s *Store) UpdateVMStatus(ctx context.Context, id string, fn func(*api.VM) error) error {
-	_, err := s.vms().update(ctx, id, fn)
-	return err
+// UpdateVMStatuses applies fn to the stored record of each VM in ids (a
+// host's report: observed state only, so no goal moves) and writes those
+// fn changed, in one transaction compare-and-swap on their revisions
+// (tried again on a conflict). A VM gone meanwhile is skipped.
+func (s *Store) UpdateVMStatuses(ctx context.Context, ids []string, fn func(*api.VM) bool) error {
+	for len(ids) > 0 {
+		n := min(len(ids), MaxTxnOps/2)
+		if err := s.updateVMStatuses(ctx, ids[:n], fn); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
+func (s *Store) updateVMStatuses(ctx context.Context, ids []string, fn func(*api.VM) bool) error {
+	for attempt := 0; ; attempt++ {
+		if err := s.sync(ctx); err != nil {
+			return err
+		}
+		var cmps []clientv3.Cmp
+		var ops []clientv3.Op
+		for _, id := range ids {
+			v, rev, ok := s.vmC.peek(id)
+			if !ok || !fn(&v) {
+				continue
+			}
+			b, err := json.Marshal(v)
+			if err != nil {
+				return err
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.vms().key(id)), "=", rev))
+			ops = append(ops, clientv3.OpPut(s.vms().key(id), string(b)))
+		}
+		if len(ops) == 0 {
+			return nil
+		}
+		r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return fmt.Errorf("updating VM states: %w", err)
+		}
+		if r.Succeeded {
+			return nil
+		}
+		if attempt > 100 {
+			return fmt.Errorf("updating VM states: too much contention")
+		}
+	}
 }

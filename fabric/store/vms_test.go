@@ -60,7 +60,7 @@ func TestChangeVMsNeverOvercommits(t *testing.T) {
 		t.Errorf("VMGen = %d, want 4 (one per change)", got.VMGen)
 	}
 	// Observed-state writes leave the node (and its goal) alone.
-	if err := s.UpdateVMStatus(ctx, vms[0].ID, func(v *api.VM) error { v.State = api.VMStateRunning; return nil }); err != nil {
+	if err := s.UpdateVMStatuses(ctx, []string{vms[0].ID}, func(v *api.VM) bool { v.State = api.VMStateRunning; return true }); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := s.Node(ctx, "h"); again.VMGen != 4 {

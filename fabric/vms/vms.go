@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -40,7 +41,7 @@ type Store interface {
 	VMsOn(ctx context.Context, node string) ([]api.VM, error)
 	VM(ctx context.Context, id string) (api.VM, error)
 	ChangeVMs(ctx context.Context, fn func([]api.Node, []api.VM) (store.VMChange, error)) (store.VMChange, error)
-	UpdateVMStatus(ctx context.Context, id string, fn func(*api.VM) error) error
+	UpdateVMStatuses(ctx context.Context, ids []string, fn func(*api.VM) bool) error
 	Image(ctx context.Context, name string) (api.Manifest, error)
 }
 
@@ -278,41 +279,40 @@ func (m *Manager) ReportVMs(ctx context.Context, id string, st api.Status) error
 	for _, g := range st.VMs {
 		reported[g.ID] = g
 	}
-	var gone []string
+	var gone, changed []string
 	for _, v := range vms {
-		if v.Node != id {
-			continue
-		}
 		g, ok := reported[v.ID]
-		if !ok {
+		switch {
+		case !ok:
 			if st.VMsComplete && v.Desired == api.VMDeleted {
 				gone = append(gone, v.ID)
 			}
-			continue
+		case !sameObserved(v.VMStatus, g):
+			changed = append(changed, v.ID)
 		}
-		if sameObserved(v.VMStatus, g) {
-			continue
+	}
+	// The host's news, in one write.
+	err = m.st.UpdateVMStatuses(ctx, changed, func(v *api.VM) bool {
+		g := reported[v.ID]
+		if v.Node != id || sameObserved(v.VMStatus, g) {
+			return false
 		}
-		err := m.st.UpdateVMStatus(ctx, v.ID, func(v *api.VM) error {
-			if v.State != g.State {
-				m.log.Info("vm state", "vm", v.ID, "node", id, "from", v.State, "to", g.State, "reason", g.Reason)
-			}
-			g.ID, g.Usage, g.Observed = "", nil, time.Time{}
-			v.VMStatus = g
-			return nil
-		})
-		if err != nil && !store.IsNotFound(err) {
-			return err
+		if v.State != g.State {
+			m.log.Info("vm state", "vm", v.ID, "node", id, "from", v.State, "to", g.State, "reason", g.Reason)
 		}
+		g.ID, g.Usage, g.Observed = "", nil, time.Time{}
+		v.VMStatus = g
+		return true
+	})
+	if err != nil {
+		return err
 	}
 	if len(gone) > 0 {
 		_, err := m.st.ChangeVMs(ctx, func(_ []api.Node, vms []api.VM) (store.VMChange, error) {
 			var ch store.VMChange
 			for _, v := range vms {
-				for _, g := range gone {
-					if v.ID == g && v.Desired == api.VMDeleted {
-						ch.Delete = append(ch.Delete, g)
-					}
+				if v.Desired == api.VMDeleted && slices.Contains(gone, v.ID) {
+					ch.Delete = append(ch.Delete, v.ID)
 				}
 			}
 			return ch, nil
