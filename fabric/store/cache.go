@@ -34,8 +34,7 @@ type cached[T any] struct {
 	index func(*T) string
 
 	mu      sync.Mutex
-	items   map[string]entry[T]
-	keys    []string // names in key order; nil when they must be sorted again
+	items   map[string]*entry[T]
 	by      map[string]map[string]struct{}
 	waiters map[string][]chan struct{}
 }
@@ -61,7 +60,7 @@ func newCached[T any](s *Store, prefix, kind string, decode func([]byte) (T, err
 		clone = deepCopy[T]
 	}
 	c := &cached[T]{s: s, prefix: prefix, kind: kind, decode: decode, clone: clone, index: index,
-		items: map[string]entry[T]{}, by: map[string]map[string]struct{}{}, waiters: map[string][]chan struct{}{}}
+		items: map[string]*entry[T]{}, by: map[string]map[string]struct{}{}, waiters: map[string][]chan struct{}{}}
 	s.followers = append(s.followers, c)
 	return c
 }
@@ -202,25 +201,25 @@ func (s *Store) sync(ctx context.Context) error {
 
 func (c *cached[T]) keyPrefix() string { return c.prefix }
 
-func (c *cached[T]) entryOf(kv *mvccpb.KeyValue) entry[T] {
+func (c *cached[T]) entryOf(kv *mvccpb.KeyValue) *entry[T] {
 	v, err := c.decode(kv.Value)
 	if err != nil {
 		err = fmt.Errorf("decoding %s %s: %w", c.kind, kv.Key[len(c.prefix):], err)
 	}
-	return entry[T]{v: v, rev: kv.ModRevision, err: err}
+	return &entry[T]{v: v, rev: kv.ModRevision, err: err}
 }
 
 func (c *cached[T]) reset(kvs []*mvccpb.KeyValue) {
-	items := make(map[string]entry[T], len(kvs))
+	items := make(map[string]*entry[T], len(kvs))
 	for _, kv := range kvs {
 		items[string(kv.Key[len(c.prefix):])] = c.entryOf(kv)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.items, c.keys, c.by = items, nil, map[string]map[string]struct{}{}
+	c.items, c.by = items, map[string]map[string]struct{}{}
 	if c.index != nil {
 		for name, e := range items {
-			c.file(name, &e)
+			c.file(name, e)
 		}
 	}
 	c.wakeAllLocked()
@@ -228,7 +227,7 @@ func (c *cached[T]) reset(kvs []*mvccpb.KeyValue) {
 
 // apply takes one event under the kind's prefix.
 func (c *cached[T]) apply(ev *clientv3.Event) {
-	var e entry[T]
+	var e *entry[T]
 	if ev.Type == clientv3.EventTypePut {
 		e = c.entryOf(ev.Kv)
 	}
@@ -237,19 +236,15 @@ func (c *cached[T]) apply(ev *clientv3.Event) {
 	defer c.mu.Unlock()
 	old, had := c.items[name]
 	if had && c.index != nil {
-		c.unfile(name, &old)
+		c.unfile(name, old)
 	}
 	if ev.Type == clientv3.EventTypePut {
 		c.items[name] = e
 		if c.index != nil {
-			c.file(name, &e)
-		}
-		if !had {
-			c.keys = nil
+			c.file(name, e)
 		}
 	} else {
 		delete(c.items, name)
-		c.keys = nil
 	}
 	for _, w := range c.waiters[name] {
 		close(w)
@@ -365,26 +360,29 @@ func (c *cached[T]) listRev(ctx context.Context, keep func(*T) bool) ([]T, []int
 	if err := c.s.ready(ctx); err != nil {
 		return nil, nil, err
 	}
+	// Under the lock only what a copy costs least: the entries (never
+	// changed in place) kept; sorting and copying happen after.
 	c.mu.Lock()
-	if c.keys == nil {
-		c.keys = make([]string, 0, len(c.items))
-		for name := range c.items {
-			c.keys = append(c.keys, name)
-		}
-		slices.Sort(c.keys)
+	type named struct {
+		name string
+		e    *entry[T]
 	}
-	es := make([]entry[T], 0, len(c.keys))
-	for _, name := range c.keys {
-		e := c.items[name]
+	ns := make([]named, 0, len(c.items))
+	for name, e := range c.items {
 		if e.err != nil {
 			c.mu.Unlock()
 			return nil, nil, e.err
 		}
 		if keep == nil || keep(&e.v) {
-			es = append(es, e)
+			ns = append(ns, named{name, e})
 		}
 	}
 	c.mu.Unlock()
+	slices.SortFunc(ns, func(a, b named) int { return strings.Compare(a.name, b.name) })
+	es := make([]*entry[T], len(ns))
+	for i := range ns {
+		es[i] = ns[i].e
+	}
 	return c.copies(es)
 }
 
@@ -404,7 +402,7 @@ func (c *cached[T]) byIndex(ctx context.Context, key string) ([]T, error) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	es := make([]entry[T], 0, len(names))
+	es := make([]*entry[T], 0, len(names))
 	for _, name := range names {
 		es = append(es, c.items[name])
 	}
@@ -415,7 +413,7 @@ func (c *cached[T]) byIndex(ctx context.Context, key string) ([]T, error) {
 
 // copies are what a reader gets: its own, outside the lock (entries are
 // never changed in place).
-func (c *cached[T]) copies(es []entry[T]) ([]T, []int64, error) {
+func (c *cached[T]) copies(es []*entry[T]) ([]T, []int64, error) {
 	out := make([]T, len(es))
 	revs := make([]int64, len(es))
 	for i := range es {
