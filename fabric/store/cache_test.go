@@ -181,21 +181,19 @@ func TestDeepCopy(t *testing.T) {
 // shared, for every field there is (filled in by reflection, so a field
 // added later without its clone fails here).
 func TestHandClones(t *testing.T) {
-	var v api.VM
+	checkClone(t, "cloneVM", cloneVM)
+	checkClone(t, "cloneNode", cloneNode)
+}
+
+func checkClone[T any](t *testing.T, name string, clone func(T) T) {
+	var v T
 	fill(reflect.ValueOf(&v).Elem())
-	if s := shared(reflect.ValueOf(v), reflect.ValueOf(cloneVM(v)), "VM"); s != "" {
-		t.Errorf("cloneVM shares %s", s)
+	c := clone(v)
+	if s := shared(reflect.ValueOf(v), reflect.ValueOf(c), reflect.TypeFor[T]().Name()); s != "" {
+		t.Errorf("%s shares %s", name, s)
 	}
-	if d := cmp.Diff(v, cloneVM(v)); d != "" {
-		t.Errorf("cloneVM differs:\n%s", d)
-	}
-	var n api.Node
-	fill(reflect.ValueOf(&n).Elem())
-	if s := shared(reflect.ValueOf(n), reflect.ValueOf(cloneNode(n)), "Node"); s != "" {
-		t.Errorf("cloneNode shares %s", s)
-	}
-	if d := cmp.Diff(n, cloneNode(n)); d != "" {
-		t.Errorf("cloneNode differs:\n%s", d)
+	if d := cmp.Diff(v, c); d != "" {
+		t.Errorf("%s differs:\n%s", name, d)
 	}
 }
 
