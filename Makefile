@@ -58,7 +58,7 @@ lint: build/.deps ## go vet, staticcheck and errcheck on every package (pinned i
 
 test: deps build initramfs images lint ## run every test (VM tests need root and QEMU; LOOM_REQUIRE_VM=1 makes them mandatory; LOOM_ACCEL=auto|kvm|tcg)
 	$(GO) run ./scripts/lab/cmd/lab accel
-	$(GO) test -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m ./... # never from the cache: VM tests run binaries it does not track
 
 bench: deps build initramfs images ## run the benchmarks against their peer tools (LOOM_ACCEL=auto|kvm|tcg)
 	$(GO) run ./scripts/lab/cmd/lab accel
