@@ -356,8 +356,8 @@ func plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 		v.Desired = api.VMDeleted
 		set(v)
 	}
-	// instances are a role's instances that are not being deleted.
-	instances := func(svc, role string) []api.VM {
+	// mineOf are a role's instances that are not being deleted.
+	mineOf := func(svc, role string) []api.VM {
 		var out []api.VM
 		for _, i := range byRole[[2]string{svc, role}] {
 			if live[i].Desired != api.VMDeleted {
@@ -382,7 +382,7 @@ func plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 	for _, svc := range svcs {
 		for _, r := range svc.Roles {
 			wanted[[2]string{svc.Name, r.Name}] = true
-			mine := instances(svc.Name, r.Name)
+			mine := mineOf(svc.Name, r.Name)
 			avoid := map[string]bool{} // hosts where an instance kept crashing
 			for _, v := range mine {
 				switch {
@@ -395,7 +395,7 @@ func plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 					remove(v)
 				}
 			}
-			mine = instances(svc.Name, r.Name)
+			mine = mineOf(svc.Name, r.Name)
 			// Pending for want of room: place where there is room now.
 			for _, v := range mine {
 				if v.Node != "" || placing(1) == 0 {
@@ -406,9 +406,8 @@ func plan(svcs []api.Service, nodes []api.Node, vs []api.VM, lost, sick map[stri
 					v.Node, v.Reason = p.Node, p.Reason
 					set(v)
 				}
-				mine = instances(svc.Name, r.Name)
+				mine = mineOf(svc.Name, r.Name)
 			}
-			mine = instances(svc.Name, r.Name)
 			switch {
 			case len(mine) < r.Instances:
 				for _, p := range room.schedule(svc, r, placing(r.Instances-len(mine)), mine, avoid) {

@@ -28,7 +28,7 @@ type cached[T any] struct {
 	prefix string
 	kind   string
 	decode func([]byte) (T, error)
-	clone  func(T) T // a reader's own copy (deepCopy if nil)
+	clone  func(T) T // a reader's own copy (nil: a plain assignment, for values with no map, slice or pointer)
 	// index, if set, files each object under a secondary key (a VM under
 	// its node) for byIndex.
 	index func(*T) string
@@ -57,7 +57,7 @@ type follower interface {
 
 func newCached[T any](s *Store, prefix, kind string, decode func([]byte) (T, error), clone func(T) T, index func(*T) string) *cached[T] {
 	if clone == nil {
-		clone = deepCopy[T]
+		clone = func(v T) T { return v }
 	}
 	c := &cached[T]{s: s, prefix: prefix, kind: kind, decode: decode, clone: clone, index: index,
 		items: map[string]*entry[T]{}, by: map[string]map[string]struct{}{}, waiters: map[string][]chan struct{}{}}
@@ -158,7 +158,7 @@ func (s *Store) advance(rev int64) {
 // sync returns once the copies reflect every write that completed before
 // it was called.
 func (s *Store) sync(ctx context.Context) error {
-	want, err := s.revision(ctx)
+	want, err := s.Revision(ctx)
 	if err != nil {
 		return err
 	}
@@ -321,9 +321,7 @@ func (c *cached[T]) getRev(ctx context.Context, name string) (T, int64, error) {
 	if err := c.s.ready(ctx); err != nil {
 		return zero, 0, err
 	}
-	c.mu.Lock()
-	e, ok := c.items[name]
-	c.mu.Unlock()
+	e, ok := c.lookup(name)
 	if !ok && IsRelaxed(ctx) {
 		return c.getRev(Strict(ctx), name)
 	}
@@ -336,12 +334,17 @@ func (c *cached[T]) getRev(ctx context.Context, name string) (T, int64, error) {
 	return c.clone(e.v), e.rev, nil
 }
 
+func (c *cached[T]) lookup(name string) (*entry[T], bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.items[name]
+	return e, ok
+}
+
 // peek is getRev without waiting for the store's revision (the caller
 // has synced); ok is false if the object is absent or undecodable.
 func (c *cached[T]) peek(name string) (T, int64, bool) {
-	c.mu.Lock()
-	e, ok := c.items[name]
-	c.mu.Unlock()
+	e, ok := c.lookup(name)
 	if !ok || e.err != nil {
 		var zero T
 		return zero, 0, false
@@ -363,27 +366,19 @@ func (c *cached[T]) listRev(ctx context.Context, keep func(*T) bool) ([]T, []int
 	// Under the lock only what a copy costs least: the entries (never
 	// changed in place) kept; sorting and copying happen after.
 	c.mu.Lock()
-	type named struct {
-		name string
-		e    *entry[T]
-	}
-	ns := make([]named, 0, len(c.items))
+	ns := make([]named[T], 0, len(c.items))
 	for name, e := range c.items {
 		if e.err != nil {
 			c.mu.Unlock()
 			return nil, nil, e.err
 		}
 		if keep == nil || keep(&e.v) {
-			ns = append(ns, named{name, e})
+			ns = append(ns, named[T]{name, e})
 		}
 	}
 	c.mu.Unlock()
-	slices.SortFunc(ns, func(a, b named) int { return strings.Compare(a.name, b.name) })
-	es := make([]*entry[T], len(ns))
-	for i := range ns {
-		es[i] = ns[i].e
-	}
-	return c.copies(es)
+	out, revs := c.copies(ns)
+	return out, revs, nil
 }
 
 func (c *cached[T]) list(ctx context.Context, keep func(*T) bool) ([]T, error) {
@@ -397,29 +392,31 @@ func (c *cached[T]) byIndex(ctx context.Context, key string) ([]T, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	names := make([]string, 0, len(c.by[key]))
+	ns := make([]named[T], 0, len(c.by[key]))
 	for name := range c.by[key] {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	es := make([]*entry[T], 0, len(names))
-	for _, name := range names {
-		es = append(es, c.items[name])
+		ns = append(ns, named[T]{name, c.items[name]})
 	}
 	c.mu.Unlock()
-	out, _, err := c.copies(es)
-	return out, err
+	out, _ := c.copies(ns)
+	return out, nil
 }
 
-// copies are what a reader gets: its own, outside the lock (entries are
-// never changed in place).
-func (c *cached[T]) copies(es []*entry[T]) ([]T, []int64, error) {
-	out := make([]T, len(es))
-	revs := make([]int64, len(es))
-	for i := range es {
-		out[i], revs[i] = c.clone(es[i].v), es[i].rev
+// named is an entry with its name, for a list.
+type named[T any] struct {
+	name string
+	e    *entry[T]
+}
+
+// copies are what a reader gets, in key order: its own, made outside the
+// lock (entries are never changed in place).
+func (c *cached[T]) copies(ns []named[T]) ([]T, []int64) {
+	slices.SortFunc(ns, func(a, b named[T]) int { return strings.Compare(a.name, b.name) })
+	out := make([]T, len(ns))
+	revs := make([]int64, len(ns))
+	for i, n := range ns {
+		out[i], revs[i] = c.clone(n.e.v), n.e.rev
 	}
-	return out, revs, nil
+	return out, revs
 }
 
 // wait blocks until object name changes (or goes) after revision rev, or
@@ -470,13 +467,10 @@ func (c *cached[T]) drop(name string, w chan struct{}) {
 }
 
 // Revision is the store's current revision (it moves with every write),
-// read linearizably.
-func (s *Store) Revision(ctx context.Context) (int64, error) { return s.revision(ctx) }
-
-// revision is the store's current revision, read linearizably. Callers
+// read linearizably. Callers
 // arriving while a read is under way share the next one (not that one:
 // it may have begun before their writes completed).
-func (s *Store) revision(ctx context.Context) (int64, error) {
+func (s *Store) Revision(ctx context.Context) (int64, error) {
 	s.rmu.Lock()
 	if s.rnext == nil {
 		s.rnext = &revRead{done: make(chan struct{})}

@@ -147,36 +147,6 @@ func TestCachedAfterClose(t *testing.T) {
 	}
 }
 
-func TestDeepCopy(t *testing.T) {
-	type inner struct {
-		M map[string][]int
-		P *int
-	}
-	type outer struct {
-		S  []inner
-		A  [2]*inner
-		I  any
-		T  time.Time
-		N  *outer
-		Fl float64
-	}
-	one := 1
-	src := outer{S: []inner{{M: map[string][]int{"x": {1, 2}}, P: &one}}, A: [2]*inner{{P: &one}}, I: []string{"i"},
-		T: time.Date(2026, 11, 24, 1, 2, 3, 4, time.UTC), N: &outer{Fl: 2}, Fl: 1}
-	dst := deepCopy(src)
-	if d := cmp.Diff(src, dst); d != "" {
-		t.Fatalf("copy differs:\n%s", d)
-	}
-	dst.S[0].M["x"][0] = 9
-	*dst.S[0].P = 9
-	dst.A[0].P = nil
-	dst.I.([]string)[0] = "changed"
-	dst.N.Fl = 9
-	if src.S[0].M["x"][0] != 1 || one != 1 || src.A[0].P == nil || src.I.([]string)[0] != "i" || src.N.Fl != 2 {
-		t.Errorf("changing the copy changed the source: %+v", src)
-	}
-}
-
 // The hand-written clones of VM and node leave no map, slice or pointer
 // shared, for every field there is (filled in by reflection, so a field
 // added later without its clone fails here).

@@ -44,26 +44,19 @@ func (c collection[T]) get(ctx context.Context, name string) (T, error) {
 	return v, err
 }
 
-// all lists every object of the kind, in key order, with their revisions.
-func (c collection[T]) allRev(ctx context.Context) ([]T, []int64, error) {
+// all lists every object of the kind, in key order.
+func (c collection[T]) all(ctx context.Context) ([]T, error) {
 	r, err := c.s.cli.Get(ctx, c.prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing %ss: %w", c.kind, err)
+		return nil, fmt.Errorf("listing %ss: %w", c.kind, err)
 	}
 	out := make([]T, len(r.Kvs))
-	revs := make([]int64, len(r.Kvs))
 	for i, kv := range r.Kvs {
 		if err := json.Unmarshal(kv.Value, &out[i]); err != nil {
-			return nil, nil, fmt.Errorf("decoding %s %s: %w", c.kind, kv.Key[len(c.prefix):], err)
+			return nil, fmt.Errorf("decoding %s %s: %w", c.kind, kv.Key[len(c.prefix):], err)
 		}
-		revs[i] = kv.ModRevision
 	}
-	return out, revs, nil
-}
-
-func (c collection[T]) all(ctx context.Context) ([]T, error) {
-	out, _, err := c.allRev(ctx)
-	return out, err
+	return out, nil
 }
 
 // put creates or replaces an object.
