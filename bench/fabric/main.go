@@ -52,6 +52,9 @@ func main() {
 	steady := flag.Int("steady", 2, "heartbeat intervals of steady state measured between placing and losing hosts")
 	loomdBin := flag.String("loomd", "build/bin/loomd", "loomd binary")
 	flag.Parse()
+	if *steady < 1 || *hosts < 1 || *services < 1 || *instances < 1 {
+		log.Fatal("bench fabric: -hosts, -services, -instances and -steady must be at least 1")
+	}
 	if err := run(*loomdBin, *hosts, *services, *instances, *beat, *lostShare, *grace, *lostAfter, *timeout, *steady); err != nil {
 		log.Fatal("bench fabric: ", err)
 	}
