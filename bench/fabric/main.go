@@ -51,16 +51,17 @@ func main() {
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up on a phase after this")
 	steady := flag.Int("steady", 2, "heartbeat intervals of steady state measured between placing and losing hosts")
 	loomdBin := flag.String("loomd", "build/bin/loomd", "loomd binary")
+	debugAddr := flag.String("debug-addr", "", "loomd --debug-addr (its profiler, to see where the time goes)")
 	flag.Parse()
 	if *steady < 1 || *hosts < 1 || *services < 1 || *instances < 1 {
 		log.Fatal("bench fabric: -hosts, -services, -instances and -steady must be at least 1")
 	}
-	if err := run(*loomdBin, *hosts, *services, *instances, *beat, *lostShare, *grace, *lostAfter, *timeout, *steady); err != nil {
+	if err := run(*loomdBin, *hosts, *services, *instances, *beat, *lostShare, *grace, *lostAfter, *timeout, *steady, *debugAddr); err != nil {
 		log.Fatal("bench fabric: ", err)
 	}
 }
 
-func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare float64, grace, lostAfter, timeout time.Duration, steadyBeats int) (err error) {
+func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare float64, grace, lostAfter, timeout time.Duration, steadyBeats int, debugAddr string) (err error) {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "bench-fabric-")
 	if err != nil {
@@ -80,7 +81,11 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	if err := raiseFileLimit(uint64(nHosts + beatConns + 2048)); err != nil {
 		return err
 	}
-	ld, err := apirig.Start(ctx, bin, dir, "--heartbeat", beat.String(), "--grace", grace.String(), "--lost-after", lostAfter.String())
+	args := []string{"--heartbeat", beat.String(), "--grace", grace.String(), "--lost-after", lostAfter.String()}
+	if debugAddr != "" {
+		args = append(args, "--debug-addr", debugAddr)
+	}
+	ld, err := apirig.Start(ctx, bin, dir, args...)
 	if err != nil {
 		return fmt.Errorf("%w (run 'make build')", err)
 	}

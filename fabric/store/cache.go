@@ -162,7 +162,7 @@ func (s *Store) sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
+	start, still, last := time.Now(), time.Now(), int64(-1)
 	for {
 		s.fmu.Lock()
 		rev, moved, stopped := s.rev, s.moved, s.stopped
@@ -173,19 +173,24 @@ func (s *Store) sync(ctx context.Context) error {
 		if rev >= want {
 			return nil
 		}
+		if rev != last {
+			still, last = time.Now(), rev
+		}
 		// Only a write outside the store's prefix (an etcd shared with
 		// others) leaves the watch without an event to show for it: etcd
 		// vouches for its revision on request, and a watch that still
-		// does not get there is started again.
+		// does not get there is started again — one that stood still for
+		// 2 s, not one busy catching up with a burst of writes (listing
+		// everything again would only put it further behind).
 		if time.Since(start) > 20*time.Millisecond {
 			s.askProgress()
 		}
-		if time.Since(start) > 2*time.Second {
+		if time.Since(still) > 2*time.Second {
 			select {
 			case s.relist <- struct{}{}:
 			default:
 			}
-			start = time.Now()
+			still = time.Now()
 		}
 		t := time.NewTimer(5 * time.Millisecond)
 		select {
@@ -350,6 +355,18 @@ func (c *cached[T]) peek(name string) (T, int64, bool) {
 		return zero, 0, false
 	}
 	return c.clone(e.v), e.rev, true
+}
+
+// hasAll says whether every one of names is in the copy as it is.
+func (c *cached[T]) hasAll(names []string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range names {
+		if _, ok := c.items[n]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *cached[T]) get(ctx context.Context, name string) (T, error) {

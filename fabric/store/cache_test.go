@@ -153,6 +153,7 @@ func TestCachedAfterClose(t *testing.T) {
 func TestHandClones(t *testing.T) {
 	checkClone(t, "cloneVM", cloneVM)
 	checkClone(t, "cloneNode", cloneNode)
+	checkClone(t, "cloneManifest", cloneManifest)
 }
 
 func checkClone[T any](t *testing.T, name string, clone func(T) T) {

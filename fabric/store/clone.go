@@ -30,6 +30,12 @@ func cloneNode(n api.Node) api.Node {
 	return n
 }
 
+// cloneManifest is cloneVM for an image's manifest.
+func cloneManifest(m api.Manifest) api.Manifest {
+	m.Ranges = slices.Clone(m.Ranges)
+	return m
+}
+
 func clonePtr[T any](p *T) *T {
 	if p == nil {
 		return nil

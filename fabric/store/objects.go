@@ -222,11 +222,11 @@ func (s *Store) CreateImage(ctx context.Context, m api.Manifest) error {
 
 // Image reads one manifest.
 func (s *Store) Image(ctx context.Context, name string) (api.Manifest, error) {
-	return s.images().get(ctx, name)
+	return s.imgC.get(ctx, name)
 }
 
 // Images lists every manifest.
-func (s *Store) Images(ctx context.Context) ([]api.Manifest, error) { return s.images().all(ctx) }
+func (s *Store) Images(ctx context.Context) ([]api.Manifest, error) { return s.imgC.list(ctx, nil) }
 
 // DeleteImage removes a manifest.
 func (s *Store) DeleteImage(ctx context.Context, name string) error {

@@ -72,6 +72,7 @@ type Store struct {
 	nodeC     *cached[api.Node]
 	vmC       *cached[api.VM]
 	credC     *cached[string]
+	imgC      *cached[api.Manifest]
 	followers []follower
 	wctx      context.Context // the copies' watch
 	stop      context.CancelFunc
@@ -93,6 +94,7 @@ type Store struct {
 func (s *Store) start(log *slog.Logger) *Store {
 	s.nodeC = newCached(s, prefix+"nodes/", "node", decodeJSON[api.Node], cloneNode, nil)
 	s.vmC = newCached(s, prefix+"vms/", "VM", decodeJSON[api.VM], cloneVM, func(v *api.VM) string { return v.Node })
+	s.imgC = newCached(s, prefix+"images/", "image", decodeJSON[api.Manifest], cloneManifest, nil)
 	s.credC = newCached(s, prefix+"creds/", "credential of node", func(b []byte) (string, error) { return string(b), nil }, nil, nil)
 	s.run(log)
 	return s

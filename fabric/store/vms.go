@@ -37,26 +37,34 @@ type VMChange struct {
 
 // ChangeVMs applies fn to a consistent view of every node and VM, and
 // writes its change together with a bump of VMGen on each node whose VMs
-// changed (so that node's goal incarnation moves). The whole is one
+// changed (so that node's goal incarnation moves). A change is one
 // transaction guarded by the revisions read: a concurrent change to any
 // node or VM involved makes it start over, so two placements can never
 // both take the last free room of a host.
+//
+// A change too big for one transaction (MaxTxnOps) is written in several,
+// in fn's order, each guarded the same way (a node bumped by an earlier
+// one is compared at the revision that one gave it). If a later one meets
+// a conflict, ChangeVMs returns the part that landed — a prefix of fn's
+// change, as sound as a smaller change would have been — and the caller
+// plans the rest again from a fresh view.
 func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []api.VM) (VMChange, error)) (VMChange, error) {
 	for attempt := 0; ; attempt++ {
 		nodes, nrevs, err := s.nodeC.listRev(ctx, nil)
 		if err != nil {
 			return VMChange{}, err
 		}
-		nodeRev := map[string]int64{}
+		nodeAt := make(map[string]int, len(nodes))
+		nodeRev := make(map[string]int64, len(nodes))
 		for i, n := range nodes {
-			nodeRev[n.ID] = nrevs[i]
+			nodeAt[n.ID], nodeRev[n.ID] = i, nrevs[i]
 		}
 		vms, revs, err := s.vmC.listRev(ctx, nil)
 		if err != nil {
 			return VMChange{}, err
 		}
-		vmRev := map[string]int64{}
-		vmNode := map[string]string{}
+		vmRev := make(map[string]int64, len(vms))
+		vmNode := make(map[string]string, len(vms))
 		for i, v := range vms {
 			vmRev[v.ID], vmNode[v.ID] = revs[i], v.Node
 		}
@@ -64,49 +72,116 @@ func (s *Store) ChangeVMs(ctx context.Context, fn func(nodes []api.Node, vms []a
 		if err != nil {
 			return VMChange{}, err
 		}
-		touched := map[string]bool{}
-		var cmps []clientv3.Cmp
-		var ops []clientv3.Op
-		for _, v := range ch.Put {
-			b, err := json.Marshal(v)
-			if err != nil {
-				return VMChange{}, err
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.vms().key(v.ID)), "=", vmRev[v.ID]))
-			ops = append(ops, clientv3.OpPut(s.vms().key(v.ID), string(b)))
-			touched[v.Node] = true
-		}
-		for _, id := range ch.Delete {
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.vms().key(id)), "=", vmRev[id]))
-			ops = append(ops, clientv3.OpDelete(s.vms().key(id)))
-			touched[vmNode[id]] = true
-		}
-		for _, n := range nodes {
-			if !touched[n.ID] {
-				continue
-			}
-			n.VMGen++
-			b, err := json.Marshal(n)
-			if err != nil {
-				return VMChange{}, err
-			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.nodes().key(n.ID)), "=", nodeRev[n.ID]))
-			ops = append(ops, clientv3.OpPut(s.nodes().key(n.ID), string(b)))
-		}
-		if len(ops) == 0 {
-			return ch, nil
-		}
-		r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		c := vmChanger{s: s, nodes: nodes, nodeAt: nodeAt, nodeRev: nodeRev, vmRev: vmRev, vmNode: vmNode}
+		done, err := c.write(ctx, ch)
 		if err != nil {
-			return VMChange{}, fmt.Errorf("changing VMs: %w", err)
+			return VMChange{}, err
 		}
-		if r.Succeeded {
-			return ch, nil
+		if done.Put != nil || done.Delete != nil || len(ch.Put)+len(ch.Delete) == 0 {
+			return done, nil
 		}
 		if attempt > 100 {
 			return VMChange{}, fmt.Errorf("changing VMs: too much contention")
 		}
 	}
+}
+
+// vmChanger writes one ChangeVMs change, a transaction at a time.
+type vmChanger struct {
+	s       *Store
+	nodes   []api.Node
+	nodeAt  map[string]int   // a node's place in nodes
+	nodeRev map[string]int64 // as read, then as the last transaction left it
+	vmRev   map[string]int64
+	vmNode  map[string]string
+}
+
+// write writes ch in transactions of at most MaxTxnOps operations and
+// returns what landed: all of ch, a prefix of it, or nothing (a zero
+// VMChange) when the first transaction met a conflict.
+func (c *vmChanger) write(ctx context.Context, ch VMChange) (VMChange, error) {
+	var done VMChange
+	puts, dels := ch.Put, ch.Delete
+	for len(puts)+len(dels) > 0 {
+		// Take writes in order while they and their nodes' bumps fit.
+		touched := map[string]bool{}
+		np, nd := 0, 0
+		fits := func(node string) bool {
+			ops := np + nd + len(touched) + 1
+			if node != "" && !touched[node] {
+				ops++
+			}
+			return ops <= MaxTxnOps
+		}
+		for np < len(puts) && fits(puts[np].Node) {
+			touched[puts[np].Node] = true
+			np++
+		}
+		for np == len(puts) && nd < len(dels) && fits(c.vmNode[dels[nd]]) {
+			touched[c.vmNode[dels[nd]]] = true
+			nd++
+		}
+		delete(touched, "")
+		ok, err := c.txn(ctx, puts[:np], dels[:nd], touched)
+		if err != nil || !ok {
+			return done, err
+		}
+		done.Put = append(done.Put, puts[:np]...)
+		done.Delete = append(done.Delete, dels[:nd]...)
+		puts, dels = puts[np:], dels[nd:]
+	}
+	return done, nil
+}
+
+// txn writes puts and dels and bumps the touched nodes' VMGen, guarded by
+// the revisions c holds; ok false: a conflict, nothing written.
+func (c *vmChanger) txn(ctx context.Context, puts []api.VM, dels []string, touched map[string]bool) (ok bool, err error) {
+	vmKey, nodeKey := c.s.vms().key, c.s.nodes().key
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, v := range puts {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return false, err
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(vmKey(v.ID)), "=", c.vmRev[v.ID]))
+		ops = append(ops, clientv3.OpPut(vmKey(v.ID), string(b)))
+	}
+	for _, id := range dels {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(vmKey(id)), "=", c.vmRev[id]))
+		ops = append(ops, clientv3.OpDelete(vmKey(id)))
+	}
+	bumped := make([]int, 0, len(touched))
+	for id := range touched {
+		i, known := c.nodeAt[id]
+		if !known {
+			continue // no such node: the VMs' own guards decide
+		}
+		n := c.nodes[i]
+		n.VMGen++
+		b, err := json.Marshal(n)
+		if err != nil {
+			return false, err
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(nodeKey(id)), "=", c.nodeRev[id]))
+		ops = append(ops, clientv3.OpPut(nodeKey(id), string(b)))
+		bumped = append(bumped, i)
+	}
+	if len(ops) == 0 {
+		return true, nil
+	}
+	r, err := c.s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("changing VMs: %w", err)
+	}
+	if !r.Succeeded {
+		return false, nil
+	}
+	for _, i := range bumped {
+		c.nodes[i].VMGen++
+		c.nodeRev[c.nodes[i].ID] = r.Header.Revision
+	}
+	return true, nil
 }
 
 // UpdateVMStatuses applies fn to the stored record of each VM in ids (a
@@ -126,8 +201,13 @@ func (s *Store) UpdateVMStatuses(ctx context.Context, ids []string, fn func(*api
 
 func (s *Store) updateVMStatuses(ctx context.Context, ids []string, fn func(*api.VM) bool) error {
 	for attempt := 0; ; attempt++ {
-		if err := s.sync(ctx); err != nil {
-			return err
+		// The guards make a stale copy cost a retry, not a lost update:
+		// the first attempt reads the copy as it is, unless a VM is not
+		// in it yet (it would be skipped as gone).
+		if attempt > 0 || !s.vmC.hasAll(ids) {
+			if err := s.sync(ctx); err != nil {
+				return err
+			}
 		}
 		var cmps []clientv3.Cmp
 		var ops []clientv3.Op

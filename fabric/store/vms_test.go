@@ -75,3 +75,69 @@ func TestChangeVMsNeverOvercommits(t *testing.T) {
 		t.Errorf("%d VMs after a delete, want 3", len(left))
 	}
 }
+
+// A change bigger than one transaction lands whole, in several, each
+// bumping the goal of the nodes it touched; one whose later transaction
+// meets a conflict returns the prefix that landed, and only that is
+// stored.
+func TestChangeVMsBeyondOneTransaction(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	const nodes = 700
+	for i := range nodes {
+		if err := s.CreateNode(ctx, api.Node{ID: fmt.Sprintf("h%03d", i), Phase: api.PhaseReady}, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1,400 VMs, two per node: 2,800 operations with the bumps.
+	var ch VMChange
+	for i := range 2 * nodes {
+		ch.Put = append(ch.Put, api.VM{ID: fmt.Sprintf("vm-%04d", i), Node: fmt.Sprintf("h%03d", i%nodes)})
+	}
+	got, err := s.ChangeVMs(ctx, func([]api.Node, []api.VM) (VMChange, error) { return ch, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Put) != len(ch.Put) {
+		t.Fatalf("ChangeVMs wrote %d of %d", len(got.Put), len(ch.Put))
+	}
+	vms, _ := s.VMs(ctx)
+	if len(vms) != 2*nodes {
+		t.Fatalf("%d VMs stored, want %d", len(vms), 2*nodes)
+	}
+	all, _ := s.Nodes(ctx)
+	for _, n := range all {
+		if n.VMGen < 1 || n.VMGen > 2 {
+			t.Fatalf("node %s VMGen %d, want 1 or 2 (once per transaction that touched it)", n.ID, n.VMGen)
+		}
+	}
+
+	// The second transaction's guard fails: the first one's part stands.
+	nodeList, nrevs, _ := s.nodeC.listRev(ctx, nil)
+	c := vmChanger{s: s, nodes: nodeList, nodeAt: map[string]int{}, nodeRev: map[string]int64{}, vmRev: map[string]int64{}, vmNode: map[string]string{}}
+	for i, n := range nodeList {
+		c.nodeAt[n.ID], c.nodeRev[n.ID] = i, nrevs[i]
+	}
+	var more VMChange
+	for i := range 1200 {
+		more.Put = append(more.Put, api.VM{ID: fmt.Sprintf("new-%04d", i), Node: fmt.Sprintf("h%03d", i%nodes)})
+	}
+	c.vmRev["new-1100"] = 42 // as if read at a revision it no longer has
+	done, err := c.write(ctx, more)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(done.Put) == 0 || len(done.Put) >= 1100 {
+		t.Fatalf("wrote %d of 1,200 with a conflict at the 1,101st: want the first transaction's part", len(done.Put))
+	}
+	for i, v := range done.Put {
+		if v.ID != more.Put[i].ID {
+			t.Fatalf("wrote %s at %d: not a prefix", v.ID, i)
+		}
+	}
+	vms, _ = s.VMs(ctx)
+	if len(vms) != 2*nodes+len(done.Put) {
+		t.Errorf("%d VMs stored, want %d", len(vms), 2*nodes+len(done.Put))
+	}
+}

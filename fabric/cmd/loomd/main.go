@@ -8,11 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // --debug-addr
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/loomfabric/loom/fabric/dhcp"
 	"github.com/loomfabric/loom/fabric/loomd"
@@ -60,6 +63,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var reserve reservations
 	fs.Var(&reserve, "reserve", "static DHCP reservation MAC=IP (repeatable)")
 	verbose := fs.Bool("v", false, "debug logging")
+	debugAddr := fs.String("debug-addr", "", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (none by default; it has no authentication)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -103,6 +107,16 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *debugAddr != "" {
+		ln, err := net.Listen("tcp", *debugAddr)
+		if err != nil {
+			return fmt.Errorf("--debug-addr: %w", err)
+		}
+		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second} // pprof's handlers
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+		log.Info("profiler", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	}
 	return c.Start(ctx, log)
 }
 
