@@ -187,9 +187,11 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
 	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter, MaxRestarts: c.MaxRestarts}, log)
+	pacer := &service.Pacer{}
+	ctl.Pace(pacer)
 	eps := service.NewEndpoints(st, c.endpointIP(), log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
-		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st)}
+		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st), Heartbeat: pacer.Observe}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

@@ -62,6 +62,9 @@ type Config struct {
 	Leases interface {
 		Leases(ctx context.Context) ([]api.Lease, error)
 	}
+	// Heartbeat, if set, is told how long each heartbeat took to handle
+	// (the controller's pacer listens: service.Pacer).
+	Heartbeat func(time.Duration)
 }
 
 // New returns the API handler.
@@ -215,6 +218,7 @@ func (a *apiServer) nodeAuth(w http.ResponseWriter, r *http.Request) (string, bo
 }
 
 func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	// Heartbeats read the store's copies as they are (store.Relaxed).
 	r = r.WithContext(store.Relaxed(r.Context()))
 	id, ok := a.nodeAuth(w, r)
@@ -239,6 +243,9 @@ func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.StatusResponse{HeartbeatInterval: api.Duration(a.cfg.Registry.HeartbeatInterval())})
+	if a.cfg.Heartbeat != nil {
+		a.cfg.Heartbeat(time.Since(start))
+	}
 }
 
 func (a *apiServer) listNodes(w http.ResponseWriter, r *http.Request) {

@@ -44,6 +44,10 @@ type Controller struct {
 	// found nothing to do and nothing that time alone could change (0 if
 	// none): until something is written, a pass would find the same.
 	settled int64
+	// backlog: the last pass left work for the next (a plan bigger than
+	// a pass); pace says how long to wait first.
+	backlog bool
+	pace    *Pacer
 }
 
 // WalkInterval is how often the controller looks while an upgrade walks.
@@ -106,6 +110,33 @@ func NewController(st Store, p Policy, log *slog.Logger) *Controller {
 	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1), policy: p}
 }
 
+// Pace makes the controller wait, between passes of a backlog, as long
+// as p says (see Pacer); p is fed the hosts' heartbeat times.
+func (c *Controller) Pace(p *Pacer) { c.pace = p }
+
+// pacedChunk is how many instances a transaction of a pass writes: each
+// wakes its host, which fetches its goal at once, so a transaction is a
+// burst of work for loomd that heartbeats queue behind; the pacer waits
+// between transactions.
+const pacedChunk = 128
+
+// pause waits, between two transactions of a big change, as long as the
+// pacer says.
+func (c *Controller) pause(ctx context.Context) error {
+	d := c.pace.Next()
+	if d == 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // Kick asks for a pass soon (after a deploy, scale or delete).
 func (c *Controller) Kick() {
 	select {
@@ -124,6 +155,9 @@ func (c *Controller) Run(ctx context.Context, interval time.Duration) error {
 		wait := interval
 		if c.walking {
 			wait = min(interval, WalkInterval) // an upgrade waits on hosts' reports
+		}
+		if c.backlog && c.pause(ctx) != nil {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -144,7 +178,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		return nil
 	}
 	c.settled = 0
-	c.walking = false
+	c.walking, c.backlog = false, false
 	svcs, err := c.st.Services(ctx)
 	if err != nil {
 		return err
@@ -188,6 +222,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		ch, more = limit(ch, steps, maxChanges)
 		more = more || left
 		planned = len(ch.Put) + len(ch.Delete)
+		ch.Between, ch.Chunk = c.pause, pacedChunk
 		return ch, nil
 	})
 	if err != nil {
@@ -208,7 +243,8 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		c.log.Info("services: reconciled", "written", len(ch.Put), "forgotten", len(ch.Delete), "more", more)
 	}
 	if more {
-		c.Kick() // the rest of the plan, next
+		c.backlog = true
+		c.Kick() // the rest of the plan, next (once the pacer allows)
 	}
 	if len(ch.Put) == 0 && len(ch.Delete) == 0 && len(walked) == 0 && !more && !waiting && !held && !c.walking {
 		c.settled = rev

@@ -42,15 +42,20 @@ func Schedule(svc api.Service, r api.ServiceRole, n int, nodes []api.Node, vms [
 }
 
 // placer is what scheduling needs of the fleet, built once for a whole
-// plan (a fleet has 10,000s of nodes and 100,000s of VMs; a plan places
-// 1,000s of instances): the nodes in ID order, their fault domains by
-// number, and the room left on each after the VMs counted (take keeps it
-// current as the plan changes VMs).
+// plan: the nodes in ID order, their fault domains and the room each has
+// left as the plan takes it. So that a placement need not look at every
+// node, each fault domain keeps its Ready nodes in the order placement
+// prefers among equals (most free memory, then lowest ID).
 type placer struct {
 	nodes []api.Node
 	at    map[string]int // node ID → index
 	dom   []int          // node index → fault domain number
 	free  []api.Capacity
+	// byDom[d]: domain d's Ready nodes, most free memory first (then
+	// lowest index); slot[i]: node i's place there.
+	byDom   [][]int
+	slot    []int
+	ordered bool // byDom is built
 	// Scratch for one role at a time: its instances on each node and in
 	// each fault domain (zero between calls).
 	perNode, perDom []int
@@ -59,7 +64,7 @@ type placer struct {
 func newPlacer(nodes []api.Node, vms []api.VM) *placer {
 	sorted := slices.SortedFunc(slices.Values(nodes), func(a, b api.Node) int { return strings.Compare(a.ID, b.ID) })
 	p := &placer{nodes: sorted, at: make(map[string]int, len(sorted)), dom: make([]int, len(sorted)),
-		free: make([]api.Capacity, len(sorted)), perNode: make([]int, len(sorted))}
+		free: make([]api.Capacity, len(sorted)), slot: make([]int, len(sorted)), perNode: make([]int, len(sorted))}
 	doms := map[string]int{}
 	for i, nd := range sorted {
 		p.at[nd.ID] = i
@@ -67,6 +72,7 @@ func newPlacer(nodes []api.Node, vms []api.VM) *placer {
 		if !ok {
 			d = len(doms)
 			doms[FaultDomain(nd)] = d
+			p.byDom = append(p.byDom, nil)
 		}
 		p.dom[i] = d
 		p.free[i] = api.Free(nd, nil)
@@ -75,7 +81,55 @@ func newPlacer(nodes []api.Node, vms []api.VM) *placer {
 	for _, v := range vms {
 		p.take(v, 1)
 	}
+	for i, nd := range sorted {
+		if nd.Phase == api.PhaseReady {
+			p.byDom[p.dom[i]] = append(p.byDom[p.dom[i]], i)
+		}
+	}
+	for _, list := range p.byDom {
+		slices.SortFunc(list, func(a, b int) int {
+			if p.ahead(a, b) {
+				return -1
+			}
+			return 1
+		})
+		for k, i := range list {
+			p.slot[i] = k
+		}
+	}
+	p.ordered = true
 	return p
+}
+
+// ahead says whether node a comes before node b in their domain's list.
+func (p *placer) ahead(a, b int) bool {
+	if p.free[a].MemoryMB != p.free[b].MemoryMB {
+		return p.free[a].MemoryMB > p.free[b].MemoryMB
+	}
+	return a < b
+}
+
+// use takes vcpus and memory of node i's room (negative: gives it back),
+// keeping its domain's list in order.
+func (p *placer) use(i, vcpus, memory int) {
+	p.free[i].VCPUs -= vcpus
+	p.free[i].MemoryMB -= memory
+	if !p.ordered || p.nodes[i].Phase != api.PhaseReady {
+		return // still counting the VMs that exist (newPlacer), or not a candidate
+	}
+	list := p.byDom[p.dom[i]]
+	k := p.slot[i]
+	for k > 0 && p.ahead(i, list[k-1]) {
+		list[k] = list[k-1]
+		p.slot[list[k]] = k
+		k--
+	}
+	for k < len(list)-1 && p.ahead(list[k+1], i) {
+		list[k] = list[k+1]
+		p.slot[list[k]] = k
+		k++
+	}
+	list[k], p.slot[i] = i, k
 }
 
 // take counts what v uses of its node (sign 1), or stops counting it
@@ -85,8 +139,7 @@ func (p *placer) take(v api.VM, sign int) {
 		return
 	}
 	if i, ok := p.at[v.Node]; ok {
-		p.free[i].VCPUs -= sign * v.VCPUs
-		p.free[i].MemoryMB -= sign * v.MemoryMB
+		p.use(i, sign*v.VCPUs, sign*v.MemoryMB)
 	}
 }
 
@@ -98,8 +151,7 @@ func (p *placer) schedule(svc api.Service, r api.ServiceRole, n int, mine []api.
 	var took []int
 	defer func() {
 		for _, i := range took {
-			p.free[i].VCPUs += r.VCPUs
-			p.free[i].MemoryMB += r.MemoryMB
+			p.use(i, -r.VCPUs, -r.MemoryMB)
 		}
 	}()
 	out := p.place(svc, r, n, mine, avoid, &took)
@@ -157,28 +209,49 @@ func (p *placer) place(svc api.Service, r api.ServiceRole, n int, mine []api.VM,
 			}
 		}
 		pl := Placement{UpdateDomain: ud}
-		best := -1
-		for i := range p.nodes {
-			f := p.free[i]
-			if p.nodes[i].Phase != api.PhaseReady || f.VCPUs < r.VCPUs || f.MemoryMB < r.MemoryMB || avoid[p.nodes[i].ID] {
-				continue
-			}
-			if best < 0 || better(p.perDom[p.dom[i]], p.perNode[i], f.MemoryMB, p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB) {
-				best = i
-			}
-		}
+		best := p.best(r, avoid)
 		if best < 0 {
 			pl.Reason = p.noRoom(r, avoid)
 		} else {
 			pl.Node = p.nodes[best].ID
-			p.free[best].VCPUs -= r.VCPUs
-			p.free[best].MemoryMB -= r.MemoryMB
+			p.use(best, r.VCPUs, r.MemoryMB)
 			*took = append(*took, best)
 		}
 		out = append(out, pl)
 		count(placed(svc, r, pl))
 	}
 	return out
+}
+
+// best is the node the next instance of r goes to (-1: none has room):
+// the fewest instances of the role in its fault domain, then on the node,
+// then the most free memory, then the lowest ID — the order better
+// gives, found a domain at a time: in a domain's list the first node
+// with room and none of the role's instances beats every later one.
+func (p *placer) best(r api.ServiceRole, avoid map[string]bool) int {
+	best := -1
+	for d, list := range p.byDom {
+		if best >= 0 && p.perDom[d] > p.perDom[p.dom[best]] {
+			continue // can't win: more of the role in this domain
+		}
+		for _, i := range list {
+			f := p.free[i]
+			if f.MemoryMB < r.MemoryMB {
+				break // nor has any later node in the list
+			}
+			if f.VCPUs < r.VCPUs || avoid[p.nodes[i].ID] {
+				continue
+			}
+			if best < 0 || better(p.perDom[d], p.perNode[i], f.MemoryMB, p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB) ||
+				(!better(p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB, p.perDom[d], p.perNode[i], f.MemoryMB) && i < best) {
+				best = i
+			}
+			if p.perNode[i] == 0 {
+				break
+			}
+		}
+	}
+	return best
 }
 
 // noRoom is a Pending instance's reason: what the Ready nodes (not in

@@ -2,6 +2,7 @@ package service
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -420,5 +421,90 @@ func TestPlanBudget(t *testing.T) {
 	}
 	if l, _, p := count(vms, "web"); l != 5 || p != 0 || racks["a"] != 3 || racks["b"] != 2 {
 		t.Fatalf("after the passes: live %d pending %d racks %v; want 5 placed, 3 in a and 2 in b", l, p, racks)
+	}
+}
+
+// The placer finds its node a fault domain at a time; this is the plain
+// definition it must agree with: every Ready node with room, the best by
+// better, ties to the lowest ID.
+func bestByScan(p *placer, r api.ServiceRole, avoid map[string]bool) int {
+	best := -1
+	for i := range p.nodes {
+		f := p.free[i]
+		if p.nodes[i].Phase != api.PhaseReady || f.VCPUs < r.VCPUs || f.MemoryMB < r.MemoryMB || avoid[p.nodes[i].ID] {
+			continue
+		}
+		if best < 0 || better(p.perDom[p.dom[i]], p.perNode[i], f.MemoryMB, p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB) {
+			best = i
+		}
+	}
+	return best
+}
+
+func TestPlacerAgreesWithScan(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		var nodes []api.Node
+		for i := range 1 + rnd.IntN(60) {
+			rack := ""
+			if rnd.IntN(4) > 0 {
+				rack = fmt.Sprint("r", rnd.IntN(6))
+			}
+			n := host(fmt.Sprintf("n%02d", i), rack, 1+rnd.IntN(8), 256*(1+rnd.IntN(16)))
+			if rnd.IntN(8) == 0 {
+				n.Phase = api.PhaseUnreachable
+			}
+			nodes = append(nodes, n)
+		}
+		var vms []api.VM
+		for i := range rnd.IntN(40) {
+			vms = append(vms, api.VM{ID: fmt.Sprint("v", i), Node: nodes[rnd.IntN(len(nodes))].ID, Service: "s", Role: fmt.Sprint("r", rnd.IntN(2)),
+				VCPUs: 1, MemoryMB: 256 * (1 + rnd.IntN(2)), Desired: api.VMRunning})
+		}
+		p := newPlacer(nodes, vms)
+		r := api.ServiceRole{Name: "r0", VCPUs: 1 + rnd.IntN(2), MemoryMB: 256 * (1 + rnd.IntN(3))}
+		avoid := map[string]bool{}
+		if rnd.IntN(3) == 0 {
+			avoid[nodes[rnd.IntN(len(nodes))].ID] = true
+		}
+		mine := instances(vms, "s", "r0")
+		var took []int
+		// Count the role as place does, then place one at a time,
+		// comparing each choice with the scan's.
+		for _, v := range mine {
+			if i, ok := p.at[v.Node]; ok {
+				p.perNode[i]++
+				p.perDom[p.dom[i]]++
+			}
+		}
+		for k := range 30 {
+			got, want := p.best(r, avoid), bestByScan(p, r, avoid)
+			if got != want {
+				t.Fatalf("round %d, placement %d: placer chose %d, the scan %d", round, k, got, want)
+			}
+			if got < 0 {
+				break
+			}
+			p.use(got, r.VCPUs, r.MemoryMB)
+			p.perNode[got]++
+			p.perDom[p.dom[got]]++
+			took = append(took, got)
+		}
+		// Giving the room back leaves every domain's list in order.
+		for _, i := range took {
+			p.use(i, -r.VCPUs, -r.MemoryMB)
+		}
+		for d, list := range p.byDom {
+			for k := 1; k < len(list); k++ {
+				if !p.ahead(list[k-1], list[k]) {
+					t.Fatalf("round %d: domain %d out of order at %d", round, d, k)
+				}
+			}
+			for k, i := range list {
+				if p.slot[i] != k {
+					t.Fatalf("round %d: node %d in slot %d, recorded %d", round, i, k, p.slot[i])
+				}
+			}
+		}
 	}
 }

@@ -154,6 +154,7 @@ func TestHandClones(t *testing.T) {
 	checkClone(t, "cloneVM", cloneVM)
 	checkClone(t, "cloneNode", cloneNode)
 	checkClone(t, "cloneManifest", cloneManifest)
+	checkClone(t, "cloneService", cloneService)
 }
 
 func checkClone[T any](t *testing.T, name string, clone func(T) T) {

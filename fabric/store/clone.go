@@ -36,6 +36,28 @@ func cloneManifest(m api.Manifest) api.Manifest {
 	return m
 }
 
+// cloneService is cloneVM for a service.
+func cloneService(s api.Service) api.Service {
+	s.Roles = cloneRoles(s.Roles)
+	if s.Walk != nil {
+		w := *s.Walk
+		w.From = cloneRoles(w.From)
+		w.Order, w.Done, w.History = slices.Clone(w.Order), slices.Clone(w.Done), slices.Clone(w.History)
+		s.Walk = &w
+	}
+	s.Endpoints = slices.Clone(s.Endpoints)
+	return s
+}
+
+func cloneRoles(rs []api.ServiceRole) []api.ServiceRole {
+	rs = slices.Clone(rs)
+	for i := range rs {
+		rs[i].Settings = maps.Clone(rs[i].Settings)
+		rs[i].Health, rs[i].Endpoint = clonePtr(rs[i].Health), clonePtr(rs[i].Endpoint)
+	}
+	return rs
+}
+
 func clonePtr[T any](p *T) *T {
 	if p == nil {
 		return nil

@@ -20,11 +20,11 @@ func (s *Store) CreateService(ctx context.Context, svc api.Service) error {
 
 // Service reads one service.
 func (s *Store) Service(ctx context.Context, name string) (api.Service, error) {
-	return s.services().get(ctx, name)
+	return s.svcC.get(ctx, name)
 }
 
 // Services lists every service.
-func (s *Store) Services(ctx context.Context) ([]api.Service, error) { return s.services().all(ctx) }
+func (s *Store) Services(ctx context.Context) ([]api.Service, error) { return s.svcC.list(ctx, nil) }
 
 // UpdateService changes a service with fn, compare-and-swap on its revision.
 func (s *Store) UpdateService(ctx context.Context, name string, fn func(*api.Service) error) (api.Service, error) {

@@ -73,6 +73,7 @@ type Store struct {
 	vmC       *cached[api.VM]
 	credC     *cached[string]
 	imgC      *cached[api.Manifest]
+	svcC      *cached[api.Service]
 	followers []follower
 	wctx      context.Context // the copies' watch
 	stop      context.CancelFunc
@@ -95,6 +96,7 @@ func (s *Store) start(log *slog.Logger) *Store {
 	s.nodeC = newCached(s, prefix+"nodes/", "node", decodeJSON[api.Node], cloneNode, nil)
 	s.vmC = newCached(s, prefix+"vms/", "VM", decodeJSON[api.VM], cloneVM, func(v *api.VM) string { return v.Node })
 	s.imgC = newCached(s, prefix+"images/", "image", decodeJSON[api.Manifest], cloneManifest, nil)
+	s.svcC = newCached(s, prefix+"services/", "service", decodeJSON[api.Service], cloneService, nil)
 	s.credC = newCached(s, prefix+"creds/", "credential of node", func(b []byte) (string, error) { return string(b), nil }, nil, nil)
 	s.run(log)
 	return s

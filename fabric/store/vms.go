@@ -33,6 +33,14 @@ func (s *Store) VM(ctx context.Context, id string) (api.VM, error) { return s.vm
 type VMChange struct {
 	Put    []api.VM
 	Delete []string
+	// Between, if set, is called between two transactions of a change too
+	// big for one (see ChangeVMs): a pause that lets the hosts take in
+	// what was written before more comes. An error stops the change
+	// there, like a conflict.
+	Between func(context.Context) error `json:"-"`
+	// Chunk, if set, is the most VMs one transaction carries (smaller
+	// bites, for Between to pace).
+	Chunk int `json:"-"`
 }
 
 // ChangeVMs applies fn to a consistent view of every node and VM, and
@@ -103,6 +111,11 @@ func (c *vmChanger) write(ctx context.Context, ch VMChange) (VMChange, error) {
 	var done VMChange
 	puts, dels := ch.Put, ch.Delete
 	for len(puts)+len(dels) > 0 {
+		if ch.Between != nil && (done.Put != nil || done.Delete != nil) {
+			if err := ch.Between(ctx); err != nil {
+				return done, nil
+			}
+		}
 		// Take writes in order while they and their nodes' bumps fit.
 		touched := map[string]bool{}
 		np, nd := 0, 0
@@ -113,11 +126,11 @@ func (c *vmChanger) write(ctx context.Context, ch VMChange) (VMChange, error) {
 			}
 			return ops <= MaxTxnOps
 		}
-		for np < len(puts) && fits(puts[np].Node) {
+		for np < len(puts) && fits(puts[np].Node) && (ch.Chunk <= 0 || np < ch.Chunk) {
 			touched[puts[np].Node] = true
 			np++
 		}
-		for np == len(puts) && nd < len(dels) && fits(c.vmNode[dels[nd]]) {
+		for np == len(puts) && nd < len(dels) && fits(c.vmNode[dels[nd]]) && (ch.Chunk <= 0 || np+nd < ch.Chunk) {
 			touched[c.vmNode[dels[nd]]] = true
 			nd++
 		}
