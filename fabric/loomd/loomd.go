@@ -191,7 +191,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	ctl.Pace(pacer)
 	eps := service.NewEndpoints(st, c.endpointIP(), log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
-		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st), Heartbeat: pacer.Observe}
+		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st), Heartbeat: pacer.Begin}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

@@ -62,9 +62,10 @@ type Config struct {
 	Leases interface {
 		Leases(ctx context.Context) ([]api.Lease, error)
 	}
-	// Heartbeat, if set, is told how long each heartbeat took to handle
-	// (the controller's pacer listens: service.Pacer).
-	Heartbeat func(time.Duration)
+	// Heartbeat, if set, is told when each heartbeat's handling begins
+	// and (the func it returns) ends: the controller's pacer listens
+	// (service.Pacer).
+	Heartbeat func() (end func())
 }
 
 // New returns the API handler.
@@ -218,7 +219,9 @@ func (a *apiServer) nodeAuth(w http.ResponseWriter, r *http.Request) (string, bo
 }
 
 func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	if a.cfg.Heartbeat != nil {
+		defer a.cfg.Heartbeat()()
+	}
 	// Heartbeats read the store's copies as they are (store.Relaxed).
 	r = r.WithContext(store.Relaxed(r.Context()))
 	id, ok := a.nodeAuth(w, r)
@@ -243,9 +246,6 @@ func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.StatusResponse{HeartbeatInterval: api.Duration(a.cfg.Registry.HeartbeatInterval())})
-	if a.cfg.Heartbeat != nil {
-		a.cfg.Heartbeat(time.Since(start))
-	}
 }
 
 func (a *apiServer) listNodes(w http.ResponseWriter, r *http.Request) {

@@ -141,3 +141,47 @@ func TestChangeVMsBeyondOneTransaction(t *testing.T) {
 		t.Errorf("%d VMs stored, want %d", len(vms), 2*nodes+len(done.Put))
 	}
 }
+
+// A paced change goes in transactions of Chunk VMs with Between called
+// between two; an error from Between stops it there.
+func TestChangeVMsPaced(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	if err := s.CreateNode(ctx, api.Node{ID: "h", Phase: api.PhaseReady}, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	change := func(from, n, stopAfter int) (VMChange, int) {
+		var ch VMChange
+		for i := range n {
+			ch.Put = append(ch.Put, api.VM{ID: fmt.Sprintf("vm-%04d", from+i), Node: "h"})
+		}
+		pauses := 0
+		ch.Chunk = 100
+		ch.Between = func(context.Context) error {
+			if pauses++; pauses == stopAfter {
+				return fmt.Errorf("stop")
+			}
+			return nil
+		}
+		got, err := s.ChangeVMs(ctx, func([]api.Node, []api.VM) (VMChange, error) { return ch, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got, pauses
+	}
+	got, pauses := change(0, 250, 0)
+	if len(got.Put) != 250 || pauses != 2 {
+		t.Errorf("250 VMs in chunks of 100: wrote %d with %d pauses, want 250 with 2", len(got.Put), pauses)
+	}
+	if n, _ := s.Node(ctx, "h"); n.VMGen != 3 {
+		t.Errorf("VMGen %d after 3 transactions, want 3", n.VMGen)
+	}
+	got, _ = change(1000, 250, 2)
+	if len(got.Put) != 200 {
+		t.Errorf("stopped at the second pause: wrote %d, want 200", len(got.Put))
+	}
+	if vms, _ := s.VMs(ctx); len(vms) != 450 {
+		t.Errorf("%d VMs stored, want 450", len(vms))
+	}
+}
