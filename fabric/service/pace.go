@@ -29,7 +29,7 @@ type Pacer struct {
 	// SchedSlow is the 99th-percentile wait for a CPU it yields to
 	// (default 5 ms; negative: the scheduler is not looked at).
 	SchedSlow time.Duration
-	// MaxWait bounds the wait between transactions (default 5 s).
+	// MaxWait bounds the wait between transactions (default 1 s).
 	MaxWait time.Duration
 
 	mu       sync.Mutex
@@ -99,7 +99,7 @@ func (p *Pacer) Next() time.Duration {
 	}
 	switch {
 	case pressed:
-		p.wait = min(max(2*p.wait, 50*time.Millisecond), orDefault(p.MaxWait, 5*time.Second))
+		p.wait = min(max(2*p.wait, 50*time.Millisecond), orDefault(p.MaxWait, time.Second))
 	case p.wait < 10*time.Millisecond:
 		p.wait = 0
 	default:
