@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second} // pprof's handlers
 		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
+		defer func() { _ = srv.Close() }() // the profiler goes with loomd
 		log.Info("profiler", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	}
 	return c.Start(ctx, log)
