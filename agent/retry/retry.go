@@ -27,15 +27,23 @@ func (b *Backoff) Next() time.Duration {
 // the next one, up to Max.
 func (b *Backoff) Wait(ctx context.Context) error {
 	d := b.Next()
+	if err := Sleep(ctx, d); err != nil {
+		return err
+	}
+	b.advance(d)
+	return nil
+}
+
+// Sleep waits d, or until ctx ends (its error).
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-t.C:
+		return nil
 	}
-	b.advance(d)
-	return nil
 }
 
 // advance doubles the delay that was just waited, d, up to Max.

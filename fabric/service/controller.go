@@ -11,6 +11,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/loomfabric/loom/agent/retry"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/store"
 	"github.com/loomfabric/loom/fabric/vms"
@@ -110,8 +111,9 @@ func NewController(st Store, p Policy, log *slog.Logger) *Controller {
 	return &Controller{st: st, log: log, now: time.Now, kick: make(chan struct{}, 1), policy: p}
 }
 
-// Pace makes the controller wait, between passes of a backlog, as long
-// as p says (see Pacer); p is fed the hosts' heartbeat times.
+// Pace makes the controller wait as long as p says (see Pacer) between
+// the transactions of a big change and between the passes of a backlog;
+// p is fed the hosts' heartbeats.
 func (c *Controller) Pace(p *Pacer) { c.pace = p }
 
 // pacedChunk is how many instances a transaction of a pass writes: each
@@ -123,18 +125,10 @@ const pacedChunk = 128
 // pause waits, between two transactions of a big change, as long as the
 // pacer says.
 func (c *Controller) pause(ctx context.Context) error {
-	d := c.pace.Next()
-	if d == 0 {
-		return nil
+	if d := c.pace.Next(); d > 0 {
+		return retry.Sleep(ctx, d)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return nil
 }
 
 // Kick asks for a pass soon (after a deploy, scale or delete).

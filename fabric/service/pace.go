@@ -1,6 +1,7 @@
 package service
 
 import (
+	"cmp"
 	"runtime/metrics"
 	"sync"
 	"time"
@@ -69,14 +70,7 @@ func (p *Pacer) Begin() (end func()) {
 	}
 }
 
-func (p *Pacer) slowAt() time.Duration { return orDefault(p.Slow, 20*time.Millisecond) }
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
-	}
-	return def
-}
+func (p *Pacer) slowAt() time.Duration { return cmp.Or(p.Slow, 20*time.Millisecond) }
 
 // Next is how long to wait before the controller's next transaction of
 // a backlog.
@@ -94,12 +88,12 @@ func (p *Pacer) Next() time.Duration {
 			break
 		}
 	}
-	if p.SchedSlow >= 0 && p.schedP99() > orDefault(p.SchedSlow, 5*time.Millisecond) {
+	if p.SchedSlow >= 0 && p.schedP99() > cmp.Or(p.SchedSlow, 5*time.Millisecond) {
 		pressed = true
 	}
 	switch {
 	case pressed:
-		p.wait = min(max(2*p.wait, 50*time.Millisecond), orDefault(p.MaxWait, time.Second))
+		p.wait = min(max(2*p.wait, 50*time.Millisecond), cmp.Or(p.MaxWait, time.Second))
 	case p.wait < 10*time.Millisecond:
 		p.wait = 0
 	default:

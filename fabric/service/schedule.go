@@ -225,8 +225,8 @@ func (p *placer) place(svc api.Service, r api.ServiceRole, n int, mine []api.VM,
 
 // best is the node the next instance of r goes to (-1: none has room):
 // the fewest instances of the role in its fault domain, then on the node,
-// then the most free memory, then the lowest ID — the order better
-// gives, found a domain at a time: in a domain's list the first node
+// then the most free memory, then the lowest ID (before), found a
+// domain at a time: in a domain's list the first node
 // with room and none of the role's instances beats every later one.
 func (p *placer) best(r api.ServiceRole, avoid map[string]bool) int {
 	best := -1
@@ -242,8 +242,7 @@ func (p *placer) best(r api.ServiceRole, avoid map[string]bool) int {
 			if f.VCPUs < r.VCPUs || avoid[p.nodes[i].ID] {
 				continue
 			}
-			if best < 0 || better(p.perDom[d], p.perNode[i], f.MemoryMB, p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB) ||
-				(!better(p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB, p.perDom[d], p.perNode[i], f.MemoryMB) && i < best) {
+			if best < 0 || p.before(i, best) {
 				best = i
 			}
 			if p.perNode[i] == 0 {
@@ -285,15 +284,15 @@ func placed(svc api.Service, r api.ServiceRole, p Placement) api.VM {
 	return api.VM{Service: svc.Name, Role: r.Name, Node: p.Node, UpdateDomain: p.UpdateDomain, VCPUs: r.VCPUs, MemoryMB: r.MemoryMB, Desired: api.VMRunning}
 }
 
-// better reports whether a candidate (instances of the role in its fault
-// domain, on the node, free memory) beats the best so far; nodes come in
-// ID order, so an equal candidate loses.
-func better(dom, node, free, bestDom, bestNode, bestFree int) bool {
-	if dom != bestDom {
-		return dom < bestDom
+// before says whether node i comes before node j for the role being
+// placed: fewer of its instances in the fault domain, then on the node,
+// then ahead in the domain's order (more free memory, then lower ID).
+func (p *placer) before(i, j int) bool {
+	if di, dj := p.perDom[p.dom[i]], p.perDom[p.dom[j]]; di != dj {
+		return di < dj
 	}
-	if node != bestNode {
-		return node < bestNode
+	if p.perNode[i] != p.perNode[j] {
+		return p.perNode[i] < p.perNode[j]
 	}
-	return free > bestFree
+	return p.ahead(i, j)
 }

@@ -425,16 +425,26 @@ func TestPlanBudget(t *testing.T) {
 }
 
 // The placer finds its node a fault domain at a time; this is the plain
-// definition it must agree with: every Ready node with room, the best by
-// better, ties to the lowest ID.
+// definition it must agree with: every Ready node with room in ID order,
+// the one with the fewest of the role in its domain, then on it, then the
+// most free memory; ties to the lowest ID (the first seen).
 func bestByScan(p *placer, r api.ServiceRole, avoid map[string]bool) int {
+	better := func(i, j int) bool {
+		if p.perDom[p.dom[i]] != p.perDom[p.dom[j]] {
+			return p.perDom[p.dom[i]] < p.perDom[p.dom[j]]
+		}
+		if p.perNode[i] != p.perNode[j] {
+			return p.perNode[i] < p.perNode[j]
+		}
+		return p.free[i].MemoryMB > p.free[j].MemoryMB
+	}
 	best := -1
 	for i := range p.nodes {
 		f := p.free[i]
 		if p.nodes[i].Phase != api.PhaseReady || f.VCPUs < r.VCPUs || f.MemoryMB < r.MemoryMB || avoid[p.nodes[i].ID] {
 			continue
 		}
-		if best < 0 || better(p.perDom[p.dom[i]], p.perNode[i], f.MemoryMB, p.perDom[p.dom[best]], p.perNode[best], p.free[best].MemoryMB) {
+		if best < 0 || better(i, best) {
 			best = i
 		}
 	}
