@@ -65,7 +65,7 @@ func (c collection[T]) put(ctx context.Context, name string, v T) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.s.cli.Put(ctx, c.key(name), string(b)); err != nil {
+	if _, err := c.s.txn(ctx).Then(clientv3.OpPut(c.key(name), string(b))).Commit(); err != nil {
 		return fmt.Errorf("storing %s %s: %w", c.kind, name, err)
 	}
 	return nil
@@ -77,7 +77,7 @@ func (c collection[T]) create(ctx context.Context, name string, v T) error {
 	if err != nil {
 		return err
 	}
-	r, err := c.s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.key(name)), "=", 0)).
+	r, err := c.s.txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.key(name)), "=", 0)).
 		Then(clientv3.OpPut(c.key(name), string(b))).Commit()
 	if err != nil {
 		return fmt.Errorf("storing %s %s: %w", c.kind, name, err)
@@ -105,7 +105,7 @@ func (c collection[T]) update(ctx context.Context, name string, fn func(*T) erro
 		if err != nil {
 			return v, err
 		}
-		r, err := c.s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(c.key(name)), "=", rev)).
+		r, err := c.s.txn(ctx).If(clientv3.Compare(clientv3.ModRevision(c.key(name)), "=", rev)).
 			Then(clientv3.OpPut(c.key(name), string(b))).Commit()
 		if err != nil {
 			return v, fmt.Errorf("updating %s %s: %w", c.kind, name, err)
@@ -121,11 +121,11 @@ func (c collection[T]) update(ctx context.Context, name string, fn func(*T) erro
 
 // del removes an object: ErrNotFound if there was none.
 func (c collection[T]) del(ctx context.Context, name string) error {
-	r, err := c.s.cli.Delete(ctx, c.key(name))
+	r, err := c.s.txn(ctx).Then(clientv3.OpDelete(c.key(name))).Commit()
 	if err != nil {
 		return fmt.Errorf("deleting %s %s: %w", c.kind, name, err)
 	}
-	if r.Deleted == 0 {
+	if r.Responses[0].GetResponseDeleteRange().Deleted == 0 {
 		return fmt.Errorf("%s %s: %w", c.kind, name, ErrNotFound)
 	}
 	return nil

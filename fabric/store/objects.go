@@ -82,7 +82,7 @@ func (s *Store) CreateNode(ctx context.Context, n api.Node, macs []string, uuid 
 			ops = append(ops, clientv3.OpPut(k, n.ID))
 		}
 	}
-	r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	r, err := s.txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("creating node %s: %w", n.ID, err)
 	}
@@ -126,7 +126,7 @@ func (s *Store) WriteNodes(ctx context.Context, ws []NodeWrite) error {
 	if len(cmps) > MaxTxnOps || len(ops) > MaxTxnOps {
 		return fmt.Errorf("writing %d nodes: more than one transaction holds (%d operations)", len(ws), MaxTxnOps)
 	}
-	r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	r, err := s.txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("writing %d nodes: %w", len(ws), err)
 	}
@@ -147,7 +147,7 @@ func (s *Store) ClaimIndexes(ctx context.Context, id string, macs []string, uuid
 		keys = append(keys, uuidKey(uuid))
 	}
 	for _, k := range keys {
-		_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		_, err := s.txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 			Then(clientv3.OpPut(k, id)).Commit()
 		if err != nil {
 			return fmt.Errorf("indexing node %s: %w", id, err)
@@ -164,7 +164,7 @@ func (s *Store) UpdateNode(ctx context.Context, id string, fn func(*api.Node) er
 
 // SetCredential stores the hash of a node's credential.
 func (s *Store) SetCredential(ctx context.Context, id, hash string) error {
-	if _, err := s.cli.Put(ctx, credKey(id), hash); err != nil {
+	if _, err := s.txn(ctx).Then(clientv3.OpPut(credKey(id), hash)).Commit(); err != nil {
 		return fmt.Errorf("storing credential of %s: %w", id, err)
 	}
 	return nil
@@ -179,7 +179,8 @@ func (s *Store) Credential(ctx context.Context, id string) (string, error) {
 func (s *Store) Leases(ctx context.Context) ([]api.Lease, error) { return s.leases().all(ctx) }
 
 // CommitLeases writes puts and removes the leases of the MACs in dels in
-// one transaction (at most MaxTxnOps operations in all).
+// one transaction (at most MaxTxnOps operations in all). Any replica may
+// commit leases (each serves DHCP), leader or not.
 func (s *Store) CommitLeases(ctx context.Context, puts []api.Lease, dels []string) error {
 	if len(puts)+len(dels) > MaxTxnOps {
 		return fmt.Errorf("committing leases: %d operations, at most %d", len(puts)+len(dels), MaxTxnOps)

@@ -66,7 +66,7 @@ func (s *Store) QueuePut(ctx context.Context, svc, queue string, body []byte, no
 	if !known {
 		ops = append(ops, clientv3.OpPut(queueNames(svc)+queue, ""))
 	}
-	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+	if _, err := s.txn(ctx).Then(ops...).Commit(); err != nil {
 		return "", fmt.Errorf("storing a message on queue %s of %s: %w", queue, svc, err)
 	}
 	return id, nil
@@ -89,7 +89,7 @@ func (s *Store) QueueGet(ctx context.Context, svc, queue string, visibility time
 		if err != nil {
 			return false, err
 		}
-		t, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+		t, err := s.txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 			Then(clientv3.OpPut(key, string(b))).Commit()
 		if err != nil {
 			return false, fmt.Errorf("delivering message %s: %w", m.ID, err)
@@ -178,7 +178,7 @@ func (s *Store) QueueDelete(ctx context.Context, svc, queue, id, receipt string)
 	if m.Receipt != receipt {
 		return fmt.Errorf("message %s: %w: it was delivered again since (%d deliveries)", id, ErrStaleReceipt, m.Deliveries)
 	}
-	t, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)).
+	t, err := s.txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", r.Kvs[0].ModRevision)).
 		Then(clientv3.OpDelete(key)).Commit()
 	if err != nil {
 		return fmt.Errorf("deleting message %s: %w", id, err)

@@ -36,7 +36,7 @@ func (s *Store) UpdateService(ctx context.Context, name string, fn func(*api.Ser
 func (s *Store) DeleteService(ctx context.Context, name string) error {
 	c := s.services()
 	ops := append([]clientv3.Op{clientv3.OpDelete(c.key(name))}, deleteQueuesOps(name)...)
-	r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.key(name)), ">", 0)).Then(ops...).Commit()
+	r, err := s.txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(c.key(name)), ">", 0)).Then(ops...).Commit()
 	if err != nil {
 		return fmt.Errorf("deleting service %s: %w", name, err)
 	}

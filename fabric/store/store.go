@@ -14,6 +14,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -59,14 +61,34 @@ type Config struct {
 	// embedded member.
 	Endpoints []string
 	// StartTimeout bounds how long the embedded member may take to become
-	// ready. Default 60s.
+	// ready. Default 60s; a member of a cluster waits for its quorum.
 	StartTimeout time.Duration
+
+	// The embedded member as one of a replicated control plane (all
+	// optional: by default a single member on loopback ports).
+	//
+	// Name is the member's (and its loomd replica's) name. Default "loomd".
+	Name string
+	// PeerURL is where the member listens for its peers and is reached
+	// by them. Default: a free loopback port (no peers).
+	PeerURL string
+	// ClientURL is where the member serves etcd clients. Default: a free
+	// loopback port (loomd itself talks to it in-process).
+	ClientURL string
+	// InitialCluster is "name=peerURL,..." of the members bootstrapping
+	// together, this one included. Default: this member alone. Read only
+	// on the first start (an empty data directory).
+	InitialCluster string
+	// Join starts the member into a running cluster that has added it
+	// (AddMember), rather than bootstrapping a new one.
+	Join bool
 }
 
 // Store is the fabric's state.
 type Store struct {
-	cli  *clientv3.Client
-	etcd *embed.Etcd
+	cli   *clientv3.Client
+	etcd  *embed.Etcd
+	fence atomic.Pointer[fence] // see txn
 
 	// Watch-fed copies of what a fleet reads most (see cached).
 	nodeC     *cached[api.Node]
@@ -74,6 +96,8 @@ type Store struct {
 	credC     *cached[string]
 	imgC      *cached[api.Manifest]
 	svcC      *cached[api.Service]
+	leaderC   *cached[api.Replica]
+	replicaC  *cached[api.Replica]
 	followers []follower
 	wctx      context.Context // the copies' watch
 	stop      context.CancelFunc
@@ -97,6 +121,8 @@ func (s *Store) start(log *slog.Logger) *Store {
 	s.vmC = newCached(s, prefix+"vms/", "VM", decodeJSON[api.VM], cloneVM, func(v *api.VM) string { return v.Node })
 	s.imgC = newCached(s, prefix+"images/", "image", decodeJSON[api.Manifest], cloneManifest, nil)
 	s.svcC = newCached(s, prefix+"services/", "service", decodeJSON[api.Service], cloneService, nil)
+	s.leaderC = newCached(s, leaderPrefix, "leader key", decodeJSON[api.Replica], nil, nil)
+	s.replicaC = newCached(s, replicaPrefix, "replica", decodeJSON[api.Replica], nil, nil)
 	s.credC = newCached(s, prefix+"creds/", "credential of node", func(b []byte) (string, error) { return string(b), nil }, nil, nil)
 	s.run(log)
 	return s
@@ -143,7 +169,10 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("creating %s: %w", dir, err)
 	}
 	ec := embed.NewConfig()
-	ec.Name = "loomd"
+	ec.Name = cmp.Or(cfg.Name, "loomd")
+	if err := validName(ec.Name); err != nil {
+		return nil, err
+	}
 	ec.Dir = dir
 	ec.LogLevel = "error"
 	ec.MaxTxnOps = MaxTxnOps
@@ -154,19 +183,31 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	ec.AutoCompactionRetention = "10000"
 	// loomd talks to its member in-process (v3client); the listeners exist
 	// only because etcd insists, so they sit on free loopback ports.
-	peer, err := freeURL()
+	peer, err := urlOrFree("peer", cfg.PeerURL)
 	if err != nil {
 		return nil, err
 	}
-	client, err := freeURL()
+	client, err := urlOrFree("client", cfg.ClientURL)
 	if err != nil {
 		return nil, err
 	}
 	ec.ListenPeerUrls, ec.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	ec.ListenClientUrls, ec.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	ec.InitialCluster = ec.InitialClusterFromName(ec.Name)
+	if cfg.InitialCluster != "" {
+		ec.InitialCluster = cfg.InitialCluster
+	}
+	if cfg.Join {
+		ec.ClusterState = embed.ClusterStateFlagExisting
+	}
+	fresh := !exists(filepath.Join(dir, "member"))
 	e, err := embed.StartEtcd(ec)
 	if err != nil {
+		if fresh && strings.Contains(err.Error(), "already been bootstrapped") {
+			return nil, fmt.Errorf("replica %s: its data directory %s is empty but the running cluster already has a member %s: "+
+				"a replica that lost its data must be removed and added again (loom cluster remove %s; loom cluster add %s --peer-url %s; "+
+				"then start it with the flags that prints): %w", ec.Name, dir, ec.Name, ec.Name, ec.Name, peer.String(), err)
+		}
 		return nil, fmt.Errorf("starting embedded etcd in %s: %w", dir, err)
 	}
 	select {
@@ -184,6 +225,23 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	}
 	log.Info("store ready", "etcd", dir)
 	return (&Store{cli: v3client.New(e.Server), etcd: e}).start(log), nil
+}
+
+// urlOrFree parses an http URL with a port, or finds a free loopback one.
+func urlOrFree(what, s string) (url.URL, error) {
+	if s == "" {
+		return freeURL()
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Port() == "" || u.Path != "" {
+		return url.URL{}, fmt.Errorf("etcd %s URL %q: want http://HOST:PORT", what, s)
+	}
+	return *u, nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func freeURL() (url.URL, error) {

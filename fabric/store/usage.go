@@ -32,7 +32,7 @@ func (s *Store) AppendUsage(ctx context.Context, recs []api.UsageRecord) error {
 		return err
 	}
 	key := usageKey(recs[0].End.UnixNano())
-	r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
+	r, err := s.txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
 	if err != nil {
 		return fmt.Errorf("storing usage: %w", err)
 	}

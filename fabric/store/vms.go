@@ -183,7 +183,7 @@ func (c *vmChanger) txn(ctx context.Context, puts []api.VM, dels []string, touch
 	if len(ops) == 0 {
 		return true, nil
 	}
-	r, err := c.s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	r, err := c.s.txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("changing VMs: %w", err)
 	}
@@ -239,7 +239,7 @@ func (s *Store) updateVMStatuses(ctx context.Context, ids []string, fn func(*api
 		if len(ops) == 0 {
 			return nil
 		}
-		r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		r, err := s.txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return fmt.Errorf("updating VM states: %w", err)
 		}

@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/loomfabric/loom/fabric/api"
+)
+
+// TestFencedWrites: while the store is fenced on a leader key, its writes
+// land only while that key stands at its revision; once it is gone (a
+// deposed leader), every kind of write fails with ErrNotLeader and
+// changes nothing, and a compare that fails inside the fence is still
+// told apart (ErrExists, not ErrNotLeader).
+func TestFencedWrites(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	key := leaderPrefix + "test"
+	r, err := s.cli.Put(ctx, key, `{"name":"a"}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.setFence(&fence{cmp: clientv3.Compare(clientv3.CreateRevision(key), "=", r.Header.Revision)})
+
+	if err := s.PutProfile(ctx, api.Profile{Name: "p", Image: "i"}); err != nil {
+		t.Fatalf("leader's put: %v", err)
+	}
+	n := api.Node{ID: "n-1", MAC: "52:54:00:00:00:01"}
+	if err := s.CreateNode(ctx, n, []string{n.MAC}, ""); err != nil {
+		t.Fatalf("leader's guarded create: %v", err)
+	}
+	if err := s.CreateNode(ctx, api.Node{ID: "n-2"}, []string{n.MAC}, ""); !errors.Is(err, ErrExists) {
+		t.Errorf("create of a claimed MAC under the fence = %v, want ErrExists", err)
+	}
+	if _, err := s.UpdateNode(ctx, "n-1", func(n *api.Node) error { n.Rack = "r1"; return nil }); err != nil {
+		t.Fatalf("leader's update: %v", err)
+	}
+
+	// Deposed: the leader key is gone (its lease expired).
+	if _, err := s.cli.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutProfile(ctx, api.Profile{Name: "p2", Image: "i"}); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("deposed put = %v, want ErrNotLeader", err)
+	}
+	if err := s.DeleteProfile(ctx, "p"); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("deposed delete = %v, want ErrNotLeader", err)
+	}
+	if err := s.CreateNode(ctx, api.Node{ID: "n-3"}, []string{"52:54:00:00:00:03"}, ""); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("deposed guarded create = %v, want ErrNotLeader", err)
+	}
+	if _, err := s.UpdateNode(ctx, "n-1", func(n *api.Node) error { n.Rack = "r2"; return nil }); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("deposed update = %v, want ErrNotLeader", err)
+	}
+	if _, err := s.Profile(ctx, "p"); err != nil {
+		t.Errorf("the deposed delete removed profile p: %v", err)
+	}
+	if got, err := s.Node(ctx, "n-1"); err != nil || got.Rack != "r1" {
+		t.Errorf("node after the deposed update: rack %q, err %v; want r1", got.Rack, err)
+	}
+	if _, err := s.Node(ctx, "n-3"); !IsNotFound(err) {
+		t.Errorf("the deposed create left n-3: %v", err)
+	}
+	// Writes any replica may make still land.
+	if err := s.CreateNode(AnyReplica(ctx), api.Node{ID: "n-4"}, []string{"52:54:00:00:00:04"}, ""); err != nil {
+		t.Errorf("AnyReplica create: %v", err)
+	}
+	if err := s.CommitLeases(ctx, []api.Lease{{MAC: "52:54:00:00:00:04"}}, nil); err != nil {
+		t.Errorf("lease commit: %v", err)
+	}
+	// A follower is refused without a round trip.
+	s.setFence(&fence{never: true})
+	if err := s.PutProfile(ctx, api.Profile{Name: "p3", Image: "i"}); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("follower's put = %v, want ErrNotLeader", err)
+	}
+}
+
+// TestLeadHandsOver: two stores on one etcd campaign; one leads (its
+// work runs, the other's writes are refused); when it stops, the other
+// takes over within a few seconds and the first's writes are refused.
+func TestLeadHandsOver(t *testing.T) {
+	ctx := context.Background()
+	a := open(t, t.TempDir())
+	defer a.Close()
+	b, err := Open(ctx, Config{Endpoints: []string{a.etcd.Config().AdvertiseClientUrls[0].String()}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	log := slog.New(slog.DiscardHandler)
+	var leading atomic.Int32
+	work := func(name string, who *atomic.Value) func(context.Context) error {
+		return func(ctx context.Context) error {
+			if leading.Add(1) != 1 {
+				t.Errorf("%s leads while another does", name)
+			}
+			who.Store(name)
+			<-ctx.Done()
+			leading.Add(-1)
+			return nil
+		}
+	}
+	var who atomic.Value
+	actx, stopA := context.WithCancel(ctx)
+	bctx, stopB := context.WithCancel(ctx)
+	defer stopB()
+	aDone := make(chan struct{})
+	go func() {
+		defer close(aDone)
+		_ = a.Lead(actx, api.Replica{Name: "a", API: "http://a"}, time.Second, work("a", &who), log)
+	}()
+	waitFor(t, func() bool { return who.Load() == "a" })
+	go func() { _ = b.Lead(bctx, api.Replica{Name: "b", API: "http://b"}, time.Second, work("b", &who), log) }()
+	waitFor(t, func() bool { l, ok := b.Leader(); return ok && l.Name == "a" })
+	waitFor(t, func() bool { rs, err := b.Replicas(ctx); return err == nil && len(rs) == 2 })
+	if err := b.PutProfile(ctx, api.Profile{Name: "x", Image: "i"}); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("follower's write = %v, want ErrNotLeader", err)
+	}
+	if err := a.PutProfile(ctx, api.Profile{Name: "x", Image: "i"}); err != nil {
+		t.Errorf("leader's write: %v", err)
+	}
+	start := time.Now()
+	stopA()
+	<-aDone
+	waitFor(t, func() bool { return who.Load() == "b" })
+	t.Logf("handover in %v", time.Since(start))
+	if l, ok := a.Leader(); ok && l.Name != "b" {
+		waitFor(t, func() bool { l, ok := a.Leader(); return ok && l.Name == "b" })
+	}
+	if err := a.PutProfile(ctx, api.Profile{Name: "y", Image: "i"}); !errors.Is(err, ErrNotLeader) {
+		t.Errorf("former leader's write = %v, want ErrNotLeader", err)
+	}
+	if err := b.PutProfile(ctx, api.Profile{Name: "y", Image: "i"}); err != nil {
+		t.Errorf("new leader's write: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestNeedsDefrag(t *testing.T) {
+	for _, c := range []struct {
+		size, inUse int64
+		want        bool
+	}{{1 << 20, 0, false}, {100 << 20, 90 << 20, false}, {100 << 20, 40 << 20, true}, {64 << 20, 32<<20 - 1, true}} {
+		if got := NeedsDefrag(c.size, c.inUse); got != c.want {
+			t.Errorf("NeedsDefrag(%d, %d) = %v, want %v", c.size, c.inUse, got, c.want)
+		}
+	}
+}
