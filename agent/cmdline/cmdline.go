@@ -1,6 +1,7 @@
 // Package cmdline reads Loom's settings from the kernel command line:
 //
-//	loom.fabric=URL      where loomd's API is (required)
+//	loom.fabric=URL[,URL...]  where loomd's API is (required): one URL a
+//	                     replica, tried in turn (see client.Client)
 //	loom.token=TOKEN     the enrollment token (required)
 //	loom.bootmac=MAC     the interface the machine booted from (optional)
 //	loom.vcpus=N         host OS: the vCPUs it offers its guests (optional;
@@ -81,8 +82,12 @@ func Parse(s string) (Config, error) {
 	}
 	if c.Fabric == "" {
 		errs = append(errs, errors.New("loom.fabric= is missing"))
-	} else if u, err := url.Parse(c.Fabric); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("loom.fabric=%q is not an http(s) URL", c.Fabric))
+	} else {
+		for _, f := range strings.Split(c.Fabric, ",") {
+			if u, err := url.Parse(f); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("loom.fabric=%q: %q is not an http(s) URL", c.Fabric, f))
+			}
+		}
 	}
 	if c.Token == "" {
 		errs = append(errs, errors.New("loom.token= is missing"))

@@ -99,7 +99,7 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 	start := time.Now()
 	w := &imaging.Writer{
 		Manifest: *g.Image,
-		Source:   &imaging.HTTPSource{URL: strings.TrimRight(s.fabric.BaseURL, "/") + g.ImageURL, Token: s.token},
+		Source:   &imaging.HTTPSource{URL: s.fabric.URL() + g.ImageURL, Token: s.token},
 		Target:   t,
 		Log:      s.log,
 		Progress: func(done, total uint64) {

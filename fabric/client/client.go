@@ -5,6 +5,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,20 +16,62 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
 )
 
-// Client talks to one loomd.
+// Client talks to loomd: one replica, or any of several.
 type Client struct {
 	// BaseURL of loomd, e.g. "http://10.0.0.1:8080" or
-	// "unix:///run/loomd.sock". Required.
+	// "unix:///run/loomd.sock". Required. Several replicas' URLs,
+	// comma-separated, are tried in turn: a call goes to the one that
+	// answered last and moves on to the next when one cannot be reached
+	// or answers 503 (no leader yet, or it moved), for up to Failover.
 	BaseURL string
+	// Failover bounds how long a call keeps trying replicas (and waiting
+	// out a 503) before it gives up. Default 15s.
+	Failover time.Duration
 	// Token is sent as "Authorization: Bearer". Default: none.
 	Token string
 	// HTTP is the transport. Default: a client with a 30s timeout.
 	HTTP *http.Client
+
+	cur int32 // the replica that answered last (atomic)
+}
+
+// bases lists BaseURL's replicas.
+func (c *Client) bases() []string {
+	var out []string
+	for _, b := range strings.Split(c.BaseURL, ",") {
+		if b = strings.TrimRight(strings.TrimSpace(b), "/"); b != "" {
+			out = append(out, b)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{""}
+	}
+	return out
+}
+
+// URL is the base URL of the replica that answered last (the first of
+// BaseURL before any did): for URLs handed to other code.
+func (c *Client) URL() string {
+	b := c.bases()
+	return b[int(atomic.LoadInt32(&c.cur))%len(b)]
+}
+
+// retryable says whether a call may be tried again, on this replica or
+// the next: loomd said so (503), or the replica could not be reached
+// and there is another.
+func retryable(err error, replicas int) bool {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Code == http.StatusServiceUnavailable || se.Code == http.StatusBadGateway
+	}
+	var ue *url.Error
+	return replicas > 1 && errors.As(err, &ue)
 }
 
 // StatusError is a non-2xx answer.
@@ -49,10 +92,10 @@ func IsUnauthorized(err error) bool {
 
 var defaultHTTP = &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 10 * time.Minute}}
 
-// transport returns the URL prefix and HTTP client for c.BaseURL, which may
+// transport returns the URL prefix and HTTP client for base, which may
 // be "unix:///path/to/loomd.sock" as well as http(s)://host:port.
-func (c *Client) transport() (string, *http.Client) {
-	if path, ok := strings.CutPrefix(c.BaseURL, "unix://"); ok {
+func (c *Client) transport(base string) (string, *http.Client) {
+	if path, ok := strings.CutPrefix(base, "unix://"); ok {
 		tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
@@ -63,7 +106,7 @@ func (c *Client) transport() (string, *http.Client) {
 	if hc == nil {
 		hc = defaultHTTP
 	}
-	return strings.TrimRight(c.BaseURL, "/"), hc
+	return base, hc
 }
 
 // CallTimeout bounds an ordinary API call whose context has no deadline.
@@ -85,8 +128,41 @@ func (c *Client) do(ctx context.Context, method, path, token string, in, out any
 	return c.doBody(ctx, method, path, token, bytes.NewReader(b), "application/json", out)
 }
 
+// doBody makes a call, on another replica or again if it may be retried
+// (see retryable) and its body can be read again (none, or seekable).
 func (c *Client) doBody(ctx context.Context, method, path, token string, body io.Reader, contentType string, out any) error {
-	base, hc := c.transport()
+	bases := c.bases()
+	rs, again := body.(io.ReadSeeker)
+	again = again || body == nil
+	deadline := time.Now().Add(cmp.Or(c.Failover, 15*time.Second))
+	first := int(atomic.LoadInt32(&c.cur))
+	for i := 0; ; i++ {
+		k := (first + i) % len(bases)
+		err := c.doOnce(ctx, bases[k], method, path, token, body, contentType, out)
+		if err == nil || !retryable(err, len(bases)) {
+			atomic.StoreInt32(&c.cur, int32(k))
+			return err
+		}
+		if !again || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		if rs != nil {
+			if _, serr := rs.Seek(0, io.SeekStart); serr != nil {
+				return err
+			}
+		}
+		if (i+1)%len(bases) == 0 { // every replica tried: a pause before the next round
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (c *Client) doOnce(ctx context.Context, base, method, path, token string, body io.Reader, contentType string, out any) error {
+	base, hc := c.transport(base)
 	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return err
@@ -304,7 +380,7 @@ func (c *Client) VMAction(ctx context.Context, id string, action api.VMAction) (
 // Blob downloads path (an image blob URL from a goal) to w, authenticated
 // with the enrollment token.
 func (c *Client) Blob(ctx context.Context, path string, w io.Writer) error {
-	base, hc := c.transport()
+	base, hc := c.transport(c.URL())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return err
@@ -380,4 +456,30 @@ func (c *Client) PowerRack(ctx context.Context, rack, op string) (api.RackPower,
 	var out api.RackPower
 	err := c.do(ctx, http.MethodPost, "/v1/racks/"+url.PathEscape(rack)+"/power", c.Token, api.PowerRequest{Op: op}, &out)
 	return out, err
+}
+
+// ClusterStatus lists the control plane's members and their health.
+func (c *Client) ClusterStatus(ctx context.Context) (api.ClusterStatus, error) {
+	var s api.ClusterStatus
+	err := c.do(ctx, http.MethodGet, "/v1/cluster", c.Token, nil, &s)
+	return s, err
+}
+
+// ClusterSelf is the status of the replica c talks to.
+func (c *Client) ClusterSelf(ctx context.Context) (api.MemberStatus, error) {
+	var s api.MemberStatus
+	err := c.do(ctx, http.MethodGet, "/v1/cluster/self", c.Token, nil, &s)
+	return s, err
+}
+
+// ClusterAdd adds a member for a new replica and returns its flags.
+func (c *Client) ClusterAdd(ctx context.Context, m api.MemberAdd) (api.MemberAdded, error) {
+	var a api.MemberAdded
+	err := c.do(ctx, http.MethodPost, "/v1/cluster/members", c.Token, m, &a)
+	return a, err
+}
+
+// ClusterRemove removes a replica's member.
+func (c *Client) ClusterRemove(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/cluster/members/"+url.PathEscape(name), c.Token, nil, nil)
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -90,7 +91,9 @@ type Config struct {
 	// netboot address, port 69; "off" disables it.
 	TFTPAddr string
 	// FabricURL is how machines reach the API. Default
-	// http://<netboot address>:<API port>.
+	// http://<netboot address>:<API port>. With replicas, every one's URL,
+	// comma-separated, this replica's first: booting machines are told
+	// them all and fail over between them.
 	FabricURL string
 	// KernelArgs are extra kernel arguments for the maintenance OS.
 	KernelArgs string
@@ -109,6 +112,27 @@ type Config struct {
 	LostAfter time.Duration
 	// EtcdEndpoints, if set, uses an external etcd instead of the embedded one.
 	EtcdEndpoints []string
+	// Replication (all optional: by default one replica, alone).
+	//
+	// Name is this replica's (and its etcd member's) name. Default "loomd".
+	Name string
+	// PeerURL is where this replica's etcd member meets its peers.
+	PeerURL string
+	// ClientURL is where its etcd member serves etcd clients.
+	ClientURL string
+	// InitialCluster is "name=peerURL,..." of the replicas bootstrapping
+	// the cluster together (read on the first start only).
+	InitialCluster string
+	// Join starts this replica into a running cluster that added it
+	// (loom cluster add prints the flags).
+	Join bool
+	// AdvertiseAPI is the URL other replicas forward writes to. Default:
+	// http://<API address> when it names one, else FabricURL's first,
+	// else http://127.0.0.1:<API port>.
+	AdvertiseAPI string
+	// LeaderTTL is how long a silent leader keeps its leadership (default
+	// store.DefaultLeaderTTL): about what a failover takes.
+	LeaderTTL time.Duration
 	// DefaultProfile, if set, provisions every newly registered node with it.
 	DefaultProfile string
 	// Faults injects failures for tests (see netboot/fault.go); never set
@@ -127,6 +151,30 @@ func (c *Config) endpointIP() string {
 		return ""
 	}
 	return host
+}
+
+// name is this replica's name.
+func (c *Config) name() string {
+	if c.Name == "" {
+		return "loomd"
+	}
+	return c.Name
+}
+
+// advertiseAPI is the URL other replicas reach this one's API at.
+func (c *Config) advertiseAPI(port int) string {
+	if c.AdvertiseAPI != "" {
+		return c.AdvertiseAPI
+	}
+	if host, _, err := net.SplitHostPort(c.apiAddr()); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			return "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+		}
+	}
+	if c.FabricURL != "" {
+		return strings.TrimSpace(strings.Split(c.FabricURL, ",")[0])
+	}
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // DefaultAPI is where the API listens when Config.API is unset.
@@ -152,15 +200,8 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
-	opTok, err := token(filepath.Join(c.DataDir, OperatorTokenFile))
-	if err != nil {
-		return err
-	}
-	enrollTok, err := token(filepath.Join(c.DataDir, EnrollTokenFile))
-	if err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, store.Config{DataDir: c.DataDir, Endpoints: c.EtcdEndpoints}, log)
+	st, err := store.Open(ctx, store.Config{DataDir: c.DataDir, Endpoints: c.EtcdEndpoints,
+		Name: c.Name, PeerURL: c.PeerURL, ClientURL: c.ClientURL, InitialCluster: c.InitialCluster, Join: c.Join}, log)
 	if err != nil {
 		return err
 	}
@@ -169,6 +210,15 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			log.Warn("loomd: closing the store", "err", err)
 		}
 	}()
+	// Every replica holds the cluster's tokens (the first one's).
+	opTok, err := sharedToken(ctx, st, filepath.Join(c.DataDir, OperatorTokenFile))
+	if err != nil {
+		return err
+	}
+	enrollTok, err := sharedToken(ctx, st, filepath.Join(c.DataDir, EnrollTokenFile))
+	if err != nil {
+		return err
+	}
 
 	guests := vms.New(vms.Config{Store: st}, log)
 	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
@@ -192,6 +242,8 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	eps := service.NewEndpoints(st, c.endpointIP(), log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
 		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st), Heartbeat: pacer.Begin}
+	me := api.Replica{Name: c.name(), API: c.advertiseAPI(ln.Addr().(*net.TCPAddr).Port), Peer: c.PeerURL}
+	scfg.Cluster = &cluster{st: st, self: me.Name, api: me.API}
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
@@ -214,7 +266,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			g.Go(func() error { return netboot.SendRouterAdverts(ctx, c.NetbootInterface, 2*time.Second, log) })
 		}
 	}
-	handler := server.New(scfg, log)
+	var handler http.Handler = &forwarder{st: st, self: me.Name, local: server.New(scfg, log), log: log, wait: 10 * time.Second}
 	if c.Faults.CutBlobs > 0 {
 		handler = c.Faults.wrap(handler, log)
 	}
@@ -260,11 +312,18 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		}
 		return nil
 	})
-	g.Go(func() error { return reg.Monitor(ctx) })
-	g.Go(func() error { return ctl.Run(ctx, 2*time.Second) })
-	g.Go(func() error { return eps.Run(ctx, time.Second) })
 	meter := &service.Meter{Sample: c.UsageSample, Flush: c.UsageFlush, List: guests.VMs, Append: st.AppendUsage, Log: log}
-	g.Go(func() error { return meter.Run(ctx) })
+	// The leader's work: what must run once in the fabric.
+	lead := func(ctx context.Context) error {
+		lg, ctx := errgroup.WithContext(ctx)
+		lg.Go(func() error { return reg.Monitor(ctx) })
+		lg.Go(func() error { return ctl.Run(ctx, 2*time.Second) })
+		lg.Go(func() error { return eps.Run(ctx, time.Second) })
+		lg.Go(func() error { return meter.Run(ctx) })
+		return lg.Wait()
+	}
+	g.Go(func() error { return st.Lead(ctx, me, c.LeaderTTL, lead, log) })
+	g.Go(func() error { return st.Maintain(ctx, log) })
 	return g.Wait()
 }
 
@@ -277,15 +336,16 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	fabricURL := c.FabricURL
-	if fabricURL == "" {
-		fabricURL = fmt.Sprintf("http://%s:%d", ipn.IP, port)
+	fabricURLs := c.FabricURL
+	if fabricURLs == "" {
+		fabricURLs = fmt.Sprintf("http://%s:%d", ipn.IP, port)
 	}
+	fabricURL := strings.TrimSpace(strings.Split(fabricURLs, ",")[0]) // this replica's
 	staged, err := c.stageFirstStage(log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, FirstStageDir: c.firstStageDir(), BaseURL: fabricURL, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
+	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, FirstStageDir: c.firstStageDir(), BaseURL: fabricURL, FabricURLs: fabricURLs, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
 		Boot: func(mac string) api.BootChoice { return reg.BootChoice(ctx, mac) }}, log)
 	if err != nil {
 		return nil, nil, nil, err
@@ -396,7 +456,9 @@ func recordDiscovered(ctx context.Context, reg *node.Registry, macs <-chan strin
 					break drain
 				}
 			}
-			if err := reg.DiscoveredMany(ctx, batch); err != nil && ctx.Err() == nil {
+			// Any replica records what its DHCP saw (creates guarded by
+			// the MACs' index keys).
+			if err := reg.DiscoveredMany(store.AnyReplica(ctx), batch); err != nil && ctx.Err() == nil {
 				log.Warn("recording discovered nodes", "macs", len(batch), "err", err)
 			}
 		}

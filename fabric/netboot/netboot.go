@@ -10,6 +10,7 @@
 package netboot
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,10 @@ type Config struct {
 	// BaseURL is how booting machines reach this server, e.g.
 	// "http://10.0.0.1:8080". Required.
 	BaseURL string
+	// FabricURLs is what the maintenance OS is told of the API
+	// (loom.fabric=): every replica's URL, comma-separated, this one's
+	// first. Default BaseURL.
+	FabricURLs string
 	// EnrollToken goes on the kernel command line. Required.
 	EnrollToken string
 	// KernelArgs are extra kernel arguments. Default
@@ -62,7 +67,7 @@ type Handler struct {
 
 var script = template.Must(template.New("ipxe").Parse(`#!ipxe
 echo Loom: booting the maintenance OS on {{.MAC}}
-kernel {{.Base}}/boot/vmlinuz initrd=initramfs loom.fabric={{.Base}} loom.token={{.Token}} loom.bootmac={{.MAC}} {{.Args}} || goto retry
+kernel {{.Base}}/boot/vmlinuz initrd=initramfs loom.fabric={{.Fabric}} loom.token={{.Token}} loom.bootmac={{.MAC}} {{.Args}} || goto retry
 initrd --name initramfs {{.Base}}/boot/initramfs || goto retry
 boot || goto retry
 :retry
@@ -147,7 +152,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Info("netboot: iPXE script", "mac", mac, "from", r.RemoteAddr, "boot", choice.Kind)
 		w.Header().Set("Content-Type", "text/plain")
-		vars := map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Token": h.cfg.EnrollToken, "Args": h.cfg.KernelArgs}
+		vars := map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Fabric": cmp.Or(h.cfg.FabricURLs, h.cfg.BaseURL), "Token": h.cfg.EnrollToken, "Args": h.cfg.KernelArgs}
 		t := script
 		switch choice.Kind {
 		case api.BootKexec:

@@ -63,8 +63,15 @@ func graceFor(p api.Phase, grace, bootGrace time.Duration) time.Duration {
 	return grace
 }
 
-// Monitor marks silent nodes Unreachable until ctx ends.
+// Monitor marks silent nodes Unreachable until ctx ends. It counts
+// silence from its own start at the earliest: a replica that has just
+// become the leader (and never heard the heartbeats its predecessor did)
+// gives every node a full grace, so a failover never makes one
+// Unreachable.
 func (r *Registry) Monitor(ctx context.Context) error {
+	r.mu.Lock()
+	r.started = r.cfg.Now()
+	r.mu.Unlock()
 	t := time.NewTicker(r.cfg.Grace / 4)
 	defer t.Stop()
 	for {
@@ -86,13 +93,14 @@ func (r *Registry) sweep(ctx context.Context) error {
 		return err
 	}
 	r.mu.Lock()
+	started := r.started
 	seen := make(map[string]time.Time, len(r.lastSeen))
 	for k, v := range r.lastSeen {
 		seen[k] = v
 	}
 	r.mu.Unlock()
 	now := r.cfg.Now()
-	for _, id := range Unreachable(nodes, seen, r.started, now, r.cfg.Grace, r.cfg.BootGrace) {
+	for _, id := range Unreachable(nodes, seen, started, now, r.cfg.Grace, r.cfg.BootGrace) {
 		went := false
 		var grace time.Duration
 		n, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {

@@ -62,6 +62,8 @@ type Config struct {
 	Leases interface {
 		Leases(ctx context.Context) ([]api.Lease, error)
 	}
+	// Cluster, if set, serves /v1/cluster (the replicas).
+	Cluster Cluster
 	// Heartbeat, if set, is told when each heartbeat's handling begins
 	// and (the func it returns) ends: the controller's pacer listens
 	// (service.Pacer).
@@ -107,6 +109,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	if cfg.Racks != nil {
 		a.routeRacks(mux)
 	}
+	if cfg.Cluster != nil {
+		a.routeCluster(mux)
+	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))
 	mux.HandleFunc("POST /v1/nodes/{id}/reprovision", a.operator(a.reprovision))
@@ -124,9 +129,17 @@ type apiServer struct {
 	log *slog.Logger
 }
 
-// fail writes a JSON error.
+// fail writes a JSON error. A failure because this replica no longer
+// leads (store.ErrNotLeader among args: leadership moved while the
+// request ran) is a 503 the client may retry, on another replica.
 func (a *apiServer) fail(w http.ResponseWriter, r *http.Request, code int, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	for _, v := range args {
+		if err, ok := v.(error); ok && errors.Is(err, store.ErrNotLeader) {
+			code = http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "1")
+		}
+	}
 	if code >= 500 {
 		a.log.Error("api", "method", r.Method, "path", r.URL.Path, "status", code, "err", msg)
 	} else {

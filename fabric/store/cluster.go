@@ -184,9 +184,8 @@ func (s *Store) AddMember(ctx context.Context, name, peerURL string) (api.Member
 	if err := validName(name); err != nil {
 		return api.MemberAdded{}, err
 	}
-	u, err := url.Parse(peerURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Port() == "" {
-		return api.MemberAdded{}, fmt.Errorf("peer URL %q: want http://HOST:PORT", peerURL)
+	if err := ValidPeerURL(peerURL); err != nil {
+		return api.MemberAdded{}, err
 	}
 	_, ms, err := s.Members(ctx)
 	if err != nil {
@@ -257,6 +256,15 @@ func validName(n string) error {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
 			return fmt.Errorf("replica name %q: only letters, digits, '-', '_' and '.'", n)
 		}
+	}
+	return nil
+}
+
+// ValidPeerURL checks a member's peer URL: http://HOST:PORT.
+func ValidPeerURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
+		return fmt.Errorf("peer URL %q: want http://HOST:PORT", s)
 	}
 	return nil
 }

@@ -23,6 +23,13 @@ type fence struct {
 // test's), writes are plain. Lead sets one for the store's life.
 func (s *Store) setFence(f *fence) { s.fence.Store(f) }
 
+// Leading says whether this store's writes are the leader's now (also
+// true for a store nobody campaigns on).
+func (s *Store) Leading() bool {
+	f := s.fence.Load()
+	return f == nil || !f.never
+}
+
 type anyReplicaKey struct{}
 
 // AnyReplica marks ctx's writes as safe from any replica, leader or not:

@@ -262,3 +262,23 @@ func (s *Store) NodeRev(ctx context.Context, id string) (api.Node, int64, error)
 func (s *Store) WaitNode(ctx context.Context, id string, rev int64) error {
 	return s.nodeC.wait(ctx, id, rev)
 }
+
+// SharedSecret is the cluster's value of a secret every replica must
+// agree on (a token): the first replica to ask stores its own, local;
+// every later one gets that. Any replica may ask, leader or not.
+func (s *Store) SharedSecret(ctx context.Context, name, local string) (string, error) {
+	key := prefix + "secrets/" + name
+	r, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, local)).Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return "", fmt.Errorf("secret %s: %w", name, err)
+	}
+	if r.Succeeded {
+		return local, nil
+	}
+	kvs := r.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 {
+		return "", fmt.Errorf("secret %s: vanished while read", name)
+	}
+	return string(kvs[0].Value), nil
+}

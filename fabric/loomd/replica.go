@@ -1,0 +1,243 @@
+package loomd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/fabric/server"
+	"github.com/loomfabric/loom/fabric/store"
+)
+
+// The replicated control plane: every replica embeds an etcd member and
+// serves reads, the goal long-polls, DHCP and the netboot files; one, the
+// leader (store.Lead), runs the reconcilers and takes the writes, which
+// the others forward to it.
+
+// ForwardedHeader marks a request one replica forwarded to the leader (a
+// replica never forwards one again: the leader moved meanwhile, and the
+// client is told to retry).
+const ForwardedHeader = "Loom-Forwarded-By"
+
+// forwarder passes writes (any method but GET, HEAD and OPTIONS) to the
+// leader and serves the rest itself.
+type forwarder struct {
+	st    *store.Store
+	self  string
+	local http.Handler
+	log   *slog.Logger
+	// wait is how long a write waits for a leader to be elected.
+	wait time.Duration
+
+	mu      sync.Mutex
+	proxies map[string]*httputil.ReverseProxy
+}
+
+func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		f.local.ServeHTTP(w, r)
+		return
+	}
+	leader, err := f.leader(r.Context())
+	if err != nil {
+		unavailable(w, fmt.Sprintf("no replica leads the fabric after %v (an election under way, or a majority of the replicas down): retry", f.wait))
+		return
+	}
+	if leader.Name == f.self {
+		f.local.ServeHTTP(w, r)
+		return
+	}
+	if by := r.Header.Get(ForwardedHeader); by != "" {
+		unavailable(w, fmt.Sprintf("replica %s forwarded this write to %s, which no longer leads (%s does): retry", by, f.self, leader.Name))
+		return
+	}
+	r.Header.Set(ForwardedHeader, f.self)
+	p, err := f.proxy(leader.API)
+	if err != nil {
+		unavailable(w, fmt.Sprintf("leader %s: %v", leader.Name, err))
+		return
+	}
+	p.ServeHTTP(w, r)
+}
+
+// leader waits up to f.wait for a leader to be known: another replica,
+// or this one once its writes are fenced as the leader's (its key shows
+// in the copy a moment before Lead has the fence).
+func (f *forwarder) leader(ctx context.Context) (api.Replica, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.wait)
+	defer cancel()
+	for {
+		l, err := f.st.WaitLeader(ctx)
+		if err != nil {
+			return l, err
+		}
+		if l.Name != f.self || f.st.Leading() {
+			return l, nil
+		}
+		select {
+		case <-ctx.Done():
+			return l, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.proxies[base]; p != nil {
+		return p, nil
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("API URL %q: not a URL", base)
+	}
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = pr.In.Host
+		},
+		FlushInterval: -1, // long answers (a blob) stream through
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			f.log.Warn("forwarding a write to the leader", "leader", base, "path", r.URL.Path, "err", err)
+			unavailable(w, fmt.Sprintf("the leader at %s did not answer (%v): retry", base, err))
+		},
+	}
+	if f.proxies == nil {
+		f.proxies = map[string]*httputil.ReverseProxy{}
+	}
+	f.proxies[base] = p
+	return p, nil
+}
+
+// unavailable answers 503 with a JSON error and Retry-After: the client
+// may try again, here or on another replica.
+func unavailable(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = fmt.Fprintf(w, "{%q: %q}\n", "error", msg) // the status is sent; a client gone is not ours to report
+}
+
+// cluster serves /v1/cluster: the members with each one's status, asked
+// of its own replica.
+type cluster struct {
+	st   *store.Store
+	self string
+	api  string
+}
+
+// Self is this replica's member.
+func (c *cluster) Self(ctx context.Context) (api.MemberStatus, error) {
+	m, err := c.st.SelfStatus(ctx)
+	m.Name, m.API = c.self, c.api
+	if l, ok := c.st.Leader(); ok && l.Name == c.self {
+		m.Leader = true
+	}
+	return m, err
+}
+
+// Status lists the members: each one's figures from its replica's
+// GET /v1/cluster/self (token is the caller's, passed on).
+func (c *cluster) Status(ctx context.Context, token string) (api.ClusterStatus, error) {
+	id, ms, err := c.st.Members(ctx)
+	if err != nil {
+		return api.ClusterStatus{}, err
+	}
+	reps, err := c.st.Replicas(store.Relaxed(ctx))
+	if err != nil {
+		return api.ClusterStatus{}, err
+	}
+	apiOf := map[string]string{}
+	for _, r := range reps {
+		apiOf[r.Name] = r.API
+	}
+	out := api.ClusterStatus{ClusterID: id, Members: ms}
+	if l, ok := c.st.Leader(); ok {
+		out.Leader = l.Name
+	}
+	var wg sync.WaitGroup
+	for i := range out.Members {
+		m := &out.Members[i]
+		m.API = apiOf[m.Name]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			var got api.MemberStatus
+			var err error
+			switch {
+			case m.Name == c.self:
+				got, err = c.Self(ctx)
+			case m.Name == "":
+				err = errors.New("added but never started")
+			case m.API == "":
+				err = errors.New("no loomd replica runs it (down, or not started yet)")
+			default:
+				got, err = (&client.Client{BaseURL: m.API, Token: token}).ClusterSelf(ctx)
+			}
+			if err != nil {
+				m.Healthy, m.Error = false, err.Error()
+				return
+			}
+			got.PeerURLs, got.Learner = m.PeerURLs, m.Learner
+			*m = got
+		}()
+	}
+	wg.Wait()
+	var top uint64
+	for _, m := range out.Members {
+		top = max(top, m.RaftIndex)
+	}
+	for i := range out.Members {
+		if out.Members[i].Healthy {
+			out.Members[i].Lag = top - out.Members[i].RaftIndex
+		}
+	}
+	return out, nil
+}
+
+// Add adds a member for a new replica.
+func (c *cluster) Add(ctx context.Context, m api.MemberAdd) (api.MemberAdded, error) {
+	return c.st.AddMember(ctx, m.Name, m.PeerURL)
+}
+
+// Remove removes a replica's member.
+func (c *cluster) Remove(ctx context.Context, name string) error {
+	if name == c.self {
+		return fmt.Errorf("%w: replica %s cannot remove its own member (ask another replica, or stop this one first)", server.ErrRefused, name)
+	}
+	return c.st.RemoveMember(ctx, name)
+}
+
+// sharedToken makes the token in file path the cluster's: the first
+// replica's token is stored, and every replica's file holds it.
+func sharedToken(ctx context.Context, st *store.Store, path string) (string, error) {
+	local, err := token(path)
+	if err != nil {
+		return "", err
+	}
+	shared, err := st.SharedSecret(ctx, strings.TrimSuffix(filepath.Base(path), ".token"), local)
+	if err != nil {
+		return "", err
+	}
+	if shared != local {
+		if err := os.WriteFile(path, []byte(shared+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("writing the cluster's token to %s: %w", path, err)
+		}
+	}
+	return shared, nil
+}
