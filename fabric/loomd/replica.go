@@ -112,7 +112,7 @@ func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
 		FlushInterval: -1, // long answers (a blob) stream through
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			f.log.Warn("forwarding a write to the leader", "leader", base, "path", r.URL.Path, "err", err)
-			unavailable(w, fmt.Sprintf("the leader at %s did not answer (%v): retry", base, err))
+			unavailable(w, fmt.Sprintf("the leader at %s did not answer (%v): retry; a new one is elected within seconds unless a majority of the replicas is down", base, err))
 		},
 	}
 	if f.proxies == nil {

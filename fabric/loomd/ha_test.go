@@ -1,0 +1,423 @@
+package loomd_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/fabric/loomd/rig"
+)
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// loomdBin builds loomd once for the tests that run replicas as
+// processes.
+func loomdBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "loomd-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "loomd")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/loomd").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("building loomd: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func startCluster(t *testing.T, n int, extra ...string) *rig.Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts loomd replicas as processes")
+	}
+	dir := t.TempDir()
+	c, err := rig.Start(context.Background(), loomdBin(t), dir, n, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		if t.Failed() {
+			for _, r := range c.Replicas {
+				b, _ := os.ReadFile(r.Log) // best effort, for the failure's context
+				lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+				t.Logf("--- %s (last lines of %s)\n%s", r.Name, r.Log, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+			}
+		}
+	})
+	return c
+}
+
+// ack is one acknowledged write of the stream.
+type ack struct {
+	kind, key string // "register" MAC, "credential" name
+	node      string
+	cred      string
+	start, at time.Time // the write was sent, acknowledged
+}
+
+// stream writes through every replica (the client fails over) until
+// stop: registrations of new nodes, which then heartbeat, and BMC
+// credentials.
+type stream struct {
+	c, enroll *client.Client
+	mu        sync.Mutex
+	acks      []ack
+	failed    []error
+	hbFailed  int
+	hbs       int
+	wg        sync.WaitGroup
+}
+
+func (s *stream) add(a ack) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.acks = append(s.acks, a)
+}
+
+func (s *stream) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failed = append(s.failed, err)
+}
+
+func (s *stream) run(ctx context.Context, writer int) {
+	defer s.wg.Done()
+	for i := 0; ctx.Err() == nil; i++ {
+		start := time.Now()
+		mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", writer, i>>16&0xff, i>>8&0xff, i&0xff)
+		r, err := s.enroll.Register(ctx, api.Registration{MAC: mac, AgentVersion: "ha-test",
+			Inventory: api.Inventory{NICs: []api.NIC{{Name: "eth0", MAC: mac, Link: true}}}})
+		if err != nil {
+			if ctx.Err() == nil {
+				s.fail(fmt.Errorf("register %s: %w", mac, err))
+			}
+			continue
+		}
+		s.add(ack{kind: "register", key: mac, node: r.NodeID, cred: r.Credential, start: start, at: time.Now()})
+		s.wg.Add(1)
+		go s.heartbeat(ctx, r.NodeID, r.Credential)
+		name := fmt.Sprintf("p-%d-%d", writer, i)
+		start = time.Now()
+		if _, err := s.c.PutCredential(ctx, api.Credential{Name: name, Username: "u", Password: "p"}); err != nil {
+			if ctx.Err() == nil {
+				s.fail(fmt.Errorf("credential %s: %w", name, err))
+			}
+			continue
+		}
+		s.add(ack{kind: "credential", key: name, start: start, at: time.Now()})
+	}
+}
+
+func (s *stream) heartbeat(ctx context.Context, id, cred string) {
+	defer s.wg.Done()
+	c := &client.Client{BaseURL: s.c.BaseURL}
+	for ctx.Err() == nil {
+		_, err := c.Status(ctx, id, cred, api.Status{})
+		s.mu.Lock()
+		s.hbs++
+		if err != nil && ctx.Err() == nil {
+			s.hbFailed++
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// firstAfter is the first acknowledgement of a write sent after t.
+func (s *stream) firstAfter(t time.Time) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.acks {
+		if a.start.After(t) {
+			return a.at, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// check replays the acknowledged writes against the store as a
+// surviving replica shows it: every one is there, none twice, and no
+// node went Unreachable.
+func (s *stream) check(t *testing.T, c *client.Client) {
+	t.Helper()
+	ctx := context.Background()
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := c.Credentials(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byMAC := map[string][]api.Node{}
+	for _, n := range nodes {
+		byMAC[n.MAC] = append(byMAC[n.MAC], n)
+		for _, h := range n.History {
+			if h.To == api.PhaseUnreachable {
+				t.Errorf("node %s went Unreachable at %v: %s", n.ID, h.At, h.Reason)
+			}
+		}
+	}
+	haveCred := map[string]int{}
+	for _, p := range creds {
+		haveCred[p.Name]++
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	regs, profs := 0, 0
+	for _, a := range s.acks {
+		switch a.kind {
+		case "register":
+			regs++
+			ns := byMAC[a.key]
+			if len(ns) != 1 || ns[0].ID != a.node {
+				t.Errorf("acknowledged registration of %s as %s: stored as %v", a.key, a.node, ns)
+			}
+		case "credential":
+			profs++
+			if haveCred[a.key] != 1 {
+				t.Errorf("acknowledged credential %s stored %d times", a.key, haveCred[a.key])
+			}
+		}
+	}
+	for mac, ns := range byMAC {
+		if len(ns) > 1 {
+			t.Errorf("MAC %s has %d nodes: a registration applied twice", mac, len(ns))
+		}
+	}
+	t.Logf("checked %d registrations and %d credentials acknowledged; %d nodes stored; %d heartbeats (%d failed); %d writes failed after failover",
+		regs, profs, len(nodes), s.hbs, s.hbFailed, len(s.failed))
+	for _, err := range s.failed {
+		t.Errorf("a write failed even with failover: %v", err)
+	}
+	if s.hbFailed > 0 {
+		t.Errorf("%d heartbeats failed even with failover", s.hbFailed)
+	}
+}
+
+// TestReplicasFailover: three replicas as processes; the leader is
+// killed (-9) in the middle of a stream of writes; a new leader takes
+// writes within seconds, no acknowledged write is lost or applied twice,
+// heartbeats go on and no node goes Unreachable; the killed replica
+// rejoins on its data directory. Then two of three are down: writes are
+// refused with a clear answer, and taken again once one returns.
+func TestReplicasFailover(t *testing.T) {
+	c := startCluster(t, 3, "--heartbeat", "500ms")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s := &stream{c: c.Client()}
+	s.enroll = &client.Client{BaseURL: c.URLs(), Token: c.Replicas[0].EnrollToken()}
+	for w := range 2 {
+		s.wg.Add(1)
+		go s.run(ctx, w)
+	}
+	time.Sleep(2 * time.Second)
+	li, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	c.Replicas[li].Kill()
+	t.Logf("killed leader %s", c.Replicas[li].Name)
+	time.Sleep(6 * time.Second)
+	at, ok := s.firstAfter(killed)
+	if !ok {
+		t.Fatal("no write acknowledged in the 6 s after the leader was killed")
+	}
+	t.Logf("first write acknowledged %v after the kill", at.Sub(killed).Round(time.Millisecond))
+	if d := at.Sub(killed); d > 5*time.Second {
+		t.Errorf("failover took %v, want a few seconds", d)
+	}
+	nl, err := c.Leader(ctx)
+	if err != nil || nl == li {
+		t.Fatalf("after the kill: leader %d (killed %d), %v", nl, li, err)
+	}
+	stop()
+	s.wg.Wait()
+	s.check(t, c.Client())
+
+	// The killed replica restarts on its data directory and catches up.
+	if err := c.Restart(li); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReady(context.Background(), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.Status(context.Background())
+		healthy := 0
+		for _, m := range st.Members {
+			if m.Healthy && m.Lag < 50 {
+				healthy++
+			}
+		}
+		if err == nil && healthy == 3 {
+			t.Logf("rejoined: %+v", st.Members)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted replica did not rejoin: %+v, %v", st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// Two of three down: no quorum, writes refused (503, said why).
+	li, err = c.Leader(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := (li + 1) % 3
+	survivor := (li + 2) % 3
+	c.Replicas[li].Kill()
+	c.Replicas[other].Kill()
+	one := c.Replicas[survivor].Client(c.Token())
+	one.Failover = 2 * time.Second
+	wctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	_, err = one.PutCredential(wctx, api.Credential{Name: "no-quorum", Username: "u", Password: "p"})
+	cancel()
+	var se *client.StatusError
+	if !errors.As(err, &se) || se.Code != 503 {
+		t.Errorf("a write with 1 of 3 replicas up = %v, want a 503", err)
+	} else {
+		t.Logf("refused without quorum: %v", err)
+	}
+	if err := c.Restart(other); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl := c.Client()
+	cl.Failover = 30 * time.Second
+	if _, err := cl.PutCredential(wctx, api.Credential{Name: "quorum-back", Username: "u", Password: "p"}); err != nil {
+		t.Errorf("a write once 2 of 3 are up again: %v", err)
+	}
+}
+
+// TestPausedLeaderIsDeposed: the leader is paused (SIGSTOP) until
+// another leads, then continued: it must not act as the leader again
+// (its fenced writes are refused; a write sent to it is refused or
+// forwarded to the new leader, and lands once).
+func TestPausedLeaderIsDeposed(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	li, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := c.Replicas[li]
+	if err := old.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	var nl string
+	for deadline := time.Now().Add(20 * time.Second); nl == ""; {
+		for i, r := range c.Replicas {
+			if i == li {
+				continue
+			}
+			if s, err := r.Client(c.Token()).ClusterSelf(ctx); err == nil && s.Leader {
+				nl = r.Name
+			}
+		}
+		if time.Now().After(deadline) {
+			_ = old.Resume()
+			t.Fatal("no new leader while the old one was paused")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("%s leads %v after %s was paused", nl, time.Since(paused).Round(time.Millisecond), old.Name)
+	if err := old.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	// At once, a write through the old leader alone.
+	oc := old.Client(c.Token())
+	_, err = oc.PutCredential(ctx, api.Credential{Name: "after-pause", Username: "u", Password: "p"})
+	var se *client.StatusError
+	switch {
+	case err == nil:
+		t.Log("the write sent to the old leader was forwarded to the new one")
+	case errors.As(err, &se) && se.Code == 503:
+		t.Logf("the old leader refused the write: %v", err)
+	default:
+		t.Errorf("write through the resumed old leader: %v, want success (forwarded) or 503", err)
+	}
+	time.Sleep(3 * time.Second)
+	if i, err := c.Leader(ctx); err != nil || c.Replicas[i].Name != nl {
+		t.Errorf("after the old leader resumed: leader %d, %v; want %s still", i, err, nl)
+	}
+	ps, err := c.Client().Credentials(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range ps {
+		if p.Name == "after-pause" {
+			n++
+		}
+	}
+	if (err == nil && n != 1) || n > 1 {
+		t.Errorf("credential after-pause stored %d times", n)
+	}
+	log, _ := os.ReadFile(old.Log) // read for the assertion below
+	if !strings.Contains(string(log), "campaigning again") {
+		t.Errorf("the old leader's log does not say it lost the leadership:\n%s", log)
+	}
+}
+
+// TestFiveReplicasSurviveTwoLosses: with five replicas, the leader and
+// one more killed, writes go on.
+func TestFiveReplicasSurviveTwoLosses(t *testing.T) {
+	c := startCluster(t, 5)
+	ctx := context.Background()
+	li, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Replicas[li].Kill()
+	c.Replicas[(li+1)%5].Kill()
+	start := time.Now()
+	cl := c.Client()
+	cl.Failover = 30 * time.Second
+	if _, err := cl.PutCredential(ctx, api.Credential{Name: "two-lost", Username: "u", Password: "p"}); err != nil {
+		t.Fatalf("write with 3 of 5 up: %v", err)
+	}
+	t.Logf("write acknowledged %v after losing two of five (the leader one of them)", time.Since(start).Round(time.Millisecond))
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthy := 0
+	for _, m := range st.Members {
+		if m.Healthy {
+			healthy++
+		}
+	}
+	if len(st.Members) != 5 || healthy != 3 || st.Leader == "" {
+		t.Errorf("status after two losses: %d members, %d healthy, leader %q; want 5, 3 and one", len(st.Members), healthy, st.Leader)
+	}
+}

@@ -1,0 +1,244 @@
+// Package rig runs loomd replicas as separate processes on loopback, for
+// the tests and the benchmark of the replicated control plane: start a
+// cluster of n, kill -9, pause and resume a replica, restart it on its
+// data directory, find the leader.
+package rig
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/client"
+)
+
+// Replica is one loomd process.
+type Replica struct {
+	Name string
+	API  string // http://127.0.0.1:PORT
+	Peer string // its etcd member's peer URL
+	Data string
+	Log  string
+	bin  string
+	args []string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Cluster is a set of replicas bootstrapped together.
+type Cluster struct {
+	Bin      string
+	Dir      string
+	Replicas []*Replica
+	// Extra flags every replica gets.
+	Extra []string
+}
+
+// Start runs n replicas of bin bootstrapping one cluster under dir and
+// waits until every one answers and one leads.
+func Start(ctx context.Context, bin, dir string, n int, extra ...string) (*Cluster, error) {
+	c := &Cluster{Bin: bin, Dir: dir, Extra: extra}
+	var ic []string
+	for i := range n {
+		api, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		peer, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		r := &Replica{bin: bin, Name: fmt.Sprintf("r%d", i+1), API: "http://" + api, Peer: "http://" + peer,
+			Data: filepath.Join(dir, fmt.Sprintf("r%d", i+1)), Log: filepath.Join(dir, fmt.Sprintf("r%d.log", i+1))}
+		c.Replicas = append(c.Replicas, r)
+		ic = append(ic, r.Name+"="+r.Peer)
+	}
+	for _, r := range c.Replicas {
+		r.args = append([]string{"--name", r.Name, "--data-dir", r.Data, "--api", strings.TrimPrefix(r.API, "http://"),
+			"--peer-url", r.Peer, "--initial-cluster", strings.Join(ic, ",")}, extra...)
+		if err := r.start(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	if err := c.WaitReady(ctx, 60*time.Second); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = l.Close() }() // a probe
+	return l.Addr().String(), nil
+}
+
+func (r *Replica) start() error {
+	log, err := os.OpenFile(r.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Close() }() // loomd writes through its own descriptor
+	r.cmd = exec.Command(r.bin, r.args...)
+	r.cmd.Stdout, r.cmd.Stderr = log, log
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		return err
+	}
+	r.done = make(chan struct{})
+	go func() { _ = r.cmd.Wait(); close(r.done) }() // its exit is looked at through Running
+	return nil
+}
+
+// Running says whether the replica's process is alive.
+func (r *Replica) Running() bool {
+	if r.done == nil {
+		return false
+	}
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the replica's process ID.
+func (r *Replica) PID() int { return r.cmd.Process.Pid }
+
+// Token is the cluster's operator token as this replica's data
+// directory holds it.
+func (r *Replica) Token() string {
+	b, _ := os.ReadFile(filepath.Join(r.Data, "operator.token")) // missing: not yet written
+	return strings.TrimSpace(string(b))
+}
+
+// EnrollToken is the cluster's enrollment token.
+func (r *Replica) EnrollToken() string {
+	b, _ := os.ReadFile(filepath.Join(r.Data, "enroll.token")) // missing: not yet written
+	return strings.TrimSpace(string(b))
+}
+
+// Client talks to this replica alone (no failover).
+func (r *Replica) Client(token string) *client.Client {
+	return &client.Client{BaseURL: r.API, Token: token, Failover: time.Nanosecond}
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (r *Replica) Kill() {
+	if r.Running() {
+		_ = r.cmd.Process.Kill() // it may have died by itself just now
+		<-r.done
+	}
+}
+
+// Pause and Resume stop and continue the process (SIGSTOP, SIGCONT).
+func (r *Replica) Pause() error  { return r.cmd.Process.Signal(syscall.SIGSTOP) }
+func (r *Replica) Resume() error { return r.cmd.Process.Signal(syscall.SIGCONT) }
+
+// Restart starts a killed replica again on its data directory.
+func (c *Cluster) Restart(i int) error {
+	r := c.Replicas[i]
+	r.Kill()
+	return r.start()
+}
+
+// Token is the operator token (every replica holds the same once up).
+func (c *Cluster) Token() string {
+	for _, r := range c.Replicas {
+		if t := r.Token(); t != "" {
+			return t
+		}
+	}
+	return ""
+}
+
+// Client talks to every replica, failing over between them.
+func (c *Cluster) Client() *client.Client {
+	var urls []string
+	for _, r := range c.Replicas {
+		urls = append(urls, r.API)
+	}
+	return &client.Client{BaseURL: strings.Join(urls, ","), Token: c.Token()}
+}
+
+// URLs is every replica's API URL, comma-separated.
+func (c *Cluster) URLs() string { return c.Client().BaseURL }
+
+// Status asks the running replicas, in turn, for the cluster's status.
+func (c *Cluster) Status(ctx context.Context) (api.ClusterStatus, error) {
+	var errs []error
+	for _, r := range c.Replicas {
+		if !r.Running() {
+			continue
+		}
+		s, err := r.Client(c.Token()).ClusterStatus(ctx)
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
+	}
+	return api.ClusterStatus{}, fmt.Errorf("no replica answered: %w", errors.Join(errs...))
+}
+
+// Leader is the index of the replica that leads, as the running ones
+// agree (every one that answers names the same).
+func (c *Cluster) Leader(ctx context.Context) (int, error) {
+	name := ""
+	for _, r := range c.Replicas {
+		if !r.Running() {
+			continue
+		}
+		s, err := r.Client(c.Token()).ClusterSelf(ctx)
+		if err != nil {
+			return -1, fmt.Errorf("%s: %w", r.Name, err)
+		}
+		if s.Leader {
+			if name != "" {
+				return -1, fmt.Errorf("both %s and %s say they lead", name, r.Name)
+			}
+			name = r.Name
+		}
+	}
+	for i, r := range c.Replicas {
+		if r.Name == name {
+			return i, nil
+		}
+	}
+	return -1, errors.New("no replica leads")
+}
+
+// WaitReady waits until every running replica answers and one leads.
+func (c *Cluster) WaitReady(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = ctx.Err(); err != nil {
+			return err
+		}
+		if _, err = c.Leader(ctx); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("cluster not ready after %v: %w (logs in %s)", d, err, c.Dir)
+}
+
+// Close kills every replica.
+func (c *Cluster) Close() {
+	for _, r := range c.Replicas {
+		r.Kill()
+	}
+}
