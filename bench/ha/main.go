@@ -188,7 +188,7 @@ func caughtUp(ctx context.Context, c *rig.Cluster) error {
 
 // throughput runs n replicas and measures the agents' write rate:
 // each worker registers a node and sends it four heartbeats, over and
-// over, through the replica its index picks first.
+// over, knowing every replica and starting from the one its index picks.
 func throughput(ctx context.Context, bin string, n, workers int, d time.Duration, extra []string) (float64, error) {
 	dir, clean, err := tempDir(fmt.Sprint(n))
 	if err != nil {
@@ -209,8 +209,14 @@ func throughput(ctx context.Context, bin string, n, workers int, d time.Duration
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := c.Replicas[w%n]
-			ec := &client.Client{BaseURL: r.API, Token: enroll}
+			// Each worker knows every replica, as agents do, starting
+			// from the one its index picks (its writes then follow
+			// the leader: api.LeaderHeader).
+			var urls []string
+			for i := range n {
+				urls = append(urls, c.Replicas[(w+i)%n].API)
+			}
+			ec := &client.Client{BaseURL: strings.Join(urls, ","), Token: enroll}
 			for i := 0; wctx.Err() == nil; i++ {
 				mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", w, i>>16&0xff, i>>8&0xff, i&0xff)
 				reg, err := ec.Register(wctx, api.Registration{MAC: mac, AgentVersion: "bench",

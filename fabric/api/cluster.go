@@ -1,5 +1,10 @@
 package api
 
+// LeaderHeader, on the answer to a write, names the leader's API URL: a
+// client that knows several replicas sends its next writes there
+// directly rather than through a replica that forwards them.
+const LeaderHeader = "Loom-Leader"
+
 // Replica is one loomd of a replicated control plane as the others find
 // it: its name (its etcd member's) and where its API and its etcd peer
 // port are reached.

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -138,8 +139,11 @@ func (c *Client) doBody(ctx context.Context, method, path, token string, body io
 	first := int(atomic.LoadInt32(&c.cur))
 	for i := 0; ; i++ {
 		k := (first + i) % len(bases)
-		err := c.doOnce(ctx, bases[k], method, path, token, body, contentType, out)
+		leader, err := c.doOnce(ctx, bases[k], method, path, token, body, contentType, out)
 		if err == nil || !retryable(err, len(bases)) {
+			if j := slices.Index(bases, strings.TrimRight(leader, "/")); j >= 0 {
+				k = j // writes go to the leader from now on
+			}
 			atomic.StoreInt32(&c.cur, int32(k))
 			return err
 		}
@@ -161,11 +165,13 @@ func (c *Client) doBody(ctx context.Context, method, path, token string, body io
 	}
 }
 
-func (c *Client) doOnce(ctx context.Context, base, method, path, token string, body io.Reader, contentType string, out any) error {
+// doOnce makes one call to one replica; leader is what its answer said of
+// the leader (api.LeaderHeader), if anything.
+func (c *Client) doOnce(ctx context.Context, base, method, path, token string, body io.Reader, contentType string, out any) (leader string, err error) {
 	base, hc := c.transport(base)
 	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -175,30 +181,31 @@ func (c *Client) doOnce(ctx context.Context, base, method, path, token string, b
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return "", fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer func() { _ = resp.Body.Close() }() // read side
+	leader = resp.Header.Get(api.LeaderHeader)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+		return leader, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
 	}
 	if resp.StatusCode == http.StatusNotModified {
-		return &StatusError{Code: resp.StatusCode, Message: "not modified"}
+		return leader, &StatusError{Code: resp.StatusCode, Message: "not modified"}
 	}
 	if resp.StatusCode/100 != 2 {
 		var e api.Error
 		if json.Unmarshal(data, &e) != nil || e.Message == "" {
 			e.Message = strings.TrimSpace(string(data))
 		}
-		return fmt.Errorf("%s %s: %w", method, path, &StatusError{Code: resp.StatusCode, Message: e.Message})
+		return leader, fmt.Errorf("%s %s: %w", method, path, &StatusError{Code: resp.StatusCode, Message: e.Message})
 	}
 	if out == nil || len(data) == 0 {
-		return nil
+		return leader, nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
+		return leader, fmt.Errorf("%s %s: decoding answer: %w", method, path, err)
 	}
-	return nil
+	return leader, nil
 }
 
 // Register registers a node with the enrollment token in c.Token.

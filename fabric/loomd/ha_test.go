@@ -356,9 +356,9 @@ func TestPausedLeaderIsDeposed(t *testing.T) {
 	}
 	// At once, a write through the old leader alone.
 	oc := old.Client(c.Token())
-	_, err = oc.PutCredential(ctx, api.Credential{Name: "after-pause", Username: "u", Password: "p"})
+	_, werr := oc.PutCredential(ctx, api.Credential{Name: "after-pause", Username: "u", Password: "p"})
 	var se *client.StatusError
-	switch {
+	switch err := werr; {
 	case err == nil:
 		t.Log("the write sent to the old leader was forwarded to the new one")
 	case errors.As(err, &se) && se.Code == 503:
@@ -366,9 +366,12 @@ func TestPausedLeaderIsDeposed(t *testing.T) {
 	default:
 		t.Errorf("write through the resumed old leader: %v, want success (forwarded) or 503", err)
 	}
+	// One leader in the end (the pause may cost a second election: the
+	// paused member led raft too, and the sessions kept through it are
+	// tested by their leases), and the write landed once.
 	time.Sleep(3 * time.Second)
-	if i, err := c.Leader(ctx); err != nil || c.Replicas[i].Name != nl {
-		t.Errorf("after the old leader resumed: leader %d, %v; want %s still", i, err, nl)
+	if _, err := c.Leader(ctx); err != nil {
+		t.Errorf("after the old leader resumed: %v", err)
 	}
 	ps, err := c.Client().Credentials(ctx)
 	if err != nil {
@@ -380,7 +383,7 @@ func TestPausedLeaderIsDeposed(t *testing.T) {
 			n++
 		}
 	}
-	if (err == nil && n != 1) || n > 1 {
+	if (werr == nil && n != 1) || n > 1 {
 		t.Errorf("credential after-pause stored %d times", n)
 	}
 	log, _ := os.ReadFile(old.Log) // read for the assertion below

@@ -130,6 +130,9 @@ type Config struct {
 	// http://<API address> when it names one, else FabricURL's first,
 	// else http://127.0.0.1:<API port>.
 	AdvertiseAPI string
+	// ElectionTimeout is the etcd members' raft election timeout (default
+	// etcd's 1s; the same on every replica).
+	ElectionTimeout time.Duration
 	// LeaderTTL is how long a silent leader keeps its leadership (default
 	// store.DefaultLeaderTTL): about what a failover takes.
 	LeaderTTL time.Duration
@@ -201,7 +204,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
 	st, err := store.Open(ctx, store.Config{DataDir: c.DataDir, Endpoints: c.EtcdEndpoints,
-		Name: c.Name, PeerURL: c.PeerURL, ClientURL: c.ClientURL, InitialCluster: c.InitialCluster, Join: c.Join}, log)
+		Name: c.Name, PeerURL: c.PeerURL, ClientURL: c.ClientURL, InitialCluster: c.InitialCluster, Join: c.Join, ElectionTimeout: c.ElectionTimeout}, log)
 	if err != nil {
 		return err
 	}
@@ -266,7 +269,8 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			g.Go(func() error { return netboot.SendRouterAdverts(ctx, c.NetbootInterface, 2*time.Second, log) })
 		}
 	}
-	var handler http.Handler = &forwarder{st: st, self: me.Name, local: server.New(scfg, log), log: log, wait: 10 * time.Second}
+	fwd := &forwarder{st: st, self: me.Name, local: server.New(scfg, log), log: log, wait: 10 * time.Second}
+	var handler http.Handler = fwd
 	if c.Faults.CutBlobs > 0 {
 		handler = c.Faults.wrap(handler, log)
 	}
@@ -324,6 +328,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	}
 	g.Go(func() error { return st.Lead(ctx, me, c.LeaderTTL, lead, log) })
 	g.Go(func() error { return st.Maintain(ctx, log) })
+	g.Go(func() error { return fwd.watchLeader(ctx, 200*time.Millisecond) })
 	return g.Wait()
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
@@ -55,6 +57,7 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, fmt.Sprintf("no replica leads the fabric after %v (an election under way, or a majority of the replicas down): retry", f.wait))
 		return
 	}
+	w.Header().Set(api.LeaderHeader, leader.API)
 	if leader.Name == f.self {
 		f.local.ServeHTTP(w, r)
 		return
@@ -105,6 +108,11 @@ func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
 		return nil, fmt.Errorf("API URL %q: not a URL", base)
 	}
 	p := &httputil.ReverseProxy{
+		// Every replica's agents' writes come through here: keep their
+		// connections (the default keeps 2 idle per host, and a burst
+		// would open new ones by the thousand).
+		Transport: &http.Transport{Proxy: nil, MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: 90 * time.Second,
+			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.Out.Host = pr.In.Host
@@ -129,6 +137,55 @@ func unavailable(w http.ResponseWriter, msg string) {
 	w.Header().Set("Retry-After", "1")
 	w.WriteHeader(http.StatusServiceUnavailable)
 	_, _ = fmt.Fprintf(w, "{%q: %q}\n", "error", msg) // the status is sent; a client gone is not ours to report
+}
+
+// watchLeader deposes a leader whose process is gone: while another
+// replica leads, its API is dialled every interval; refused twice in a
+// row (nothing listens: the process died, its host is up), its lease is
+// revoked so that the next leader is elected at once rather than when
+// the lease runs out (a leader that is paused, or cut off, answers no
+// dial at all and keeps its lease until it expires). Deposing a live
+// leader by mistake costs an election, never a wrong write: writes are
+// fenced.
+func (f *forwarder) watchLeader(ctx context.Context, interval time.Duration) error {
+	refused := map[string]int{}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		l, ok := f.st.Leader()
+		if !ok || l.Name == f.self {
+			clear(refused)
+			continue
+		}
+		u, err := url.Parse(l.API)
+		if err != nil || u.Host == "" {
+			continue
+		}
+		d := net.Dialer{Timeout: interval}
+		conn, err := d.DialContext(ctx, "tcp", u.Host)
+		if err == nil {
+			_ = conn.Close() // a probe
+			delete(refused, l.API)
+			continue
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			continue // a timeout says nothing sure: the lease decides
+		}
+		if refused[l.API]++; refused[l.API] < 2 {
+			continue
+		}
+		if err := f.st.Depose(ctx, l.Name); err != nil {
+			f.log.Warn("deposing a leader whose API refuses connections", "leader", l.Name, "err", err)
+			continue
+		}
+		f.log.Warn("deposed the leader: its API refuses connections (its process is gone)", "leader", l.Name, "api", l.API)
+		delete(refused, l.API)
+	}
 }
 
 // cluster serves /v1/cluster: the members with each one's status, asked

@@ -130,12 +130,13 @@ type apiServer struct {
 }
 
 // fail writes a JSON error. A failure because this replica no longer
-// leads (store.ErrNotLeader among args: leadership moved while the
-// request ran) is a 503 the client may retry, on another replica.
+// leads, or the store cannot answer for now (store.Unavailable of an
+// error among args: leadership moved while the request ran, an etcd
+// election) is a 503 the client may retry, on another replica.
 func (a *apiServer) fail(w http.ResponseWriter, r *http.Request, code int, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	for _, v := range args {
-		if err, ok := v.(error); ok && errors.Is(err, store.ErrNotLeader) {
+		if err, ok := v.(error); ok && code >= 500 && store.Unavailable(err) {
 			code = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 		}

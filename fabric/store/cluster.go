@@ -126,6 +126,27 @@ func (s *Store) Leader() (api.Replica, bool) {
 	return vs[slices.Index(revs, slices.Min(revs))], true
 }
 
+// Depose ends the leadership of replica name by revoking the lease of
+// its leader key (its session's: it must campaign again). Any replica
+// may, safely: the deposed one's writes are fenced.
+func (s *Store) Depose(ctx context.Context, name string) error {
+	r, err := s.cli.Get(ctx, leaderPrefix, clientv3.WithPrefix())
+	if err != nil {
+		return fmt.Errorf("reading the leader keys: %w", err)
+	}
+	for _, kv := range r.Kvs {
+		var rep api.Replica
+		if json.Unmarshal(kv.Value, &rep) != nil || rep.Name != name || kv.Lease == 0 {
+			continue
+		}
+		if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil {
+			return fmt.Errorf("revoking the lease of %s: %w", name, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("leader key of %s: %w", name, ErrNotFound)
+}
+
 // WaitLeader waits until some replica leads, or ctx ends.
 func (s *Store) WaitLeader(ctx context.Context) (api.Replica, error) {
 	for {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // ErrNotLeader is returned by a write of a replica that does not lead the
@@ -100,4 +103,25 @@ func (t *fencedTxn) Commit() (*clientv3.TxnResponse, error) {
 	inner := (*clientv3.TxnResponse)(r.Responses[0].GetResponseTxn())
 	inner.Header = r.Header
 	return inner, nil
+}
+
+// Unavailable says whether err is the store being unable to answer for
+// now (ErrNotLeader, or etcd without a leader, changing leader, or timing
+// out a request while its members catch up): a client may retry, here or
+// on another replica.
+func Unavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrNotLeader) {
+		return true
+	}
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code() == codes.Unavailable
+	}
+	return false
 }

@@ -66,6 +66,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.InitialCluster, "initial-cluster", "", "NAME=PEER-URL,... of the replicas bootstrapping a cluster together, this one included (first start only)")
 	fs.BoolVar(&c.Join, "join", false, "join a running cluster that has added this replica (loom cluster add prints the flags)")
 	fs.StringVar(&c.AdvertiseAPI, "advertise-api", "", "URL the other replicas forward writes to (default from --api, else the first --fabric-url)")
+	fs.DurationVar(&c.ElectionTimeout, "election-timeout", 0, "raft election timeout of the etcd members (default 1s; give every replica the same)")
 	fs.DurationVar(&c.LeaderTTL, "leader-ttl", 0, "how long a silent leader keeps its leadership, about what a failover takes (default 2s, whole seconds)")
 	var reserve reservations
 	fs.Var(&reserve, "reserve", "static DHCP reservation MAC=IP (repeatable)")
