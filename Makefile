@@ -68,6 +68,7 @@ bench: deps build initramfs images ## run the benchmarks against their peer tool
 	$(GO) run ./bench/channel
 	$(GO) run ./bench/guest
 	$(GO) run ./bench/netboot
+	$(GO) run ./bench/ha
 	$(GO) run ./bench/fabric -hosts 10000 -services 1000 -instances 100 # needs ~12,500 open files (it raises its limit up to the hard one)
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)

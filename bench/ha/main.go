@@ -6,12 +6,13 @@
 //     them; the leader is killed (-9), and the time from the kill to the
 //     first acknowledged write sent after it is taken; median of -trials.
 //     The killed replica restarts on its data directory between trials.
+//
 //   - wN_per_s: for 1, 3 and 5 replicas, the rate of writes agents make
 //     (registrations of new nodes, and heartbeats, which followers
 //     forward to the leader), by -workers clients spread over the
 //     replicas, for -duration.
 //
-//	go run ./bench/ha [-trials 5] [-workers 32] [-duration 10s]
+//     go run ./bench/ha [-trials 5] [-workers 32] [-duration 10s]
 //
 // Last line: bench ha: failover_s=… w1_per_s=… w3_per_s=… w5_per_s=…
 package main
