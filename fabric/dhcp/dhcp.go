@@ -53,10 +53,17 @@ import (
 	"github.com/loomfabric/loom/fabric/store"
 )
 
-// LeaseStore persists leases. *store.Store implements it.
+// LeaseStore persists leases. *store.Store implements it: each address
+// is claimed by one MAC in the store, so that several servers (loomd's
+// replicas) on one network never hand out an address twice.
 type LeaseStore interface {
 	Leases(ctx context.Context) ([]api.Lease, error)
-	CommitLeases(ctx context.Context, puts []api.Lease, dels []string) error
+	// ClaimLeases stores puts, each only if its address is claimed as
+	// its Prev says, and removes dels; it returns the puts that lost
+	// their address to another MAC.
+	ClaimLeases(ctx context.Context, puts []store.LeaseWrite, dels []api.Lease) ([]store.LeaseConflict, error)
+	// Lease reads the lease of one MAC (to learn another server's).
+	Lease(ctx context.Context, mac string) (api.Lease, error)
 }
 
 // Mode is how the server takes part in DHCP.
@@ -193,6 +200,10 @@ type Config struct {
 	Seen func(mac string)
 	// OfferHold is how long an offered address is held. Default 30s.
 	OfferHold time.Duration
+	// Spread, if not 0, starts each pool's search for a free address at
+	// an offset of its own (Spread modulo the pool's size): servers
+	// sharing a network then rarely offer the same address at once.
+	Spread uint32
 	// DeclineHold is how long a declined address is quarantined. Default 10m.
 	DeclineHold time.Duration
 	// Workers bounds concurrently handled packets. Default 512.
@@ -327,6 +338,9 @@ func (s *Server) makePools() error {
 		if err != nil {
 			return err
 		}
+		if cfg.Spread != 0 {
+			p.cursor = p.start + cfg.Spread%(p.end-p.start+1)
+		}
 		for _, q := range s.pools {
 			if q.subnet&p.mask == p.subnet || p.subnet&q.mask == q.subnet {
 				return fmt.Errorf("dhcp: subnets %s and %s overlap", q.prefix(), p.prefix())
@@ -436,9 +450,16 @@ const ProxyPort = 4011
 const batch = 64
 
 type commitReq struct {
-	puts []api.Lease
-	dels []string // MACs whose leases go
+	puts []store.LeaseWrite
+	dels []api.Lease // leases that go (with their address's claim if IP is set)
 	done chan error
+}
+
+// conflictError is a lease that lost its address to another server's.
+type conflictError struct{ store.LeaseConflict }
+
+func (e *conflictError) Error() string {
+	return fmt.Sprintf("address %s is leased to %s by another server", e.IP, e.Holder)
 }
 
 // persist writes one lease change through the group committer and waits.
@@ -479,17 +500,29 @@ func (s *Server) committer(ctx context.Context) error {
 				break fill
 			}
 		}
-		var puts []api.Lease
-		var dels []string
-		for _, r := range batch {
+		var puts []store.LeaseWrite
+		var dels []api.Lease
+		owner := make([]int, 0, len(batch)) // puts[i] is batch[owner[i]]'s
+		for bi, r := range batch {
 			puts = append(puts, r.puts...)
 			dels = append(dels, r.dels...)
+			for range r.puts {
+				owner = append(owner, bi)
+			}
 		}
-		err := s.cfg.Leases.CommitLeases(ctx, puts, dels)
+		conflicts, err := s.cfg.Leases.ClaimLeases(ctx, puts, dels)
 		if err != nil {
 			s.log.Error("dhcp: persisting leases", "count", len(batch), "err", err)
 		}
-		for _, r := range batch {
+		lost := map[int]error{}
+		for _, c := range conflicts {
+			lost[owner[c.Index]] = &conflictError{c}
+		}
+		for bi, r := range batch {
+			if e, ok := lost[bi]; ok && err == nil {
+				r.done <- e
+				continue
+			}
 			r.done <- err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/store"
 )
 
 // fakeLeases is an in-memory LeaseStore that counts its transactions.
@@ -21,6 +22,7 @@ type fakeLeases struct {
 	leases map[string]api.Lease
 	txns   int
 	fail   error
+	claims map[string]string // IP → MAC
 }
 
 func newFakeLeases(ls ...api.Lease) *fakeLeases {
@@ -41,20 +43,46 @@ func (f *fakeLeases) Leases(context.Context) ([]api.Lease, error) {
 	return out, nil
 }
 
-func (f *fakeLeases) CommitLeases(_ context.Context, puts []api.Lease, dels []string) error {
+// ClaimLeases keeps the store's rule: an address's claim passes from
+// Prev, or is taken when absent, or kept by its own MAC.
+func (f *fakeLeases) ClaimLeases(_ context.Context, puts []store.LeaseWrite, dels []api.Lease) ([]store.LeaseConflict, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail != nil {
-		return f.fail
+		return nil, f.fail
+	}
+	if f.claims == nil {
+		f.claims = map[string]string{}
 	}
 	f.txns++
-	for _, l := range puts {
+	var out []store.LeaseConflict
+	for i, w := range puts {
+		l := w.Lease
+		h, ok := f.claims[l.IP]
+		if ok && h != l.MAC && (w.Prev == "" || h != w.Prev) {
+			out = append(out, store.LeaseConflict{Index: i, IP: l.IP, Holder: h})
+			continue
+		}
+		f.claims[l.IP] = l.MAC
 		f.leases[l.MAC] = l
 	}
-	for _, m := range dels {
-		delete(f.leases, m)
+	for _, l := range dels {
+		delete(f.leases, l.MAC)
+		if l.IP != "" && f.claims[l.IP] == l.MAC {
+			delete(f.claims, l.IP)
+		}
 	}
-	return nil
+	return out, nil
+}
+
+func (f *fakeLeases) Lease(_ context.Context, mac string) (api.Lease, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, ok := f.leases[mac]
+	if !ok {
+		return l, store.ErrNotFound
+	}
+	return l, nil
 }
 
 var t0 = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
@@ -461,5 +489,39 @@ func TestSeenOnlyNetbootClients(t *testing.T) {
 	s.Handle(ctx, discover(mac(3), dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001"))))
 	if diff := cmp.Diff([]string{mac(2).String(), mac(3).String()}, seen); diff != "" {
 		t.Errorf("Seen (-want +got):\n%s", diff)
+	}
+}
+
+// TestTwoServersNeverAckOneAddressTwice: two servers (replicas) on one
+// network share the lease store but not their memory. The second, not
+// knowing the first's lease, offers the same address to another client;
+// its REQUEST is NAKed (the claim is the first's), the second learns the
+// lease, and the client gets another address on its next try.
+func TestTwoServersNeverAckOneAddressTwice(t *testing.T) {
+	st := newFakeLeases()
+	a, _ := newTestServer(t, st, nil)
+	b, _ := newTestServer(t, st, func(c *Config) { c.ServerIP = net.IPv4(10, 0, 0, 2) })
+	ackA := exchange(t, a, mac(1))
+	ctx := context.Background()
+	offer := b.Handle(ctx, discover(mac(2)))
+	if offer == nil || !offer.YourIPAddr.Equal(ackA.YourIPAddr) {
+		t.Fatalf("b's offer = %v, want the address a leased (%v): b does not know of it yet", offer, ackA.YourIPAddr)
+	}
+	got := b.Handle(ctx, request(mac(2), offer.YourIPAddr, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offer.ServerIdentifier()))))
+	if got == nil || got.MessageType() != dhcpv4.MessageTypeNak {
+		t.Fatalf("b's answer to a REQUEST of a's address = %v, want NAK", got)
+	}
+	ackB := exchange(t, b, mac(2))
+	if ackB.YourIPAddr.Equal(ackA.YourIPAddr) {
+		t.Fatalf("both servers acked %v", ackA.YourIPAddr)
+	}
+	if l := st.leases[mac(1).String()]; l.IP != ackA.YourIPAddr.String() {
+		t.Errorf("a's lease after b's attempt: %+v", l)
+	}
+	// The spread start: with Spread, a pool's first offer is not its
+	// first address.
+	c, _ := newTestServer(t, newFakeLeases(), func(c *Config) { c.Spread = 2 })
+	if o := c.Handle(ctx, discover(mac(3))); o == nil || !o.YourIPAddr.Equal(net.IPv4(10, 0, 0, 102)) {
+		t.Errorf("offer with Spread 2 = %v, want 10.0.0.102", o)
 	}
 }

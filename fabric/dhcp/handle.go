@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"net"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/store"
 )
 
 // Handle answers one request that came to port 67; nil means no reply. It
@@ -50,7 +52,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		if ip == nil || ip.IsUnspecified() {
 			ip = req.ClientIPAddr
 		}
-		lease, displaced, err := p.ack(mac, ip, req.HostName(), relayOf(req), now)
+		lease, prev, err := p.ack(mac, ip, req.HostName(), relayOf(req), now)
 		if err != nil {
 			s.log.Info("dhcp: NAK", "mac", mac, "ip", ip, "reason", err)
 			return s.nak(req, err.Error())
@@ -60,11 +62,21 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 				q.forget(mac) // it moved subnets; its old address is free
 			}
 		}
-		var dels []string
-		if displaced != "" {
-			dels = []string{displaced}
+		var dels []api.Lease
+		if prev != "" && prev != mac {
+			dels = []api.Lease{{MAC: prev}} // displaced: its claim passes to mac
 		}
-		if err := s.persist(ctx, commitReq{puts: []api.Lease{lease}, dels: dels}); err != nil {
+		err = s.persist(ctx, commitReq{puts: []store.LeaseWrite{{Lease: lease, Prev: prev}}, dels: dels})
+		var lost *conflictError
+		if errors.As(err, &lost) {
+			// Another server (a replica) leased the address meanwhile:
+			// learn its lease, and the client starts over.
+			p.forget(mac)
+			s.learn(ctx, lost.Holder)
+			s.log.Info("dhcp: NAK", "mac", mac, "ip", ip, "reason", err)
+			return s.nak(req, err.Error())
+		}
+		if err != nil {
 			// No ACK without a stored lease; the client will retry.
 			return nil
 		}
@@ -72,7 +84,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 
 	case dhcpv4.MessageTypeRelease:
 		if l, ok := p.release(mac, req.ClientIPAddr, now); ok {
-			_ = s.persist(ctx, commitReq{puts: []api.Lease{l}})
+			_ = s.persist(ctx, commitReq{puts: []store.LeaseWrite{{Lease: l, Prev: mac}}})
 		}
 		return nil
 
@@ -80,7 +92,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		ip := req.RequestedIPAddress()
 		s.log.Warn("dhcp: address declined (in use by another host?)", "mac", mac, "ip", ip)
 		if p.decline(mac, ip, now) {
-			_ = s.persist(ctx, commitReq{dels: []string{mac}})
+			_ = s.persist(ctx, commitReq{dels: []api.Lease{{MAC: mac, IP: ip.String()}}})
 		}
 		return nil
 
@@ -88,6 +100,20 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		return s.reply(req, p, dhcpv4.MessageTypeAck, nil)
 	}
 	return nil
+}
+
+// learn loads another server's lease of mac into the pools.
+func (s *Server) learn(ctx context.Context, mac string) {
+	if mac == "" {
+		return
+	}
+	l, err := s.cfg.Leases.Lease(ctx, mac)
+	if err == nil {
+		err = s.load(l)
+	}
+	if err != nil {
+		s.log.Warn("dhcp: learning another server's lease", "mac", mac, "err", err)
+	}
 }
 
 // poolFor is the pool a request draws from: the subnet of its relay

@@ -275,8 +275,9 @@ func (p *pool) unoffer(mac string) {
 	}
 }
 
-// ack binds ip to mac. It returns the new lease and the MAC whose expired
-// lease it replaced ("" if none), so that lease can be deleted from the store.
+// ack binds ip to mac. It returns the new lease and the MAC that held the
+// address before ("" if none; mac itself on a renewal; another MAC whose
+// lease ran out and is displaced, its lease to be deleted from the store).
 func (p *pool) ack(mac string, ip net.IP, hostname string, relay *api.LeaseRelay, now time.Time) (api.Lease, string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -287,14 +288,11 @@ func (p *pool) ack(mac string, ip net.IP, hostname string, relay *api.LeaseRelay
 	if err := p.usableFor(v, mac, now); err != nil {
 		return api.Lease{}, "", err
 	}
-	displaced := ""
-	if m, ok := p.owner[v]; ok && m != mac {
-		displaced = m
-	}
+	prev := p.owner[v]
 	p.unoffer(mac)
 	b := &binding{mac: mac, ip: v, expires: now.Add(p.leaseTime), hostname: hostname, relay: relay}
 	p.bind(b)
-	return api.Lease{MAC: mac, IP: ipOf(v).String(), Expires: b.expires, Hostname: hostname, Relay: relay}, displaced, nil
+	return api.Lease{MAC: mac, IP: ipOf(v).String(), Expires: b.expires, Hostname: hostname, Relay: relay}, prev, nil
 }
 
 // forget drops whatever mac holds here (it took a lease in another subnet).

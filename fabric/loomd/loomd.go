@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -154,6 +155,17 @@ func (c *Config) endpointIP() string {
 		return ""
 	}
 	return host
+}
+
+// spread starts the DHCP pools' search for free addresses at an offset
+// of this replica's own when it is one of several (see dhcp.Config).
+func (c *Config) spread() uint32 {
+	if c.InitialCluster == "" && !c.Join {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(c.name())) // a hash's Write never fails
+	return h.Sum32() | 1
 }
 
 // name is this replica's name.
@@ -360,6 +372,7 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 		Subnets: c.Subnets, Router: c.Router, DNS: c.DNS, LeaseTime: c.LeaseTime,
 		Reservations: c.Reservations, ScriptURL: boot.ScriptURL, Leases: st,
 		NoTFTP: c.TFTPAddr == "off",
+		Spread: c.spread(),
 		Seen: func(mac string) {
 			select {
 			case discovered <- mac:

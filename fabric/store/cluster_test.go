@@ -163,3 +163,64 @@ func TestNeedsDefrag(t *testing.T) {
 		}
 	}
 }
+
+// TestClaimLeases: an address is claimed by one MAC; a second MAC's
+// lease on it is a conflict naming the holder; a renewal, a displacement
+// of the holder (Prev), a lease stored before claims existed and a claim
+// whose holder moved on all land; a decline frees the claim.
+func TestClaimLeases(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	l := func(mac, ip string) api.Lease { return api.Lease{MAC: mac, IP: ip} }
+	const m1, m2, m3 = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"
+	claim := func(w LeaseWrite) []LeaseConflict {
+		t.Helper()
+		cs, err := s.ClaimLeases(ctx, []LeaseWrite{w}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	if cs := claim(LeaseWrite{Lease: l(m1, "10.0.0.100")}); cs != nil {
+		t.Fatalf("first claim: %v", cs)
+	}
+	if cs := claim(LeaseWrite{Lease: l(m2, "10.0.0.100")}); len(cs) != 1 || cs[0].Holder != m1 {
+		t.Errorf("second MAC on a claimed address: %v, want a conflict held by %s", cs, m1)
+	}
+	if got, _ := s.Lease(ctx, m2); got.IP != "" {
+		t.Errorf("the conflicting lease was stored: %+v", got)
+	}
+	if cs := claim(LeaseWrite{Lease: l(m1, "10.0.0.100"), Prev: m1}); cs != nil {
+		t.Errorf("renewal: %v", cs)
+	}
+	if cs := claim(LeaseWrite{Lease: l(m1, "10.0.0.100")}); cs != nil {
+		t.Errorf("claim of an address already the MAC's: %v", cs)
+	}
+	// m1's lease ran out; m2 displaces it (the server knew m1 held it).
+	if cs, err := s.ClaimLeases(ctx, []LeaseWrite{{Lease: l(m2, "10.0.0.100"), Prev: m1}}, []api.Lease{{MAC: m1}}); err != nil || cs != nil {
+		t.Errorf("displacement: %v %v", cs, err)
+	}
+	// m2 moves to another address: its old claim is stale, m3 takes it
+	// although its server thinks the address free.
+	if cs := claim(LeaseWrite{Lease: l(m2, "10.0.0.101"), Prev: ""}); cs != nil {
+		t.Fatalf("m2's new address: %v", cs)
+	}
+	if cs := claim(LeaseWrite{Lease: l(m3, "10.0.0.100")}); cs != nil {
+		t.Errorf("claim of an address whose holder moved on: %v", cs)
+	}
+	// A lease stored before claims existed renews.
+	if _, err := s.cli.Put(ctx, s.leases().key("52:54:00:00:00:09"), `{"mac":"52:54:00:00:00:09","ip":"10.0.0.109"}`); err != nil {
+		t.Fatal(err)
+	}
+	if cs := claim(LeaseWrite{Lease: l("52:54:00:00:00:09", "10.0.0.109"), Prev: "52:54:00:00:00:09"}); cs != nil {
+		t.Errorf("renewal of a lease without a claim: %v", cs)
+	}
+	// Declined: lease and claim go.
+	if _, err := s.ClaimLeases(ctx, nil, []api.Lease{{MAC: m3, IP: "10.0.0.100"}}); err != nil {
+		t.Fatal(err)
+	}
+	if cs := claim(LeaseWrite{Lease: l(m1, "10.0.0.100")}); cs != nil {
+		t.Errorf("claim after a decline freed the address: %v", cs)
+	}
+}

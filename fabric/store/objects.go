@@ -178,33 +178,6 @@ func (s *Store) Credential(ctx context.Context, id string) (string, error) {
 // Leases lists every DHCP lease, expired ones included.
 func (s *Store) Leases(ctx context.Context) ([]api.Lease, error) { return s.leases().all(ctx) }
 
-// CommitLeases writes puts and removes the leases of the MACs in dels in
-// one transaction (at most MaxTxnOps operations in all). Any replica may
-// commit leases (each serves DHCP), leader or not.
-func (s *Store) CommitLeases(ctx context.Context, puts []api.Lease, dels []string) error {
-	if len(puts)+len(dels) > MaxTxnOps {
-		return fmt.Errorf("committing leases: %d operations, at most %d", len(puts)+len(dels), MaxTxnOps)
-	}
-	ops := make([]clientv3.Op, 0, len(puts)+len(dels))
-	for _, l := range puts {
-		b, err := json.Marshal(l)
-		if err != nil {
-			return err
-		}
-		ops = append(ops, clientv3.OpPut(s.leases().key(l.MAC), string(b)))
-	}
-	for _, m := range dels {
-		ops = append(ops, clientv3.OpDelete(s.leases().key(m)))
-	}
-	if len(ops) == 0 {
-		return nil
-	}
-	if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-		return fmt.Errorf("committing %d lease changes: %w", len(ops), err)
-	}
-	return nil
-}
-
 // IsNotFound reports whether err is (or wraps) ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
