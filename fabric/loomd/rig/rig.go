@@ -27,6 +27,10 @@ type Replica struct {
 	Peer string // its etcd member's peer URL
 	Data string
 	Log  string
+	// NS is the network namespace it runs in ("" the rig's own); Unix
+	// then is its API socket, which the rig's clients use.
+	NS   string
+	Unix string
 	bin  string
 	args []string
 	cmd  *exec.Cmd
@@ -42,11 +46,10 @@ type Cluster struct {
 	Extra []string
 }
 
-// Start runs n replicas of bin bootstrapping one cluster under dir and
-// waits until every one answers and one leads.
+// Start runs n replicas of bin bootstrapping one cluster under dir, on
+// loopback, and waits until every one answers and one leads.
 func Start(ctx context.Context, bin, dir string, n int, extra ...string) (*Cluster, error) {
-	c := &Cluster{Bin: bin, Dir: dir, Extra: extra}
-	var ic []string
+	var specs []Spec
 	for i := range n {
 		api, err := freePort()
 		if err != nil {
@@ -56,14 +59,41 @@ func Start(ctx context.Context, bin, dir string, n int, extra ...string) (*Clust
 		if err != nil {
 			return nil, err
 		}
-		r := &Replica{bin: bin, Name: fmt.Sprintf("r%d", i+1), API: "http://" + api, Peer: "http://" + peer,
-			Data: filepath.Join(dir, fmt.Sprintf("r%d", i+1)), Log: filepath.Join(dir, fmt.Sprintf("r%d.log", i+1))}
-		c.Replicas = append(c.Replicas, r)
-		ic = append(ic, r.Name+"="+r.Peer)
+		specs = append(specs, Spec{Name: fmt.Sprintf("r%d", i+1), Listen: api, Peer: "http://" + peer, Extra: extra})
 	}
-	for _, r := range c.Replicas {
-		r.args = append([]string{"--name", r.Name, "--data-dir", r.Data, "--api", strings.TrimPrefix(r.API, "http://"),
-			"--peer-url", r.Peer, "--initial-cluster", strings.Join(ic, ",")}, extra...)
+	return StartSpecs(ctx, bin, dir, specs)
+}
+
+// Spec is one replica to start.
+type Spec struct {
+	Name string
+	// Listen is its API's address (host:port); Peer its etcd peer URL.
+	Listen, Peer string
+	// NS, if set, is the network namespace it runs in; the rig then
+	// reaches its API through a unix socket in dir.
+	NS    string
+	Extra []string
+}
+
+// StartSpecs runs the replicas specs describes, bootstrapping one
+// cluster under dir, and waits until every one answers and one leads.
+func StartSpecs(ctx context.Context, bin, dir string, specs []Spec) (*Cluster, error) {
+	c := &Cluster{Bin: bin, Dir: dir}
+	var ic []string
+	for _, sp := range specs {
+		ic = append(ic, sp.Name+"="+sp.Peer)
+	}
+	for _, sp := range specs {
+		r := &Replica{bin: bin, Name: sp.Name, API: "http://" + sp.Listen, Peer: sp.Peer, NS: sp.NS,
+			Data: filepath.Join(dir, sp.Name), Log: filepath.Join(dir, sp.Name+".log")}
+		r.args = []string{"--name", r.Name, "--data-dir", r.Data, "--api", sp.Listen,
+			"--peer-url", r.Peer, "--initial-cluster", strings.Join(ic, ",")}
+		if sp.NS != "" {
+			r.Unix = filepath.Join(dir, sp.Name+".sock")
+			r.args = append(r.args, "--api-unix", r.Unix)
+		}
+		r.args = append(r.args, sp.Extra...)
+		c.Replicas = append(c.Replicas, r)
 		if err := r.start(); err != nil {
 			c.Close()
 			return nil, err
@@ -92,6 +122,9 @@ func (r *Replica) start() error {
 	}
 	defer func() { _ = log.Close() }() // loomd writes through its own descriptor
 	r.cmd = exec.Command(r.bin, r.args...)
+	if r.NS != "" {
+		r.cmd = exec.Command("ip", append([]string{"netns", "exec", r.NS, r.bin}, r.args...)...)
+	}
 	r.cmd.Stdout, r.cmd.Stderr = log, log
 	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := r.cmd.Start(); err != nil {
@@ -133,7 +166,15 @@ func (r *Replica) EnrollToken() string {
 
 // Client talks to this replica alone (no failover).
 func (r *Replica) Client(token string) *client.Client {
-	return &client.Client{BaseURL: r.API, Token: token, Failover: time.Nanosecond}
+	return &client.Client{BaseURL: r.URL(), Token: token, Failover: time.Nanosecond}
+}
+
+// URL is where the rig reaches the replica's API.
+func (r *Replica) URL() string {
+	if r.Unix != "" {
+		return "unix://" + r.Unix
+	}
+	return r.API
 }
 
 // Kill sends SIGKILL and waits for the process to end.
@@ -169,7 +210,7 @@ func (c *Cluster) Token() string {
 func (c *Cluster) Client() *client.Client {
 	var urls []string
 	for _, r := range c.Replicas {
-		urls = append(urls, r.API)
+		urls = append(urls, r.URL())
 	}
 	return &client.Client{BaseURL: strings.Join(urls, ","), Token: c.Token()}
 }
