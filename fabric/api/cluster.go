@@ -5,6 +5,10 @@ package api
 // directly rather than through a replica that forwards them.
 const LeaderHeader = "Loom-Leader"
 
+// PeerFetchHeader marks a replica's request for a blob it lacks: the
+// replica asked answers from its own disk only.
+const PeerFetchHeader = "Loom-Peer-Fetch"
+
 // Replica is one loomd of a replicated control plane as the others find
 // it: its name (its etcd member's) and where its API and its etcd peer
 // port are reached.

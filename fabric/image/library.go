@@ -2,11 +2,14 @@ package image
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/store"
@@ -29,6 +32,12 @@ type Library struct {
 	KV    KV
 	// InUse says who uses an image ("" if nobody). Default: nobody.
 	InUse func(ctx context.Context, name string) (string, error)
+	// Fetch, if set, opens an image's blob elsewhere (another replica)
+	// when this one's disk lacks it; the copy is kept once its sha256 is
+	// the manifest's digest. Default: a missing blob is an error.
+	Fetch func(ctx context.Context, m api.Manifest) (io.ReadCloser, error)
+
+	fetchMu sync.Mutex // one fetch at a time (a rack asking for one blob)
 }
 
 // Add ingests an image under name.
@@ -99,3 +108,59 @@ func (l *Library) gc(ctx context.Context, digest string) {
 
 // BlobPath is the file holding an image's bytes.
 func (l *Library) BlobPath(m api.Manifest) string { return l.Blobs.Path(m.Digest) }
+
+type localOnlyKey struct{}
+
+// LocalOnly marks ctx's OpenBlob as one that must not fetch: a replica
+// asking another for a blob (it would ask back, each waiting on the other).
+func LocalOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, localOnlyKey{}, true)
+}
+
+func isLocalOnly(ctx context.Context) bool { b, _ := ctx.Value(localOnlyKey{}).(bool); return b }
+
+// OpenBlob opens an image's bytes: from this disk, or fetched (Fetch)
+// and checked first when this disk lacks them.
+func (l *Library) OpenBlob(ctx context.Context, m api.Manifest) (*os.File, error) {
+	f, err := os.Open(l.BlobPath(m))
+	if err == nil || !errors.Is(err, os.ErrNotExist) || l.Fetch == nil || isLocalOnly(ctx) {
+		return f, err
+	}
+	l.fetchMu.Lock()
+	defer l.fetchMu.Unlock()
+	if f, err := os.Open(l.BlobPath(m)); err == nil { // fetched while this one waited
+		return f, nil
+	}
+	if err := os.MkdirAll(l.Blobs.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(l.Blobs.Dir, "fetch-*")
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = os.Remove(tmp.Name()) }() // a no-op once renamed
+	defer func() { _ = tmp.Close() }()           // checked below before the rename
+	h := sha256.New()
+	src, err := l.Fetch(ctx, m)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: fetching its blob from another replica: %w", m.Name, err)
+	}
+	_, err = io.Copy(io.MultiWriter(tmp, h), src)
+	_ = src.Close() // read side
+	if err != nil {
+		return nil, fmt.Errorf("image %s: fetching its blob from another replica: %w", m.Name, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != m.Digest {
+		return nil, fmt.Errorf("image %s: the blob fetched from another replica has sha256 %s, the manifest says %s: not kept", m.Name, got, m.Digest)
+	}
+	if err := tmp.Sync(); err != nil {
+		return nil, err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp.Name(), l.BlobPath(m)); err != nil {
+		return nil, err
+	}
+	return os.Open(l.BlobPath(m))
+}

@@ -1,6 +1,7 @@
 package loomd_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -325,6 +326,23 @@ func TestReplicasFailover(t *testing.T) {
 func TestPausedLeaderIsDeposed(t *testing.T) {
 	c := startCluster(t, 3)
 	ctx := context.Background()
+
+	// First: an image uploaded through any replica (it lands on the
+	// leader's disk) is served by every one: the others fetch it from a
+	// peer on the first miss.
+	img := bytes.Repeat([]byte("replicated blob "), 1<<14)
+	if _, err := c.Client().AddImage(ctx, "shared", bytes.NewReader(img), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.Replicas {
+		var got bytes.Buffer
+		if err := r.Client(c.Token()).Blob(ctx, "/v1/images/shared/blob", &got); err != nil {
+			t.Errorf("blob from %s: %v", r.Name, err)
+		} else if !bytes.Equal(got.Bytes(), img) {
+			t.Errorf("blob from %s: %d bytes differ from the %d uploaded", r.Name, got.Len(), len(img))
+		}
+	}
+
 	li, err := c.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -251,6 +251,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			}
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
+	lib.Fetch = fetchBlob(st, c.name(), opTok)
 	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter, MaxRestarts: c.MaxRestarts}, log)
 	pacer := &service.Pacer{}
 	ctl.Pace(pacer)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -297,4 +298,42 @@ func sharedToken(ctx context.Context, st *store.Store, path string) (string, err
 		}
 	}
 	return shared, nil
+}
+
+// fetchBlob opens an image's blob on another live replica (the first that
+// has it), for a replica whose disk lacks it (uploads land on the leader).
+func fetchBlob(st *store.Store, self, token string) func(ctx context.Context, m api.Manifest) (io.ReadCloser, error) {
+	return func(ctx context.Context, m api.Manifest) (io.ReadCloser, error) {
+		reps, err := st.Replicas(store.Relaxed(ctx))
+		if err != nil {
+			return nil, err
+		}
+		var errs []error
+		for _, r := range reps {
+			if r.Name == self {
+				continue
+			}
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(r.API, "/")+"/v1/images/"+url.PathEscape(m.Name)+"/blob", nil)
+			if err != nil {
+				return nil, err
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+			req.Header.Set(api.PeerFetchHeader, self)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
+				continue
+			}
+			if resp.StatusCode != http.StatusOK {
+				_ = resp.Body.Close() // nothing to read
+				errs = append(errs, fmt.Errorf("%s: %s", r.Name, resp.Status))
+				continue
+			}
+			return resp.Body, nil
+		}
+		if len(errs) == 0 {
+			return nil, errors.New("no other replica is up")
+		}
+		return nil, errors.Join(errs...)
+	}
 }

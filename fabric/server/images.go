@@ -20,7 +20,9 @@ type Images interface {
 	Get(ctx context.Context, name string) (api.Manifest, error)
 	List(ctx context.Context) ([]api.Manifest, error)
 	Remove(ctx context.Context, name string) error
-	BlobPath(m api.Manifest) string
+	// OpenBlob opens an image's bytes (fetched from another replica if
+	// this one lacks them).
+	OpenBlob(ctx context.Context, m api.Manifest) (*os.File, error)
 }
 
 func (a *apiServer) routeImages(mux *http.ServeMux) {
@@ -138,7 +140,11 @@ func (a *apiServer) imageBlob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	f, err := os.Open(a.cfg.Images.BlobPath(m))
+	ctx := r.Context()
+	if r.Header.Get(api.PeerFetchHeader) != "" {
+		ctx = image.LocalOnly(ctx)
+	}
+	f, err := a.cfg.Images.OpenBlob(ctx, m)
 	if err != nil {
 		a.fail(w, r, http.StatusInternalServerError, "image %s: blob: %v", m.Name, err)
 		return
