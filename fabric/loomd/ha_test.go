@@ -441,4 +441,61 @@ func TestFiveReplicasSurviveTwoLosses(t *testing.T) {
 	if len(st.Members) != 5 || healthy != 3 || st.Leader == "" {
 		t.Errorf("status after two losses: %d members, %d healthy, leader %q; want 5, 3 and one", len(st.Members), healthy, st.Leader)
 	}
+
+	// A replica that lost its data directory may not bootstrap as new
+	// into the running cluster: it stops, saying what to do.
+	lost := (li + 1) % 5
+	r := c.Replicas[lost]
+	if err := os.RemoveAll(r.Data); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(lost); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Wait(60 * time.Second) {
+		t.Fatal("a replica with an emptied data directory kept running")
+	}
+	log, _ := os.ReadFile(r.Log) // for the assertion
+	if !strings.Contains(string(log), "must be removed and added again") || !strings.Contains(string(log), "loom cluster remove "+r.Name) {
+		t.Errorf("the emptied replica's error does not say what to do:\n%s", tail(string(log), 5))
+	}
+	// Removed and added again, it joins with the flags it was given.
+	if err := cl.ClusterRemove(ctx, r.Name); err != nil {
+		t.Fatal(err)
+	}
+	added, err := cl.ClusterAdd(ctx, api.MemberAdd{Name: r.Name, PeerURL: r.Peer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.ClusterAdd(ctx, api.MemberAdd{Name: r.Name, PeerURL: r.Peer}); err == nil {
+		t.Error("adding a member twice succeeded")
+	}
+	t.Logf("rejoining with %v", added.Flags)
+	if err := c.Rejoin(lost, added.Flags); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st, err := c.Status(ctx)
+		ok := false
+		for _, m := range st.Members {
+			ok = ok || (m.Name == r.Name && m.Healthy && m.Lag < 50)
+		}
+		if err == nil && ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the re-added replica did not join: %+v %v\n%s", st, err, tail(readFile(r.Log), 10))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Its token files hold the cluster's tokens.
+	if r.Token() != c.Token() {
+		t.Errorf("the joined replica's operator token differs from the cluster's")
+	}
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p) // for an error message
+	return string(b)
 }

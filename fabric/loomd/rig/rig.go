@@ -196,6 +196,32 @@ func (c *Cluster) Restart(i int) error {
 	return r.start()
 }
 
+// Rejoin starts replica i again, on a fresh data directory, with the
+// flags `loom cluster add` printed for it (its member added anew).
+func (c *Cluster) Rejoin(i int, flags []string) error {
+	r := c.Replicas[i]
+	r.Kill()
+	if err := os.RemoveAll(r.Data); err != nil {
+		return err
+	}
+	r.args = append([]string{"--data-dir", r.Data, "--api", strings.TrimPrefix(r.API, "http://")}, flags...)
+	if r.Unix != "" {
+		r.args = append(r.args, "--api-unix", r.Unix)
+	}
+	return r.start()
+}
+
+// Wait waits for replica i's process to end by itself, up to d, and
+// says whether it did.
+func (r *Replica) Wait(d time.Duration) bool {
+	select {
+	case <-r.done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
 // Token is the operator token (every replica holds the same once up).
 func (c *Cluster) Token() string {
 	for _, r := range c.Replicas {
