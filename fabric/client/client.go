@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -489,4 +490,38 @@ func (c *Client) ClusterAdd(ctx context.Context, m api.MemberAdd) (api.MemberAdd
 // ClusterRemove removes a replica's member.
 func (c *Client) ClusterRemove(ctx context.Context, name string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/cluster/members/"+url.PathEscape(name), c.Token, nil, nil)
+}
+
+// CreateToken makes a named operator token (admin); its secret is in
+// the answer, and only there.
+func (c *Client) CreateToken(ctx context.Context, name string, role api.Role) (api.TokenCreated, error) {
+	var t api.TokenCreated
+	err := c.do(ctx, http.MethodPost, "/v1/tokens", c.Token, api.TokenCreate{Name: name, Role: role}, &t)
+	return t, err
+}
+
+// Tokens lists the named tokens (admin).
+func (c *Client) Tokens(ctx context.Context) ([]api.Token, error) {
+	var ts []api.Token
+	err := c.do(ctx, http.MethodGet, "/v1/tokens", c.Token, nil, &ts)
+	return ts, err
+}
+
+// RevokeToken revokes a named token (admin).
+func (c *Client) RevokeToken(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/tokens/"+url.PathEscape(name), c.Token, nil, nil)
+}
+
+// Audit reads up to limit audit records from since on (admin).
+func (c *Client) Audit(ctx context.Context, since time.Time, limit int) ([]api.AuditRecord, error) {
+	q := url.Values{}
+	if !since.IsZero() {
+		q.Set("since", since.UTC().Format(time.RFC3339Nano))
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var recs []api.AuditRecord
+	err := c.do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), c.Token, nil, &recs)
+	return recs, err
 }

@@ -260,6 +260,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st), Heartbeat: pacer.Begin}
 	me := api.Replica{Name: c.name(), API: c.advertiseAPI(ln.Addr().(*net.TCPAddr).Port), Peer: c.PeerURL}
 	scfg.Cluster = &cluster{st: st, self: me.Name, api: me.API}
+	scfg.Tokens, scfg.Audit = st, st
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
@@ -337,6 +338,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		lg.Go(func() error { return ctl.Run(ctx, 2*time.Second) })
 		lg.Go(func() error { return eps.Run(ctx, time.Second) })
 		lg.Go(func() error { return meter.Run(ctx) })
+		lg.Go(func() error { return trimAudit(ctx, st, log) })
 		return lg.Wait()
 	}
 	g.Go(func() error { return st.Lead(ctx, me, c.LeaderTTL, lead, log) })

@@ -116,6 +116,7 @@ func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
 			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
+			pr.SetXForwarded() // the audit log names the client, not this replica
 			pr.Out.Host = pr.In.Host
 		},
 		FlushInterval: -1, // long answers (a blob) stream through
@@ -335,5 +336,32 @@ func fetchBlob(st *store.Store, self, token string) func(ctx context.Context, m 
 			return nil, errors.New("no other replica is up")
 		}
 		return nil, errors.Join(errs...)
+	}
+}
+
+// Audit retention: the newest AuditKeep records, none older than
+// AuditMaxAge; the leader trims every AuditTrimEvery.
+const (
+	AuditKeep      = 100000
+	AuditMaxAge    = 90 * 24 * time.Hour
+	AuditTrimEvery = time.Minute
+)
+
+func trimAudit(ctx context.Context, st *store.Store, log *slog.Logger) error {
+	t := time.NewTicker(AuditTrimEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		n, err := st.TrimAudit(ctx, AuditKeep, AuditMaxAge, time.Now())
+		if err != nil && ctx.Err() == nil {
+			log.Warn("trimming the audit log", "err", err)
+		}
+		if n > 0 {
+			log.Info("audit log trimmed", "removed", n)
+		}
 	}
 }

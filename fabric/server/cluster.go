@@ -40,7 +40,7 @@ func (a *apiServer) routeCluster(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, s)
 	}))
-	mux.HandleFunc("POST /v1/cluster/members", a.operator(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /v1/cluster/members", a.admin(func(w http.ResponseWriter, r *http.Request) {
 		var m api.MemberAdd
 		if err := decode(w, r, &m); err != nil {
 			a.fail(w, r, http.StatusBadRequest, "%v", err)
@@ -60,7 +60,7 @@ func (a *apiServer) routeCluster(mux *http.ServeMux) {
 			writeJSON(w, http.StatusOK, added)
 		}
 	}))
-	mux.HandleFunc("DELETE /v1/cluster/members/{name}", a.operator(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("DELETE /v1/cluster/members/{name}", a.admin(func(w http.ResponseWriter, r *http.Request) {
 		err := a.cfg.Cluster.Remove(r.Context(), r.PathValue("name"))
 		switch {
 		case store.IsNotFound(err):

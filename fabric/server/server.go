@@ -64,6 +64,12 @@ type Config struct {
 	}
 	// Cluster, if set, serves /v1/cluster (the replicas).
 	Cluster Cluster
+	// Tokens, if set, serves /v1/tokens and admits the named tokens
+	// (each with its role) beside OperatorToken.
+	Tokens Tokens
+	// Audit, if set, records every write an operator token or a
+	// registration makes, and serves GET /v1/audit (admin).
+	Audit Audit
 	// Heartbeat, if set, is told when each heartbeat's handling begins
 	// and (the func it returns) ends: the controller's pacer listens
 	// (service.Pacer).
@@ -111,6 +117,12 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Cluster != nil {
 		a.routeCluster(mux)
+	}
+	if cfg.Tokens != nil {
+		a.routeTokens(mux)
+	}
+	if cfg.Audit != nil {
+		mux.HandleFunc("GET /v1/audit", a.admin(a.listAudit))
 	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))
@@ -169,16 +181,6 @@ func tokenOK(got, want string) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }
 
-func (a *apiServer) operator(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if !tokenOK(bearer(r), a.cfg.OperatorToken) {
-			a.fail(w, r, http.StatusUnauthorized, "operator token missing or wrong")
-			return
-		}
-		h(w, r)
-	}
-}
-
 // decode reads a bounded JSON body into v.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
@@ -200,6 +202,10 @@ func (a *apiServer) register(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusUnauthorized, "enrollment token missing or wrong")
 		return
 	}
+	a.audited(caller{name: "enroll"}, w, r, a.registerNode)
+}
+
+func (a *apiServer) registerNode(w http.ResponseWriter, r *http.Request) {
 	var reg api.Registration
 	if err := decode(w, r, &reg); err != nil {
 		a.fail(w, r, http.StatusBadRequest, "%v", err)

@@ -102,6 +102,7 @@ type Store struct {
 	svcC      *cached[api.Service]
 	leaderC   *cached[api.Replica]
 	replicaC  *cached[api.Replica]
+	tokC      *cached[StoredToken]
 	followers []follower
 	wctx      context.Context // the copies' watch
 	stop      context.CancelFunc
@@ -127,6 +128,7 @@ func (s *Store) start(log *slog.Logger) *Store {
 	s.svcC = newCached(s, prefix+"services/", "service", decodeJSON[api.Service], cloneService, nil)
 	s.leaderC = newCached(s, leaderPrefix, "leader key", decodeJSON[api.Replica], nil, nil)
 	s.replicaC = newCached(s, replicaPrefix, "replica", decodeJSON[api.Replica], nil, nil)
+	s.tokC = newCached(s, prefix+"tokens/", "token", decodeJSON[StoredToken], nil, nil)
 	s.credC = newCached(s, prefix+"creds/", "credential of node", func(b []byte) (string, error) { return string(b), nil }, nil, nil)
 	s.run(log)
 	return s
@@ -286,3 +288,7 @@ func (s *Store) get(ctx context.Context, key string) ([]byte, int64, error) {
 	}
 	return r.Kvs[0].Value, r.Kvs[0].ModRevision, nil
 }
+
+// Client is the store's etcd client, for tests and tools that look
+// beneath the API (writes through it bypass the fence).
+func (s *Store) Client() *clientv3.Client { return s.cli }

@@ -104,7 +104,7 @@ the operator token in --token-file ($LOOM_TOKEN otherwise).`,
 	pf.StringVarP(&a.output, "output", "o", outTable, "output format: table, json or yaml")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outTable, outJSON, outYAML}, cobra.ShellCompDirectiveNoFileComp))
 	root.AddGroup(&cobra.Group{ID: "metal", Title: "Machines:"}, &cobra.Group{ID: "guests", Title: "Guests and services:"})
-	for _, c := range []*cobra.Command{a.nodesCmd(), a.nodeCmd(), a.leasesCmd(), a.rackCmd(), a.imageCmd(), a.profileCmd(), a.credentialCmd(), a.clusterCmd()} {
+	for _, c := range []*cobra.Command{a.nodesCmd(), a.nodeCmd(), a.leasesCmd(), a.rackCmd(), a.imageCmd(), a.profileCmd(), a.credentialCmd(), a.clusterCmd(), a.tokenCmd(), a.auditCmd()} {
 		c.GroupID = "metal"
 		root.AddCommand(c)
 	}

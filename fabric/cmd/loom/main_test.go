@@ -201,6 +201,18 @@ func TestCLI(t *testing.T) {
 		{name: "credential set from stdin", args: []string{"credential", "set", "bmc", "--username", "admin", "--password-file", "-"}, stdin: "s3cret\n", want: []string{"credential bmc (user admin) stored"}},
 		{name: "credential set needs a password file", args: []string{"credential", "set", "bmc2", "--username", "admin"}, wantErr: `"password-file" not set`},
 		{name: "credential list hides passwords", args: []string{"credential", "list", "-o", "json"}, want: []string{`"name": "bmc"`, `"username": "admin"`}, notWant: []string{"s3cret"}},
+		// Tokens and the audit log (the test's token is the data
+		// directory's: an admin).
+		{name: "token create", args: []string{"token", "create", "ci-viewer", "--role", "viewer"}, want: []string{"token ci-viewer (viewer); its secret, shown this once:", "ci-viewer."}},
+		{name: "token create needs a role", args: []string{"token", "create", "x"}, wantErr: `required flag(s) "role" not set`},
+		{name: "token create with a bad role", args: []string{"token", "create", "x", "--role", "root"}, wantErr: `--role: role "root": want viewer, operator or admin`},
+		{name: "token create twice", args: []string{"token", "create", "ci-viewer", "--role", "admin"}, wantErr: "409 Conflict: token ci-viewer exists (revoke it first)"},
+		{name: "token list", args: []string{"token", "list"}, want: []string{"NAME", "ROLE", "ci-viewer", "viewer", "operator"}},
+		{name: "token list json has no secret", args: []string{"token", "list", "-o", "json"}, want: []string{`"name": "ci-viewer"`}, notWant: []string{"secret", "hash"}},
+		{name: "token revoke", args: []string{"token", "revoke", "ci-viewer"}, want: []string{"token ci-viewer revoked"}},
+		{name: "token revoke missing", args: []string{"token", "revoke", "ci-viewer"}, wantErr: `404 Not Found: token "ci-viewer" not found`},
+		{name: "audit", args: []string{"audit", "--since", "1h"}, want: []string{"WHO", "operator", "POST /v1/tokens", "200", "409", "DELETE /v1/tokens/ci-viewer", "404"}},
+		{name: "audit bad since", args: []string{"audit", "--since", "yesterday"}, wantErr: `--since "yesterday": want a time`},
 		{name: "rack import bad line", args: []string{"rack", "import", "{dir}/bad.csv"}, wantErr: "line 3, field mac"},
 		{name: "rack import bad imports nothing", args: []string{"rack", "list"}, notWant: []string{"r1"}},
 		{name: "rack import", args: []string{"rack", "import", "{dir}/good.csv"}, want: []string{"imported 2 servers: 2 new (Enrolled), 0 known already"}},

@@ -27,13 +27,9 @@ the bytes their channels carried. --since takes a time (RFC 3339) or a
 duration back from now (24h).`,
 		Args: args(0),
 		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, _ []string) error {
-			var from time.Time
-			if since != "" {
-				if d, err := time.ParseDuration(since); err == nil {
-					from = time.Now().Add(-d)
-				} else if from, err = time.Parse(time.RFC3339, since); err != nil {
-					return fmt.Errorf("--since %q: want a time such as 2026-11-24T12:00:00Z or a duration such as 24h", since)
-				}
+			from, err := parseSince(since, a.now())
+			if err != nil {
+				return err
 			}
 			us, err := c.Usage(ctx, from, svc)
 			if err != nil {
@@ -74,4 +70,20 @@ func usageCSV(w io.Writer, us []api.UsageRecord) error {
 	}
 	cw.Flush()
 	return cw.Error()
+}
+
+// parseSince reads --since: a time (RFC 3339) or a duration back from now
+// (24h); "" is the beginning.
+func parseSince(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return t, fmt.Errorf("--since %q: want a time such as 2026-11-24T12:00:00Z or a duration such as 24h", s)
+	}
+	return t, nil
 }
