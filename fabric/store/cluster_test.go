@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -222,5 +223,41 @@ func TestClaimLeases(t *testing.T) {
 	}
 	if cs := claim(LeaseWrite{Lease: l(m1, "10.0.0.100")}); cs != nil {
 		t.Errorf("claim after a decline freed the address: %v", cs)
+	}
+}
+
+// TestAuditTrim: the audit log keeps the newest records up to its
+// bound, none older than its age, oldest removed first.
+func TestAuditTrim(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	for i := range 30 {
+		at := now.Add(time.Duration(i-30) * time.Minute)
+		if i < 5 {
+			at = now.Add(-48 * time.Hour) // too old
+		}
+		if err := s.AppendAudit(ctx, api.AuditRecord{Time: at, Who: fmt.Sprint(i), Method: "POST", Path: "/x", Status: 200}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.TrimAudit(ctx, 20, 24*time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := s.Audit(ctx, time.Time{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 10 || len(recs) != 20 || recs[0].Who != "10" || recs[19].Who != "29" {
+		t.Errorf("after trimming to 20: removed %d, %d left, from %q to %q; want 10 removed, 10..29 left", n, len(recs), recs[0].Who, recs[len(recs)-1].Who)
+	}
+	if n, err := s.TrimAudit(ctx, 100, time.Hour, now); err != nil || n != 0 {
+		t.Errorf("trimming within bounds removed %d (%v)", n, err)
+	}
+	since, err := s.Audit(ctx, now.Add(-5*time.Minute), 3)
+	if err != nil || len(since) != 3 || since[0].Who != "25" {
+		t.Errorf("Audit since 5 min, limit 3 = %+v, %v; want 25, 26, 27", since, err)
 	}
 }

@@ -159,4 +159,3 @@ func (s *Store) CommitLeases(ctx context.Context, puts []api.Lease, dels []strin
 func (s *Store) Lease(ctx context.Context, mac string) (api.Lease, error) {
 	return s.leases().get(ctx, mac)
 }
-

@@ -126,4 +126,3 @@ func (s *Store) TrimAudit(ctx context.Context, keep int, maxAge time.Duration, n
 		excess -= len(ops)
 	}
 }
-

@@ -201,6 +201,14 @@ func TestCLI(t *testing.T) {
 		{name: "credential set from stdin", args: []string{"credential", "set", "bmc", "--username", "admin", "--password-file", "-"}, stdin: "s3cret\n", want: []string{"credential bmc (user admin) stored"}},
 		{name: "credential set needs a password file", args: []string{"credential", "set", "bmc2", "--username", "admin"}, wantErr: `"password-file" not set`},
 		{name: "credential list hides passwords", args: []string{"credential", "list", "-o", "json"}, want: []string{`"name": "bmc"`, `"username": "admin"`}, notWant: []string{"s3cret"}},
+		// The control plane's replicas (one here).
+		{name: "cluster status", args: []string{"cluster", "status"}, want: []string{"leader loomd", "NAME", "RAFT INDEX", "loomd", "leader", "healthy"}},
+		{name: "cluster status json", args: []string{"cluster", "status", "-o", "json"}, want: []string{`"leader": "loomd"`, `"healthy": true`, `"raftIndex":`}},
+		{name: "cluster add needs a peer URL", args: []string{"cluster", "add", "b"}, wantErr: `required flag(s) "peer-url" not set`},
+		{name: "cluster add with a bad peer URL", args: []string{"cluster", "add", "b", "--peer-url", "b:2380"}, wantErr: `400 Bad Request: peer URL "b:2380": want http://HOST:PORT`},
+		{name: "cluster add with a bad name", args: []string{"cluster", "add", "b/c", "--peer-url", "http://10.0.0.2:2380"}, wantErr: `replica name "b/c"`},
+		{name: "cluster remove missing", args: []string{"cluster", "remove", "ghost"}, wantErr: "404 Not Found: member ghost: not found"},
+		{name: "cluster remove itself", args: []string{"cluster", "remove", "loomd"}, wantErr: "409 Conflict: refused: replica loomd cannot remove its own member"},
 		// Tokens and the audit log (the test's token is the data
 		// directory's: an admin).
 		{name: "token create", args: []string{"token", "create", "ci-viewer", "--role", "viewer"}, want: []string{"token ci-viewer (viewer); its secret, shown this once:", "ci-viewer."}},
