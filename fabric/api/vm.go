@@ -56,6 +56,11 @@ const (
 
 // VMRequest is the body of POST /v1/vms.
 type VMRequest struct {
+	// ID, if set, is the new VM's ("vm-" and 8 to 32 of 0-9 a-f), which
+	// makes the create idempotent: sent again (its answer lost in a
+	// failover), it answers with the VM the first one made instead of
+	// making a second. The client sets one for every create.
+	ID string `json:"id,omitempty"`
 	// Node to place the VM on; "" picks a Ready node with room.
 	Node     string `json:"node,omitempty"`
 	VCPUs    int    `json:"vcpus"`
@@ -204,6 +209,8 @@ const (
 	DefaultMemoryMB = 256
 )
 
+var vmIDRE = regexp.MustCompile(`^vm-[0-9a-f]{8,32}$`)
+
 // Default fills what r leaves unset: 1 vCPU, 256 MiB.
 func (r *VMRequest) Default() {
 	if r.VCPUs == 0 {
@@ -229,6 +236,9 @@ func (r VMRequest) Validate() error {
 	}
 	if r.Package == "" {
 		errs = append(errs, errors.New("package: required"))
+	}
+	if r.ID != "" && !vmIDRE.MatchString(r.ID) {
+		errs = append(errs, fmt.Errorf("id: %q: want vm- and 8 to 32 of 0-9 a-f", r.ID))
 	}
 	if r.Health != nil {
 		if err := r.Health.Validate(); err != nil {

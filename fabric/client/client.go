@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -355,7 +357,16 @@ func (c *Client) DeleteProfile(ctx context.Context, name string) error {
 }
 
 // CreateVM asks for a VM (operator token).
+//
+// The request carries an ID of the client's (unless req has one): a
+// retry on another replica after a failover then finds the VM the first
+// attempt made rather than making a second.
 func (c *Client) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, error) {
+	if req.ID == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // crypto/rand never fails
+		req.ID = "vm-" + hex.EncodeToString(b[:])
+	}
 	var vm api.VM
 	err := c.do(ctx, http.MethodPost, "/v1/vms", c.Token, req, &vm)
 	return vm, err

@@ -82,6 +82,7 @@ type ack struct {
 // credentials.
 type stream struct {
 	c, enroll *client.Client
+	host      string // a host node for VM creates ("" none)
 	mu        sync.Mutex
 	acks      []ack
 	failed    []error
@@ -127,6 +128,18 @@ func (s *stream) run(ctx context.Context, writer int) {
 			continue
 		}
 		s.add(ack{kind: "credential", key: name, start: start, at: time.Now()})
+		if s.host == "" {
+			continue
+		}
+		start = time.Now()
+		vm, err := s.c.CreateVM(ctx, api.VMRequest{Node: s.host, Package: "pkg", VCPUs: 1, MemoryMB: 64})
+		if err != nil {
+			if ctx.Err() == nil {
+				s.fail(fmt.Errorf("vm create: %w", err))
+			}
+			continue
+		}
+		s.add(ack{kind: "vm", key: vm.ID, start: start, at: time.Now()})
 	}
 }
 
@@ -183,13 +196,21 @@ func (s *stream) check(t *testing.T, c *client.Client) {
 			}
 		}
 	}
+	vms, err := c.VMs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	haveVM := map[string]int{}
+	for _, v := range vms {
+		haveVM[v.ID]++
+	}
 	haveCred := map[string]int{}
 	for _, p := range creds {
 		haveCred[p.Name]++
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	regs, profs := 0, 0
+	regs, profs, vmAcks := 0, 0, 0
 	for _, a := range s.acks {
 		switch a.kind {
 		case "register":
@@ -197,6 +218,11 @@ func (s *stream) check(t *testing.T, c *client.Client) {
 			ns := byMAC[a.key]
 			if len(ns) != 1 || ns[0].ID != a.node {
 				t.Errorf("acknowledged registration of %s as %s: stored as %v", a.key, a.node, ns)
+			}
+		case "vm":
+			vmAcks++
+			if haveVM[a.key] != 1 {
+				t.Errorf("acknowledged VM %s stored %d times", a.key, haveVM[a.key])
 			}
 		case "credential":
 			profs++
@@ -210,8 +236,11 @@ func (s *stream) check(t *testing.T, c *client.Client) {
 			t.Errorf("MAC %s has %d nodes: a registration applied twice", mac, len(ns))
 		}
 	}
-	t.Logf("checked %d registrations and %d credentials acknowledged; %d nodes stored; %d heartbeats (%d failed); %d writes failed after failover",
-		regs, profs, len(nodes), s.hbs, s.hbFailed, len(s.failed))
+	t.Logf("checked %d registrations, %d credentials and %d VM creates acknowledged; %d nodes and %d VMs stored; %d heartbeats (%d failed); %d writes failed after failover",
+		regs, profs, vmAcks, len(nodes), len(vms), s.hbs, s.hbFailed, len(s.failed))
+	if len(vms) < vmAcks {
+		t.Errorf("%d VMs stored for %d acknowledged creates", len(vms), vmAcks)
+	}
 	for _, err := range s.failed {
 		t.Errorf("a write failed even with failover: %v", err)
 	}
@@ -232,6 +261,21 @@ func TestReplicasFailover(t *testing.T) {
 	defer stop()
 	s := &stream{c: c.Client()}
 	s.enroll = &client.Client{BaseURL: c.URLs(), Token: c.Replicas[0].EnrollToken()}
+	// VM creates need a package and a host with room, heartbeating.
+	if _, err := s.c.AddImage(ctx, "pkg", bytes.NewReader(make([]byte, 8192)), nil); err != nil {
+		t.Fatal(err)
+	}
+	hostMAC := "52:54:00:ee:00:01"
+	host, err := s.enroll.Register(ctx, api.Registration{Mode: api.ModeHost, MAC: hostMAC, GuestVCPUs: api.MaxGuestVCPUs,
+		Accel: &api.Accel{Accel: "tcg", CPU: "max"},
+		Inventory: api.Inventory{CPU: api.CPU{Count: 64, Model: "t"}, Memory: 1 << 40, NICs: []api.NIC{{Name: "eth0", MAC: hostMAC, Link: true}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.host = host.NodeID
+	s.add(ack{kind: "register", key: hostMAC, node: host.NodeID, start: time.Now(), at: time.Now()})
+	s.wg.Add(1)
+	go s.heartbeat(ctx, host.NodeID, host.Credential)
 	for w := range 2 {
 		s.wg.Add(1)
 		go s.run(ctx, w)

@@ -39,7 +39,7 @@ func (a *apiServer) createVM(w http.ResponseWriter, r *http.Request) {
 	}
 	vm, err := a.cfg.VMs.CreateVM(r.Context(), req)
 	switch {
-	case errors.Is(err, vms.ErrNoCapacity):
+	case errors.Is(err, vms.ErrNoCapacity), errors.Is(err, store.ErrExists):
 		a.fail(w, r, http.StatusConflict, "%v", err)
 	case store.IsNotFound(err):
 		a.fail(w, r, http.StatusBadRequest, "vm: %v", err)

@@ -35,6 +35,35 @@ func TestVMsAPI(t *testing.T) {
 	if code := call(t, srv, "POST", "/v1/vms", opToken, `{"package":"web","memoryMB":256,"settings":{"greeting":"hi"}}`, &vm); code != 201 || vm.Node != reg.NodeID || vm.State != api.VMStatePending {
 		t.Fatalf("create = %d %+v", code, vm)
 	}
+	// A create with the client's ID is idempotent: sent again (its answer
+	// lost in a failover), it answers with the VM it made.
+	var a1, a2 api.VM
+	idReq := `{"id":"vm-00c0ffee00c0ffee","package":"web","memoryMB":128}`
+	if code := call(t, srv, "POST", "/v1/vms", opToken, idReq, &a1); code != 201 || a1.ID != "vm-00c0ffee00c0ffee" {
+		t.Fatalf("create with an ID = %d %+v", code, a1)
+	}
+	if code := call(t, srv, "POST", "/v1/vms", opToken, idReq, &a2); code/100 != 2 || a2.ID != a1.ID || !a2.Created.Equal(a1.Created) {
+		t.Errorf("the same create again = %d %+v, want the first's VM", code, a2)
+	}
+	var all []api.VM
+	if call(t, srv, "GET", "/v1/vms", opToken, "", &all); len(all) != 2 {
+		t.Errorf("%d VMs after a create sent twice, want 2 (one each)", len(all))
+	}
+	if code := call(t, srv, "POST", "/v1/vms", opToken, `{"id":"vm-00c0ffee00c0ffee","package":"web","memoryMB":64}`, &e); code != 409 || !strings.Contains(e.Message, "different VM") {
+		t.Errorf("a different create with a taken ID = %d %q, want 409", code, e.Message)
+	}
+	if code := call(t, srv, "POST", "/v1/vms", opToken, `{"id":"../x","package":"web"}`, &e); code != 400 || !strings.Contains(e.Message, "id:") {
+		t.Errorf("a bad ID = %d %q, want 400 naming id", code, e.Message)
+	}
+	req0, _ := http.NewRequest("DELETE", srv.URL+"/v1/vms/"+a1.ID, nil)
+	req0.Header.Set("Authorization", "Bearer "+opToken)
+	if resp, err := srv.Client().Do(req0); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("delete = %v %v", resp, err)
+	} else {
+		_ = resp.Body.Close()
+	}
+	call(t, srv, "POST", "/v1/nodes/"+reg.NodeID+"/status", reg.Credential, `{"vmsComplete":true,"vms":[{"id":"`+vm.ID+`","state":"Pending"}]}`, nil)
+
 	var g api.Goal
 	if code := call(t, srv, "GET", "/v1/nodes/"+reg.NodeID+"/goal", reg.Credential, "", &g); code != 200 || len(g.VMs) != 1 || g.VMs[0].PackageDigest == "" || g.VMs[0].Settings["greeting"] != "hi" {
 		t.Fatalf("goal = %d %+v", code, g)

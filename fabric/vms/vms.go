@@ -3,6 +3,7 @@
 package vms
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -139,11 +140,21 @@ func (m *Manager) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, erro
 		return api.VM{}, fmt.Errorf("package: %q: %w", req.Package, err)
 	}
 	vm := api.VM{
-		ID: NewID(), VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, Package: req.Package,
+		ID: cmp.Or(req.ID, NewID()), VCPUs: req.VCPUs, MemoryMB: req.MemoryMB, Package: req.Package,
 		Settings: req.Settings, Health: req.Health, Created: m.cfg.Now().UTC(), Desired: api.VMRunning,
 		VMStatus: api.VMStatus{State: api.VMStatePending},
 	}
+	var made *api.VM // the VM an earlier attempt of this request made
 	_, err := m.st.ChangeVMs(ctx, func(nodes []api.Node, vms []api.VM) (store.VMChange, error) {
+		made = nil
+		if i := slices.IndexFunc(vms, func(v api.VM) bool { return v.ID == vm.ID }); i >= 0 {
+			v := vms[i]
+			if v.Package != req.Package || v.VCPUs != req.VCPUs || v.MemoryMB != req.MemoryMB {
+				return store.VMChange{}, fmt.Errorf("vm %s: %w by a different VM (%d vCPUs, %d MiB, %s)", vm.ID, store.ErrExists, v.VCPUs, v.MemoryMB, v.Package)
+			}
+			made = &v
+			return store.VMChange{}, nil
+		}
 		id, err := Place(req, nodes, vms)
 		if err != nil {
 			return store.VMChange{}, err
@@ -153,6 +164,10 @@ func (m *Manager) CreateVM(ctx context.Context, req api.VMRequest) (api.VM, erro
 	})
 	if err != nil {
 		return api.VM{}, err
+	}
+	if made != nil {
+		m.log.Info("vm create repeated: answered with the VM it made", "vm", made.ID, "node", made.Node)
+		return *made, nil
 	}
 	m.log.Info("vm created", "vm", vm.ID, "node", vm.Node, "vcpus", vm.VCPUs, "memoryMB", vm.MemoryMB, "package", vm.Package)
 	return vm, nil
