@@ -301,6 +301,17 @@ func TestReplicasFailover(t *testing.T) {
 	if err != nil || nl == li {
 		t.Fatalf("after the kill: leader %d (killed %d), %v", nl, li, err)
 	}
+	// Every live replica shows the host's last heartbeat (the leader's
+	// memory: followers ask it).
+	for _, r := range c.Replicas {
+		if !r.Running() {
+			continue
+		}
+		n, err := r.Client(c.Token()).Node(ctx, s.host)
+		if err != nil || time.Since(n.LastSeen) > 5*time.Second {
+			t.Errorf("host as %s shows it: last seen %v, %v; want within 5 s", r.Name, n.LastSeen, err)
+		}
+	}
 	stop()
 	s.wg.Wait()
 	s.check(t, c.Client())

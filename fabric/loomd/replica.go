@@ -50,6 +50,15 @@ type forwarder struct {
 func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		if leaderFresh(r) && r.Header.Get(ForwardedHeader) == "" {
+			if l, ok := f.st.Leader(); ok && l.Name != f.self {
+				if p, err := f.proxy(l.API); err == nil {
+					r.Header.Set(ForwardedHeader, f.self)
+					p.ServeHTTP(w, r)
+					return
+				}
+			}
+		}
 		f.local.ServeHTTP(w, r)
 		return
 	}
@@ -98,6 +107,15 @@ func (f *forwarder) leader(ctx context.Context) (api.Replica, error) {
 	}
 }
 
+// leaderFresh says whether a read is the leader's to answer: nodes, whose
+// last heartbeat and imaging progress live in its memory. Served here if
+// the leader does not answer.
+func leaderFresh(r *http.Request) bool {
+	p := r.URL.Path
+	return (p == "/v1/nodes" || strings.HasPrefix(p, "/v1/nodes/")) && !strings.HasSuffix(p, "/goal") &&
+		!strings.HasPrefix(p, "/v1/nodes/register")
+}
+
 func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -121,6 +139,11 @@ func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
 		},
 		FlushInterval: -1, // long answers (a blob) stream through
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if r.Method == http.MethodGet || r.Method == http.MethodHead {
+				r.Header.Del(ForwardedHeader)
+				f.local.ServeHTTP(w, r) // the leader's view was wanted; this one's will do
+				return
+			}
 			f.log.Warn("forwarding a write to the leader", "leader", base, "path", r.URL.Path, "err", err)
 			unavailable(w, fmt.Sprintf("the leader at %s did not answer (%v): retry; a new one is elected within seconds unless a majority of the replicas is down", base, err))
 		},

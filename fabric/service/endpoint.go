@@ -179,6 +179,21 @@ func (e *Endpoints) serve(ep *endpoint) {
 	}
 }
 
+// EndpointWait is how long a connection to an endpoint with no instance
+// in rotation waits for one before it is closed.
+const EndpointWait = 2 * time.Second
+
+// awaitBackend polls ep's rotation for up to d.
+func (e *Endpoints) awaitBackend(ep *endpoint, d time.Duration) string {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		if addr := ep.pick(time.Now()); addr != "" {
+			return addr
+		}
+	}
+	return ""
+}
+
 // carry takes one client connection to an instance: the next in the
 // rotation that accepts it.
 func (e *Endpoints) carry(ep *endpoint, c net.Conn) {
@@ -189,6 +204,12 @@ func (e *Endpoints) carry(ep *endpoint, c net.Conn) {
 	ep.mu.Unlock()
 	for range max(n, 1) {
 		addr := ep.pick(time.Now())
+		if addr == "" && n == 0 {
+			// None in rotation yet: instances may have just become Ready
+			// (the rotation follows them within a refresh); hold the
+			// connection that long rather than drop it.
+			addr = e.awaitBackend(ep, EndpointWait)
+		}
 		if addr == "" {
 			break
 		}
