@@ -5,6 +5,12 @@ package api
 // directly rather than through a replica that forwards them.
 const LeaderHeader = "Loom-Leader"
 
+// ForwardedHeader marks a request one replica forwarded to the leader,
+// naming that replica (a replica never forwards one again: the leader
+// moved meanwhile, and the client is told to retry); X-Forwarded-For is
+// then the client's address.
+const ForwardedHeader = "Loom-Forwarded-By"
+
 // PeerFetchHeader marks a replica's request for a blob it lacks: the
 // replica asked answers from its own disk only.
 const PeerFetchHeader = "Loom-Peer-Fetch"

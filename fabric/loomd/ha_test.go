@@ -267,7 +267,7 @@ func TestReplicasFailover(t *testing.T) {
 	}
 	hostMAC := "52:54:00:ee:00:01"
 	host, err := s.enroll.Register(ctx, api.Registration{Mode: api.ModeHost, MAC: hostMAC, GuestVCPUs: api.MaxGuestVCPUs,
-		Accel: &api.Accel{Accel: "tcg", CPU: "max"},
+		Accel:     &api.Accel{Accel: "tcg", CPU: "max"},
 		Inventory: api.Inventory{CPU: api.CPU{Count: 64, Model: "t"}, Memory: 1 << 40, NICs: []api.NIC{{Name: "eth0", MAC: hostMAC, Link: true}}}})
 	if err != nil {
 		t.Fatal(err)

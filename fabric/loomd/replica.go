@@ -28,11 +28,6 @@ import (
 // leader (store.Lead), runs the reconcilers and takes the writes, which
 // the others forward to it.
 
-// ForwardedHeader marks a request one replica forwarded to the leader (a
-// replica never forwards one again: the leader moved meanwhile, and the
-// client is told to retry).
-const ForwardedHeader = "Loom-Forwarded-By"
-
 // forwarder passes writes (any method but GET, HEAD and OPTIONS) to the
 // leader and serves the rest itself.
 type forwarder struct {
@@ -50,10 +45,10 @@ type forwarder struct {
 func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions:
-		if leaderFresh(r) && r.Header.Get(ForwardedHeader) == "" {
+		if leaderFresh(r) && r.Header.Get(api.ForwardedHeader) == "" {
 			if l, ok := f.st.Leader(); ok && l.Name != f.self {
 				if p, err := f.proxy(l.API); err == nil {
-					r.Header.Set(ForwardedHeader, f.self)
+					r.Header.Set(api.ForwardedHeader, f.self)
 					p.ServeHTTP(w, r)
 					return
 				}
@@ -72,11 +67,11 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.local.ServeHTTP(w, r)
 		return
 	}
-	if by := r.Header.Get(ForwardedHeader); by != "" {
+	if by := r.Header.Get(api.ForwardedHeader); by != "" {
 		unavailable(w, fmt.Sprintf("replica %s forwarded this write to %s, which no longer leads (%s does): retry", by, f.self, leader.Name))
 		return
 	}
-	r.Header.Set(ForwardedHeader, f.self)
+	r.Header.Set(api.ForwardedHeader, f.self)
 	p, err := f.proxy(leader.API)
 	if err != nil {
 		unavailable(w, fmt.Sprintf("leader %s: %v", leader.Name, err))
@@ -140,7 +135,7 @@ func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
 		FlushInterval: -1, // long answers (a blob) stream through
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			if r.Method == http.MethodGet || r.Method == http.MethodHead {
-				r.Header.Del(ForwardedHeader)
+				r.Header.Del(api.ForwardedHeader)
 				f.local.ServeHTTP(w, r) // the leader's view was wanted; this one's will do
 				return
 			}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -143,8 +144,8 @@ func (a *apiServer) audited(c caller, w http.ResponseWriter, r *http.Request, h 
 	sw := &statusWriter{ResponseWriter: w}
 	start := time.Now()
 	h(sw, r)
-	rec := api.AuditRecord{Time: start.UTC(), Who: c.name, Role: c.role, Method: r.Method, Path: r.URL.Path, Status: cmpOr(sw.code, http.StatusOK), From: r.RemoteAddr}
-	if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" && r.Header.Get(forwardedHeader) != "" {
+	rec := api.AuditRecord{Time: start.UTC(), Who: c.name, Role: c.role, Method: r.Method, Path: r.URL.Path, Status: cmp.Or(sw.code, http.StatusOK), From: r.RemoteAddr}
+	if fwd := r.Header.Get("X-Forwarded-For"); fwd != "" && r.Header.Get(api.ForwardedHeader) != "" {
 		rec.From = fwd
 	}
 	if rec.Status >= 400 {
@@ -159,13 +160,6 @@ func (a *apiServer) audited(c caller, w http.ResponseWriter, r *http.Request, h 
 	}
 }
 
-func cmpOr(a, b int) int {
-	if a != 0 {
-		return a
-	}
-	return b
-}
-
 // errorMessage is the message of a JSON error body (or the body).
 func errorMessage(b []byte) string {
 	var e api.Error
@@ -174,10 +168,6 @@ func errorMessage(b []byte) string {
 	}
 	return strings.TrimSpace(string(b))
 }
-
-// forwardedHeader is loomd.ForwardedHeader (set by the replica that
-// forwarded a write; then X-Forwarded-For is the client's).
-const forwardedHeader = "Loom-Forwarded-By"
 
 func (a *apiServer) routeTokens(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/tokens", a.admin(a.createToken))
