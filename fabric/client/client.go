@@ -399,23 +399,37 @@ func (c *Client) VMAction(ctx context.Context, id string, action api.VMAction) (
 // Blob downloads path (an image blob URL from a goal) to w, authenticated
 // with the enrollment token.
 func (c *Client) Blob(ctx context.Context, path string, w io.Writer) error {
+	body, err := c.OpenBlob(ctx, path, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = body.Close() }() // read side
+	_, err = io.Copy(w, body)
+	return err
+}
+
+// OpenBlob opens path (an image blob URL) for reading, with c.Token and
+// the extra headers hdr; any answer but 200 is an error.
+func (c *Client) OpenBlob(ctx context.Context, path string, hdr http.Header) (io.ReadCloser, error) {
 	base, hc := c.transport(c.URL())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	req.Header.Set("Authorization", "Bearer "+c.Token)
 	resp, err := hc.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() { _ = resp.Body.Close() }() // read side
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return &StatusError{Code: resp.StatusCode, Message: strings.TrimSpace(string(b))}
+		_ = resp.Body.Close() // read side
+		return nil, &StatusError{Code: resp.StatusCode, Message: strings.TrimSpace(string(b))}
 	}
-	_, err = io.Copy(w, resp.Body)
-	return err
+	return resp.Body, nil
 }
 
 // PutCredential stores a BMC credential (operator token).

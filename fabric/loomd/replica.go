@@ -332,23 +332,13 @@ func fetchBlob(st *store.Store, self, token string) func(ctx context.Context, m 
 			if r.Name == self {
 				continue
 			}
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(r.API, "/")+"/v1/images/"+url.PathEscape(m.Name)+"/blob", nil)
-			if err != nil {
-				return nil, err
-			}
-			req.Header.Set("Authorization", "Bearer "+token)
-			req.Header.Set(api.PeerFetchHeader, self)
-			resp, err := http.DefaultClient.Do(req)
+			c := &client.Client{BaseURL: r.API, Token: token}
+			body, err := c.OpenBlob(ctx, "/v1/images/"+url.PathEscape(m.Name)+"/blob", http.Header{api.PeerFetchHeader: {self}})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))
 				continue
 			}
-			if resp.StatusCode != http.StatusOK {
-				_ = resp.Body.Close() // nothing to read
-				errs = append(errs, fmt.Errorf("%s: %s", r.Name, resp.Status))
-				continue
-			}
-			return resp.Body, nil
+			return body, nil
 		}
 		if len(errs) == 0 {
 			return nil, errors.New("no other replica is up")
