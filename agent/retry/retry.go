@@ -51,3 +51,17 @@ func (b *Backoff) advance(d time.Duration) { b.d = min(2*d, max(b.Max, d)) }
 
 // Reset starts again from one second.
 func (b *Backoff) Reset() { b.d = 0 }
+
+// Every calls fn every d (the first time d from now) until ctx ends.
+func Every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fn()
+	}
+}

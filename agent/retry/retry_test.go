@@ -40,3 +40,14 @@ func TestWait(t *testing.T) {
 		t.Errorf("Wait on a cancelled context: %v, want context.Canceled", err)
 	}
 }
+
+func TestEvery(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 55*time.Millisecond)
+	defer cancel()
+	n := 0
+	start := time.Now()
+	Every(ctx, 10*time.Millisecond, func() { n++ })
+	if n < 2 || n > 6 || time.Since(start) < 50*time.Millisecond {
+		t.Errorf("every 10ms for 55ms: %d calls, returned after %v", n, time.Since(start))
+	}
+}

@@ -486,7 +486,8 @@ func TestFiveReplicasSurviveTwoLosses(t *testing.T) {
 	cl := c.Client()
 	cl.Failover = 30 * time.Second
 	if _, err := cl.PutCredential(ctx, api.Credential{Name: "two-lost", Username: "u", Password: "p"}); err != nil {
-		t.Fatalf("write with 3 of 5 up: %v", err)
+		st, serr := c.Status(ctx) // for the failure's context
+		t.Fatalf("write with 3 of 5 up: %v\nstatus: %+v (%v)", err, st, serr)
 	}
 	t.Logf("write acknowledged %v after losing two of five (the leader one of them)", time.Since(start).Round(time.Millisecond))
 	// The status settles on 5 members, 3 healthy, one leader (each

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/loomfabric/loom/agent/retry"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
 	"github.com/loomfabric/loom/fabric/server"
@@ -169,43 +170,37 @@ func unavailable(w http.ResponseWriter, msg string) {
 // fenced.
 func (f *forwarder) watchLeader(ctx context.Context, interval time.Duration) error {
 	refused := map[string]int{}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	retry.Every(ctx, interval, func() {
 		l, ok := f.st.Leader()
 		if !ok || l.Name == f.self {
 			clear(refused)
-			continue
+			return
 		}
 		u, err := url.Parse(l.API)
 		if err != nil || u.Host == "" {
-			continue
+			return
 		}
 		d := net.Dialer{Timeout: interval}
 		conn, err := d.DialContext(ctx, "tcp", u.Host)
 		if err == nil {
 			_ = conn.Close() // a probe
 			delete(refused, l.API)
-			continue
+			return
 		}
 		if !errors.Is(err, syscall.ECONNREFUSED) {
-			continue // a timeout says nothing sure: the lease decides
+			return // a timeout says nothing sure: the lease decides
 		}
 		if refused[l.API]++; refused[l.API] < 2 {
-			continue
+			return
 		}
 		if err := f.st.Depose(ctx, l.Name); err != nil {
 			f.log.Warn("deposing a leader whose API refuses connections", "leader", l.Name, "err", err)
-			continue
+			return
 		}
 		f.log.Warn("deposed the leader: its API refuses connections (its process is gone)", "leader", l.Name, "api", l.API)
 		delete(refused, l.API)
-	}
+	})
+	return nil
 }
 
 // cluster serves /v1/cluster: the members with each one's status, asked
@@ -356,14 +351,7 @@ const (
 )
 
 func trimAudit(ctx context.Context, st *store.Store, log *slog.Logger) error {
-	t := time.NewTicker(AuditTrimEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	retry.Every(ctx, AuditTrimEvery, func() {
 		n, err := st.TrimAudit(ctx, AuditKeep, AuditMaxAge, time.Now())
 		if err != nil && ctx.Err() == nil {
 			log.Warn("trimming the audit log", "err", err)
@@ -371,5 +359,6 @@ func trimAudit(ctx context.Context, st *store.Store, log *slog.Logger) error {
 		if n > 0 {
 			log.Info("audit log trimmed", "removed", n)
 		}
-	}
+	})
+	return nil
 }

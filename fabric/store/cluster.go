@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
+	"github.com/loomfabric/loom/agent/retry"
 	"github.com/loomfabric/loom/fabric/api"
 )
 
@@ -313,23 +314,17 @@ func (s *Store) Maintain(ctx context.Context, log *slog.Logger) error {
 	if s.etcd == nil {
 		return nil // an external cluster is its operator's to look after
 	}
-	t := time.NewTicker(defragEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	retry.Every(ctx, defragEvery, func() {
 		st, err := s.SelfStatus(ctx)
 		if err != nil || !NeedsDefrag(st.DBSize, st.DBInUse) {
-			continue
+			return
 		}
 		start := time.Now()
 		if _, err := s.cli.Defragment(ctx, "embedded"); err != nil {
 			log.Warn("store: defragmenting", "err", err)
-			continue
+			return
 		}
 		log.Info("store: defragmented", "before", st.DBSize, "in_use", st.DBInUse, "took", time.Since(start))
-	}
+	})
+	return nil
 }
