@@ -2,7 +2,8 @@
 //
 //	loom.fabric=URL[,URL...]  where loomd's API is (required): one URL a
 //	                     replica, tried in turn (see client.Client)
-//	loom.token=TOKEN     the enrollment token (required)
+//	loom.token=TOKEN     the enrollment token (optional: loomd puts it in
+//	                     the seed appended to the initramfs, package seed)
 //	loom.bootmac=MAC     the interface the machine booted from (optional)
 //	loom.vcpus=N         host OS: the vCPUs it offers its guests (optional;
 //	                     default its CPUs, more overcommits them)
@@ -88,9 +89,6 @@ func Parse(s string) (Config, error) {
 				errs = append(errs, fmt.Errorf("loom.fabric=%q: %q is not an http(s) URL", c.Fabric, f))
 			}
 		}
-	}
-	if c.Token == "" {
-		errs = append(errs, errors.New("loom.token= is missing"))
 	}
 	if c.BootMAC != "" {
 		hw, err := net.ParseMAC(c.BootMAC)

@@ -2,10 +2,12 @@ package imaging
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -13,9 +15,14 @@ import (
 type HTTPSource struct {
 	URL   string
 	Token string // sent as a Bearer token if set
+	// TLS is for an https URL (the fabric's CA as root, the node's
+	// certificate) when Client is unset.
+	TLS *tls.Config
 	// Client defaults to one without an overall timeout (images are large);
 	// a stalled connection is caught by the transport's response timeout.
 	Client *http.Client
+
+	once sync.Once
 }
 
 var defaultClient = &http.Client{Transport: &http.Transport{
@@ -34,6 +41,13 @@ func (s *HTTPSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, err
 	if s.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.Token)
 	}
+	s.once.Do(func() {
+		if s.Client == nil && s.TLS != nil {
+			tr := defaultClient.Transport.(*http.Transport).Clone()
+			tr.TLSClientConfig = s.TLS
+			s.Client = &http.Client{Transport: tr}
+		}
+	})
 	c := s.Client
 	if c == nil {
 		c = defaultClient

@@ -11,6 +11,7 @@ import (
 
 	"github.com/loomfabric/loom/agent/cmdline"
 	"github.com/loomfabric/loom/agent/disk"
+	"github.com/loomfabric/loom/agent/seed"
 )
 
 // hostMount is where the host partition is mounted for the handover.
@@ -23,7 +24,7 @@ func hostCmdline(current string, extra string) string {
 	var keep []string
 	for _, kv := range cmdline.Split(current) {
 		switch k := kv[0]; {
-		case k == "initrd" || k == "BOOT_IMAGE" || k == "loom.boot" || k == "loom.mode":
+		case k == "initrd" || k == "BOOT_IMAGE" || k == "loom.boot" || k == "loom.mode" || k == "loom.token":
 			continue
 		case kv[1] == "":
 			keep = append(keep, k)
@@ -38,9 +39,10 @@ func hostCmdline(current string, extra string) string {
 	return strings.Join(keep, " ")
 }
 
-// loadHost mounts the host partition and loads its kernel and initramfs
-// for kexec. The caller then calls execHost.
-func loadHost(dev, cmd string) error {
+// loadHost mounts the host partition and loads its kernel and initramfs,
+// with the seed appended (the host agent's CA and enrollment token), for
+// kexec. The caller then calls execHost.
+func loadHost(dev, cmd string, sd seed.Seed) error {
 	if err := os.MkdirAll(hostMount, 0o755); err != nil {
 		return err
 	}
@@ -60,7 +62,16 @@ func loadHost(dev, cmd string) error {
 		return fmt.Errorf("host initramfs: %w", err)
 	}
 	defer func() { _ = i.Close() }()
-	if err := unix.KexecFileLoad(int(k.Fd()), int(i.Fd()), cmd, 0); err != nil {
+	fd, err := unix.MemfdCreate("initramfs", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("host initramfs: %w", err)
+	}
+	seeded := os.NewFile(uintptr(fd), "initramfs")
+	defer func() { _ = seeded.Close() }() // in memory; kexec_file_load has read it
+	if err := sd.Append(seeded, i); err != nil {
+		return fmt.Errorf("host initramfs: %w", err)
+	}
+	if err := unix.KexecFileLoad(int(k.Fd()), int(seeded.Fd()), cmd, 0); err != nil {
 		return fmt.Errorf("kexec_file_load of %s: %w", dev, err)
 	}
 	return nil

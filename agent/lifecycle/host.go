@@ -96,11 +96,11 @@ func (a *Agent) startGuests(ctx context.Context, b *boot, log *slog.Logger) erro
 		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Accel: v, Log: log,
 		Fetch: b.fabric.Blob,
 		Queue: func(ctx context.Context, vm string, req api.QueueRequest) (api.QueueReply, error) {
-			r := a.reg.Load()
-			if r == nil {
+			r, nc := a.reg.Load(), a.node.Load()
+			if r == nil || nc == nil {
 				return api.QueueReply{}, errors.New("this host is not registered with the fabric right now")
 			}
-			return b.fabric.Queue(ctx, r.NodeID, r.Credential, vm, req)
+			return nc.Queue(ctx, r.NodeID, vm, req)
 		},
 		OnChange: func() {
 			select {

@@ -5,10 +5,13 @@
 // Steps, each announced on the console with a marker line
 // "LOOM-MARK <step> key=value…" that tests and operators wait for:
 //
-//	cmdline      loom.fabric / loom.token read from /proc/cmdline
+//	cmdline      loom.fabric read from /proc/cmdline, the CA and the
+//	             enrollment token from /etc/loom (package seed)
 //	network      links up, DHCP lease applied               (retried with backoff)
 //	inventory    hardware inventory taken
-//	registered   POST /v1/nodes/register succeeded (mode=…) (retried with backoff)
+//	registered   POST /v1/nodes/register succeeded (mode=…) (retried with
+//	             backoff): it sent a CSR for a key of this run's and got
+//	             the node's certificate, which its later calls present
 //	heartbeat    first heartbeat acknowledged; then one every interval,
 //	             carrying the agent's phase (Imaging with progress, Imaged,
 //	             Booting, Failed with a reason), so a lost report is repaired
@@ -30,11 +33,13 @@
 package lifecycle
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,8 +51,10 @@ import (
 	"github.com/loomfabric/loom/agent/inventory"
 	"github.com/loomfabric/loom/agent/netconf"
 	"github.com/loomfabric/loom/agent/retry"
+	"github.com/loomfabric/loom/agent/seed"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/fabric/pki"
 )
 
 // Version is the agent version reported at registration.
@@ -66,10 +73,12 @@ type Config struct {
 	// MaxBackoff caps retry delays. Default 30s.
 	MaxBackoff time.Duration
 
-	// Fabric and Token, if set, replace loom.fabric and loom.token from
-	// the command line, and the network is taken as it is (no DHCP): a
-	// host agent run on an installed machine.
+	// Fabric and Token, if set, replace loom.fabric from the command line
+	// and the seed's enrollment token, and the network is taken as it is
+	// (no DHCP): a host agent run on an installed machine.
 	Fabric, Token string
+	// CA (PEM), if set, replaces the seed's CA certificate.
+	CA []byte
 	// IP is the address reported to the fabric when the network is taken
 	// as it is. Default: the local address of the route to the fabric.
 	IP string
@@ -116,9 +125,11 @@ type Agent struct {
 	guests  *guests.Supervisor // host mode, once started
 	accel   api.Accel
 	changed chan struct{} // a guest changed: report at once
-	// reg is the current registration (nil before the first): the host
-	// calls the fabric for its guests' queues with it.
-	reg atomic.Pointer[api.RegisterResponse]
+	// reg is the current registration (nil before the first), and node
+	// the client that calls as the node (its certificate): the host calls
+	// the fabric for its guests' queues with them.
+	reg  atomic.Pointer[api.RegisterResponse]
+	node atomic.Pointer[client.Client]
 }
 
 // New returns the agent for cfg (which it copies).
@@ -130,6 +141,7 @@ func New(cfg Config) *Agent {
 type boot struct {
 	line   string // the kernel command line
 	cl     cmdline.Config
+	ca     []byte // the fabric's CA certificate (PEM)
 	mac    string // the boot interface's
 	ip     string
 	inv    api.Inventory
@@ -168,8 +180,9 @@ func (a *Agent) Run(ctx context.Context, log *slog.Logger) error {
 	return ctx.Err()
 }
 
-// readCmdline reads loom.fabric and loom.token from the kernel command
-// line (or takes them from Config with --fabric).
+// readCmdline reads loom.fabric from the kernel command line and the CA
+// and enrollment token from the seed (or takes them from Config with
+// --fabric).
 func (a *Agent) readCmdline(_ context.Context, b *boot, _ *slog.Logger) error {
 	c := &a.cfg
 	line, err := cmdline.Read(c.Cmdline)
@@ -186,7 +199,22 @@ func (a *Agent) readCmdline(_ context.Context, b *boot, _ *slog.Logger) error {
 		}
 		b.cl = cl
 	}
-	console.Mark(c.Console, "cmdline", "fabric", b.cl.Fabric, "bootmac", b.cl.BootMAC, "mode", c.Mode)
+	sd, err := seed.Read(c.Root)
+	if err != nil {
+		return err
+	}
+	b.cl.Token = cmp.Or(b.cl.Token, sd.Token)
+	b.ca = c.CA
+	if len(b.ca) == 0 {
+		b.ca = sd.CA
+	}
+	if b.cl.Token == "" {
+		return fmt.Errorf("no enrollment token: /%s is missing (loomd appends it to the initramfs it serves) and loom.token= is not on the command line", seed.TokenFile)
+	}
+	if strings.Contains(b.cl.Fabric, "https://") && len(b.ca) == 0 {
+		return fmt.Errorf("no CA certificate to check the fabric's with: /%s is missing (loomd appends it to the initramfs it serves)", seed.CAFile)
+	}
+	console.Mark(c.Console, "cmdline", "fabric", b.cl.Fabric, "bootmac", b.cl.BootMAC, "mode", c.Mode, "ca", len(b.ca) > 0)
 	return nil
 }
 
@@ -245,6 +273,13 @@ func (a *Agent) inventory(_ context.Context, b *boot, _ *slog.Logger) error {
 		}
 	}
 	b.fabric = &client.Client{BaseURL: b.cl.Fabric, Token: b.cl.Token}
+	if len(b.ca) > 0 {
+		t, err := pki.ClientTLS(b.ca, nil)
+		if err != nil {
+			return fmt.Errorf("the fabric's CA certificate: %w", err)
+		}
+		b.fabric.TLS = t
+	}
 	return nil
 }
 
@@ -260,14 +295,33 @@ func (a *Agent) serve(ctx context.Context, b *boot, log *slog.Logger) error {
 			reg.GuestVCPUs = b.cl.VCPUs
 		}
 	}
+	// One key a run: each registration gets a new certificate for it.
+	key, err := pki.NewKey()
+	if err != nil {
+		return err
+	}
+	if reg.CSR, err = pki.CSR(key, b.mac); err != nil {
+		return err
+	}
 	for {
 		resp := register(ctx, b.fabric, reg, c.MaxBackoff, log)
 		if resp == nil {
 			return ctx.Err()
 		}
+		nc, err := b.fabric.AsNode(key, resp.Certificate)
+		if err != nil {
+			// A certificate that does not go with the key: the fabric is
+			// broken, not the agent; retry as for any failed registration.
+			log.Error("the fabric's certificate for this node is unusable; registering again", "err", err)
+			if retry.Sleep(ctx, c.MaxBackoff) != nil {
+				return ctx.Err()
+			}
+			continue
+		}
 		console.Mark(c.Console, "registered", "node", resp.NodeID, "mode", c.Mode)
 		a.reg.Store(resp)
-		s := &session{cfg: c, ag: a, cmdline: b.line, token: b.cl.Token, fabric: b.fabric, reg: *resp, ip: b.ip, log: log}
+		a.node.Store(nc)
+		s := &session{cfg: c, ag: a, cmdline: b.line, seed: seed.Seed{CA: b.ca, Token: b.cl.Token}, fabric: nc, reg: *resp, ip: b.ip, log: log}
 		sctx, cancel := context.WithCancel(ctx)
 		go s.goalLoop(sctx)
 		s.heartbeat(sctx)
@@ -297,8 +351,8 @@ type session struct {
 	cfg     *Config
 	ag      *Agent
 	cmdline string
-	token   string
-	fabric  *client.Client
+	seed    seed.Seed      // what the host OS is told when handed over to
+	fabric  *client.Client // calls as the node
 	reg     api.RegisterResponse
 	ip      string
 	log     *slog.Logger
@@ -331,7 +385,7 @@ func (s *session) current() api.Status {
 // post sends the current report now (phase transitions do not wait for
 // the next heartbeat). Errors are logged; the heartbeat repeats it anyway.
 func (s *session) post(ctx context.Context) {
-	if _, err := s.fabric.Status(ctx, s.reg.NodeID, s.reg.Credential, s.current()); err != nil {
+	if _, err := s.fabric.Status(ctx, s.reg.NodeID, s.current()); err != nil {
 		s.log.Warn("reporting status", "err", err)
 	}
 }
@@ -346,7 +400,7 @@ func (s *session) heartbeat(ctx context.Context) {
 	first := true
 	b := retry.Backoff{Max: s.cfg.MaxBackoff}
 	for {
-		resp, err := s.fabric.Status(ctx, s.reg.NodeID, s.reg.Credential, s.current())
+		resp, err := s.fabric.Status(ctx, s.reg.NodeID, s.current())
 		switch {
 		case client.IsUnauthorized(err):
 			return
@@ -384,7 +438,7 @@ func (s *session) goalLoop(ctx context.Context) {
 	tried := map[int64]bool{} // provisioning generations attempted by this boot
 	b := retry.Backoff{Max: s.cfg.MaxBackoff}
 	for ctx.Err() == nil {
-		g, changed, err := s.fabric.Goal(ctx, s.reg.NodeID, s.reg.Credential, have, 30*time.Second)
+		g, changed, err := s.fabric.Goal(ctx, s.reg.NodeID, have, 30*time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("goal", "err", err)

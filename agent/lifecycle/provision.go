@@ -99,7 +99,7 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 	start := time.Now()
 	w := &imaging.Writer{
 		Manifest: *g.Image,
-		Source:   &imaging.HTTPSource{URL: s.fabric.URL() + g.ImageURL, Token: s.token},
+		Source:   &imaging.HTTPSource{URL: s.fabric.URL() + g.ImageURL, TLS: s.fabric.TLS}, // the node's certificate authenticates
 		Target:   t,
 		Log:      s.log,
 		Progress: func(done, total uint64) {
@@ -202,7 +202,7 @@ func (s *session) handover(ctx context.Context, g api.Goal) {
 	s.post(ctx)
 	dev, err := findHost()
 	if err == nil {
-		err = loadHost(dev, hostCmdline(s.cmdline, extra))
+		err = loadHost(dev, hostCmdline(s.cmdline, extra), s.seed)
 	}
 	if err == nil {
 		console.Mark(s.cfg.Console, "kexec", "device", dev)

@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"log"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,10 +74,11 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 	}
 	fmt.Printf("bare etcd on this machine: %.0f writes/s (8 writers, 1 KiB values)\n", storeRate)
 
-	// Each host's goal long-poll holds a connection; the heartbeats share
-	// a pool of beatConns: as many open files in this process and in
-	// loomd (which inherits the limit), and some to spare.
-	if err := raiseFileLimit(uint64(nHosts + beatConns + 2048)); err != nil {
+	// Each host calls with its own certificate, on a connection of its
+	// own (HTTP/2: its goal long-poll and its heartbeats share it): as
+	// many open files in this process and in loomd (which inherits the
+	// limit), and some to spare.
+	if err := raiseFileLimit(uint64(nHosts + 2048)); err != nil {
 		return err
 	}
 	args := []string{"--heartbeat", beat.String(), "--grace", grace.String(), "--lost-after", lostAfter.String()}
@@ -100,13 +100,7 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 		return err
 	}
 
-	// A connection per host for its goal, a shared pool for heartbeats
-	// (real hosts would each keep their own: 2 per host at loomd, which
-	// this machine's open-file limit may not allow).
-	polls := &http.Transport{MaxIdleConnsPerHost: nHosts + 100, IdleConnTimeout: time.Minute}
-	beats := &http.Transport{MaxConnsPerHost: beatConns, MaxIdleConnsPerHost: beatConns, IdleConnTimeout: time.Minute}
-	enroll := &client.Client{BaseURL: ld.Client.BaseURL, Token: enrollTok, HTTP: &http.Client{Transport: beats}}
-	goals := &client.Client{BaseURL: ld.Client.BaseURL, Token: enrollTok, HTTP: &http.Client{Transport: polls}}
+	enroll := &client.Client{BaseURL: ld.Client.BaseURL, Token: enrollTok, TLS: ld.Client.TLS}
 	op := ld.Client
 
 	fmt.Printf("registering %d hosts (16 vCPUs, 64 GiB each) in racks of 40\n", nHosts)
@@ -124,7 +118,7 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			r, err := enroll.Register(ctx, api.Registration{Mode: api.ModeHost, MAC: mac, AgentVersion: "bench",
+			r, nc, err := enroll.Enroll(ctx, api.Registration{Mode: api.ModeHost, MAC: mac, AgentVersion: "bench",
 				Accel: &api.Accel{Accel: "tcg", CPU: "max"},
 				Inventory: api.Inventory{CPU: api.CPU{Count: 16, Model: "bench"}, Memory: 64 << 30,
 					NICs: []api.NIC{{Name: "eth0", MAC: mac, Link: true}}}})
@@ -132,7 +126,7 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 				regErr.Store(err)
 				return
 			}
-			regs[i] = &host{c: enroll, goals: goals, reg: r, fleet: fleet, vms: map[string]*vm{}}
+			regs[i] = &host{c: nc, reg: r, fleet: fleet, vms: map[string]*vm{}}
 		}()
 	}
 	wg.Wait()
@@ -215,9 +209,6 @@ func run(bin string, nHosts, nSvcs, perSvc int, beat time.Duration, lostShare fl
 		place.Seconds(), converge.Seconds(), fleet.hbAll.p99(), steadyP99, rss>>20, nHosts, total, storeRate)
 	return nil
 }
-
-// beatConns is how many connections the fake hosts' heartbeats share.
-const beatConns = 256
 
 // raiseFileLimit lets this process, and loomd after it, hold n open
 // files: up to the hard limit, beyond it if allowed.
@@ -343,8 +334,7 @@ func (l *latencies) summary() string {
 
 // host is a fake host agent: guests it is given turn Running at once.
 type host struct {
-	c     *client.Client // heartbeats
-	goals *client.Client
+	c     *client.Client // as the host: its certificate
 	reg   api.RegisterResponse
 	fleet *fleet
 
@@ -386,7 +376,7 @@ func (h *host) follow(ctx context.Context) {
 	defer h.done.Done()
 	have := int64(-1)
 	for ctx.Err() == nil {
-		g, changed, err := h.goals.Goal(ctx, h.reg.NodeID, h.reg.Credential, have, 30*time.Second)
+		g, changed, err := h.c.Goal(ctx, h.reg.NodeID, have, 30*time.Second)
 		if err != nil {
 			select {
 			case <-ctx.Done():
@@ -450,7 +440,7 @@ func (h *host) heartbeat(ctx context.Context) {
 		}
 		h.mu.Unlock()
 		start := time.Now()
-		if _, err := h.c.Status(ctx, h.reg.NodeID, h.reg.Credential, st); err == nil {
+		if _, err := h.c.Status(ctx, h.reg.NodeID, st); err == nil {
 			d := time.Since(start)
 			h.fleet.hb.add(d)
 			h.fleet.hbAll.add(d)

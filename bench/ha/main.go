@@ -217,10 +217,10 @@ func throughput(ctx context.Context, bin string, n, workers int, d time.Duration
 			for i := range n {
 				urls = append(urls, c.Replicas[(w+i)%n].API)
 			}
-			ec := &client.Client{BaseURL: strings.Join(urls, ","), Token: enroll}
+			ec := &client.Client{BaseURL: strings.Join(urls, ","), Token: enroll, TLS: c.Client().TLS}
 			for i := 0; wctx.Err() == nil; i++ {
 				mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", w, i>>16&0xff, i>>8&0xff, i&0xff)
-				reg, err := ec.Register(wctx, api.Registration{MAC: mac, AgentVersion: "bench",
+				reg, nc, err := ec.Enroll(wctx, api.Registration{MAC: mac, AgentVersion: "bench",
 					Inventory: api.Inventory{NICs: []api.NIC{{Name: "eth0", MAC: mac, Link: true}}}})
 				if err != nil {
 					if wctx.Err() == nil {
@@ -230,7 +230,7 @@ func throughput(ctx context.Context, bin string, n, workers int, d time.Duration
 				}
 				done.Add(1)
 				for range 4 {
-					if _, err := ec.Status(wctx, reg.NodeID, reg.Credential, api.Status{}); err != nil {
+					if _, err := nc.Status(wctx, reg.NodeID, api.Status{}); err != nil {
 						if wctx.Err() == nil {
 							failed.Add(1)
 						}

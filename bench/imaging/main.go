@@ -138,7 +138,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer lab.Cleanup(exec.Command("losetup", "-d", dev).Run)
 
 	env := []string{"IMG=" + img, "DEV=" + dev, "BMAP=" + bmap, "URL=http://" + fl.Addr().String() + "/image.raw",
-		"LOOMURL=http://" + addr + "/v1/images/bench", "TOKEN=" + c.Token, "MANIFEST=" + manifest, "BLOB=" + blob, "AGENT=" + agentBin}
+		"LOOMURL=https://" + addr + "/v1/images/bench", "TOKEN=" + c.Token, "CA=" + filepath.Join(ld.Data, "ca.pem"), "MANIFEST=" + manifest, "BLOB=" + blob, "AGENT=" + agentBin}
 	local := []tool{
 		{"loom", `"$AGENT" write-image --manifest "$MANIFEST" --blob "$BLOB" "$DEV"`},
 		{"dd", `dd if="$IMG" of="$DEV" bs=4M conv=fsync status=none`},
@@ -147,7 +147,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		{"qemu_img", `qemu-img convert -n -f raw -O raw -t none "$IMG" "$DEV" && sync "$DEV"`},
 	}
 	remote := []tool{
-		{"loom_http", `"$AGENT" write-image --token "$TOKEN" "$LOOMURL" "$DEV"`},
+		{"loom_http", `"$AGENT" write-image --token "$TOKEN" --ca-file "$CA" "$LOOMURL" "$DEV"`},
 		{"bmaptool_http", `bmaptool -q copy --bmap "$BMAP" "$URL" "$DEV"`},
 		{"curl_dd", `curl -sf "$URL" | dd of="$DEV" bs=4M iflag=fullblock conv=fsync status=none`},
 	}

@@ -152,7 +152,7 @@ func imageServing(ctx context.Context, tmp, loomBin string, n, mib, rounds int, 
 					return
 				}
 				w := &imaging.Writer{Manifest: man, Target: t,
-					Source: &imaging.HTTPSource{URL: ld.Client.BaseURL + "/v1/images/rack/blob", Token: ld.Client.Token}}
+					Source: &imaging.HTTPSource{URL: ld.Client.BaseURL + "/v1/images/rack/blob", Token: ld.Client.Token, TLS: ld.Client.TLS}}
 				errs[i] = w.Write(ctx)
 			}()
 		}

@@ -211,6 +211,9 @@ type Registration struct {
 	// GuestVCPUs is the vCPUs a host offers its guests (host mode; 0: its
 	// CPU count; at most MaxGuestVCPUs).
 	GuestVCPUs int `json:"guestVCPUs,omitempty"`
+	// CSR is a PEM certificate request for the key the agent will
+	// authenticate with (required; see package pki).
+	CSR string `json:"csr"`
 }
 
 // MaxGuestVCPUs bounds what a host may offer its guests.
@@ -239,8 +242,10 @@ func (a Accel) String() string {
 // RegisterResponse tells the agent who it is and how to call back.
 type RegisterResponse struct {
 	NodeID string `json:"nodeId"`
-	// Credential authenticates the node's later calls (Bearer).
-	Credential string `json:"credential"`
+	// Certificate (PEM) is the node's client certificate, signed by the
+	// fabric's CA for the CSR's key: its later calls authenticate with it
+	// (mutual TLS). A new registration replaces (revokes) the last one.
+	Certificate string `json:"certificate"`
 	// HeartbeatInterval is how often the agent should post Status.
 	HeartbeatInterval Duration `json:"heartbeatInterval"`
 }

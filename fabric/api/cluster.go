@@ -76,3 +76,9 @@ type MemberAdded struct {
 	InitialCluster string   `json:"initialCluster"`
 	Flags          []string `json:"flags"`
 }
+
+// ClientCertHeader carries, on a write a replica forwards to the leader,
+// the certificate (base64 DER) the node presented to that replica. The
+// leader believes it only from a connection authenticated by a replica's
+// certificate.
+const ClientCertHeader = "Loom-Client-Cert"

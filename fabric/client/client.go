@@ -7,7 +7,9 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,10 +22,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/pki"
 )
 
 // Client talks to loomd: one replica, or any of several.
@@ -39,8 +43,16 @@ type Client struct {
 	Failover time.Duration
 	// Token is sent as "Authorization: Bearer". Default: none.
 	Token string
-	// HTTP is the transport. Default: a client with a 30s timeout.
+	// TLS is used for https:// replicas when HTTP is unset: the
+	// fabric's CA as root (see pki.ClientTLS), and a node's certificate
+	// for the node calls (Status, Goal, Queue). Default: the system's
+	// roots, no certificate.
+	TLS *tls.Config
+	// HTTP is the transport. Default: one of the client's own (TLS).
 	HTTP *http.Client
+
+	once sync.Once
+	hc   *http.Client // made from TLS
 
 	cur int32 // the replica that answered last (atomic)
 }
@@ -106,11 +118,20 @@ func (c *Client) transport(base string) (string, *http.Client) {
 		}}
 		return "http://loomd", &http.Client{Transport: tr}
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = defaultHTTP
+	if c.HTTP != nil {
+		return base, c.HTTP
 	}
-	return base, hc
+	if c.TLS == nil {
+		return base, defaultHTTP
+	}
+	c.once.Do(func() {
+		tr := defaultHTTP.Transport.(*http.Transport).Clone()
+		tr.TLSClientConfig = c.TLS
+		tr.ForceAttemptHTTP2 = true // one connection a replica (a node's goal long-poll and heartbeats share it)
+		tr.MaxIdleConnsPerHost = 16
+		c.hc = &http.Client{Transport: tr}
+	})
+	return base, c.hc
 }
 
 // CallTimeout bounds an ordinary API call whose context has no deadline.
@@ -218,10 +239,10 @@ func (c *Client) Register(ctx context.Context, reg api.Registration) (api.Regist
 	return r, err
 }
 
-// Status posts a heartbeat with the node's credential.
-func (c *Client) Status(ctx context.Context, id, credential string, st api.Status) (api.StatusResponse, error) {
+// Status posts a heartbeat (the node's certificate in TLS).
+func (c *Client) Status(ctx context.Context, id string, st api.Status) (api.StatusResponse, error) {
 	var r api.StatusResponse
-	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/status", credential, st, &r)
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+id+"/status", "", st, &r)
 	return r, err
 }
 
@@ -299,12 +320,12 @@ func (c *Client) AddImage(ctx context.Context, name string, img io.Reader, bmap 
 // Goal long-polls the node's goal state: it returns (goal, true) when the
 // goal's incarnation differs from have, (zero, false) when nothing changed
 // within wait.
-func (c *Client) Goal(ctx context.Context, id, credential string, have int64, wait time.Duration) (api.Goal, bool, error) {
+func (c *Client) Goal(ctx context.Context, id string, have int64, wait time.Duration) (api.Goal, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait+CallTimeout)
 	defer cancel()
 	var g api.Goal
 	path := fmt.Sprintf("/v1/nodes/%s/goal?incarnation=%d&wait=%s", id, have, wait)
-	err := c.do(ctx, http.MethodGet, path, credential, nil, &g)
+	err := c.do(ctx, http.MethodGet, path, "", nil, &g)
 	var se *StatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotModified {
 		return api.Goal{}, false, nil
@@ -313,6 +334,11 @@ func (c *Client) Goal(ctx context.Context, id, credential string, have int64, wa
 		return api.Goal{}, false, err
 	}
 	return g, true, nil
+}
+
+// DeleteNode forgets a node and revokes its certificate (operator token).
+func (c *Client) DeleteNode(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/nodes/"+id, c.Token, nil, nil)
 }
 
 // Provision asks for a node to be imaged with a profile (operator token).
@@ -549,4 +575,42 @@ func (c *Client) Audit(ctx context.Context, since time.Time, limit int) ([]api.A
 	var recs []api.AuditRecord
 	err := c.do(ctx, http.MethodGet, "/v1/audit?"+q.Encode(), c.Token, nil, &recs)
 	return recs, err
+}
+
+// Enroll registers reg (the enrollment token in c.Token) with a new key
+// and its CSR, and returns the answer and a client for the same replicas
+// that calls as the node (its new certificate in TLS).
+func (c *Client) Enroll(ctx context.Context, reg api.Registration) (api.RegisterResponse, *Client, error) {
+	key, err := pki.NewKey()
+	if err != nil {
+		return api.RegisterResponse{}, nil, err
+	}
+	if reg.CSR, err = pki.CSR(key, reg.MAC); err != nil {
+		return api.RegisterResponse{}, nil, err
+	}
+	resp, err := c.Register(ctx, reg)
+	if err != nil {
+		return resp, nil, err
+	}
+	nc, err := c.AsNode(key, resp.Certificate)
+	return resp, nc, err
+}
+
+// AsNode is a client for the same replicas (and CA) as c that calls as
+// the node whose certificate (PEM) is for key.
+func (c *Client) AsNode(key crypto.Signer, certPEM string) (*Client, error) {
+	kp, err := pki.KeyPEM(key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair([]byte(certPEM), kp)
+	if err != nil {
+		return nil, fmt.Errorf("node certificate: %w", err)
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.TLS != nil {
+		t = c.TLS.Clone()
+	}
+	t.Certificates = []tls.Certificate{cert}
+	return &Client{BaseURL: c.BaseURL, Failover: c.Failover, TLS: t}, nil
 }

@@ -70,10 +70,10 @@ func (c *Client) Instances(ctx context.Context, service string) ([]api.Instance,
 }
 
 // Queue carries out a queue request of guest vm on node id (the node's
-// credential): what a host agent does for its guests.
-func (c *Client) Queue(ctx context.Context, id, credential, vm string, req api.QueueRequest) (api.QueueReply, error) {
+// certificate in TLS): what a host agent does for its guests.
+func (c *Client) Queue(ctx context.Context, id, vm string, req api.QueueRequest) (api.QueueReply, error) {
 	var out api.QueueReply
-	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(id)+"/vms/"+url.PathEscape(vm)+"/queue", credential, req, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(id)+"/vms/"+url.PathEscape(vm)+"/queue", "", req, &out)
 	return out, err
 }
 

@@ -79,7 +79,6 @@ const haBeat = time.Second
 type ack struct {
 	kind, key string // "register" MAC, "credential" name
 	node      string
-	cred      string
 	start, at time.Time // the write was sent, acknowledged
 }
 
@@ -114,7 +113,7 @@ func (s *stream) run(ctx context.Context, writer int) {
 	for i := 0; ctx.Err() == nil; i++ {
 		start := time.Now()
 		mac := fmt.Sprintf("52:54:%02x:%02x:%02x:%02x", writer, i>>16&0xff, i>>8&0xff, i&0xff)
-		r, err := s.enroll.Register(ctx, api.Registration{MAC: mac, AgentVersion: "ha-test",
+		r, nc, err := s.enroll.Enroll(ctx, api.Registration{MAC: mac, AgentVersion: "ha-test",
 			Inventory: api.Inventory{NICs: []api.NIC{{Name: "eth0", MAC: mac, Link: true}}}})
 		if err != nil {
 			if ctx.Err() == nil {
@@ -122,9 +121,9 @@ func (s *stream) run(ctx context.Context, writer int) {
 			}
 			continue
 		}
-		s.add(ack{kind: "register", key: mac, node: r.NodeID, cred: r.Credential, start: start, at: time.Now()})
+		s.add(ack{kind: "register", key: mac, node: r.NodeID, start: start, at: time.Now()})
 		s.wg.Add(1)
-		go s.heartbeat(ctx, r.NodeID, r.Credential)
+		go s.heartbeat(ctx, r.NodeID, nc)
 		name := fmt.Sprintf("p-%d-%d", writer, i)
 		start = time.Now()
 		if _, err := s.c.PutCredential(ctx, api.Credential{Name: name, Username: "u", Password: "p"}); err != nil {
@@ -149,11 +148,10 @@ func (s *stream) run(ctx context.Context, writer int) {
 	}
 }
 
-func (s *stream) heartbeat(ctx context.Context, id, cred string) {
+func (s *stream) heartbeat(ctx context.Context, id string, c *client.Client) {
 	defer s.wg.Done()
-	c := &client.Client{BaseURL: s.c.BaseURL}
 	for ctx.Err() == nil {
-		_, err := c.Status(ctx, id, cred, api.Status{})
+		_, err := c.Status(ctx, id, api.Status{})
 		s.mu.Lock()
 		s.hbs++
 		if err != nil && ctx.Err() == nil {
@@ -266,13 +264,13 @@ func TestReplicasFailover(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	s := &stream{c: c.Client()}
-	s.enroll = &client.Client{BaseURL: c.URLs(), Token: c.Replicas[0].EnrollToken()}
+	s.enroll = &client.Client{BaseURL: c.URLs(), Token: c.Replicas[0].EnrollToken(), TLS: c.Client().TLS}
 	// VM creates need a package and a host with room, heartbeating.
 	if _, err := s.c.AddImage(ctx, "pkg", bytes.NewReader(make([]byte, 8192)), nil); err != nil {
 		t.Fatal(err)
 	}
 	hostMAC := "52:54:00:ee:00:01"
-	host, err := s.enroll.Register(ctx, api.Registration{Mode: api.ModeHost, MAC: hostMAC, GuestVCPUs: api.MaxGuestVCPUs,
+	host, hc, err := s.enroll.Enroll(ctx, api.Registration{Mode: api.ModeHost, MAC: hostMAC, GuestVCPUs: api.MaxGuestVCPUs,
 		Accel:     &api.Accel{Accel: "tcg", CPU: "max"},
 		Inventory: api.Inventory{CPU: api.CPU{Count: 64, Model: "t"}, Memory: 1 << 40, NICs: []api.NIC{{Name: "eth0", MAC: hostMAC, Link: true}}}})
 	if err != nil {
@@ -281,7 +279,7 @@ func TestReplicasFailover(t *testing.T) {
 	s.host = host.NodeID
 	s.add(ack{kind: "register", key: hostMAC, node: host.NodeID, start: time.Now(), at: time.Now()})
 	s.wg.Add(1)
-	go s.heartbeat(ctx, host.NodeID, host.Credential)
+	go s.heartbeat(ctx, host.NodeID, hc)
 	for w := range 2 {
 		s.wg.Add(1)
 		go s.run(ctx, w)

@@ -6,6 +6,7 @@ package loomd
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -13,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +29,7 @@ import (
 	"github.com/loomfabric/loom/fabric/image"
 	"github.com/loomfabric/loom/fabric/netboot"
 	"github.com/loomfabric/loom/fabric/node"
+	"github.com/loomfabric/loom/fabric/pki"
 	"github.com/loomfabric/loom/fabric/server"
 	"github.com/loomfabric/loom/fabric/service"
 	"github.com/loomfabric/loom/fabric/store"
@@ -139,6 +142,10 @@ type Config struct {
 	LeaderTTL time.Duration
 	// DefaultProfile, if set, provisions every newly registered node with it.
 	DefaultProfile string
+	// TLSNames are more host names or addresses for this replica's
+	// certificate (beyond its listen, netboot and advertised addresses,
+	// loopback and the host name).
+	TLSNames []string
 	// Faults injects failures for tests (see netboot/fault.go); never set
 	// it in production.
 	Faults Faults
@@ -183,13 +190,13 @@ func (c *Config) advertiseAPI(port int) string {
 	}
 	if host, _, err := net.SplitHostPort(c.apiAddr()); err == nil && host != "" {
 		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
-			return "http://" + net.JoinHostPort(host, strconv.Itoa(port))
+			return "https://" + net.JoinHostPort(host, strconv.Itoa(port))
 		}
 	}
 	if c.FabricURL != "" {
 		return strings.TrimSpace(strings.Split(c.FabricURL, ",")[0])
 	}
-	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	return "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // DefaultAPI is where the API listens when Config.API is unset.
@@ -234,9 +241,13 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	ca, err := clusterCA(ctx, st, c.DataDir, c.name())
+	if err != nil {
+		return err
+	}
 
 	guests := vms.New(vms.Config{Store: st}, log)
-	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile}, log)
+	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile, CA: ca}, log)
 	ln, err := net.Listen("tcp", c.apiAddr())
 	if err != nil {
 		return fmt.Errorf("API listener: %w", err)
@@ -251,14 +262,29 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			}
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
-	lib.Fetch = fetchBlob(st, c.name(), opTok)
+	me := api.Replica{Name: c.name(), API: c.advertiseAPI(ln.Addr().(*net.TCPAddr).Port), Peer: c.PeerURL}
+	var netbootIP net.IP
+	if c.NetbootInterface != "" {
+		if ifi, err := net.InterfaceByName(c.NetbootInterface); err == nil {
+			if ipn, err := firstIPv4(ifi); err == nil {
+				netbootIP = ipn.IP
+			}
+		}
+	}
+	cert, err := ca.ServerCert(me.Name, c.certHosts(netbootIP, me.API))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	peers := peerTLS(ca, cert)
+	lib.Fetch = fetchBlob(st, c.name(), opTok, peers)
 	ctl := service.NewController(st, service.Policy{LostAfter: c.LostAfter, MaxRestarts: c.MaxRestarts}, log)
 	pacer := &service.Pacer{}
 	ctl.Pace(pacer)
 	eps := service.NewEndpoints(st, c.endpointIP(), log)
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
 		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st), Heartbeat: pacer.Begin}
-	me := api.Replica{Name: c.name(), API: c.advertiseAPI(ln.Addr().(*net.TCPAddr).Port), Peer: c.PeerURL}
+	scfg.ClientCAs = ca.Pool()
 	scfg.Cluster = &cluster{st: st, self: me.Name, api: me.API}
 	scfg.Tokens, scfg.Audit = st, st
 
@@ -266,7 +292,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if c.NetbootInterface != "" {
 		discovered := make(chan string, 1024)
 		g.Go(func() error { return recordDiscovered(ctx, reg, discovered, log) })
-		srv, boot, ts, err := c.netboot(ctx, st, reg, discovered, enrollTok, ln.Addr().(*net.TCPAddr).Port, log)
+		srv, boot, ts, err := c.netboot(ctx, st, reg, discovered, enrollTok, ca, ln.Addr().(*net.TCPAddr).Port, log)
 		if err != nil {
 			ln.Close()
 			return err
@@ -283,13 +309,17 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			g.Go(func() error { return netboot.SendRouterAdverts(ctx, c.NetbootInterface, 2*time.Second, log) })
 		}
 	}
-	fwd := &forwarder{st: st, self: me.Name, local: server.New(scfg, log), log: log, wait: 10 * time.Second}
+	fwd := &forwarder{st: st, self: me.Name, local: server.New(scfg, log), log: log, wait: 10 * time.Second, tls: peers}
 	var handler http.Handler = fwd
 	if c.Faults.CutBlobs > 0 {
 		handler = c.Faults.wrap(handler, log)
 	}
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	listeners := []net.Listener{ln}
+	// One port: the API over TLS, the netboot files over plain HTTP too.
+	split := newSplitTLS(ln, log)
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: ca.ServerTLS(cert),
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)} // TLS handshake failures are the client's to report
+	plain := &http.Server{Handler: plainOnly(handler), ReadHeaderTimeout: 10 * time.Second}
+	listeners := []net.Listener{tls.NewListener(split.tls, hs.TLSConfig)}
 	if c.APIUnix != "" {
 		if err := os.Remove(c.APIUnix); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			ln.Close()
@@ -308,6 +338,12 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		}
 		listeners = append(listeners, ul)
 	}
+	g.Go(func() error {
+		if err := plain.Serve(split.plain); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	})
 	for _, l := range listeners {
 		g.Go(func() error {
 			log.Info("loomd: API listening", "addr", l.Addr().String(), "data", c.DataDir)
@@ -321,6 +357,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		_ = plain.Close() // netboot files: nothing to finish
 		if err := hs.Shutdown(sctx); err != nil {
 			// A request still running after the grace, or a client's
 			// connection that never sent one (net/http counts those as
@@ -347,7 +384,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	return g.Wait()
 }
 
-func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, discovered chan<- string, enrollTok string, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, *tftp.Server, error) {
+func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, discovered chan<- string, enrollTok string, ca *pki.CA, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, *tftp.Server, error) {
 	ifi, err := net.InterfaceByName(c.NetbootInterface)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("netboot interface: %w", err)
@@ -358,14 +395,19 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 	}
 	fabricURLs := c.FabricURL
 	if fabricURLs == "" {
-		fabricURLs = fmt.Sprintf("http://%s:%d", ipn.IP, port)
+		fabricURLs = "https://" + net.JoinHostPort(ipn.IP.String(), strconv.Itoa(port))
 	}
-	fabricURL := strings.TrimSpace(strings.Split(fabricURLs, ",")[0]) // this replica's
+	// The netboot files are plain HTTP at this replica's address (firmware
+	// cannot check a certificate); the API is https.
+	bootURL, err := plainURL(strings.Split(fabricURLs, ",")[0])
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	staged, err := c.stageFirstStage(log)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, FirstStageDir: c.firstStageDir(), BaseURL: fabricURL, FabricURLs: fabricURLs, EnrollToken: enrollTok, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
+	boot, err := netboot.New(netboot.Config{BootDir: c.BootDir, FirstStageDir: c.firstStageDir(), BaseURL: bootURL, FabricURLs: fabricURLs, EnrollToken: enrollTok, CA: ca.CertPEM, KernelArgs: c.KernelArgs, MAC: node.NormalizeMAC,
 		Boot: func(mac string) api.BootChoice { return reg.BootChoice(ctx, mac) }}, log)
 	if err != nil {
 		return nil, nil, nil, err
@@ -404,6 +446,19 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 		}
 	}
 	return srv, boot, ts, nil
+}
+
+// plainURL is the http:// URL of the same host and port as an API URL
+// (where the netboot files are: firmware cannot check certificates).
+func plainURL(api string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(api))
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", fmt.Errorf("fabric URL %q: want https://HOST:PORT", api)
+	}
+	if u.Port() == "" {
+		return "", fmt.Errorf("fabric URL %q: give the port (the netboot files are served on the API's port over plain HTTP)", api)
+	}
+	return "http://" + u.Host, nil
 }
 
 // firstStage are the iPXE binaries firmware fetches over TFTP.

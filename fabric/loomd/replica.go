@@ -2,6 +2,8 @@ package loomd
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,9 @@ type forwarder struct {
 	log   *slog.Logger
 	// wait is how long a write waits for a leader to be elected.
 	wait time.Duration
+	// tls is how it reaches the leader: with this replica's certificate,
+	// which makes the leader believe the node certificate it passes on.
+	tls *tls.Config
 
 	mu      sync.Mutex
 	proxies map[string]*httputil.ReverseProxy
@@ -127,9 +132,16 @@ func (f *forwarder) proxy(base string) (*httputil.ReverseProxy, error) {
 		// connections (the default keeps 2 idle per host, and a burst
 		// would open new ones by the thousand).
 		Transport: &http.Transport{Proxy: nil, MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: 90 * time.Second,
-			DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext},
+			DialContext:     (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSClientConfig: f.tls, ForceAttemptHTTP2: false},
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
+			// The node's certificate, as this replica's handshake verified
+			// it (never a header the client sent).
+			pr.Out.Header.Del(api.ClientCertHeader)
+			if t := pr.In.TLS; t != nil && len(t.VerifiedChains) > 0 {
+				pr.Out.Header.Set(api.ClientCertHeader, base64.StdEncoding.EncodeToString(t.VerifiedChains[0][0].Raw))
+			}
 			pr.SetXForwarded() // the audit log names the client, not this replica
 			pr.Out.Host = pr.In.Host
 		},
@@ -316,7 +328,7 @@ func sharedToken(ctx context.Context, st *store.Store, path string) (string, err
 
 // fetchBlob opens an image's blob on another live replica (the first that
 // has it), for a replica whose disk lacks it (uploads land on the leader).
-func fetchBlob(st *store.Store, self, token string) func(ctx context.Context, m api.Manifest) (io.ReadCloser, error) {
+func fetchBlob(st *store.Store, self, token string, peers *tls.Config) func(ctx context.Context, m api.Manifest) (io.ReadCloser, error) {
 	return func(ctx context.Context, m api.Manifest) (io.ReadCloser, error) {
 		reps, err := st.Replicas(store.Relaxed(ctx))
 		if err != nil {
@@ -327,7 +339,7 @@ func fetchBlob(st *store.Store, self, token string) func(ctx context.Context, m 
 			if r.Name == self {
 				continue
 			}
-			c := &client.Client{BaseURL: r.API, Token: token}
+			c := &client.Client{BaseURL: r.API, Token: token, TLS: peers}
 			body, err := c.OpenBlob(ctx, "/v1/images/"+url.PathEscape(m.Name)+"/blob", http.Header{api.PeerFetchHeader: {self}})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", r.Name, err))

@@ -2,9 +2,11 @@
 // maintenance OS over HTTP: a per-MAC iPXE script, the kernel and the
 // initramfs. DHCP (package dhcp) points iPXE clients at the script.
 //
-// The script puts the fabric's URL, the enrollment token and the boot MAC
-// on the kernel command line (loom.fabric=, loom.token=, loom.bootmac=),
-// which is how the maintenance agent finds its way back. Firmware cannot
+// The script puts the fabric's URLs and the boot MAC on the kernel command
+// line (loom.fabric=, loom.bootmac=); the fabric's CA certificate and the
+// enrollment token travel in a cpio segment appended to the initramfs
+// served (package seed), which is how the maintenance agent finds its way
+// back and checks it is talking to its fabric. Firmware cannot
 // authenticate, so these URLs are open to the netboot network: keep that
 // network to the machines being booted.
 package netboot
@@ -13,6 +15,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -20,6 +23,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/loomfabric/loom/agent/seed"
 	"github.com/loomfabric/loom/fabric/api"
 )
 
@@ -41,8 +45,10 @@ type Config struct {
 	// (loom.fabric=): every replica's URL, comma-separated, this one's
 	// first. Default BaseURL.
 	FabricURLs string
-	// EnrollToken goes on the kernel command line. Required.
+	// EnrollToken and CA (PEM) go in the seed appended to the initramfs.
+	// Required.
 	EnrollToken string
+	CA          []byte
 	// KernelArgs are extra kernel arguments. Default
 	// "console=tty0 console=ttyS0,115200 panic=-1".
 	KernelArgs string
@@ -61,13 +67,14 @@ type Config struct {
 
 // Handler serves /boot/.
 type Handler struct {
-	cfg Config
-	log *slog.Logger
+	cfg  Config
+	log  *slog.Logger
+	seed []byte // the segment appended to the initramfs
 }
 
 var script = template.Must(template.New("ipxe").Parse(`#!ipxe
 echo Loom: booting the maintenance OS on {{.MAC}}
-kernel {{.Base}}/boot/vmlinuz initrd=initramfs loom.fabric={{.Fabric}} loom.token={{.Token}} loom.bootmac={{.MAC}} {{.Args}} || goto retry
+kernel {{.Base}}/boot/vmlinuz initrd=initramfs loom.fabric={{.Fabric}} loom.bootmac={{.MAC}} {{.Args}} || goto retry
 initrd --name initramfs {{.Base}}/boot/initramfs || goto retry
 boot || goto retry
 :retry
@@ -106,8 +113,12 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 	if cfg.KernelArgs == "" {
 		cfg.KernelArgs = "console=tty0 console=ttyS0,115200 panic=-1"
 	}
-	if cfg.BaseURL == "" || cfg.EnrollToken == "" || cfg.MAC == nil {
-		return nil, errors.New("netboot: BaseURL, EnrollToken and MAC are required")
+	if cfg.BaseURL == "" || cfg.MAC == nil {
+		return nil, errors.New("netboot: BaseURL and MAC are required")
+	}
+	seg, err := seed.Seed{CA: cfg.CA, Token: cfg.EnrollToken}.Segment()
+	if err != nil {
+		return nil, fmt.Errorf("netboot: %w", err)
 	}
 	cfg.BaseURL = strings.TrimRight(cfg.BaseURL, "/")
 	for _, f := range []string{cfg.Kernel, cfg.Initramfs} {
@@ -116,7 +127,7 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 			return nil, fmt.Errorf("netboot: boot file: %w (run 'make initramfs')", err)
 		}
 	}
-	return &Handler{cfg: cfg, log: log}, nil
+	return &Handler{cfg: cfg, log: log, seed: seg}, nil
 }
 
 // FirstStageURL is the base URL of the first stages: UEFI HTTP boot
@@ -136,7 +147,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case name == "vmlinuz":
 		h.file(w, r, h.cfg.Kernel)
 	case name == "initramfs":
-		h.file(w, r, h.cfg.Initramfs)
+		h.initramfs(w, r)
 	case firstStages[name] && h.cfg.FirstStageDir != "":
 		h.log.Info("netboot: serving the first stage over HTTP", "file", name, "to", r.RemoteAddr)
 		http.ServeFile(w, r, filepath.Join(h.cfg.FirstStageDir, name))
@@ -152,7 +163,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.log.Info("netboot: iPXE script", "mac", mac, "from", r.RemoteAddr, "boot", choice.Kind)
 		w.Header().Set("Content-Type", "text/plain")
-		vars := map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Fabric": cmp.Or(h.cfg.FabricURLs, h.cfg.BaseURL), "Token": h.cfg.EnrollToken, "Args": h.cfg.KernelArgs}
+		vars := map[string]string{"MAC": mac, "Base": h.cfg.BaseURL, "Fabric": cmp.Or(h.cfg.FabricURLs, h.cfg.BaseURL), "Args": h.cfg.KernelArgs}
 		t := script
 		switch choice.Kind {
 		case api.BootKexec:
@@ -174,4 +185,54 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) file(w http.ResponseWriter, r *http.Request, name string) {
 	h.log.Info("netboot: serving", "file", name, "to", r.RemoteAddr)
 	http.ServeFile(w, r, filepath.Join(h.cfg.BootDir, name))
+}
+
+// initramfs serves the initramfs with the seed appended (ranges work).
+func (h *Handler) initramfs(w http.ResponseWriter, r *http.Request) {
+	f, err := os.Open(filepath.Join(h.cfg.BootDir, h.cfg.Initramfs))
+	if err != nil {
+		h.log.Error("netboot: initramfs", "err", err)
+		http.Error(w, "initramfs unavailable", http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		http.Error(w, "initramfs unavailable", http.StatusInternalServerError)
+		return
+	}
+	tail := append(make([]byte, seed.Pad(fi.Size())), h.seed...)
+	h.log.Info("netboot: serving", "file", h.cfg.Initramfs, "seed", len(tail), "to", r.RemoteAddr)
+	all := &joined{head: f, size: fi.Size(), tail: tail}
+	http.ServeContent(w, r, "initramfs", fi.ModTime(), io.NewSectionReader(all, 0, fi.Size()+int64(len(tail))))
+}
+
+// joined is a file of size bytes followed by tail, for ReadAt.
+type joined struct {
+	head io.ReaderAt
+	size int64
+	tail []byte
+}
+
+func (j *joined) ReadAt(p []byte, off int64) (int, error) {
+	n := 0
+	if off < j.size {
+		m, err := j.head.ReadAt(p[:min(int64(len(p)), j.size-off)], off)
+		n += m
+		if err != nil && !(errors.Is(err, io.EOF) && off+int64(m) == j.size) {
+			return n, err
+		}
+		off += int64(m)
+	}
+	if n < len(p) {
+		t := off - j.size
+		if t >= int64(len(j.tail)) {
+			return n, io.EOF
+		}
+		n += copy(p[n:], j.tail[t:])
+		if n < len(p) {
+			return n, io.EOF
+		}
+	}
+	return n, nil
 }

@@ -24,7 +24,6 @@ package node
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -38,6 +37,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
+	"github.com/loomfabric/loom/fabric/pki"
 	"github.com/loomfabric/loom/fabric/store"
 )
 
@@ -57,6 +57,7 @@ type Store interface {
 	UpdateNode(ctx context.Context, id string, fn func(*api.Node) error) (api.Node, error)
 	SetCredential(ctx context.Context, id, hash string) error
 	Credential(ctx context.Context, id string) (string, error)
+	DeleteNode(ctx context.Context, id string, macs []string, uuid string) error
 
 	// Provisioning: goals follow node revisions; profiles and images say
 	// what to lay down.
@@ -97,6 +98,8 @@ type Config struct {
 	DefaultProfile string
 	// Power performs BMC operations. Default bmc.Do.
 	Power PowerFunc
+	// CA signs registered nodes' certificates. Required to register.
+	CA *pki.CA
 }
 
 // Registry is the node life cycle over the store.
@@ -142,11 +145,6 @@ func newID() string {
 	b := make([]byte, 5)
 	rand.Read(b)
 	return "n-" + hex.EncodeToString(b)
-}
-
-func hash(cred string) string {
-	h := sha256.Sum256([]byte(cred))
-	return hex.EncodeToString(h[:])
 }
 
 // NormalizeMAC returns the canonical form of a MAC, or an error.
@@ -288,11 +286,15 @@ func Validate(reg *api.Registration) error {
 	if len(reg.Inventory.NICs) > 256 || len(reg.Inventory.Disks) > 1024 {
 		return errors.New("inventory: too many NICs or disks")
 	}
+	if _, err := pki.CheckCSR(reg.CSR); err != nil {
+		return err
+	}
 	return nil
 }
 
 // Register records a registration and returns the node and its new
-// credential. The same machine always maps to the same node.
+// certificate (PEM), which replaces any it had. The same machine always
+// maps to the same node.
 func (r *Registry) Register(ctx context.Context, reg api.Registration) (api.Node, string, error) {
 	if err := Validate(&reg); err != nil {
 		return api.Node{}, "", err
@@ -328,15 +330,21 @@ func (r *Registry) Register(ctx context.Context, reg api.Registration) (api.Node
 			return api.Node{}, "", err
 		}
 	}
-	cred := rand.Text()
-	if err := r.cfg.Store.SetCredential(ctx, n.ID, hash(cred)); err != nil {
+	if r.cfg.CA == nil {
+		return api.Node{}, "", errors.New("this fabric has no CA to sign node certificates with")
+	}
+	cert, serial, err := r.cfg.CA.SignNode(reg.CSR, n.ID)
+	if err != nil {
+		return api.Node{}, "", err
+	}
+	if err := r.cfg.Store.SetCredential(ctx, n.ID, serial); err != nil {
 		return api.Node{}, "", err
 	}
 	r.markKnown(macs...)
 	r.touch(n.ID, now)
 	n.LastSeen = now
 	r.log.Info("node registered", "node", n.ID, "mac", reg.MAC, "ip", reg.IP, "cpus", reg.Inventory.CPU.Count, "memory", reg.Inventory.Memory)
-	return n, cred, nil
+	return n, cert, nil
 }
 
 // find looks a machine up by UUID, then by each MAC. "" means new.
@@ -404,8 +412,10 @@ func apply(n *api.Node, reg api.Registration, now time.Time, defaultProfile stri
 	}
 }
 
-// Authenticate checks a node's credential.
-func (r *Registry) Authenticate(ctx context.Context, id, cred string) error {
+// Authenticate checks serial is node id's current certificate (the one
+// its last registration got): a node deleted or registered anew since has
+// its older certificates refused.
+func (r *Registry) Authenticate(ctx context.Context, id, serial string) error {
 	want, err := r.cfg.Store.Credential(ctx, id)
 	if store.IsNotFound(err) {
 		return ErrUnauthorized
@@ -413,12 +423,53 @@ func (r *Registry) Authenticate(ctx context.Context, id, cred string) error {
 	if err != nil {
 		return err
 	}
-	if subtle.ConstantTimeCompare([]byte(want), []byte(hash(cred))) != 1 {
-		if store.IsRelaxed(ctx) { // a credential issued a moment ago
-			return r.Authenticate(store.Strict(ctx), id, cred)
+	if subtle.ConstantTimeCompare([]byte(want), []byte(serial)) != 1 {
+		if store.IsRelaxed(ctx) { // a certificate issued a moment ago
+			return r.Authenticate(store.Strict(ctx), id, serial)
 		}
 		return ErrUnauthorized
 	}
+	return nil
+}
+
+// Delete forgets a node: its record, its MACs and UUID (a later boot of
+// the machine is a new node) and its certificate, refused from then on.
+// A host that still has VMs is not deleted (ErrConflict).
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	n, err := r.cfg.Store.Node(ctx, id)
+	if err != nil {
+		return err
+	}
+	if r.cfg.Guests != nil {
+		vms, err := r.cfg.Guests.GoalVMs(ctx, id)
+		if err != nil {
+			return err
+		}
+		if len(vms) > 0 {
+			return fmt.Errorf("%w: node %s runs %d VMs (%s first): delete them or let their services move them", ErrConflict, id, len(vms), vms[0].ID)
+		}
+	}
+	macs := []string{n.MAC}
+	uuid := ""
+	if n.Inventory != nil {
+		for _, nic := range n.Inventory.NICs {
+			macs = append(macs, nic.MAC)
+		}
+		uuid = identityUUID(n.Inventory.DMI.UUID)
+	}
+	r.regMu.Lock()
+	defer r.regMu.Unlock()
+	if err := r.cfg.Store.DeleteNode(ctx, id, macs, uuid); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.lastSeen, id)
+	delete(r.progress, id)
+	for _, m := range macs {
+		delete(r.known, m)
+	}
+	r.mu.Unlock()
+	r.log.Info("node deleted; its certificate is refused from now on", "node", id, "mac", n.MAC)
 	return nil
 }
 

@@ -33,11 +33,11 @@ func (a *apiServer) routeImages(mux *http.ServeMux) {
 	mux.HandleFunc("DELETE /v1/images/{name}", a.operator(a.removeImage))
 }
 
-// reader admits the operator and machines holding the enrollment token
-// (agents fetch manifests and blobs with it).
+// reader admits the operator, nodes (their certificates) and machines
+// holding the enrollment token (agents fetch manifests and blobs).
 func (a *apiServer) reader(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if tokenOK(bearer(r), a.cfg.EnrollToken) {
+		if tokenOK(bearer(r), a.cfg.EnrollToken) || a.isNode(r) {
 			h(w, r)
 			return
 		}

@@ -108,6 +108,21 @@ func (a *apiServer) decommission(w http.ResponseWriter, r *http.Request) {
 	a.nodeResult(w, r, n, err)
 }
 
+// Deleter is the registry's node deletion (*node.Registry has it).
+type Deleter interface {
+	Delete(ctx context.Context, id string) error
+}
+
+// deleteNode forgets a node and revokes its certificate.
+func (a *apiServer) deleteNode(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := a.cfg.Registry.(Deleter).Delete(r.Context(), id); err != nil {
+		a.result(w, r, nil, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 // nodeResult answers with n, or with err mapped to 404, 409 or 500.
 func (a *apiServer) nodeResult(w http.ResponseWriter, r *http.Request, n api.Node, err error) {
 	a.result(w, r, n, err)

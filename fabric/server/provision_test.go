@@ -28,7 +28,7 @@ func newFullAPI(t *testing.T) *httptest.Server {
 	}
 	t.Cleanup(func() { st.Close() })
 	guests := vms.New(vms.Config{Store: st}, nil)
-	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: time.Second}, nil)
+	reg := node.New(node.Config{CA: testCA, Store: st, Guests: guests, HeartbeatInterval: time.Second}, nil)
 	lib := &image.Library{Blobs: image.Blobs{Dir: filepath.Join(dir, "images")}, KV: st,
 		InUse: func(ctx context.Context, name string) (string, error) {
 			if user, err := node.ProfilesUsing(ctx, st.Profiles, name); user != "" || err != nil {
@@ -36,7 +36,7 @@ func newFullAPI(t *testing.T) *httptest.Server {
 			}
 			return vms.VMsUsing(ctx, st.VMs, name)
 		}}
-	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Images: lib, Profiles: st, VMs: guests}, nil))
+	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Images: lib, Profiles: st, VMs: guests}, nil))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -96,13 +96,13 @@ func TestImagesProfilesAndGoal(t *testing.T) {
 	var r api.RegisterResponse
 	call(t, srv, "POST", "/v1/nodes/register", enrollToken, regBody, &r)
 	var g api.Goal
-	if code := call(t, srv, "GET", "/v1/nodes/"+r.NodeID+"/goal", r.Credential, "", &g); code != 200 || g.Action != api.ActionNone {
+	if code := call(t, srv, "GET", "/v1/nodes/"+r.NodeID+"/goal", asNode(r), "", &g); code != 200 || g.Action != api.ActionNone {
 		t.Fatalf("first goal = %d %+v, want 200 none", code, g)
 	}
 	start := time.Now()
 	req, _ = http.NewRequest("GET", srv.URL+"/v1/nodes/"+r.NodeID+"/goal?incarnation="+itoa(g.Incarnation)+"&wait=1s", nil)
-	req.Header.Set("Authorization", "Bearer "+r.Credential)
-	resp, err = srv.Client().Do(req)
+	hc, _ := clientFor(t, srv, asNode(r))
+	resp, err = hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestImagesProfilesAndGoal(t *testing.T) {
 	got := make(chan api.Goal, 1)
 	go func() {
 		var g2 api.Goal
-		call(t, srv, "GET", "/v1/nodes/"+r.NodeID+"/goal?wait=20s&incarnation="+itoa(g.Incarnation), r.Credential, "", &g2)
+		call(t, srv, "GET", "/v1/nodes/"+r.NodeID+"/goal?wait=20s&incarnation="+itoa(g.Incarnation), asNode(r), "", &g2)
 		got <- g2
 	}()
 	time.Sleep(200 * time.Millisecond)
@@ -139,7 +139,7 @@ func TestImagesProfilesAndGoal(t *testing.T) {
 		{`{"phase":"Booting","provision":1}`, 200},
 		{`{"phase":"Ready"}`, 409},
 	} {
-		if code := call(t, srv, "POST", "/v1/nodes/"+r.NodeID+"/status", r.Credential, step.body, nil); code != step.want {
+		if code := call(t, srv, "POST", "/v1/nodes/"+r.NodeID+"/status", asNode(r), step.body, nil); code != step.want {
 			t.Errorf("status %s = %d, want %d", step.body, code, step.want)
 		}
 	}
@@ -148,7 +148,7 @@ func TestImagesProfilesAndGoal(t *testing.T) {
 	if n.Phase != api.PhaseBooting || n.Imaged != 1 {
 		t.Errorf("node after the reports: %s imaged %d, want Booting imaged 1", n.Phase, n.Imaged)
 	}
-	call(t, srv, "GET", "/v1/nodes/"+r.NodeID+"/goal", r.Credential, "", &g)
+	call(t, srv, "GET", "/v1/nodes/"+r.NodeID+"/goal", asNode(r), "", &g)
 	if g.Action != api.ActionBootHost {
 		t.Errorf("goal of an imaged node = %s, want boot-host", g.Action)
 	}

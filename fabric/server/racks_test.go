@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +20,8 @@ func TestRacksAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
-	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Racks: reg}, nil))
+	reg := node.New(node.Config{CA: testCA, Store: st, HeartbeatInterval: time.Second}, nil)
+	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Racks: reg}, nil))
 	t.Cleanup(srv.Close)
 
 	var e api.Error

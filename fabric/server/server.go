@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,8 @@ import (
 // Registry is what the API needs of the node life cycle.
 type Registry interface {
 	Register(ctx context.Context, reg api.Registration) (api.Node, string, error)
-	Authenticate(ctx context.Context, id, cred string) error
+	// Authenticate checks serial is node id's current certificate.
+	Authenticate(ctx context.Context, id, serial string) error
 	Report(ctx context.Context, id string, st api.Status) error
 	Goal(ctx context.Context, id string) (api.Goal, error)
 	WaitGoal(ctx context.Context, id string, rev int64) error
@@ -41,6 +43,9 @@ type Config struct {
 	OperatorToken string
 	// EnrollToken authorises registration. Required.
 	EnrollToken string
+	// ClientCAs checks node certificates forwarded by other replicas
+	// (those presented directly are checked by the TLS handshake).
+	ClientCAs *x509.CertPool
 	// Boot, if set, serves GET /boot/{file} without authentication.
 	Boot http.Handler
 	// Images, if set, serves /v1/images.
@@ -127,6 +132,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))
 	mux.HandleFunc("POST /v1/nodes/{id}/reprovision", a.operator(a.reprovision))
+	if _, ok := cfg.Registry.(Deleter); ok {
+		mux.HandleFunc("DELETE /v1/nodes/{id}", a.operator(a.deleteNode))
+	}
 	if _, ok := cfg.Registry.(Decommissioner); ok {
 		mux.HandleFunc("POST /v1/nodes/{id}/decommission", a.operator(a.decommission))
 	}
@@ -215,27 +223,12 @@ func (a *apiServer) registerNode(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, http.StatusBadRequest, "registration: %v", err)
 		return
 	}
-	n, cred, err := a.cfg.Registry.Register(r.Context(), reg)
+	n, cert, err := a.cfg.Registry.Register(r.Context(), reg)
 	if err != nil {
 		a.fail(w, r, http.StatusInternalServerError, "registering %s: %v", reg.MAC, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, api.RegisterResponse{NodeID: n.ID, Credential: cred, HeartbeatInterval: api.Duration(a.cfg.Registry.HeartbeatInterval())})
-}
-
-// nodeAuth checks the caller is node id (its credential).
-func (a *apiServer) nodeAuth(w http.ResponseWriter, r *http.Request) (string, bool) {
-	id := r.PathValue("id")
-	err := a.cfg.Registry.Authenticate(r.Context(), id, bearer(r))
-	if errors.Is(err, node.ErrUnauthorized) {
-		a.fail(w, r, http.StatusUnauthorized, "node %q: %v", id, err)
-		return id, false
-	}
-	if err != nil {
-		a.fail(w, r, http.StatusInternalServerError, "authenticating node %q: %v", id, err)
-		return id, false
-	}
-	return id, true
+	writeJSON(w, http.StatusOK, api.RegisterResponse{NodeID: n.ID, Certificate: cert, HeartbeatInterval: api.Duration(a.cfg.Registry.HeartbeatInterval())})
 }
 
 func (a *apiServer) status(w http.ResponseWriter, r *http.Request) {

@@ -29,24 +29,24 @@ func newAPI(t *testing.T) (*httptest.Server, *store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
-	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken}, nil))
-	t.Cleanup(srv.Close)
+	reg := node.New(node.Config{CA: testCA, Store: st, HeartbeatInterval: time.Second}, nil)
+	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, ClientCAs: testCA.Pool()}, nil))
 	return srv, st
 }
 
 func call(t *testing.T, srv *httptest.Server, method, path, token, body string, out any) int {
 	t.Helper()
-	req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	hc, token := clientFor(t, srv, token)
+	req, _ := http.NewRequest(method, srv.URL+path, strings.NewReader(withCSR(path, body)))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := srv.Client().Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.Header.Get("Content-Type") != "application/json" {
+	if resp.StatusCode != http.StatusNoContent && resp.Header.Get("Content-Type") != "application/json" {
 		t.Errorf("%s %s: Content-Type %q, want application/json", method, path, resp.Header.Get("Content-Type"))
 	}
 	if out != nil {
@@ -128,11 +128,11 @@ func TestRegisterHeartbeatAndIdempotence(t *testing.T) {
 	if code := call(t, srv, "POST", "/v1/nodes/register", enrollToken, regBody, &r1); code != 200 {
 		t.Fatalf("register = %d", code)
 	}
-	if r1.NodeID == "" || r1.Credential == "" || r1.HeartbeatInterval != api.Duration(time.Second) {
+	if r1.NodeID == "" || asNode(r1) == "" || r1.HeartbeatInterval != api.Duration(time.Second) {
 		t.Fatalf("register answer = %+v", r1)
 	}
 
-	// Same machine again (same UUID, boot MAC now eth1): same node, new credential.
+	// Same machine again (same UUID, boot MAC now eth1): same node, new certificate.
 	again := strings.Replace(regBody, `"mac":"52:54:00:AA:00:01","ip"`, `"mac":"52:54:00:aa:00:02","ip"`, 1)
 	var r2 api.RegisterResponse
 	call(t, srv, "POST", "/v1/nodes/register", enrollToken, again, &r2)
@@ -154,15 +154,15 @@ func TestRegisterHeartbeatAndIdempotence(t *testing.T) {
 		t.Errorf("a different machine with a zero UUID was merged into %s", r1.NodeID)
 	}
 
-	// The old credential was replaced; the new one works.
-	if code := call(t, srv, "POST", "/v1/nodes/"+r1.NodeID+"/status", r1.Credential, `{}`, nil); code != 401 {
+	// The old certificate was replaced (revoked); the new one works.
+	if code := call(t, srv, "POST", "/v1/nodes/"+r1.NodeID+"/status", asNode(r1), `{}`, nil); code != 401 {
 		t.Errorf("heartbeat with a superseded credential = %d, want 401", code)
 	}
-	if code := call(t, srv, "POST", "/v1/nodes/"+r1.NodeID+"/status", r3.Credential, `{"ip":"10.0.0.101"}`, nil); code != 200 {
+	if code := call(t, srv, "POST", "/v1/nodes/"+r1.NodeID+"/status", asNode(r3), `{"ip":"10.0.0.101"}`, nil); code != 200 {
 		t.Errorf("heartbeat = %d, want 200", code)
 	}
-	if code := call(t, srv, "POST", "/v1/nodes/"+r4.NodeID+"/status", r3.Credential, `{}`, nil); code != 401 {
-		t.Errorf("heartbeat with another node's credential = %d, want 401", code)
+	if code := call(t, srv, "POST", "/v1/nodes/"+r4.NodeID+"/status", asNode(r3), `{}`, nil); code != 403 {
+		t.Errorf("heartbeat with another node's certificate = %d, want 403", code)
 	}
 
 	var nodes []api.Node
@@ -243,8 +243,8 @@ func TestLeases(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
-	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Leases: st}, nil))
+	reg := node.New(node.Config{CA: testCA, Store: st, HeartbeatInterval: time.Second}, nil)
+	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Leases: st}, nil))
 	t.Cleanup(srv.Close)
 	exp := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
 	want := []api.Lease{{MAC: "52:54:00:00:00:01", IP: "10.80.0.100", Expires: exp, Relay: &api.LeaseRelay{GIAddr: "10.80.0.1", CircuitID: "br1"}}}

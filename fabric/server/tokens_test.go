@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +24,8 @@ func TestTokensRolesAndAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	reg := node.New(node.Config{Store: st, HeartbeatInterval: time.Second}, nil)
-	srv := httptest.NewServer(New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Tokens: st, Audit: st}, nil))
+	reg := node.New(node.Config{CA: testCA, Store: st, HeartbeatInterval: time.Second}, nil)
+	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Tokens: st, Audit: st}, nil))
 	t.Cleanup(srv.Close)
 
 	var viewer, op api.TokenCreated

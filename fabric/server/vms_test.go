@@ -62,14 +62,14 @@ func TestVMsAPI(t *testing.T) {
 	} else {
 		_ = resp.Body.Close()
 	}
-	call(t, srv, "POST", "/v1/nodes/"+reg.NodeID+"/status", reg.Credential, `{"vmsComplete":true,"vms":[{"id":"`+vm.ID+`","state":"Pending"}]}`, nil)
+	call(t, srv, "POST", "/v1/nodes/"+reg.NodeID+"/status", asNode(reg), `{"vmsComplete":true,"vms":[{"id":"`+vm.ID+`","state":"Pending"}]}`, nil)
 
 	var g api.Goal
-	if code := call(t, srv, "GET", "/v1/nodes/"+reg.NodeID+"/goal", reg.Credential, "", &g); code != 200 || len(g.VMs) != 1 || g.VMs[0].PackageDigest == "" || g.VMs[0].Settings["greeting"] != "hi" {
+	if code := call(t, srv, "GET", "/v1/nodes/"+reg.NodeID+"/goal", asNode(reg), "", &g); code != 200 || len(g.VMs) != 1 || g.VMs[0].PackageDigest == "" || g.VMs[0].Settings["greeting"] != "hi" {
 		t.Fatalf("goal = %d %+v", code, g)
 	}
 	status := `{"vmsComplete":true,"vms":[{"id":"` + vm.ID + `","state":"Running","interfaces":["lo"],"endpoint":"10.0.0.100:40000","usage":{"cpuSeconds":1.5,"memoryBytes":1000,"channelBytes":42}}]}`
-	if code := call(t, srv, "POST", "/v1/nodes/"+reg.NodeID+"/status", reg.Credential, status, nil); code != 200 {
+	if code := call(t, srv, "POST", "/v1/nodes/"+reg.NodeID+"/status", asNode(reg), status, nil); code != 200 {
 		t.Fatalf("status = %d", code)
 	}
 	var got api.VM
@@ -84,7 +84,7 @@ func TestVMsAPI(t *testing.T) {
 		t.Errorf("reboot = %d %+v", code, got)
 	}
 	var g2 api.Goal
-	call(t, srv, "GET", "/v1/nodes/"+reg.NodeID+"/goal", reg.Credential, "", &g2)
+	call(t, srv, "GET", "/v1/nodes/"+reg.NodeID+"/goal", asNode(reg), "", &g2)
 	if g2.Incarnation == g.Incarnation || g2.VMs[0].RebootGen != 1 {
 		t.Errorf("the goal did not move with the reboot: %d → %d, %+v", g.Incarnation, g2.Incarnation, g2.VMs)
 	}
@@ -103,7 +103,7 @@ func TestVMsAPI(t *testing.T) {
 		t.Errorf("after delete desired = %q", got.Desired)
 	}
 	// The host no longer has it: the fabric forgets it.
-	call(t, srv, "POST", "/v1/nodes/"+reg.NodeID+"/status", reg.Credential, `{"vmsComplete":true}`, nil)
+	call(t, srv, "POST", "/v1/nodes/"+reg.NodeID+"/status", asNode(reg), `{"vmsComplete":true}`, nil)
 	if code := call(t, srv, "GET", "/v1/vms/"+vm.ID, opToken, "", &e); code != 404 {
 		t.Errorf("vm after its host dropped it = %d, want 404", code)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
 	"github.com/loomfabric/loom/fabric/loomd"
+	"github.com/loomfabric/loom/fabric/pki"
 )
 
 // fabric is a real loomd (embedded etcd, in-process) for the service
@@ -36,7 +37,12 @@ func startFabric(t *testing.T, cfg *loomd.Config) *fabric {
 	dir := t.TempDir()
 	f := &fabric{t: t, cfg: cfg, sock: filepath.Join(dir, "api.sock")}
 	f.cfg.DataDir = filepath.Join(dir, "data")
-	f.cfg.API, f.cfg.APIUnix = "127.0.0.1:0", f.sock
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg.API, f.cfg.APIUnix = ln.Addr().String(), f.sock // the same port at every start
+	ln.Close()
 	f.cfg.HeartbeatInterval = max(f.cfg.HeartbeatInterval, 300*time.Millisecond)
 	f.cfg.Grace = max(f.cfg.Grace, time.Second)
 	f.start()
@@ -73,7 +79,12 @@ func (f *fabric) start() {
 		_, err := f.op.Nodes(ctx)
 		return f.op.Token != "" && err == nil
 	})
-	f.enroll = &client.Client{BaseURL: f.op.BaseURL, Token: read(loomd.EnrollTokenFile)}
+	// Hosts call over TLS, with their certificates.
+	tc, err := pki.ClientTLS([]byte(read(loomd.CAFile)), nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.enroll = &client.Client{BaseURL: "https://" + f.cfg.API, Token: read(loomd.EnrollTokenFile), TLS: tc}
 }
 
 // restart stops loomd and starts it again on its data directory.
@@ -87,7 +98,7 @@ func (f *fabric) restart() {
 func (f *fabric) addHost(rack string) *fakeHost {
 	f.t.Helper()
 	mac := fmt.Sprintf("52:54:00:cc:%02x:%02x", len(f.hosts)/256, len(f.hosts)%256)
-	r, err := f.enroll.Register(context.Background(), api.Registration{Mode: api.ModeHost, MAC: mac, AgentVersion: "fake",
+	r, nc, err := f.enroll.Enroll(context.Background(), api.Registration{Mode: api.ModeHost, MAC: mac, AgentVersion: "fake",
 		Accel: &api.Accel{Accel: "tcg", CPU: "max"},
 		Inventory: api.Inventory{CPU: api.CPU{Count: 4, Model: "x"}, Memory: 2 << 30,
 			NICs: []api.NIC{{Name: "eth0", MAC: mac, Link: true}}}})
@@ -99,7 +110,7 @@ func (f *fabric) addHost(rack string) *fakeHost {
 			f.t.Fatal(err)
 		}
 	}
-	h := &fakeHost{c: f.enroll, reg: r, vms: map[string]*fakeVM{}}
+	h := &fakeHost{c: nc, reg: r, vms: map[string]*fakeVM{}}
 	h.Start()
 	f.hosts = append(f.hosts, h)
 	return h
@@ -184,7 +195,7 @@ func (h *fakeHost) Crash(id string) {
 }
 
 func (h *fakeHost) step(ctx context.Context) {
-	g, _, err := h.c.Goal(ctx, h.reg.NodeID, h.reg.Credential, -1, 0)
+	g, _, err := h.c.Goal(ctx, h.reg.NodeID, -1, 0)
 	if err != nil {
 		return
 	}
@@ -238,7 +249,7 @@ func (h *fakeHost) step(ctx context.Context) {
 	}
 	h.mu.Unlock()
 	// Errors show in the tests as instances that do not turn Ready.
-	_, _ = h.c.Status(ctx, h.reg.NodeID, h.reg.Credential, api.Status{VMs: st, VMsComplete: true})
+	_, _ = h.c.Status(ctx, h.reg.NodeID, api.Status{VMs: st, VMsComplete: true})
 }
 
 func (h *fakeHost) forget(id string) {

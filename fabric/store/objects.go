@@ -255,3 +255,29 @@ func (s *Store) SharedSecret(ctx context.Context, name, local string) (string, e
 	}
 	return string(kvs[0].Value), nil
 }
+
+// DeleteNode removes a node, its certificate's record (so the node's
+// certificate is refused from then on) and the index keys among macs and
+// uuid that still point at it; ErrNotFound if there is no such node.
+func (s *Store) DeleteNode(ctx context.Context, id string, macs []string, uuid string) error {
+	nk := s.nodes().key(id)
+	ops := []clientv3.Op{clientv3.OpDelete(nk), clientv3.OpDelete(credKey(id))}
+	idx := make([]string, 0, len(macs)+1)
+	for _, m := range macs {
+		idx = append(idx, macKey(m))
+	}
+	if uuid != "" {
+		idx = append(idx, uuidKey(uuid))
+	}
+	for _, k := range idx {
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", id)}, []clientv3.Op{clientv3.OpDelete(k)}, nil))
+	}
+	r, err := s.txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(nk), ">", 0)).Then(ops...).Commit()
+	if err != nil {
+		return fmt.Errorf("deleting node %s: %w", id, err)
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("node %s: %w", id, ErrNotFound)
+	}
+	return nil
+}

@@ -44,6 +44,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg := lifecycle.Config{Console: stderr}
 	fs.StringVar(&cfg.Fabric, "fabric", "", "loomd's URL; with it the network is taken as it is (default: loom.fabric= on the kernel command line)")
 	tokenFile := fs.String("token-file", "", "file with the enrollment token (with --fabric; or $LOOM_ENROLL_TOKEN)")
+	caFile := fs.String("ca-file", os.Getenv("LOOM_CA"), "the fabric's CA certificate, loomd's DATA-DIR/ca.pem (with --fabric; or $LOOM_CA; default: /etc/loom/ca.pem)")
 	fs.StringVar(&cfg.IP, "ip", "", "address to report (with --fabric; default: the route to the fabric)")
 	fs.StringVar(&cfg.GuestDir, "guest-dir", "", "host mode: where guests live (default /var/lib/loom)")
 	fs.StringVar(&cfg.GuestKernel, "guest-kernel", "", "host mode: the guest kernel (default /guest/vmlinuz)")
@@ -91,6 +92,11 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		if cfg.Token == "" {
 			return fmt.Errorf("--fabric needs the enrollment token (--token-file or $LOOM_ENROLL_TOKEN)")
+		}
+		if *caFile != "" {
+			if cfg.CA, err = os.ReadFile(*caFile); err != nil {
+				return fmt.Errorf("--ca-file: %w", err)
+			}
 		}
 	}
 	level := slog.LevelInfo

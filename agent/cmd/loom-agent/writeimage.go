@@ -15,12 +15,13 @@ import (
 	"github.com/loomfabric/loom/agent/imaging"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/fabric/pki"
 )
 
 // writeImage is `loom-agent write-image`: write one image onto a device or
 // file with the same verified writer the maintenance agent uses.
 //
-//	loom-agent write-image [--token T] http://LOOMD/v1/images/NAME TARGET
+//	loom-agent write-image [--token T] [--ca-file CA] https://LOOMD/v1/images/NAME TARGET
 //	loom-agent write-image --manifest M.json --blob FILE TARGET
 func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("write-image", flag.ContinueOnError)
@@ -28,6 +29,7 @@ func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	token := fs.String("token", os.Getenv("LOOM_TOKEN"), "token for loomd (enrollment or operator)")
 	manifest := fs.String("manifest", "", "local manifest (JSON) instead of a loomd URL")
 	blob := fs.String("blob", "", "local blob, with --manifest")
+	caFile := fs.String("ca-file", os.Getenv("LOOM_CA"), "the fabric's CA certificate (loomd's DATA-DIR/ca.pem; env LOOM_CA) for an https URL")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,16 +55,26 @@ func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		url := strings.TrimRight(fs.Arg(0), "/")
 		base, name, ok := strings.Cut(url, "/v1/images/")
 		if !ok {
-			return fmt.Errorf("%s: want http://LOOMD/v1/images/NAME", url)
+			return fmt.Errorf("%s: want https://LOOMD/v1/images/NAME", url)
+		}
+		c := &client.Client{BaseURL: base, Token: *token}
+		if *caFile != "" {
+			ca, err := os.ReadFile(*caFile)
+			if err != nil {
+				return fmt.Errorf("--ca-file: %w", err)
+			}
+			if c.TLS, err = pki.ClientTLS(ca, nil); err != nil {
+				return fmt.Errorf("--ca-file: %w", err)
+			}
 		}
 		var err error
-		m, err = (&client.Client{BaseURL: base, Token: *token}).Image(ctx, name)
+		m, err = c.Image(ctx, name)
 		if err != nil {
 			return err
 		}
-		src, target = &imaging.HTTPSource{URL: url + "/blob", Token: *token}, fs.Arg(1)
+		src, target = &imaging.HTTPSource{URL: url + "/blob", Token: *token, TLS: c.TLS}, fs.Arg(1)
 	default:
-		return errors.New("usage: write-image [--token T] URL TARGET | write-image --manifest M --blob B TARGET")
+		return errors.New("usage: write-image [--token T] [--ca-file CA] URL TARGET | write-image --manifest M --blob B TARGET")
 	}
 	f, err := imaging.OpenTarget(target)
 	if err != nil {

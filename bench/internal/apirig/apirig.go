@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/fabric/pki"
 )
 
 // Loomd is a running loomd; Stop ends it.
@@ -50,7 +51,12 @@ func Start(ctx context.Context, bin, dir string, args ...string) (*Loomd, error)
 		time.Sleep(200 * time.Millisecond)
 		b, _ := os.ReadFile(filepath.Join(l.Data, "operator.token"))
 		if tok := strings.TrimSpace(string(b)); tok != "" {
-			l.Client = &client.Client{BaseURL: "http://" + addr, Token: tok}
+			ca, _ := os.ReadFile(filepath.Join(l.Data, "ca.pem")) // written before the token is read back
+			t, err := pki.ClientTLS(ca, nil)
+			if err != nil {
+				continue // not yet written
+			}
+			l.Client = &client.Client{BaseURL: "https://" + addr, Token: tok, TLS: t}
 			if _, err := l.Client.Images(ctx); err == nil {
 				return l, nil
 			}

@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/fabric/pki"
 )
 
 func main() {
@@ -44,7 +45,7 @@ func main() {
 }
 
 // DefaultAddr is where loom looks for loomd without --addr or $LOOM_ADDR.
-const DefaultAddr = "http://127.0.0.1:8080"
+const DefaultAddr = "https://127.0.0.1:8080"
 
 // Output formats (-o).
 const (
@@ -56,10 +57,10 @@ const (
 // app holds what every command shares: the global flags and the client
 // they make.
 type app struct {
-	addr, tokenFile, output string
-	getenv                  func(string) string
-	now                     func() time.Time
-	c                       *client.Client
+	addr, tokenFile, caFile, output string
+	getenv                          func(string) string
+	now                             func() time.Time
+	c                               *client.Client
 }
 
 // run runs one loom command line; main and the tests call it.
@@ -78,8 +79,10 @@ func newRoot(getenv func(string) string) *cobra.Command {
 		Use:   "loom",
 		Short: "Operate a Loom fabric: nodes, racks, images, profiles, VMs",
 		Long: `loom talks to loomd's API. It finds loomd through --addr ($LOOM_ADDR,
-default ` + DefaultAddr + `; unix:///path for a socket) and authenticates with
-the operator token in --token-file ($LOOM_TOKEN otherwise).`,
+default ` + DefaultAddr + `; unix:///path for a socket), checks its TLS
+certificate against the fabric's CA in --ca-file ($LOOM_CA; loomd writes it
+to DATA-DIR/ca.pem) and authenticates with the operator token in
+--token-file ($LOOM_TOKEN otherwise).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -101,6 +104,7 @@ the operator token in --token-file ($LOOM_TOKEN otherwise).`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.addr, "addr", cmp.Or(getenv("LOOM_ADDR"), DefaultAddr), "loomd's API: http(s)://host:port or unix:///path (env LOOM_ADDR)")
 	pf.StringVar(&a.tokenFile, "token-file", "", "file holding the operator token (default: env LOOM_TOKEN)")
+	pf.StringVar(&a.caFile, "ca-file", getenv("LOOM_CA"), "the fabric's CA certificate, which loomd's is checked against (loomd's DATA-DIR/ca.pem; env LOOM_CA)")
 	pf.StringVarP(&a.output, "output", "o", outTable, "output format: table, json or yaml")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outTable, outJSON, outYAML}, cobra.ShellCompDirectiveNoFileComp))
 	root.AddGroup(&cobra.Group{ID: "metal", Title: "Machines:"}, &cobra.Group{ID: "guests", Title: "Guests and services:"})
@@ -127,6 +131,17 @@ func (a *app) api() (*client.Client, error) {
 			return nil, fmt.Errorf("--token-file: %w", err)
 		}
 		c.Token = strings.TrimSpace(string(b))
+	}
+	if a.caFile != "" {
+		b, err := os.ReadFile(a.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		if c.TLS, err = pki.ClientTLS(b, nil); err != nil {
+			return nil, fmt.Errorf("--ca-file %s: %w", a.caFile, err)
+		}
+	} else if strings.Contains(a.addr, "https://") {
+		return nil, fmt.Errorf("--ca-file (or LOOM_CA) is needed to check loomd's certificate at %s: loomd writes its CA to DATA-DIR/ca.pem", a.addr)
 	}
 	a.c = c
 	return c, nil

@@ -76,7 +76,23 @@ func (a *app) nodeCmd() *cobra.Command {
 			return fmt.Sprintf("node %s: decommissioning (every disk erased the strongest way it offers): %s", n.ID, how)
 		}))
 
-	node.AddCommand(show, provision, reprovision, watch, decommission, a.nodeBMCCmd(), a.nodePowerCmd())
+	del := &cobra.Command{
+		Use:               "delete ID",
+		Short:             "Forget a node and revoke its certificate (the machine's next boot makes a new node)",
+		Args:              args(1),
+		ValidArgsFunction: a.complete(nodeIDs),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			if err := c.DeleteNode(ctx, args[0]); err != nil {
+				return err
+			}
+			return a.show(cmd, map[string]string{"node": args[0], "deleted": "true"}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "node %s: deleted; its certificate is refused from now on\n", args[0])
+				return err
+			})
+		}),
+	}
+
+	node.AddCommand(show, provision, reprovision, watch, decommission, del, a.nodeBMCCmd(), a.nodePowerCmd())
 	return node
 }
 
