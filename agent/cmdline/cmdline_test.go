@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 			want: Config{Fabric: "https://fabric.example:8443", Token: "T"},
 		},
 		{name: "missing fabric", in: "loom.token=T", wantErr: true},
-		{name: "missing token", in: "loom.fabric=http://a:1", wantErr: true},
+		{name: "no token (the seed has it)", in: "loom.fabric=http://a:1", want: Config{Fabric: "http://a:1"}},
 		{name: "fabric not a URL", in: "loom.fabric=10.0.0.1 loom.token=T", wantErr: true},
 		{name: "bad boot MAC", in: "loom.fabric=http://a:1 loom.token=T loom.bootmac=zz", wantErr: true},
 		{name: "host offering vCPUs", in: "loom.fabric=http://a:1 loom.token=T loom.vcpus=6", want: Config{Fabric: "http://a:1", Token: "T", VCPUs: 6}},

@@ -285,7 +285,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	scfg := server.Config{Registry: reg, OperatorToken: opTok, EnrollToken: enrollTok, Images: lib, Profiles: st, VMs: guests, Power: reg, Credentials: st, Racks: reg,
 		Services: service.NewManager(st, ctl, eps), Queues: service.NewQueues(st), Heartbeat: pacer.Begin}
 	scfg.ClientCAs = ca.Pool()
-	scfg.Cluster = &cluster{st: st, self: me.Name, api: me.API}
+	scfg.Cluster = &cluster{st: st, self: me.Name, api: me.API, tls: peers}
 	scfg.Tokens, scfg.Audit = st, st
 
 	g, ctx := errgroup.WithContext(ctx)

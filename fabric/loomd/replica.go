@@ -221,6 +221,7 @@ type cluster struct {
 	st   *store.Store
 	self string
 	api  string
+	tls  *tls.Config // how it calls the other replicas
 }
 
 // Self is this replica's member.
@@ -271,7 +272,7 @@ func (c *cluster) Status(ctx context.Context, token string) (api.ClusterStatus, 
 			case m.API == "":
 				err = errors.New("no loomd replica runs it (down, or not started yet)")
 			default:
-				got, err = (&client.Client{BaseURL: m.API, Token: token}).ClusterSelf(ctx)
+				got, err = (&client.Client{BaseURL: m.API, Token: token, TLS: c.tls}).ClusterSelf(ctx)
 			}
 			if err != nil {
 				m.Healthy, m.Error = false, err.Error()

@@ -2,6 +2,7 @@ package netboot
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/loomfabric/loom/agent/seed"
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/node"
 )
@@ -17,7 +21,7 @@ func TestScriptAndFiles(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "vmlinuz"), []byte("kernel"), 0o644)
 	os.WriteFile(filepath.Join(dir, "initramfs.cpio.xz"), []byte("initrd"), 0o644)
-	h, err := New(Config{BootDir: dir, BaseURL: "http://10.0.0.1:8080/", EnrollToken: "TOK", MAC: node.NormalizeMAC}, nil)
+	h, err := New(Config{BootDir: dir, BaseURL: "http://10.0.0.1:8080/", EnrollToken: "TOK", CA: testCA, MAC: node.NormalizeMAC}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +38,7 @@ func TestScriptAndFiles(t *testing.T) {
 	}
 	for _, want := range []string{
 		"kernel http://10.0.0.1:8080/boot/vmlinuz ",
-		"loom.fabric=http://10.0.0.1:8080 loom.token=TOK loom.bootmac=52:54:00:aa:bb:01 console=tty0 console=ttyS0,115200 panic=-1",
+		"loom.fabric=http://10.0.0.1:8080 loom.bootmac=52:54:00:aa:bb:01 console=tty0 console=ttyS0,115200 panic=-1",
 		"initrd --name initramfs http://10.0.0.1:8080/boot/initramfs",
 	} {
 		if !strings.Contains(body, want) {
@@ -49,10 +53,41 @@ func TestScriptAndFiles(t *testing.T) {
 			t.Errorf("GET %s = %d, want %d", path, code, want)
 		}
 	}
-	if _, body := get("/boot/initramfs"); body != "initrd" {
-		t.Errorf("initramfs body = %q", body)
+	if strings.Contains(body, "TOK") {
+		t.Errorf("the script carries the enrollment token:\n%s", body)
+	}
+	// The initramfs, then zeros to a 4-byte boundary, then the seed: a
+	// cpio archive with the CA and the token.
+	_, body = get("/boot/initramfs")
+	rest, ok := strings.CutPrefix(body, "initrd\x00\x00")
+	if !ok {
+		t.Fatalf("initramfs body starts %q, want the file padded to 4 bytes", body[:min(len(body), 16)])
+	}
+	files := map[string]string{}
+	rr := cpio.Newc.Reader(strings.NewReader(rest))
+	if err := cpio.ForEachRecord(rr, func(r cpio.Record) error {
+		if r.ReaderAt != nil {
+			b, _ := io.ReadAll(io.NewSectionReader(r.ReaderAt, 0, int64(r.FileSize)))
+			files[r.Name] = fmt.Sprintf("%o %s", r.Mode&0o777, b)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("the seed is no cpio archive: %v", err)
+	}
+	if files[seed.CAFile] != "644 "+string(testCA) || files[seed.TokenFile] != "600 TOK\n" {
+		t.Errorf("seed files = %q", files)
+	}
+	// Ranges (iPXE resumes) span the file and the seed.
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/boot/initramfs", nil)
+	req.Header.Set("Range", "bytes=4-11")
+	mux.ServeHTTP(rec, req)
+	if rec.Code != 206 || rec.Body.String() != body[4:12] {
+		t.Errorf("range 4-11 = %d %q, want 206 %q", rec.Code, rec.Body.String(), body[4:12])
 	}
 }
+
+var testCA = []byte("-----BEGIN CERTIFICATE-----\nTEST\n-----END CERTIFICATE-----\n")
 
 func TestFirstStageOverHTTP(t *testing.T) {
 	dir, fs := t.TempDir(), t.TempDir()
@@ -60,7 +95,7 @@ func TestFirstStageOverHTTP(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "initramfs.cpio.xz"), []byte("initrd"), 0o644)
 	os.WriteFile(filepath.Join(fs, "ipxe.efi"), []byte("MZ-efi"), 0o644)
 	os.WriteFile(filepath.Join(fs, "secret"), []byte("no"), 0o644)
-	h, err := New(Config{BootDir: dir, FirstStageDir: fs, BaseURL: "http://10.0.0.1:8080", EnrollToken: "TOK", MAC: node.NormalizeMAC}, nil)
+	h, err := New(Config{BootDir: dir, FirstStageDir: fs, BaseURL: "http://10.0.0.1:8080", EnrollToken: "TOK", CA: testCA, MAC: node.NormalizeMAC}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +118,7 @@ func TestFirstStageOverHTTP(t *testing.T) {
 }
 
 func TestMissingBootFiles(t *testing.T) {
-	_, err := New(Config{BootDir: t.TempDir(), BaseURL: "http://x", EnrollToken: "t", MAC: node.NormalizeMAC}, nil)
+	_, err := New(Config{BootDir: t.TempDir(), BaseURL: "http://x", EnrollToken: "t", CA: testCA, MAC: node.NormalizeMAC}, nil)
 	if err == nil || !strings.Contains(err.Error(), "make initramfs") {
 		t.Errorf("New without boot files = %v, want an error pointing at 'make initramfs'", err)
 	}
@@ -100,7 +135,7 @@ func TestBootChoices(t *testing.T) {
 		"52:54:00:00:00:03": {Kind: api.BootCustom, Kernel: "http://10.0.0.9/k", Initrd: "http://10.0.0.9/i", Args: "root=/dev/vda1 ro"},
 		"52:54:00:00:00:04": {Kind: api.BootCustom, Kernel: "https://10.0.0.9/k", Args: "root=/dev/vda1"},
 	}
-	h, err := New(Config{BootDir: dir, BaseURL: "http://10.0.0.1:8080", EnrollToken: "TOK", MAC: node.NormalizeMAC,
+	h, err := New(Config{BootDir: dir, BaseURL: "http://10.0.0.1:8080", EnrollToken: "TOK", CA: testCA, MAC: node.NormalizeMAC,
 		Boot: func(mac string) api.BootChoice {
 			if c, ok := choices[mac]; ok {
 				return c

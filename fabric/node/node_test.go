@@ -59,7 +59,7 @@ func TestLifecycle(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	r := New(Config{Store: st, HeartbeatInterval: time.Second, Grace: 4 * time.Second, Now: func() time.Time { return now }}, nil)
+	r := New(Config{CA: testCA, Store: st, HeartbeatInterval: time.Second, Grace: 4 * time.Second, Now: func() time.Time { return now }}, nil)
 	phase := func(id string) api.Phase {
 		n, err := r.Get(ctx, id)
 		if err != nil {
@@ -78,15 +78,15 @@ func TestLifecycle(t *testing.T) {
 	if len(nodes) != 1 || nodes[0].Phase != api.PhaseDiscovered {
 		t.Fatalf("after DHCP: %+v, want one Discovered node", nodes)
 	}
-	n, cred, err := r.Register(ctx, api.Registration{MAC: mac, Inventory: api.Inventory{NICs: []api.NIC{{MAC: mac}}}})
+	n, cred, err := r.Register(ctx, api.Registration{CSR: testCSR, MAC: mac, Inventory: api.Inventory{NICs: []api.NIC{{MAC: mac}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n.ID != nodes[0].ID || n.Phase != api.PhaseRegistered {
 		t.Fatalf("Register = %s %s, want %s Registered", n.ID, n.Phase, nodes[0].ID)
 	}
-	if err := r.Authenticate(ctx, n.ID, cred); err != nil {
-		t.Fatalf("Authenticate with the new credential: %v", err)
+	if err := r.Authenticate(ctx, n.ID, serialOf(t, cred)); err != nil {
+		t.Fatalf("Authenticate with the new certificate: %v", err)
 	}
 
 	now = now.Add(3 * time.Second)
@@ -113,7 +113,7 @@ func TestLifecycle(t *testing.T) {
 func TestDiscoveredMany(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	r := New(Config{Store: st}, nil)
+	r := New(Config{CA: testCA, Store: st}, nil)
 	if _, err := r.Import(ctx, []api.RackEntry{{Line: 2, MAC: "52:54:00:00:00:09", Rack: "r1"}}); err != nil {
 		t.Fatal(err)
 	}

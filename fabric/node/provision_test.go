@@ -76,7 +76,7 @@ func TestGoalFor(t *testing.T) {
 func TestBootChoice(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	r := New(Config{Store: st}, nil)
+	r := New(Config{CA: testCA, Store: st}, nil)
 	for _, p := range []api.Profile{
 		{Name: "kexec", Image: "i"},
 		{Name: "local", Image: "i", Boot: api.BootLocal},

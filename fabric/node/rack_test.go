@@ -36,7 +36,7 @@ func TestRackImport(t *testing.T) {
 		}
 		return "On", nil
 	}
-	r := New(Config{Store: st, Now: func() time.Time { return now }, Power: power}, nil)
+	r := New(Config{CA: testCA, Store: st, Now: func() time.Time { return now }, Power: power}, nil)
 	st.PutCredential(ctx, api.Credential{Name: "r7", Username: "admin", Password: "pw"})
 	st.PutProfile(ctx, api.Profile{Name: "host", Image: "host", Disk: "first:1GiB"})
 	st.PutProfile(ctx, api.Profile{Name: "other", Image: "host", Disk: "first:1GiB"})
@@ -112,7 +112,7 @@ func TestRackImport(t *testing.T) {
 	if n, _ := r.Get(ctx, byMAC[mac2].ID); n.Phase != api.PhaseDiscovered {
 		t.Errorf("enrolled node seen in DHCP: %s, want Discovered", n.Phase)
 	}
-	n, _, err := r.Register(ctx, api.Registration{MAC: mac2, Inventory: api.Inventory{NICs: []api.NIC{{MAC: mac2}}}})
+	n, _, err := r.Register(ctx, api.Registration{CSR: testCSR, MAC: mac2, Inventory: api.Inventory{NICs: []api.NIC{{MAC: mac2}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func startFabric(t *testing.T) *fabric {
 	}
 	agent := &client.Client{BaseURL: c.BaseURL, Token: read(loomd.EnrollTokenFile)}
 	register := func(mode api.Mode, mac string) string {
-		r, err := agent.Register(ctx, api.Registration{Mode: mode, MAC: mac, IP: "10.0.0.9", AgentVersion: "test",
+		r, _, err := agent.Enroll(ctx, api.Registration{Mode: mode, MAC: mac, IP: "10.0.0.9", AgentVersion: "test",
 			Accel: map[bool]*api.Accel{true: {Accel: "tcg", CPU: "max"}}[mode == api.ModeHost],
 			Inventory: api.Inventory{
 				CPU: api.CPU{Model: "x", Count: 4}, Memory: 1 << 30,
