@@ -74,7 +74,7 @@ func newRig(t *testing.T) *rig {
 	for i := 0; ; i++ {
 		tok, err := os.ReadFile(filepath.Join(data, "operator.token"))
 		if err == nil {
-			r.env = []string{"LOOM_ADDR=http://" + r.addr, "LOOM_TOKEN=" + strings.TrimSpace(string(tok))}
+			r.env = []string{"LOOM_ADDR=https://" + r.addr, "LOOM_TOKEN=" + strings.TrimSpace(string(tok)), "LOOM_CA=" + filepath.Join(data, "ca.pem")}
 			if _, err := r.loomErr("nodes"); err == nil {
 				break
 			}
@@ -95,7 +95,7 @@ func newRig(t *testing.T) *rig {
 func (r *rig) startAgent(extra ...string) {
 	abs := func(p string) string { a, _ := filepath.Abs(filepath.Join(root, p)); return a }
 	cmd := exec.Command(filepath.Join(r.bin, "loom-agent"), "host",
-		"--fabric", "http://"+r.addr, "--token-file", filepath.Join(r.dir, "data", "enroll.token"),
+		"--fabric", "https://"+r.addr, "--token-file", filepath.Join(r.dir, "data", "enroll.token"), "--ca-file", filepath.Join(r.dir, "data", "ca.pem"),
 		"--ip", "127.0.0.1", "--ingress-ip", "127.0.0.1", "--guest-dir", r.guestDir, "--accel-cache", abs("build"),
 		"--guest-kernel", abs("build/guest/vmlinuz"), "--guest-initrd", abs("build/guest/initramfs.cpio.xz"))
 	cmd.Args = append(cmd.Args, extra...)

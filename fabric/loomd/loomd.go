@@ -339,15 +339,16 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		listeners = append(listeners, ul)
 	}
 	g.Go(func() error {
-		if err := plain.Serve(split.plain); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
-			return err
+		if err := plain.Serve(split.plain); !errors.Is(err, http.ErrServerClosed) && (ctx.Err() == nil || !errors.Is(err, net.ErrClosed)) {
+			return fmt.Errorf("API (plain HTTP): %w", err)
 		}
 		return nil
 	})
 	for _, l := range listeners {
 		g.Go(func() error {
 			log.Info("loomd: API listening", "addr", l.Addr().String(), "data", c.DataDir)
-			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+			// The split listener closes under both servers at once.
+			if err := hs.Serve(l); !errors.Is(err, http.ErrServerClosed) && (ctx.Err() == nil || !errors.Is(err, net.ErrClosed)) {
 				return err
 			}
 			return nil
@@ -357,7 +358,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = plain.Close() // netboot files: nothing to finish
+		defer func() { _ = plain.Close() }() // netboot files: nothing to finish
 		if err := hs.Shutdown(sctx); err != nil {
 			// A request still running after the grace, or a client's
 			// connection that never sent one (net/http counts those as
