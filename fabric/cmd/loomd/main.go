@@ -35,7 +35,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loomd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.DataDir, "data-dir", "", "directory for the store and tokens (required)")
-	fs.StringVar(&c.API, "api", ":8080", "HTTP API listen address")
+	fs.StringVar(&c.API, "api", ":8080", "API listen address: the API over TLS, and the netboot files over plain HTTP too")
 	fs.StringVar(&c.APIUnix, "api-unix", "", "also serve the API on this unix socket")
 	fs.StringVar(&c.NetbootInterface, "netboot-interface", "", "interface to serve DHCP and netboot on (none: no netboot)")
 	fs.StringVar(&c.Pool, "pool", "", "DHCP pool START-END (default .100-.199 of the interface's subnet)")
@@ -46,7 +46,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.IPXEDir, "ipxe-dir", "/usr/lib/ipxe", "directory with the first-stage iPXE binaries served over TFTP (undionly.kpxe, ipxe.efi, snponly.efi)")
 	fs.StringVar(&c.TFTPAddr, "tftp", "", `TFTP listen address for firmware PXE (default: the netboot address, port 69; "off" disables it)`)
 	fs.StringVar(&c.BootDir, "boot-dir", "build/maintenance", "directory with vmlinuz and initramfs.cpio.xz")
-	fs.StringVar(&c.FabricURL, "fabric-url", "", "URL booting machines reach the API at (default from the netboot address); with replicas, every replica's URL, comma-separated, this one's first: agents fail over between them")
+	fs.StringVar(&c.FabricURL, "fabric-url", "", "https://HOST:PORT booting machines reach the API at (default from the netboot address; the netboot files are http:// on the same host and port); with replicas, every replica's URL, comma-separated, this one's first: agents fail over between them")
 	fs.StringVar(&c.KernelArgs, "kernel-args", "", "kernel arguments for the maintenance OS (default console=tty0 console=ttyS0,115200 panic=-1)")
 	fs.StringVar(&c.DefaultProfile, "default-profile", "", "provision every newly registered node with this profile")
 	fs.BoolVar(&c.IPv6RA, "ipv6-ra", false, "send 'no router' IPv6 router adverts on the netboot interface (saves iPXE ~13 s where no IPv6 router exists)")
@@ -69,6 +69,13 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&c.ElectionTimeout, "election-timeout", 0, "raft election timeout of the etcd members (default 1s; give every replica the same)")
 	fs.DurationVar(&c.LeaderTTL, "leader-ttl", 0, "how long a silent leader keeps its leadership, about what a failover takes (default 2s, whole seconds)")
 	var reserve reservations
+	fs.Func("tls-san", "another host name or address for this replica's certificate (repeatable; its listen, netboot and advertised addresses, loopback and host name are in it already)", func(v string) error {
+		if v = strings.TrimSpace(v); v == "" || strings.ContainsAny(v, " /,") {
+			return fmt.Errorf("%q: want a host name or an IP address", v)
+		}
+		c.TLSNames = append(c.TLSNames, v)
+		return nil
+	})
 	fs.Var(&reserve, "reserve", "static DHCP reservation MAC=IP (repeatable)")
 	verbose := fs.Bool("v", false, "debug logging")
 	debugAddr := fs.String("debug-addr", "", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (none by default; it has no authentication)")
