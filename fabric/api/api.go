@@ -1,31 +1,39 @@
 // Package api holds the wire types shared by loomd, loom-agent and the loom
 // CLI. They are written once, here; nothing else declares a copy.
 //
-// # Agent ↔ fabric protocol (HTTP/JSON)
+// # Agent ↔ fabric protocol (HTTP/JSON over TLS)
 //
-//	POST /v1/nodes/register        body Registration, auth: enrollment token
-//	                               → 200 RegisterResponse. The same machine
-//	                               (DMI UUID or any MAC) is always the same
-//	                               node; mode "host" makes it Ready.
-//	POST /v1/nodes/{id}/status     body Status, auth: the node's credential.
+// The API is served over TLS only, with a certificate of the cluster's CA
+// (package pki); agents learn the CA from the initramfs (package seed).
+//
+//	POST /v1/nodes/register        body Registration (with a CSR), auth:
+//	                               enrollment token → 200 RegisterResponse
+//	                               with the node's certificate. The same
+//	                               machine (DMI UUID or any MAC) is always
+//	                               the same node; mode "host" makes it Ready.
+//	POST /v1/nodes/{id}/status     body Status, auth: the node's certificate
+//	                               (mutual TLS; another node's is a 403).
 //	                               The heartbeat; it carries the agent's
 //	                               phase (Imaging+Progress, Imaged, Booting,
 //	                               Failed+Reason) → 200 StatusResponse,
 //	                               409 if the phase does not fit the node,
-//	                               401 if the credential is unknown (the
-//	                               agent then registers again)
+//	                               401 if the certificate is not the node's
+//	                               current one (the agent then registers
+//	                               again)
 //	GET  /v1/nodes/{id}/goal?incarnation=N&wait=30s
-//	                               auth: the node's credential → 200 Goal if
+//	                               auth: the node's certificate → 200 Goal if
 //	                               its Incarnation is not N, else waits up to
 //	                               wait (≤ 60s) for a change → 304
 //	GET  /v1/images/{name}         Manifest (ranges included), auth:
-//	                               enrollment or operator token
+//	                               enrollment or operator token, or a node's
+//	                               certificate
 //	GET  /v1/images/{name}/blob    the stored bytes, with Range support
 //
 // Operator calls carry the operator token that loomd writes to its data
 // directory on first start:
 //
 //	GET    /v1/nodes[?rack=R], /v1/nodes/{id} → []Node, Node
+//	DELETE /v1/nodes/{id}                   204: forgotten, its certificate refused
 //	POST   /v1/nodes/{id}/provision         {"profile": P} → Node
 //	POST   /v1/nodes/{id}/reprovision       → Node
 //	POST   /v1/nodes/{id}/decommission      → Node (erase every disk, power off)

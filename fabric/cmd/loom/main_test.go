@@ -313,6 +313,9 @@ func TestCLI(t *testing.T) {
 			})
 		}},
 		{name: "service gone", args: []string{"service", "show", "gb"}, wantErr: "not found"},
+		{name: "node delete missing", args: []string{"node", "delete", "n-nosuch"}, wantErr: "not found"},
+		{name: "node delete", args: []string{"node", "delete", "{maint}"}, want: []string{"node {maint}: deleted; its certificate is refused from now on"}},
+		{name: "node deleted", args: []string{"node", "show", "{maint}"}, wantErr: "not found"},
 		{name: "completion bash", args: []string{"completion", "bash"}, want: []string{"bash completion V2 for loom", "__loom_"}},
 		{name: "completion zsh", args: []string{"completion", "zsh"}, want: []string{"#compdef loom"}},
 		{name: "completion fish", args: []string{"completion", "fish"}, want: []string{"complete -c loom"}},
@@ -395,5 +398,12 @@ func TestCLIAuth(t *testing.T) {
 	}
 	if err := run(t.Context(), []string{"--token-file", filepath.Join(f.dir, "none"), "nodes"}, func(k string) string { return env[k] }, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "--token-file") {
 		t.Fatalf("missing token file: %v", err)
+	}
+	// https: the CA is needed, and checked.
+	if err := run(t.Context(), []string{"--addr", "https://127.0.0.1:1", "nodes"}, func(k string) string { return env[k] }, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "--ca-file") {
+		t.Fatalf("https without a CA: %v, want one naming --ca-file", err)
+	}
+	if err := run(t.Context(), []string{"--addr", "https://127.0.0.1:1", "--ca-file", f.env["TOKEN_FILE"], "nodes"}, func(k string) string { return env[k] }, nil, &out, &out); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("a CA file without a certificate: %v", err)
 	}
 }
