@@ -136,9 +136,8 @@ func (s *Store) WriteNodes(ctx context.Context, ws []NodeWrite) error {
 	return nil
 }
 
-// ClaimIndexes points MACs and a UUID that no node owns yet at id. Those
-// owned by another node are left alone.
-func (s *Store) ClaimIndexes(ctx context.Context, id string, macs []string, uuid string) error {
+// indexKeys are the index keys of macs and uuid ("" for none).
+func indexKeys(macs []string, uuid string) []string {
 	keys := make([]string, 0, len(macs)+1)
 	for _, m := range macs {
 		keys = append(keys, macKey(m))
@@ -146,7 +145,13 @@ func (s *Store) ClaimIndexes(ctx context.Context, id string, macs []string, uuid
 	if uuid != "" {
 		keys = append(keys, uuidKey(uuid))
 	}
-	for _, k := range keys {
+	return keys
+}
+
+// ClaimIndexes points MACs and a UUID that no node owns yet at id. Those
+// owned by another node are left alone.
+func (s *Store) ClaimIndexes(ctx context.Context, id string, macs []string, uuid string) error {
+	for _, k := range indexKeys(macs, uuid) {
 		_, err := s.txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 			Then(clientv3.OpPut(k, id)).Commit()
 		if err != nil {
@@ -262,14 +267,7 @@ func (s *Store) SharedSecret(ctx context.Context, name, local string) (string, e
 func (s *Store) DeleteNode(ctx context.Context, id string, macs []string, uuid string) error {
 	nk := s.nodes().key(id)
 	ops := []clientv3.Op{clientv3.OpDelete(nk), clientv3.OpDelete(credKey(id))}
-	idx := make([]string, 0, len(macs)+1)
-	for _, m := range macs {
-		idx = append(idx, macKey(m))
-	}
-	if uuid != "" {
-		idx = append(idx, uuidKey(uuid))
-	}
-	for _, k := range idx {
+	for _, k := range indexKeys(macs, uuid) {
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", id)}, []clientv3.Op{clientv3.OpDelete(k)}, nil))
 	}
 	r, err := s.txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(nk), ">", 0)).Then(ops...).Commit()

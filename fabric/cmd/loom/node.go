@@ -76,21 +76,7 @@ func (a *app) nodeCmd() *cobra.Command {
 			return fmt.Sprintf("node %s: decommissioning (every disk erased the strongest way it offers): %s", n.ID, how)
 		}))
 
-	del := &cobra.Command{
-		Use:               "delete ID",
-		Short:             "Forget a node and revoke its certificate (the machine's next boot makes a new node)",
-		Args:              args(1),
-		ValidArgsFunction: a.complete(nodeIDs),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.DeleteNode(ctx, args[0]); err != nil {
-				return err
-			}
-			return a.show(cmd, map[string]string{"node": args[0], "deleted": "true"}, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "node %s: deleted; its certificate is refused from now on\n", args[0])
-				return err
-			})
-		}),
-	}
+	del := deleteCmd(a, "node", "Forget a node and revoke its certificate (the machine's next boot makes a new node)", nodeIDs, (*client.Client).DeleteNode, "its certificate is refused from now on")
 
 	node.AddCommand(show, provision, reprovision, watch, decommission, del, a.nodeBMCCmd(), a.nodePowerCmd())
 	return node
@@ -285,4 +271,23 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 		f.add("Disk "+d.Name, "%s %s serial %q (%s)", bytesHuman(d.SizeBytes), d.Model, d.Serial, kind)
 	}
 	return f.flush()
+}
+
+// deleteCmd is `loom KIND delete NAME`: del, then "KIND NAME: deleted; after".
+func deleteCmd(a *app, kind, short string, ids names, del func(*client.Client, context.Context, string) error, after string) *cobra.Command {
+	return &cobra.Command{
+		Use:               "delete " + strings.ToUpper(kind),
+		Short:             short,
+		Args:              args(1),
+		ValidArgsFunction: a.complete(ids),
+		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
+			if err := del(c, ctx, args[0]); err != nil {
+				return err
+			}
+			return a.show(cmd, map[string]string{kind: args[0], "deleted": "true"}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s %s: deleted; %s\n", kind, args[0], after)
+				return err
+			})
+		}),
+	}
 }

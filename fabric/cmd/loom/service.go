@@ -145,21 +145,7 @@ refused with every wrong line and field, and nothing of it is applied.
 			return instanceTable(w, s.Instances)
 		})
 
-	del := &cobra.Command{
-		Use:               "delete SERVICE",
-		Short:             "Delete a service and all its instances",
-		Args:              args(1),
-		ValidArgsFunction: a.complete(serviceNames),
-		RunE: a.runE(func(ctx context.Context, c *client.Client, cmd *cobra.Command, args []string) error {
-			if err := c.DeleteService(ctx, args[0]); err != nil {
-				return err
-			}
-			return a.show(cmd, map[string]string{"service": args[0], "deleted": "true"}, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "service %s: deleted; its instances are being stopped and removed\n", args[0])
-				return err
-			})
-		}),
-	}
+	del := deleteCmd(a, "service", "Delete a service and all its instances", serviceNames, (*client.Client).DeleteService, "its instances are being stopped and removed")
 	var mode string
 	upgrade := &cobra.Command{
 		Use:   "upgrade SERVICE FILE",
