@@ -195,7 +195,7 @@ func (h *Handler) initramfs(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "initramfs unavailable", http.StatusInternalServerError)
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only
 	fi, err := f.Stat()
 	if err != nil {
 		http.Error(w, "initramfs unavailable", http.StatusInternalServerError)
