@@ -92,5 +92,13 @@ func reboot() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
 
+// setClock sets the system clock (CAP_SYS_TIME: the agent runs as root).
+var setClock = setSystemClock
+
+func setSystemClock(t time.Time) error {
+	tv := unix.NsecToTimeval(t.UnixNano())
+	return unix.Settimeofday(&tv)
+}
+
 // findHost locates the host partition.
 func findHost() (string, error) { return disk.FindPartition("loom-host") }

@@ -139,13 +139,14 @@ func New(cfg Config) *Agent {
 
 // boot is what Run's steps learn, each from the ones before it.
 type boot struct {
-	line   string // the kernel command line
-	cl     cmdline.Config
-	ca     []byte // the fabric's CA certificate (PEM)
-	mac    string // the boot interface's
-	ip     string
-	inv    api.Inventory
-	fabric *client.Client
+	line      string // the kernel command line
+	cl        cmdline.Config
+	ca        []byte    // the fabric's CA certificate (PEM)
+	notBefore time.Time // the seed's, passed on to the host OS
+	mac       string    // the boot interface's
+	ip        string
+	inv       api.Inventory
+	fabric    *client.Client
 }
 
 // step is one named step of Run; its name prefixes its error.
@@ -203,11 +204,20 @@ func (a *Agent) readCmdline(_ context.Context, b *boot, _ *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if now := time.Now(); sd.NotBefore.After(now) {
+		// A clock behind the fabric's certificates (a dead CMOS battery):
+		// none of them would be valid yet.
+		if err := setClock(sd.NotBefore); err != nil {
+			return fmt.Errorf("the clock says %s, before the fabric's certificates (%s), and cannot be set: %w", now.UTC().Format(time.RFC3339), sd.NotBefore.UTC().Format(time.RFC3339), err)
+		}
+		console.Mark(c.Console, "clock", "was", now.UTC().Format(time.RFC3339), "now", sd.NotBefore.UTC().Format(time.RFC3339))
+	}
 	b.cl.Token = cmp.Or(b.cl.Token, sd.Token)
 	b.ca = c.CA
 	if len(b.ca) == 0 {
 		b.ca = sd.CA
 	}
+	b.notBefore = sd.NotBefore
 	if b.cl.Token == "" {
 		return fmt.Errorf("no enrollment token: /%s is missing (loomd appends it to the initramfs it serves) and loom.token= is not on the command line", seed.TokenFile)
 	}
@@ -321,7 +331,7 @@ func (a *Agent) serve(ctx context.Context, b *boot, log *slog.Logger) error {
 		console.Mark(c.Console, "registered", "node", resp.NodeID, "mode", c.Mode)
 		a.reg.Store(resp)
 		a.node.Store(nc)
-		s := &session{cfg: c, ag: a, cmdline: b.line, seed: seed.Seed{CA: b.ca, Token: b.cl.Token}, fabric: nc, reg: *resp, ip: b.ip, log: log}
+		s := &session{cfg: c, ag: a, cmdline: b.line, seed: seed.Seed{CA: b.ca, Token: b.cl.Token, NotBefore: b.notBefore}, fabric: nc, reg: *resp, ip: b.ip, log: log}
 		sctx, cancel := context.WithCancel(ctx)
 		go s.goalLoop(sctx)
 		s.heartbeat(sctx)

@@ -9,6 +9,12 @@
 //
 //	/etc/loom/ca.pem          the fabric's CA certificate
 //	/etc/loom/enroll.token    the enrollment token (mode 0600)
+//	/etc/loom/not-before      a time the machine's clock cannot be before
+//	                          (RFC 3339): loomd's start, when its
+//	                          certificate was made. A machine whose clock
+//	                          is behind it (a dead CMOS battery) moves it
+//	                          there, or no certificate of the fabric would
+//	                          be valid yet.
 package seed
 
 import (
@@ -19,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -28,12 +35,14 @@ const (
 	Dir       = "etc/loom"
 	CAFile    = Dir + "/ca.pem"
 	TokenFile = Dir + "/enroll.token"
+	TimeFile  = Dir + "/not-before"
 )
 
 // Seed is what the machine is told.
 type Seed struct {
-	CA    []byte // PEM
-	Token string
+	CA        []byte // PEM
+	Token     string
+	NotBefore time.Time // zero: none
 }
 
 // Segment is the seed as a newc cpio archive (with its trailer), to be
@@ -47,6 +56,9 @@ func (s Seed) Segment() ([]byte, error) {
 	recs := []cpio.Record{
 		cpio.StaticFile(CAFile, string(s.CA), 0o644),
 		cpio.StaticFile(TokenFile, s.Token+"\n", 0o600),
+	}
+	if !s.NotBefore.IsZero() {
+		recs = append(recs, cpio.StaticFile(TimeFile, s.NotBefore.UTC().Format(time.RFC3339)+"\n", 0o644))
 	}
 	if err := cpio.WriteRecordsAndDirs(w, recs); err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
@@ -92,5 +104,14 @@ func Read(root string) (Seed, error) {
 		return s, fmt.Errorf("seed: %w", err)
 	}
 	s.CA, s.Token = ca, strings.TrimSpace(string(tok))
+	nb, err := os.ReadFile(filepath.Join(root, TimeFile))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return s, fmt.Errorf("seed: %w", err)
+	}
+	if t := strings.TrimSpace(string(nb)); t != "" {
+		if s.NotBefore, err = time.Parse(time.RFC3339, t); err != nil {
+			return s, fmt.Errorf("seed: %s: %w", TimeFile, err)
+		}
+	}
 	return s, nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -13,7 +14,7 @@ import (
 // TestAppendAndRead: the segment appended to an initramfs unpacks (as the
 // kernel would: the archives one after the other) into files Read finds.
 func TestAppendAndRead(t *testing.T) {
-	s := Seed{CA: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Token: "tok"}
+	s := Seed{CA: []byte("-----BEGIN CERTIFICATE-----\nX\n-----END CERTIFICATE-----\n"), Token: "tok", NotBefore: time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)}
 	var out bytes.Buffer
 	if err := s.Append(&out, strings.NewReader("12345")); err != nil {
 		t.Fatal(err)
@@ -30,7 +31,7 @@ func TestAppendAndRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := Read(root)
-	if err != nil || string(got.CA) != string(s.CA) || got.Token != "tok" {
+	if err != nil || string(got.CA) != string(s.CA) || got.Token != "tok" || !got.NotBefore.Equal(s.NotBefore) {
 		t.Fatalf("Read = %+v %v", got, err)
 	}
 	if fi, err := os.Stat(filepath.Join(root, TokenFile)); err != nil || fi.Mode().Perm() != 0o600 {

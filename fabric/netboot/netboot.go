@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/loomfabric/loom/agent/seed"
 	"github.com/loomfabric/loom/fabric/api"
@@ -116,7 +117,9 @@ func New(cfg Config, log *slog.Logger) (*Handler, error) {
 	if cfg.BaseURL == "" || cfg.MAC == nil {
 		return nil, errors.New("netboot: BaseURL and MAC are required")
 	}
-	seg, err := seed.Seed{CA: cfg.CA, Token: cfg.EnrollToken}.Segment()
+	// Machines' clocks are set no earlier than now (the replica's
+	// certificate was made a moment ago).
+	seg, err := seed.Seed{CA: cfg.CA, Token: cfg.EnrollToken, NotBefore: time.Now()}.Segment()
 	if err != nil {
 		return nil, fmt.Errorf("netboot: %w", err)
 	}
