@@ -44,7 +44,11 @@ func (s *HTTPSource) Open(ctx context.Context, off, n int64) (io.ReadCloser, err
 	s.once.Do(func() {
 		if s.Client == nil && s.TLS != nil {
 			tr := defaultClient.Transport.(*http.Transport).Clone()
-			tr.TLSClientConfig = s.TLS
+			// HTTP/1.1 (no ALPN): ranges go out on connections of their
+			// own, and a config shared with an HTTP/2 client may offer h2,
+			// which this transport would not speak.
+			tr.TLSClientConfig = s.TLS.Clone()
+			tr.TLSClientConfig.NextProtos = nil
 			s.Client = &http.Client{Transport: tr}
 		}
 	})

@@ -126,7 +126,7 @@ func (c *Client) transport(base string) (string, *http.Client) {
 	}
 	c.once.Do(func() {
 		tr := defaultHTTP.Transport.(*http.Transport).Clone()
-		tr.TLSClientConfig = c.TLS
+		tr.TLSClientConfig = c.TLS.Clone() // HTTP/2 sets its protocols in it
 		tr.ForceAttemptHTTP2 = true // one connection a replica (a node's goal long-poll and heartbeats share it)
 		tr.MaxIdleConnsPerHost = 16
 		c.hc = &http.Client{Transport: tr}
