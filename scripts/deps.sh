@@ -15,6 +15,7 @@ pkgs=(
 	isc-dhcp-relay                          # a relayed subnet in the lab tests
 	tftpd-hpa nginx-light                   # bench/netboot peers (their services are not started)
 	openipmi ipmitool                       # an IPMI BMC simulator (ipmi_sim) for the IPMI power tests
+	prometheus                              # promtool checks loomd's /metrics (its service is not started)
 )
 missing=()
 for p in "${pkgs[@]}"; do
@@ -25,7 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	$sudo apt-get update -qq
-	# Packaged services (Kea, tftpd-hpa, nginx) must not start and grab ports on the host.
+	# Packaged services (Kea, tftpd-hpa, nginx, Prometheus) must not start and grab ports on the host.
 	echo exit 101 | $sudo tee /usr/sbin/policy-rc.d >/dev/null; $sudo chmod +x /usr/sbin/policy-rc.d
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 	$sudo rm -f /usr/sbin/policy-rc.d

@@ -47,6 +47,16 @@ import (
 // ErrVerify marks a verification failure (as opposed to an I/O error).
 var ErrVerify = errors.New("verification failed")
 
+// ErrTransfer is what a write that could not fetch the image (after its
+// retries) wraps: errors.Is(err, ErrTransfer).
+var ErrTransfer = errors.New("transfer failed")
+
+// transferError marks err as a transfer failure without changing its text.
+type transferError struct{ error }
+
+func (e transferError) Unwrap() error      { return e.error }
+func (transferError) Is(target error) bool { return target == ErrTransfer }
+
 // Source yields bytes of an image blob.
 type Source interface {
 	// Open returns the blob's bytes from off to off+n.

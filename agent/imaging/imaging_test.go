@@ -287,3 +287,22 @@ func TestPickSamples(t *testing.T) {
 		t.Errorf("last sample %d+%d, want a 4K-aligned block ending at %d", l.off, l.n, 1<<20+4096)
 	}
 }
+
+// brokenSource fails every read.
+type brokenSource struct{}
+
+func (brokenSource) Open(context.Context, int64, int64) (io.ReadCloser, error) {
+	return nil, errors.New("connection refused")
+}
+
+func TestWriteTransferFailure(t *testing.T) {
+	m, _ := ingest(t, testImage())
+	w := &Writer{Manifest: m, Source: brokenSource{}, Target: dirtyTarget(t, 9<<20), Retries: 1}
+	err := w.Write(context.Background())
+	if !errors.Is(err, ErrTransfer) || errors.Is(err, ErrVerify) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Write from a source that fails = %v, want an ErrTransfer naming the cause", err)
+	}
+	if strings.Contains(err.Error(), ErrTransfer.Error()) {
+		t.Errorf("the mark changed the text: %v", err)
+	}
+}

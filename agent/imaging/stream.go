@@ -30,7 +30,7 @@ func (w *Writer) readRaw(ctx context.Context, pool *bufPool, out chan<- chunk) e
 				break
 			}
 			if ctx.Err() != nil || attempt >= w.Retries {
-				return fmt.Errorf("range %d (%d+%d) at byte %d: %w", i, r.Offset, r.Length, at, err)
+				return transferError{fmt.Errorf("range %d (%d+%d) at byte %d: %w", i, r.Offset, r.Length, at, err)}
 			}
 			w.Log.Warn("imaging: transfer broken, resuming", "range", i, "at", at, "attempt", attempt+1, "err", err)
 			sleep(ctx, time.Duration(attempt+1)*500*time.Millisecond)

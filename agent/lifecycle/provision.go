@@ -28,7 +28,7 @@ func (s *session) provision(ctx context.Context, g api.Goal) {
 			return
 		}
 		reason := fmt.Sprintf("imaging %s onto %s: %v", g.Image.Name, dev, err)
-		s.setReport(api.Status{Phase: api.PhaseFailed, Provision: g.Provision, Reason: reason})
+		s.setReport(api.Status{Phase: api.PhaseFailed, Provision: g.Provision, Reason: reason, Cause: causeOf(err)})
 		s.post(ctx)
 		console.Mark(s.cfg.Console, "imaging-failed", "reason", fmt.Sprintf("%q", reason))
 		s.log.Error("imaging failed", "err", err)
@@ -41,32 +41,52 @@ func (s *session) provision(ctx context.Context, g api.Goal) {
 	s.handover(ctx, g)
 }
 
+// diskError marks a failure to choose, erase, partition or open the
+// disk (api.CauseDisk), its text unchanged.
+type diskError struct{ error }
+
+func (e diskError) Unwrap() error { return e.error }
+
+// causeOf sorts an imaging failure for the fabric's counts.
+func causeOf(err error) string {
+	var de diskError
+	switch {
+	case errors.As(err, &de):
+		return api.CauseDisk
+	case errors.Is(err, imaging.ErrVerify):
+		return api.CauseVerify
+	case errors.Is(err, imaging.ErrTransfer):
+		return api.CauseTransfer
+	}
+	return api.CauseWrite
+}
+
 // image partitions the disk the profile names and writes the image into
 // the host partition. On failure the partition is left unbootable.
 func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 	if g.Profile == nil || g.Image == nil {
-		return "", errors.New("goal without profile or image")
+		return "", diskError{errors.New("goal without profile or image")}
 	}
 	rule, err := api.ParseDiskRule(g.Profile.Disk)
 	if err != nil {
-		return "", err
+		return "", diskError{err}
 	}
 	inv, err := inventory.Collect(s.cfg.Root)
 	if err != nil {
-		return "", err
+		return "", diskError{err}
 	}
 	d, err := rule.Select(inv.Disks)
 	if err != nil {
-		return "", err
+		return "", diskError{err}
 	}
 	whole := "/dev/" + d.Name
 	parts, err := disk.Layout(d.SizeBytes, g.Image.Size)
 	if err != nil {
-		return whole, err
+		return whole, diskError{err}
 	}
 	f, err := os.OpenFile(whole, os.O_RDWR, 0)
 	if err != nil {
-		return whole, err
+		return whole, diskError{err}
 	}
 	wiped, err := disk.Erase(f, d.Name, d.SizeBytes, g.Profile.Wipe)
 	if err == nil {
@@ -85,15 +105,15 @@ func (s *session) image(ctx context.Context, g api.Goal) (string, error) {
 		err = cerr
 	}
 	if err != nil {
-		return whole, err
+		return whole, diskError{err}
 	}
 	dev, err := disk.PartitionDevice(d.Name, 1, 10*time.Second)
 	if err != nil {
-		return whole, err
+		return whole, diskError{err}
 	}
 	t, err := imaging.OpenTarget(dev)
 	if err != nil {
-		return dev, err
+		return dev, diskError{err}
 	}
 	defer func() { _ = t.Close() }() // for the failure paths; success closes and checks
 	start := time.Now()

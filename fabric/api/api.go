@@ -262,15 +262,37 @@ type RegisterResponse struct {
 // heartbeat may carry a phase transition the agent made (Imaging, Imaged,
 // Booting, Failed with Reason) for the goal of Incarnation/Provision.
 type Status struct {
-	IP        string    `json:"ip,omitempty"`
-	Phase     Phase     `json:"phase,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
+	IP     string `json:"ip,omitempty"`
+	Phase  Phase  `json:"phase,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// Cause sorts a Failed imaging's Reason into one of a few kinds
+	// (CauseDisk, …), for counting.
+	Cause     string    `json:"cause,omitempty"`
 	Provision int64     `json:"provision,omitempty"`
 	Progress  *Progress `json:"progress,omitempty"`
 	// VMs (host mode) is every guest the host agent runs or knows of; with
 	// VMsComplete the fabric may forget deleted VMs missing from it.
 	VMs         []VMStatus `json:"vms,omitempty"`
 	VMsComplete bool       `json:"vmsComplete,omitempty"`
+}
+
+// Causes of a failed imaging (Status.Cause); anything else counts as
+// CauseOther.
+const (
+	CauseDisk     = "disk"     // choosing, erasing or partitioning the disk
+	CauseTransfer = "transfer" // fetching the image (after the agent's retries)
+	CauseVerify   = "verify"   // a digest or the read-back did not match
+	CauseWrite    = "write"    // writing or syncing the partition
+	CauseOther    = "other"
+)
+
+// FailureCause is c if it is one of the causes, else CauseOther.
+func FailureCause(c string) string {
+	switch c {
+	case CauseDisk, CauseTransfer, CauseVerify, CauseWrite:
+		return c
+	}
+	return CauseOther
 }
 
 // StatusResponse acknowledges a heartbeat.

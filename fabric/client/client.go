@@ -614,3 +614,14 @@ func (c *Client) AsNode(key crypto.Signer, certPEM string) (*Client, error) {
 	t.Certificates = []tls.Certificate{cert}
 	return &Client{BaseURL: c.BaseURL, Failover: c.Failover, TLS: t}, nil
 }
+
+// Metrics reads the replica's Prometheus exposition (any operator token).
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	body, err := c.OpenBlob(ctx, "/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = body.Close() }() // read side
+	b, err := io.ReadAll(body)
+	return string(b), err
+}

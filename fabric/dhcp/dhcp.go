@@ -229,6 +229,7 @@ type Server struct {
 	Malformed    atomic.Int64
 	unknownRelay atomic.Int64
 	unknownArch  atomic.Int64
+	count        counters
 }
 
 // New validates cfg, fills in defaults and loads the leases from the store.

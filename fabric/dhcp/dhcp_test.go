@@ -448,6 +448,13 @@ func TestServeSurvivesMalformed(t *testing.T) {
 		_, offered := s.local.offerOf[mac(5).String()]
 		s.local.mu.Unlock()
 		if offered && s.Malformed.Load() >= int64(len(bad)-1) {
+			st := s.Stats()
+			if st.Received["discover"] != 1 || st.Sent["offer"] != 1 || st.Dropped[DropMalformed] != s.Malformed.Load() || st.Dropped[DropNoAddress] != 0 {
+				t.Errorf("stats: received %v, sent %v, dropped %v; want one discover, one offer, the malformed", st.Received, st.Sent, st.Dropped)
+			}
+			if len(st.Pools) != 1 || st.Pools[0].Offered != 1 || st.Pools[0].Leased != 0 || st.Pools[0].Size < 2 {
+				t.Errorf("pool use %+v, want one offer", st.Pools)
+			}
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

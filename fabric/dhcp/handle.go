@@ -38,6 +38,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		s.seen(req)
 		ip, err := p.offer(mac, req.RequestedIPAddress(), now)
 		if err != nil {
+			s.count.drop(DropNoAddress)
 			s.log.Warn("dhcp: no offer", "mac", mac, "subnet", p.prefix(), "err", err)
 			return nil
 		}
@@ -46,6 +47,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 	case dhcpv4.MessageTypeRequest:
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(s.cfg.ServerIP) {
 			p.dropOffer(mac) // it chose another server
+			s.count.drop(DropOtherServer)
 			return nil
 		}
 		ip := req.RequestedIPAddress()
@@ -78,6 +80,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		}
 		if err != nil {
 			// No ACK without a stored lease; the client will retry.
+			s.count.drop(DropNotLeased)
 			return nil
 		}
 		return s.reply(req, p, dhcpv4.MessageTypeAck, ip)
@@ -127,6 +130,7 @@ func (s *Server) poolFor(req *dhcpv4.DHCPv4) *pool {
 	}
 	p := s.poolOf(ip4(gi))
 	if p == nil {
+		s.count.drop(DropUnknownRelay)
 		if s.unknownRelay.Add(1)%100 == 1 {
 			s.log.Warn("dhcp: ignoring request relayed from a subnet not served (add it with --subnet)", "giaddr", gi, "mac", req.ClientHWAddr, "count", s.unknownRelay.Load())
 		}
@@ -148,6 +152,7 @@ func (s *Server) handleProxyPort(_ context.Context, req *dhcpv4.DHCPv4) *dhcpv4.
 func (s *Server) proxyReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
 	b := s.boot(req)
 	if b.file == "" {
+		s.count.drop(DropNoBootFile)
 		return nil
 	}
 	class := b.class

@@ -53,8 +53,9 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 				}
 				continue
 			}
+			s.count.received[kindIndex(req.MessageType())].Add(1)
 			if !s.blocks(req) {
-				if resp := handle(ctx, req); resp != nil {
+				if resp := s.answer(ctx, handle, req); resp != nil {
 					out = append(out, ipv4.Message{Buffers: [][]byte{resp.ToBytes()}, Addr: dest(req, m.Addr)})
 					outReq = append(outReq, req)
 				}
@@ -68,8 +69,9 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 			peer := m.Addr
 			go func() {
 				defer func() { <-sem }()
-				if resp := handle(ctx, req); resp != nil {
+				if resp := s.answer(ctx, handle, req); resp != nil {
 					if _, err := conn.WriteTo(resp.ToBytes(), dest(req, peer)); err != nil && ctx.Err() == nil {
+						s.count.drop(DropSendFailed)
 						s.log.Warn("dhcp: sending reply", "mac", req.ClientHWAddr, "err", err)
 					}
 				}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/loomd/rig"
+	"github.com/loomfabric/loom/fabric/metrics"
 	"github.com/loomfabric/loom/scripts/lab"
 	"github.com/loomfabric/loom/scripts/vmtest"
 )
@@ -115,6 +116,42 @@ func TestTwoReplicasServeOneNetwork(t *testing.T) {
 		if !strings.Contains(string(b), "dhcp: pool ready") {
 			t.Errorf("%s did not serve DHCP:\n%s", r.Name, tail(string(b), 20))
 		}
+	}
+	// Their metrics say the same: each received the DISCOVERs (broadcast)
+	// and acked; every lease was acked by one of them.
+	var acks float64
+	for i, r := range c.Replicas {
+		body, err := r.Client(c.Token()).Metrics(ctx)
+		if err != nil {
+			t.Fatalf("%s /metrics: %v", r.Name, err)
+		}
+		m, err := metrics.Samples(strings.NewReader(body))
+		if err != nil {
+			t.Fatalf("%s /metrics: %v", r.Name, err)
+		}
+		t.Logf("%s: received %v discovers, %v requests; sent %v offers, %v acks, %v naks; dropped %v", r.Name,
+			m[`loom_dhcp_received_total{type="discover"}`], m[`loom_dhcp_received_total{type="request"}`],
+			m[`loom_dhcp_sent_total{type="offer"}`], m[`loom_dhcp_sent_total{type="ack"}`], m[`loom_dhcp_sent_total{type="nak"}`],
+			m[`loom_dhcp_dropped_total{reason="other_server"}`])
+		if m[`loom_dhcp_received_total{type="discover"}`] < 80 || m[`loom_dhcp_sent_total{type="offer"}`] == 0 {
+			t.Errorf("%s's metrics: %v discovers received, %v offers sent; want every client's DISCOVER and offers", r.Name,
+				m[`loom_dhcp_received_total{type="discover"}`], m[`loom_dhcp_sent_total{type="offer"}`])
+		}
+		if got := m[`loom_dhcp_pool_addresses{subnet="10.98.0.0/24"}`]; got != 100 {
+			t.Errorf("%s: pool size %v, want 100", r.Name, got)
+		}
+		acks += m[`loom_dhcp_sent_total{type="ack"}`]
+		if i == 0 {
+			vmtest.RequireTools(t, "make deps installs Debian's prometheus", "promtool")
+			cmd := exec.Command("promtool", "check", "metrics")
+			cmd.Stdin = strings.NewReader(body)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("promtool check metrics: %v\n%s", err, out)
+			}
+		}
+	}
+	if acks < float64(len(leases)) {
+		t.Errorf("%v ACKs from both replicas, but %d leases", acks, len(leases))
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/dhcp"
 	"github.com/loomfabric/loom/fabric/image"
+	"github.com/loomfabric/loom/fabric/metrics"
 	"github.com/loomfabric/loom/fabric/netboot"
 	"github.com/loomfabric/loom/fabric/node"
 	"github.com/loomfabric/loom/fabric/pki"
@@ -247,7 +248,25 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	}
 
 	guests := vms.New(vms.Config{Store: st}, log)
-	reg := node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile, CA: ca}, log)
+	var dhcpSrv *dhcp.Server // set before the API serves
+	var reg *node.Registry
+	mets := metrics.New(metrics.Sources{
+		Nodes: func(ctx context.Context) ([]api.Node, error) { return reg.List(ctx) },
+		VMs:   guests.VMs,
+		StoreSize: func(ctx context.Context) (int64, error) {
+			m, err := st.SelfStatus(ctx)
+			return m.DBSize, err
+		},
+		Leading: st.Leading,
+		DHCP: func() dhcp.Stats {
+			if dhcpSrv == nil {
+				return dhcp.Stats{}
+			}
+			return dhcpSrv.Stats()
+		},
+	}, log)
+	st.Observe(mets.StoreRequest)
+	reg = node.New(node.Config{Store: st, Guests: guests, HeartbeatInterval: c.HeartbeatInterval, Grace: c.Grace, BootGrace: c.BootGrace, DefaultProfile: c.DefaultProfile, CA: ca, Observer: mets}, log)
 	ln, err := net.Listen("tcp", c.apiAddr())
 	if err != nil {
 		return fmt.Errorf("API listener: %w", err)
@@ -287,6 +306,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	scfg.ClientCAs = ca.Pool()
 	scfg.Cluster = &cluster{st: st, self: me.Name, api: me.API, tls: peers}
 	scfg.Tokens, scfg.Audit = st, st
+	scfg.Metrics = mets.Handler()
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
@@ -298,6 +318,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			return err
 		}
 		scfg.Boot = boot
+		dhcpSrv = srv
 		if c.DHCPMode != dhcp.ModeProxy {
 			scfg.Leases = st
 		}
@@ -309,7 +330,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 			g.Go(func() error { return netboot.SendRouterAdverts(ctx, c.NetbootInterface, 2*time.Second, log) })
 		}
 	}
-	fwd := &forwarder{st: st, self: me.Name, local: server.New(scfg, log), log: log, wait: 10 * time.Second, tls: peers}
+	fwd := &forwarder{st: st, self: me.Name, local: mets.API(server.New(scfg, log)), log: log, wait: 10 * time.Second, tls: peers}
 	var handler http.Handler = fwd
 	if c.Faults.CutBlobs > 0 {
 		handler = c.Faults.wrap(handler, log)

@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,42 +20,11 @@ func TestTLSOnly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs loomd")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	dir := t.TempDir()
 	cfg := &Config{DataDir: dir, API: addr}
-	start := func() (stop func()) {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- cfg.Start(ctx, nil) }()
-		return func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("loomd: %v", err)
-			}
-		}
-	}
-	ready := func() (*client.Client, []byte) {
-		t.Helper()
-		for i := 0; ; i++ {
-			ca, _ := os.ReadFile(filepath.Join(dir, CAFile))
-			tok, _ := os.ReadFile(filepath.Join(dir, OperatorTokenFile))
-			if tc, err := pki.ClientTLS(ca, nil); err == nil && len(tok) > 0 {
-				c := &client.Client{BaseURL: "https://" + addr, Token: strings.TrimSpace(string(tok)), TLS: tc}
-				if _, err := c.Nodes(context.Background()); err == nil {
-					return c, ca
-				}
-			}
-			if i > 300 {
-				t.Fatal("loomd's API did not answer over TLS in 30s")
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
+	start := func() func() { return inProcess(t, cfg) }
+	ready := func() (*client.Client, []byte) { return operator(t, cfg) }
 	stop := start()
 	c, ca := ready()
 

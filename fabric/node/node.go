@@ -100,6 +100,18 @@ type Config struct {
 	Power PowerFunc
 	// CA signs registered nodes' certificates. Required to register.
 	CA *pki.CA
+	// Observer, if set, is told how each imaging ended (package metrics
+	// counts them).
+	Observer Observer
+}
+
+// Observer is told of imagings as they end.
+type Observer interface {
+	// Imaged: a node wrote and verified bytes of image data, in took
+	// (from its first Imaging report).
+	Imaged(bytes uint64, took time.Duration)
+	// ImagingFailed: a node's imaging failed, for cause (api.FailureCause).
+	ImagingFailed(cause string)
 }
 
 // Registry is the node life cycle over the store.

@@ -174,6 +174,7 @@ func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
 	now := r.cfg.Now()
 	r.touch(id, now)
 	r.mu.Lock()
+	last := r.progress[id]
 	if st.Progress != nil {
 		p := *st.Progress
 		r.progress[id] = &p
@@ -198,6 +199,8 @@ func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
 		return nil // a plain heartbeat: nothing to write
 	}
 	decommissioned := false
+	var imaged, failed bool
+	var imagingFor time.Duration
 	stored, err := r.cfg.Store.UpdateNode(ctx, id, func(n *api.Node) error {
 		next, err := Transition(*n, st, now)
 		if err != nil {
@@ -207,9 +210,24 @@ func (r *Registry) Report(ctx context.Context, id string, st api.Status) error {
 			r.log.Info("node phase", "node", id, "from", n.Phase, "to", next.Phase, "reason", next.Reason)
 		}
 		decommissioned = next.Phase == api.PhaseDecommissioned && n.Phase != api.PhaseDecommissioned
+		imaged = n.Phase == api.PhaseImaging && next.Phase == api.PhaseImaged
+		failed = n.Phase != api.PhaseFailed && next.Phase == api.PhaseFailed && !next.Decommission
+		imagingFor = now.Sub(n.PhaseChanged)
 		*n = next
 		return nil
 	})
+	if o := r.cfg.Observer; err == nil && o != nil {
+		switch {
+		case imaged:
+			var bytes uint64
+			if last != nil {
+				bytes = last.Total
+			}
+			o.Imaged(bytes, imagingFor)
+		case failed:
+			o.ImagingFailed(api.FailureCause(st.Cause))
+		}
+	}
 	if err == nil && decommissioned {
 		r.log.Info("node decommissioned", "node", id, "wiped", stored.Wiped)
 		if stored.BMC != nil {

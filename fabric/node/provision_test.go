@@ -160,3 +160,52 @@ func TestDecommissionTransitions(t *testing.T) {
 		t.Error("Wiping nodes heartbeat; decommissioned ones are off")
 	}
 }
+
+type imagings struct {
+	bytes  []uint64
+	took   []time.Duration
+	causes []string
+}
+
+func (o *imagings) Imaged(b uint64, d time.Duration) { o.bytes, o.took = append(o.bytes, b), append(o.took, d) }
+func (o *imagings) ImagingFailed(c string)           { o.causes = append(o.causes, c) }
+
+// TestObserver: the observer hears of an imaging's end once, with its
+// data bytes and time, and of a failure with its cause (an unknown cause
+// as "other").
+func TestObserver(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	now := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	var o imagings
+	r := New(Config{CA: testCA, Store: st, Now: func() time.Time { return now }, Observer: &o}, nil)
+	for i, n := range []api.Node{
+		{ID: "ok", MAC: "52:54:00:00:02:01", Phase: api.PhaseRegistered, Provision: 1},
+		{ID: "bad", MAC: "52:54:00:00:02:02", Phase: api.PhaseRegistered, Provision: 1},
+		{ID: "odd", MAC: "52:54:00:00:02:03", Phase: api.PhaseRegistered, Provision: 1},
+	} {
+		if err := st.CreateNode(ctx, n, []string{n.MAC}, ""); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	report := func(id string, s api.Status) {
+		t.Helper()
+		s.Provision = 1
+		if err := r.Report(ctx, id, s); err != nil {
+			t.Fatalf("%s: %+v: %v", id, s, err)
+		}
+	}
+	for _, id := range []string{"ok", "bad", "odd"} {
+		report(id, api.Status{Phase: api.PhaseImaging, Progress: &api.Progress{Total: 5000}})
+	}
+	now = now.Add(90 * time.Second)
+	report("ok", api.Status{Phase: api.PhaseImaging, Progress: &api.Progress{Bytes: 5000, Total: 5000}})
+	report("ok", api.Status{Phase: api.PhaseImaged})
+	report("ok", api.Status{Phase: api.PhaseImaged}) // repeated: counted once
+	report("bad", api.Status{Phase: api.PhaseFailed, Reason: "sha256 mismatch", Cause: api.CauseVerify})
+	report("odd", api.Status{Phase: api.PhaseFailed, Reason: "?", Cause: "cosmic rays"})
+	want := imagings{bytes: []uint64{5000}, took: []time.Duration{90 * time.Second}, causes: []string{api.CauseVerify, api.CauseOther}}
+	if diff := cmp.Diff(want, o, cmp.AllowUnexported(imagings{})); diff != "" {
+		t.Errorf("observed (-want +got):\n%s", diff)
+	}
+}

@@ -75,6 +75,9 @@ type Config struct {
 	// Audit, if set, records every write an operator token or a
 	// registration makes, and serves GET /v1/audit (admin).
 	Audit Audit
+	// Metrics, if set, serves GET /metrics (the Prometheus exposition) to
+	// operator tokens of any role.
+	Metrics http.Handler
 	// Heartbeat, if set, is told when each heartbeat's handling begins
 	// and (the func it returns) ends: the controller's pacer listens
 	// (service.Pacer).
@@ -128,6 +131,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Audit != nil {
 		mux.HandleFunc("GET /v1/audit", a.admin(a.listAudit))
+	}
+	if cfg.Metrics != nil {
+		mux.HandleFunc("GET /metrics", a.operator(cfg.Metrics.ServeHTTP))
 	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))

@@ -93,6 +93,8 @@ type Store struct {
 	cli   *clientv3.Client
 	etcd  *embed.Etcd
 	fence atomic.Pointer[fence] // see txn
+	// observe, if set, is told each etcd request's time (Observe).
+	observe atomic.Pointer[func(string, time.Duration)]
 
 	// Watch-fed copies of what a fleet reads most (see cached).
 	nodeC     *cached[api.Node]
@@ -122,6 +124,7 @@ type Store struct {
 
 // start begins following the cached kinds.
 func (s *Store) start(log *slog.Logger) *Store {
+	s.cli.KV = timedKV{KV: s.cli.KV, obs: &s.observe}
 	s.nodeC = newCached(s, prefix+"nodes/", "node", decodeJSON[api.Node], cloneNode, nil)
 	s.vmC = newCached(s, prefix+"vms/", "VM", decodeJSON[api.VM], cloneVM, func(v *api.VM) string { return v.Node })
 	s.imgC = newCached(s, prefix+"images/", "image", decodeJSON[api.Manifest], cloneManifest, nil)
