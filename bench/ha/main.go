@@ -101,12 +101,13 @@ func failover(ctx context.Context, bin string, trials int, extra []string) (floa
 				urls = append(urls, r.API)
 			}
 		}
-		cl := &client.Client{BaseURL: strings.Join(urls, ","), Token: c.Token(), Failover: time.Minute}
+		cl := &client.Client{BaseURL: strings.Join(urls, ","), Token: c.Token(), Failover: time.Minute, TLS: c.Client().TLS}
 		wctx, stop := context.WithCancel(ctx)
 		var (
 			mu     sync.Mutex
 			killed time.Time
 			first  time.Time
+			last   error // the writers' last failure, for the report
 			wg     sync.WaitGroup
 		)
 		for w := range 4 {
@@ -117,10 +118,12 @@ func failover(ctx context.Context, bin string, trials int, extra []string) (floa
 					start := time.Now()
 					name := fmt.Sprintf("t%d-w%d-%d", trial, w, i)
 					_, err := cl.PutCredential(wctx, api.Credential{Name: name, Username: "u", Password: "p"})
+					mu.Lock()
 					if err != nil {
+						last = err
+						mu.Unlock()
 						continue
 					}
-					mu.Lock()
 					if !killed.IsZero() && start.After(killed) && first.IsZero() {
 						first = time.Now()
 					}
@@ -147,7 +150,7 @@ func failover(ctx context.Context, bin string, trials int, extra []string) (floa
 			if time.Now().After(deadline) {
 				stop()
 				wg.Wait()
-				return 0, fmt.Errorf("trial %d: no write acknowledged 30 s after the kill (logs in %s)", trial+1, dir)
+				return 0, fmt.Errorf("trial %d: no write acknowledged 30 s after the kill (the last failure: %v; logs in %s)", trial+1, last, dir)
 			}
 			time.Sleep(10 * time.Millisecond)
 		}

@@ -127,7 +127,7 @@ func (c *Client) transport(base string) (string, *http.Client) {
 	c.once.Do(func() {
 		tr := defaultHTTP.Transport.(*http.Transport).Clone()
 		tr.TLSClientConfig = c.TLS.Clone() // HTTP/2 sets its protocols in it
-		tr.ForceAttemptHTTP2 = true // one connection a replica (a node's goal long-poll and heartbeats share it)
+		tr.ForceAttemptHTTP2 = true        // one connection a replica (a node's goal long-poll and heartbeats share it)
 		tr.MaxIdleConnsPerHost = 16
 		c.hc = &http.Client{Transport: tr}
 	})
@@ -624,4 +624,57 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 	defer func() { _ = body.Close() }() // read side
 	b, err := io.ReadAll(body)
 	return string(b), err
+}
+
+// EventQuery picks events (see api.Event).
+type EventQuery struct {
+	Object string
+	Since  time.Time
+	Limit  int
+}
+
+func (q EventQuery) values() url.Values {
+	v := url.Values{}
+	if q.Object != "" {
+		v.Set("object", q.Object)
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.Format(time.RFC3339Nano))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	return v
+}
+
+// Events lists the events q picks, oldest first (any operator token).
+func (c *Client) Events(ctx context.Context, q EventQuery) ([]api.Event, error) {
+	var evs []api.Event
+	err := c.do(ctx, http.MethodGet, "/v1/events?"+q.values().Encode(), c.Token, nil, &evs)
+	return evs, err
+}
+
+// FollowEvents calls fn with the events q picks and then with each new
+// one as it is recorded, until ctx ends (nil then) or fn fails.
+func (c *Client) FollowEvents(ctx context.Context, q EventQuery, fn func(api.Event) error) error {
+	v := q.values()
+	v.Set("follow", "true")
+	body, err := c.OpenBlob(ctx, "/v1/events?"+v.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = body.Close() }() // read side
+	dec := json.NewDecoder(body)
+	for {
+		var e api.Event
+		if err := dec.Decode(&e); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("following events: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/dhcp"
+	"github.com/loomfabric/loom/fabric/events"
 	"github.com/loomfabric/loom/fabric/image"
 	"github.com/loomfabric/loom/fabric/metrics"
 	"github.com/loomfabric/loom/fabric/netboot"
@@ -57,6 +58,11 @@ type Config struct {
 	// at for metering, and how often a period's usage is stored. Default
 	// 5s and 1m.
 	UsageSample, UsageFlush time.Duration
+	// EventKeep and EventMaxAge bound the event history: the newest
+	// EventKeep events, none older than EventMaxAge. Default 50,000 and
+	// 30 days.
+	EventKeep   int
+	EventMaxAge time.Duration
 	// EndpointIP is where services' endpoints listen (each web role on
 	// its manifest's port). Default: the API's address.
 	EndpointIP string
@@ -307,6 +313,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	scfg.Cluster = &cluster{st: st, self: me.Name, api: me.API, tls: peers}
 	scfg.Tokens, scfg.Audit = st, st
 	scfg.Metrics = mets.Handler()
+	scfg.Events = st
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {
@@ -397,7 +404,8 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 		lg.Go(func() error { return ctl.Run(ctx, 2*time.Second) })
 		lg.Go(func() error { return eps.Run(ctx, time.Second) })
 		lg.Go(func() error { return meter.Run(ctx) })
-		lg.Go(func() error { return trimAudit(ctx, st, log) })
+		lg.Go(func() error { return c.trimLogs(ctx, st, log) })
+		lg.Go(func() error { return (&events.Recorder{Store: st, Log: log}).Run(ctx) })
 		return lg.Wait()
 	}
 	g.Go(func() error { return st.Lead(ctx, me, c.LeaderTTL, lead, log) })

@@ -1,6 +1,7 @@
 package loomd
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -356,22 +357,36 @@ func fetchBlob(st *store.Store, self, token string, peers *tls.Config) func(ctx 
 }
 
 // Audit retention: the newest AuditKeep records, none older than
-// AuditMaxAge; the leader trims every AuditTrimEvery.
+// AuditMaxAge; the leader trims every AuditTrimEvery (and the event
+// history, to Config.EventKeep and EventMaxAge, every EventTrimEvery).
 const (
 	AuditKeep      = 100000
 	AuditMaxAge    = 90 * 24 * time.Hour
 	AuditTrimEvery = time.Minute
+	EventTrimEvery = 5 * time.Second
 )
 
-func trimAudit(ctx context.Context, st *store.Store, log *slog.Logger) error {
-	retry.Every(ctx, AuditTrimEvery, func() {
-		n, err := st.TrimAudit(ctx, AuditKeep, AuditMaxAge, time.Now())
-		if err != nil && ctx.Err() == nil {
-			log.Warn("trimming the audit log", "err", err)
+func (c *Config) trimLogs(ctx context.Context, st *store.Store, log *slog.Logger) error {
+	last := time.Time{}
+	retry.Every(ctx, EventTrimEvery, func() {
+		trim := func(what string, f func(context.Context, int, time.Duration, time.Time) (int, error), keep int, age time.Duration) {
+			n, err := f(ctx, keep, age, time.Now())
+			if err != nil && ctx.Err() == nil {
+				log.Warn("trimming "+what, "err", err)
+			}
+			if n > 0 {
+				log.Info(what+" trimmed", "removed", n)
+			}
 		}
-		if n > 0 {
-			log.Info("audit log trimmed", "removed", n)
+		trim("the event history", st.TrimEvents, c.eventKeep(), c.eventMaxAge())
+		if time.Since(last) >= AuditTrimEvery {
+			last = time.Now()
+			trim("the audit log", st.TrimAudit, AuditKeep, AuditMaxAge)
 		}
 	})
 	return nil
 }
+
+func (c *Config) eventKeep() int { return cmp.Or(c.EventKeep, 50000) }
+
+func (c *Config) eventMaxAge() time.Duration { return cmp.Or(c.EventMaxAge, 30*24*time.Hour) }

@@ -75,6 +75,8 @@ type Config struct {
 	// Audit, if set, records every write an operator token or a
 	// registration makes, and serves GET /v1/audit (admin).
 	Audit Audit
+	// Events, if set, serves GET /v1/events (viewer).
+	Events Events
 	// Metrics, if set, serves GET /metrics (the Prometheus exposition) to
 	// operator tokens of any role.
 	Metrics http.Handler
@@ -131,6 +133,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Audit != nil {
 		mux.HandleFunc("GET /v1/audit", a.admin(a.listAudit))
+	}
+	if cfg.Events != nil {
+		mux.HandleFunc("GET /v1/events", a.operator(a.listEvents))
 	}
 	if cfg.Metrics != nil {
 		mux.HandleFunc("GET /metrics", a.operator(cfg.Metrics.ServeHTTP))

@@ -96,16 +96,22 @@ func (s *Store) Audit(ctx context.Context, since time.Time, limit int) ([]api.Au
 // TrimAudit keeps at most keep records, none older than maxAge: the
 // oldest go first. It says how many it removed.
 func (s *Store) TrimAudit(ctx context.Context, keep int, maxAge time.Duration, now time.Time) (int, error) {
-	r, err := s.cli.Get(ctx, auditPrefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithCountOnly())
+	return s.trimLog(ctx, auditPrefix, "the audit log", keep, maxAge, now)
+}
+
+// trimLog trims a log kept under pfx by time (keys pfx + 20-digit ns):
+// at most keep entries, none older than maxAge.
+func (s *Store) trimLog(ctx context.Context, pfx, what string, keep int, maxAge time.Duration, now time.Time) (int, error) {
+	r, err := s.cli.Get(ctx, pfx, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithCountOnly())
 	if err != nil {
 		return 0, err
 	}
 	excess := int(r.Count) - keep
-	cut := fmt.Sprintf("%s%020d", auditPrefix, now.Add(-maxAge).UnixNano())
+	cut := fmt.Sprintf("%s%020d", pfx, now.Add(-maxAge).UnixNano())
 	removed := 0
 	for {
 		// The oldest keys, a transaction's worth at a time.
-		r, err := s.cli.Get(ctx, auditPrefix, clientv3.WithRange(clientv3.GetPrefixRangeEnd(auditPrefix)), clientv3.WithKeysOnly(), clientv3.WithLimit(MaxTxnOps))
+		r, err := s.cli.Get(ctx, pfx, clientv3.WithRange(clientv3.GetPrefixRangeEnd(pfx)), clientv3.WithKeysOnly(), clientv3.WithLimit(MaxTxnOps))
 		if err != nil {
 			return removed, err
 		}
@@ -120,7 +126,7 @@ func (s *Store) TrimAudit(ctx context.Context, keep int, maxAge time.Duration, n
 			return removed, nil
 		}
 		if _, err := s.txn(ctx).Then(ops...).Commit(); err != nil {
-			return removed, fmt.Errorf("trimming the audit log: %w", err)
+			return removed, fmt.Errorf("trimming %s: %w", what, err)
 		}
 		removed += len(ops)
 		excess -= len(ops)

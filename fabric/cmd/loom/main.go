@@ -108,7 +108,7 @@ to DATA-DIR/ca.pem) and authenticates with the operator token in
 	pf.StringVarP(&a.output, "output", "o", outTable, "output format: table, json or yaml")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outTable, outJSON, outYAML}, cobra.ShellCompDirectiveNoFileComp))
 	root.AddGroup(&cobra.Group{ID: "metal", Title: "Machines:"}, &cobra.Group{ID: "guests", Title: "Guests and services:"})
-	for _, c := range []*cobra.Command{a.nodesCmd(), a.nodeCmd(), a.leasesCmd(), a.rackCmd(), a.imageCmd(), a.profileCmd(), a.credentialCmd(), a.clusterCmd(), a.tokenCmd(), a.auditCmd()} {
+	for _, c := range []*cobra.Command{a.nodesCmd(), a.nodeCmd(), a.leasesCmd(), a.rackCmd(), a.imageCmd(), a.profileCmd(), a.credentialCmd(), a.clusterCmd(), a.tokenCmd(), a.auditCmd(), a.eventsCmd()} {
 		c.GroupID = "metal"
 		root.AddCommand(c)
 	}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -38,7 +40,7 @@ func sortedLeases(c *client.Client, ctx context.Context) ([]api.Lease, error) {
 func (a *app) nodeCmd() *cobra.Command {
 	node := &cobra.Command{Use: "node", Short: "Show, provision, watch, power and decommission one node"}
 
-	show := oneCmd(a, "show ID", "Show one node: inventory, BMC, profile, imaging progress, phase history", nodeIDs, (*client.Client).Node, func(w io.Writer, n api.Node) error { return nodeDetail(w, n, a.now()) })
+	show := oneCmd(a, "show ID", "Show one node: inventory, BMC, profile, imaging progress, its events", nodeIDs, nodeAndEvents, func(w io.Writer, n nodeView) error { return nodeDetail(w, n, a.now()) })
 
 	var profile string
 	provision := oneCmd(a, "provision ID --profile P", "Image the node with a profile (its maintenance agent lays the image down)", nodeIDs,
@@ -188,7 +190,28 @@ func nodeTable(w io.Writer, nodes []api.Node, now time.Time) error {
 	return table(w, "ID | MAC | IP | PHASE | CPUS | MEMORY | DISKS | LAST SEEN", rows)
 }
 
-func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
+// nodeView is a node with its events, the newest 50 (nil from a loomd
+// without an event history: the node's own phase list then).
+type nodeView struct {
+	api.Node
+	Events []api.Event `json:"events,omitempty"`
+}
+
+func nodeAndEvents(c *client.Client, ctx context.Context, id string) (nodeView, error) {
+	n, err := c.Node(ctx, id)
+	if err != nil {
+		return nodeView{}, err
+	}
+	evs, err := c.Events(ctx, client.EventQuery{Object: id, Limit: 50})
+	var se *client.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		err = nil // no history kept there
+	}
+	return nodeView{Node: n, Events: evs}, err
+}
+
+func nodeDetail(w io.Writer, v nodeView, now time.Time) error {
+	n := v.Node
 	f := newFields(w)
 	f.add("ID", "%s", n.ID)
 	f.add("Phase", "%s (since %s)", n.Phase, n.PhaseChanged.Format(time.RFC3339))
@@ -227,19 +250,22 @@ func nodeDetail(w io.Writer, n api.Node, now time.Time) error {
 	if p := n.Progress; p != nil {
 		f.add("Imaging", "%s", progressText(p))
 	}
-	for i, h := range n.History {
-		label := ""
-		if i == 0 {
-			label = "History"
+	if v.Events != nil {
+		for i, e := range v.Events {
+			label := ""
+			if i == 0 {
+				label = "Events"
+			}
+			f.add(label, "%s", eventLine(e))
 		}
-		line := fmt.Sprintf("%s  %s → %s", h.At.Format("15:04:05.000"), h.From, h.To)
-		if h.From == "" {
-			line = fmt.Sprintf("%s  %s", h.At.Format("15:04:05.000"), h.To)
+	} else {
+		for i, h := range n.History {
+			label := ""
+			if i == 0 {
+				label = "History"
+			}
+			f.add(label, "%s", eventLine(api.Event{Time: h.At, From: string(h.From), To: string(h.To), Reason: h.Reason}))
 		}
-		if h.Reason != "" {
-			line += " (" + h.Reason + ")"
-		}
-		f.add(label, "%s", line)
 	}
 	inv := n.Inventory
 	if inv == nil {
@@ -290,4 +316,23 @@ func deleteCmd(a *app, kind, short string, ids names, del func(*client.Client, c
 			})
 		}),
 	}
+}
+
+// eventLine is "15:04:05.000  from → to (why, by whom)".
+func eventLine(e api.Event) string {
+	line := e.Time.Format("15:04:05.000") + "  " + e.To
+	if e.From != "" {
+		line = e.Time.Format("15:04:05.000") + "  " + e.From + " → " + e.To
+	}
+	var why []string
+	if e.Reason != "" {
+		why = append(why, e.Reason)
+	}
+	if e.Actor != "" {
+		why = append(why, "by "+e.Actor)
+	}
+	if len(why) > 0 {
+		line += " (" + strings.Join(why, ", ") + ")"
+	}
+	return line
 }
