@@ -167,8 +167,10 @@ type imagings struct {
 	causes []string
 }
 
-func (o *imagings) Imaged(b uint64, d time.Duration) { o.bytes, o.took = append(o.bytes, b), append(o.took, d) }
-func (o *imagings) ImagingFailed(c string)           { o.causes = append(o.causes, c) }
+func (o *imagings) Imaged(b uint64, d time.Duration) {
+	o.bytes, o.took = append(o.bytes, b), append(o.took, d)
+}
+func (o *imagings) ImagingFailed(c string) { o.causes = append(o.causes, c) }
 
 // TestObserver: the observer hears of an imaging's end once, with its
 // data bytes and time, and of a failure with its cause (an unknown cause
