@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/store"
@@ -19,24 +18,12 @@ type Events interface {
 
 // listEvents answers GET /v1/events[?object=][&since=][&limit=][&follow=].
 func (a *apiServer) listEvents(w http.ResponseWriter, r *http.Request) {
+	since, limit, ok := a.sinceLimit(w, r)
+	if !ok {
+		return
+	}
 	q := r.URL.Query()
-	f := store.EventFilter{Object: q.Get("object"), Limit: 1000}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			a.fail(w, r, http.StatusBadRequest, "since=%q: want an RFC 3339 time", s)
-			return
-		}
-		f.Since = t
-	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100000 {
-			a.fail(w, r, http.StatusBadRequest, "limit=%q: want 1 to 100000", s)
-			return
-		}
-		f.Limit = n
-	}
+	f := store.EventFilter{Object: q.Get("object"), Since: since, Limit: limit}
 	follow := false
 	if s := q.Get("follow"); s != "" {
 		b, err := strconv.ParseBool(s)

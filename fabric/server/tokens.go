@@ -105,6 +105,31 @@ func (a *apiServer) operator(h http.HandlerFunc) http.HandlerFunc {
 // admin admits admin tokens only.
 func (a *apiServer) admin(h http.HandlerFunc) http.HandlerFunc { return a.need(api.RoleAdmin, h) }
 
+// sinceLimit reads a log's since= (RFC 3339) and limit= (1 to 100,000;
+// default 1,000) query parameters, answering 400 itself if one is bad.
+func (a *apiServer) sinceLimit(w http.ResponseWriter, r *http.Request) (time.Time, int, bool) {
+	q := r.URL.Query()
+	var since time.Time
+	if s := q.Get("since"); s != "" {
+		t, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			a.fail(w, r, http.StatusBadRequest, "since=%q: want an RFC 3339 time", s)
+			return since, 0, false
+		}
+		since = t
+	}
+	limit := 1000
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 100000 {
+			a.fail(w, r, http.StatusBadRequest, "limit=%q: want 1 to 100000", s)
+			return since, 0, false
+		}
+		limit = n
+	}
+	return since, limit, true
+}
+
 // statusWriter remembers the status and the start of an error's body.
 type statusWriter struct {
 	http.ResponseWriter
@@ -235,24 +260,9 @@ func (a *apiServer) revokeToken(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiServer) listAudit(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	var since time.Time
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339Nano, s)
-		if err != nil {
-			a.fail(w, r, http.StatusBadRequest, "since=%q: want an RFC 3339 time", s)
-			return
-		}
-		since = t
-	}
-	limit := 1000
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 100000 {
-			a.fail(w, r, http.StatusBadRequest, "limit=%q: want 1 to 100000", s)
-			return
-		}
-		limit = n
+	since, limit, ok := a.sinceLimit(w, r)
+	if !ok {
+		return
 	}
 	recs, err := a.cfg.Audit.Audit(r.Context(), since, limit)
 	if err != nil {
