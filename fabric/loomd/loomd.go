@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -36,6 +37,7 @@ import (
 	"github.com/loomfabric/loom/fabric/service"
 	"github.com/loomfabric/loom/fabric/store"
 	"github.com/loomfabric/loom/fabric/tftp"
+	"github.com/loomfabric/loom/fabric/ui"
 	"github.com/loomfabric/loom/fabric/vms"
 )
 
@@ -342,6 +344,10 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	if c.Faults.CutBlobs > 0 {
 		handler = c.Faults.wrap(handler, log)
 	}
+	if handler, err = c.dashboard(ctx, st, scfg, handler, log); err != nil {
+		ln.Close()
+		return err
+	}
 	// One port: the API over TLS, the netboot files over plain HTTP too.
 	split := newSplitTLS(ln, log)
 	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: ca.ServerTLS(cert),
@@ -412,6 +418,25 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	g.Go(func() error { return st.Maintain(ctx, log) })
 	g.Go(func() error { return fwd.watchLeader(ctx, 200*time.Millisecond) })
 	return g.Wait()
+}
+
+// dashboard puts the web dashboard (/ui/) in front of the API. Its
+// session key is the cluster's: a session made on one replica is good on
+// every other, and across restarts.
+func (c *Config) dashboard(ctx context.Context, st *store.Store, scfg server.Config, apiHandler http.Handler, log *slog.Logger) (http.Handler, error) {
+	local := make([]byte, 32)
+	if _, err := rand.Read(local); err != nil {
+		return nil, err
+	}
+	key, err := st.SharedSecret(ctx, "ui-session-key", hex.EncodeToString(local))
+	if err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
+	return ui.New(ui.Config{Key: []byte(key), Log: log,
+		Check: func(ctx context.Context, t string) (string, api.Role, bool) {
+			return server.CheckToken(ctx, scfg.OperatorToken, scfg.Tokens, t)
+		},
+		Nodes: scfg.Registry.List}, apiHandler)
 }
 
 func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registry, discovered chan<- string, enrollTok string, ca *pki.CA, port int, log *slog.Logger) (*dhcp.Server, *netboot.Handler, *tftp.Server, error) {

@@ -48,26 +48,32 @@ func tokenHash(t string) string {
 	return hex.EncodeToString(h[:])
 }
 
-// authOperator finds the caller of an operator request: the data
-// directory's token, or a named one ("NAME.SECRET", its hash compared
-// with the stored one).
+// authOperator finds the caller of an operator request.
 func (a *apiServer) authOperator(r *http.Request) (caller, bool) {
-	t := bearer(r)
-	if tokenOK(t, a.cfg.OperatorToken) {
-		return caller{BootstrapName, api.RoleAdmin}, true
+	name, role, ok := CheckToken(r.Context(), a.cfg.OperatorToken, a.cfg.Tokens, bearer(r))
+	return caller{name, role}, ok
+}
+
+// CheckToken says whose operator token t is and with what role: the data
+// directory's token (operator, an admin), or a named one ("NAME.SECRET",
+// its hash compared with the stored one; tokens may be nil). A wrong,
+// revoked or empty token is not ok.
+func CheckToken(ctx context.Context, operator string, tokens Tokens, t string) (string, api.Role, bool) {
+	if tokenOK(t, operator) {
+		return BootstrapName, api.RoleAdmin, true
 	}
 	name, _, ok := strings.Cut(t, ".")
-	if !ok || a.cfg.Tokens == nil || store.ValidName(name) != nil {
-		return caller{}, false
+	if !ok || tokens == nil || store.ValidName(name) != nil {
+		return "", "", false
 	}
-	st, err := a.cfg.Tokens.Token(r.Context(), name)
+	st, err := tokens.Token(ctx, name)
 	if err != nil {
-		return caller{}, false
+		return "", "", false
 	}
 	if subtle.ConstantTimeCompare([]byte(tokenHash(t)), []byte(st.Hash)) != 1 {
-		return caller{}, false
+		return "", "", false
 	}
-	return caller{st.Name, st.Role}, true
+	return st.Name, st.Role, true
 }
 
 // need admits an operator token whose role allows need, and records the
