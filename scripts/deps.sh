@@ -16,6 +16,7 @@ pkgs=(
 	tftpd-hpa nginx-light                   # bench/netboot peers (their services are not started)
 	openipmi ipmitool                       # an IPMI BMC simulator (ipmi_sim) for the IPMI power tests
 	prometheus                              # promtool checks loomd's /metrics (its service is not started)
+	chromium fonts-dejavu-core              # the dashboard's browser test and bench/ui (headless)
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -101,7 +101,7 @@ async function call(method, path, body) {
   if (r.status === 401 && !path.startsWith('/ui/login')) {
     showLogin('Your session ended: sign in again.');
   }
-  if (!r.ok) throw new Error((v && v.message) || `${r.status} ${r.statusText}`);
+  if (!r.ok) throw new Error((v && v.error) || `${r.status} ${r.statusText}`);
   return v;
 }
 
@@ -519,7 +519,7 @@ function viewEvents() {
   (async () => {
     try {
       const r = await fetch('/v1/events?follow=true&limit=200', {credentials: 'same-origin', signal: ctl.signal});
-      if (!r.ok) { const v = await r.json().catch(() => ({})); throw new Error(v.message || r.statusText); }
+      if (!r.ok) { const v = await r.json().catch(() => ({})); throw new Error(v.error || r.statusText); }
       status.textContent = 'following';
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = '';
