@@ -6,7 +6,7 @@ N ?= 3
 KINDS ?= bios
 .DEFAULT_GOAL := help
 
-GO_SOURCES := $(shell find agent fabric scripts initramfs -name '*.go' -not -name '*_test.go') go.mod go.sum
+GO_SOURCES := $(shell find agent fabric scripts initramfs -name '*.go' -not -name '*_test.go') $(shell find fabric/ui/static -type f) go.mod go.sum
 AGENT_SOURCES := $(shell find agent fabric/api fabric/client -name '*.go' -not -name '*_test.go') initramfs/commands.txt initramfs/modules.txt initramfs/kernel.txt go.mod go.sum scripts/build-initramfs.sh
 
 .PHONY: help deps build initramfs images lab lab-down lint test bench fuzz clean
@@ -69,6 +69,7 @@ bench: deps build initramfs images ## run the benchmarks against their peer tool
 	$(GO) run ./bench/guest
 	$(GO) run ./bench/netboot
 	$(GO) run ./bench/ha
+	$(GO) run ./bench/ui
 	$(GO) run ./bench/fabric -hosts 10000 -services 1000 -instances 100 # needs ~12,500 open files (it raises its limit up to the hard one)
 
 fuzz: ## run each fuzz target for a while (FUZZTIME=30s)

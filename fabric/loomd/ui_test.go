@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,34 +15,22 @@ import (
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/client"
+	"github.com/loomfabric/loom/scripts/browser"
 	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
-// chromium finds Debian's headless browser (make deps installs it).
-func chromium(t testing.TB) string {
+// browser starts a headless Chromium (closed with the test); without one
+// the test skips, or fails under LOOM_REQUIRE_VM=1.
+func startBrowser(t testing.TB, width, height int) context.Context {
 	t.Helper()
-	for _, n := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
+	if _, err := browser.Path(); err != nil {
+		vmtest.RequireTools(t, "apt-get install chromium, or make deps", "chromium")
 	}
-	vmtest.RequireTools(t, "apt-get install chromium, or make deps", "chromium")
-	return ""
-}
-
-// browser starts a headless Chromium for ctx (closed with the test).
-func browser(t testing.TB, width, height int) context.Context {
-	t.Helper()
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium(t)),
-		chromedp.NoSandbox, chromedp.IgnoreCertErrors, chromedp.WindowSize(width, height),
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	ctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	if err := chromedp.Do(ctx); err != nil { // start it now: a timeout on a later call must not stop the browser
-		t.Fatalf("starting %s: %v", chromium(t), err)
+	ctx, stop, err := browser.Start(width, height)
+	if err != nil {
+		t.Fatalf("starting chromium: %v", err)
 	}
+	t.Cleanup(stop)
 	return ctx
 }
 
@@ -85,7 +72,7 @@ func within[T any](t *testing.T, ctx context.Context, d time.Duration, what stri
 // fabric records as the operator's; a missing node and a cancelled action
 // change nothing. Screenshots go to build/ui/.
 func TestDashboard(t *testing.T) {
-	bin := chromium(t)
+	b := startBrowser(t, 1440, 900)
 	cfg := &Config{DataDir: t.TempDir(), API: freeAddr(t)}
 	defer inProcess(t, cfg)()
 	op, _ := operator(t, cfg)
@@ -142,7 +129,6 @@ func TestDashboard(t *testing.T) {
 	}
 	progress(0.2)
 
-	b := browser(t, 1440, 900)
 	url := "https://" + cfg.API + "/"
 	tok := strings.TrimSpace(op.Token)
 
@@ -275,5 +261,5 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("a refused write provisioned the node: %d → %d", nd.Provision, again.Provision)
 	}
 	shot(t, b, "missing-node")
-	t.Logf("screenshots in build/ui/ (%s)", bin)
+	t.Log("screenshots in build/ui/")
 }

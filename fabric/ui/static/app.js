@@ -16,7 +16,8 @@ const S = {
   query: '',          // the search box
   stream: null,
   view: null,         // {name, arg, cleanup, onChange}
-  painted: false,
+  loaded: false,      // the stream's first message came
+  painted: false,     // the grid was drawn from it (window.loomFirstPaint)
 };
 
 // h makes an element: h('div.card#x', {title: 't', onclick: f}, child, 'text', …).
@@ -157,6 +158,7 @@ function openStream() {
   S.stream = es;
   es.addEventListener('nodes', (e) => {
     S.tiles = new Map(JSON.parse(e.data).map((t) => [t.id, t]));
+    S.loaded = true;
     $('#live').classList.remove('off');
     if (S.view && S.view.name === 'racks') drawRacks();
     if (S.view && S.view.onChange) S.view.onChange(null);
@@ -253,7 +255,7 @@ function drawRacks() {
   box.replaceChildren(...cards);
   drawLegend();
   applyFilter();
-  if (!S.painted) {
+  if (!S.painted && S.loaded) {
     S.painted = true;
     requestAnimationFrame(() => {
       window.loomFirstPaint = performance.now();
