@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -68,6 +69,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	wait := fs.Duration("wait", 8*time.Minute, "how long `up` waits for every server to be Ready")
 	qmpSock := fs.String("qmp", "", "vbmc: the server's QMP socket")
 	listen := fs.String("listen", "", "vbmc: address to serve Redfish on")
+	fwdNS := fs.String("ns", "", "forward: the namespace to reach into")
+	fwdTo := fs.String("to", "", "forward: host:port in that namespace")
+	ui := fs.String("ui", "127.0.0.1:8443", "up: where the host reaches loomd's API and dashboard (forwarded into the lab's namespace; \"\": nowhere)")
 	bmcUser := fs.String("user", "admin", "vbmc: user name")
 	bmcPassFile := fs.String("password-file", "", "vbmc: file holding the password")
 	kinds := fs.String("kinds", "bios", "server kinds, given to servers in turn: "+strings.Join(lab.Kinds, ", ")+" (e.g. bios,uefi)")
@@ -97,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return fmt.Errorf("--kinds: %w", err)
 			}
 		}
-		return up(ctx, abs, *acc, ks, *n, *cpus, *mem, *disk, *wait, *svcFile, *svcWait, *guestVCPUs, stdout)
+		return up(ctx, abs, *acc, ks, *n, *cpus, *mem, *disk, *wait, *svcFile, *svcWait, *guestVCPUs, *ui, stdout)
 	case "down":
 		return down(abs, stdout)
 	case "accel":
@@ -109,6 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "vbmc":
 		return vbmc(ctx, *qmpSock, *listen, *bmcUser, *bmcPassFile)
+	case "forward":
+		return lab.Forward(ctx, *listen, *fwdNS, *fwdTo)
 	case "chassis": // ipmi_sim's chassis_control program: lab chassis -qmp SOCK get|set ...
 		rest := fs.Args()
 		if len(rest) > 0 && rest[0] == "chassis" {
@@ -116,7 +122,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return lab.Chassis(*qmpSock, rest, stdout)
 	}
-	return errors.New("usage: lab [flags] up|down|accel|vbmc|chassis")
+	return errors.New("usage: lab [flags] up|down|accel|vbmc|forward|chassis")
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
@@ -126,7 +132,7 @@ func save(dir string, st *state) error {
 	return os.WriteFile(statePath(dir), b, 0o644)
 }
 
-func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem, disk int, wait time.Duration, svcFile string, svcWait time.Duration, guestVCPUs int, out io.Writer) error {
+func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem, disk int, wait time.Duration, svcFile string, svcWait time.Duration, guestVCPUs int, uiAddr string, out io.Writer) error {
 	if err := lab.Prereqs(); err != nil {
 		return err
 	}
@@ -191,6 +197,29 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 	self, err := os.Executable()
 	if err != nil {
 		return err
+	}
+	// The host's way in: the API and the dashboard on uiAddr, carried into
+	// the namespace to loomd's port (TLS end to end).
+	uiLine := ""
+	if uiAddr != "" {
+		flog, err := os.Create(filepath.Join(dir, "forward.log"))
+		if err != nil {
+			return err
+		}
+		f := exec.Command(self, "forward", "-listen", uiAddr, "-ns", ln.NS, "-to", net.JoinHostPort(ln.Addr.Addr().String(), "8080"))
+		f.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		f.Stdout, f.Stderr = flog, flog
+		if err := f.Start(); err != nil {
+			return fmt.Errorf("starting the dashboard's forwarder: %w", err)
+		}
+		_ = flog.Close()
+		go func() { _ = f.Wait() }() // reap; its log says how it ended
+		st.Procs = append(st.Procs, proc{Name: "forwarder", PID: f.Process.Pid, Exe: "forward"})
+		if err := save(dir, st); err != nil {
+			return err
+		}
+		uiLine = fmt.Sprintf("  open https://%s/ui/  # the dashboard: sign in with that token; the certificate is the lab CA's (%s)\n", uiAddr, filepath.Join(dir, "data", "ca.pem"))
+		fmt.Fprintf(out, "== loomd's API and dashboard forwarded to https://%s (log %s)\n", uiAddr, filepath.Join(dir, "forward.log"))
 	}
 	pwFile := filepath.Join(dir, "bmc.password")
 	password := rand.Text()
@@ -347,8 +376,8 @@ The lab is up (servers under %s). Look around:
   build/bin/loom image list; build/bin/loom profile list
   tail -f %s/server1/serial.log     # a server's console
   tail -f %s                        # loomd
-%sTake it down with: sudo make lab-down
-`, accel.Accel, fabric.BaseURL, filepath.Join(dir, "data", "operator.token"), dir, ldLog, svcLines)
+%s%sTake it down with: sudo make lab-down
+`, accel.Accel, fabric.BaseURL, filepath.Join(dir, "data", "operator.token"), dir, ldLog, uiLine, svcLines)
 	return nil
 }
 
