@@ -3,8 +3,6 @@ package loomd
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -24,11 +22,7 @@ func TestEvents(t *testing.T) {
 	op, _ := operator(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	enroll, err := os.ReadFile(filepath.Join(cfg.DataDir, EnrollTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := &client.Client{BaseURL: op.BaseURL, TLS: op.TLS, Token: strings.TrimSpace(string(enroll))}
+	ec := enroller(t, cfg, op)
 	register := func(mac string) (string, *client.Client) {
 		t.Helper()
 		r, nc, err := ec.Enroll(ctx, api.Registration{MAC: mac, Inventory: api.Inventory{NICs: []api.NIC{{Name: "eth0", MAC: mac}}}})

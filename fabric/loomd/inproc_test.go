@@ -60,3 +60,13 @@ func operator(t *testing.T, cfg *Config) (*client.Client, []byte) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// enroller is a client with cfg's enrollment token, as a new machine has.
+func enroller(t *testing.T, cfg *Config, op *client.Client) *client.Client {
+	t.Helper()
+	enroll, err := os.ReadFile(filepath.Join(cfg.DataDir, EnrollTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &client.Client{BaseURL: op.BaseURL, TLS: op.TLS, Token: strings.TrimSpace(string(enroll))}
+}

@@ -40,11 +40,7 @@ func TestMetrics(t *testing.T) {
 	if _, err := op.PutProfile(ctx, api.Profile{Name: "p", Image: "host"}); err != nil {
 		t.Fatal(err)
 	}
-	enroll, err := os.ReadFile(filepath.Join(cfg.DataDir, EnrollTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := &client.Client{BaseURL: op.BaseURL, TLS: op.TLS, Token: strings.TrimSpace(string(enroll))}
+	ec := enroller(t, cfg, op)
 	node := func(mac string) (string, *client.Client, api.Goal) {
 		t.Helper()
 		r, nc, err := ec.Enroll(ctx, api.Registration{MAC: mac, Inventory: api.Inventory{NICs: []api.NIC{{Name: "eth0", MAC: mac}}}})

@@ -93,11 +93,7 @@ func TestDashboard(t *testing.T) {
 	if _, err := op.ImportRack(ctx, []byte(csv)); err != nil {
 		t.Fatal(err)
 	}
-	enroll, err := os.ReadFile(filepath.Join(cfg.DataDir, EnrollTokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ec := &client.Client{BaseURL: op.BaseURL, TLS: op.TLS, Token: strings.TrimSpace(string(enroll))}
+	ec := enroller(t, cfg, op)
 	register := func(mac string) (string, *client.Client) {
 		t.Helper()
 		inv := api.Inventory{CPU: api.CPU{Model: "QEMU Virtual CPU", Count: 4}, Memory: 8 << 30,

@@ -3,14 +3,14 @@ package lab
 import (
 	"context"
 	"fmt"
-	"io"
 	"log"
 	"net"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/loomfabric/loom/agent/channel"
 )
 
 // Forward carries TCP connections accepted on listen (in this process's
@@ -45,16 +45,7 @@ func Forward(ctx context.Context, listen, ns, target string) error {
 				return
 			}
 			defer up.Close()
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, _ = io.Copy(up, c) // either side closing ends both
-				_ = up.(*net.TCPConn).CloseWrite()
-			}()
-			_, _ = io.Copy(c, up)
-			_ = c.(*net.TCPConn).CloseWrite()
-			wg.Wait()
+			channel.Pipe(c, up)
 		}()
 	}
 }
