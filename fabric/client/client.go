@@ -616,8 +616,17 @@ func (c *Client) AsNode(key crypto.Signer, certPEM string) (*Client, error) {
 }
 
 // Metrics reads the replica's Prometheus exposition (any operator token).
-func (c *Client) Metrics(ctx context.Context) (string, error) {
-	body, err := c.OpenBlob(ctx, "/metrics", nil)
+func (c *Client) Metrics(ctx context.Context) (string, error) { return c.text(ctx, "/metrics") }
+
+// Console reads the last lines of a node's console log (loomd
+// --console-dir).
+func (c *Client) Console(ctx context.Context, id string, lines int) (string, error) {
+	return c.text(ctx, "/v1/nodes/"+url.PathEscape(id)+"/console?lines="+strconv.Itoa(lines))
+}
+
+// text reads a plain-text answer.
+func (c *Client) text(ctx context.Context, path string) (string, error) {
+	body, err := c.OpenBlob(ctx, path, nil)
 	if err != nil {
 		return "", err
 	}

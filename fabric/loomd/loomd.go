@@ -60,6 +60,10 @@ type Config struct {
 	// at for metering, and how often a period's usage is stored. Default
 	// 5s and 1m.
 	UsageSample, UsageFlush time.Duration
+	// ConsoleDir holds the servers' console logs, one per machine named
+	// by a MAC ("52:54:00:4c:00:01.log"), for GET /v1/nodes/{id}/console
+	// and the dashboard's node page ("": none).
+	ConsoleDir string
 	// EventKeep and EventMaxAge bound the event history: the newest
 	// EventKeep events, none older than EventMaxAge. Default 50,000 and
 	// 30 days.
@@ -316,6 +320,7 @@ func (c *Config) Start(ctx context.Context, log *slog.Logger) error {
 	scfg.Tokens, scfg.Audit = st, st
 	scfg.Metrics = mets.Handler()
 	scfg.Events = st
+	scfg.ConsoleDir = c.ConsoleDir
 
 	g, ctx := errgroup.WithContext(ctx)
 	if c.NetbootInterface != "" {

@@ -73,8 +73,11 @@ func within[T any](t *testing.T, ctx context.Context, d time.Duration, what stri
 // change nothing. Screenshots go to build/ui/.
 func TestDashboard(t *testing.T) {
 	b := startBrowser(t, 1440, 900)
-	cfg := &Config{DataDir: t.TempDir(), API: freeAddr(t)}
+	cfg := &Config{DataDir: t.TempDir(), API: freeAddr(t), ConsoleDir: t.TempDir()}
 	defer inProcess(t, cfg)()
+	if err := os.WriteFile(filepath.Join(cfg.ConsoleDir, "52:54:00:bb:01:03.log"), []byte("\x1b[2JiPXE booting\r\nLOOM-MARK registered\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	op, _ := operator(t, cfg)
 	ctx := context.Background()
 
@@ -188,7 +191,7 @@ func TestDashboard(t *testing.T) {
 	}
 	within(t, b, 10*time.Second, "node page", chromedp.Poll[bool](fmt.Sprintf(`document.querySelector('main h1') && document.querySelector('main h1').textContent === %q`, idle)))
 	page := within(t, b, 5*time.Second, "node page text", chromedp.Text(chromedp.CSS("main")))
-	for _, want := range []string{"Standard PC (Q35)", "4 × QEMU Virtual CPU", "8.0 GiB", "vda", "64.0 GiB", "Registered", "agent", "No BMC"} {
+	for _, want := range []string{"Standard PC (Q35)", "4 × QEMU Virtual CPU", "8.0 GiB", "vda", "64.0 GiB", "Registered", "agent", "No BMC", "Console", "LOOM-MARK registered"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("node page lacks %q", want)
 		}

@@ -77,6 +77,9 @@ type Config struct {
 	Audit Audit
 	// Events, if set, serves GET /v1/events (viewer).
 	Events Events
+	// ConsoleDir, if set, holds the servers' console logs, one per
+	// machine named by a MAC (see console.go): GET /v1/nodes/{id}/console.
+	ConsoleDir string
 	// Metrics, if set, serves GET /metrics (the Prometheus exposition) to
 	// operator tokens of any role.
 	Metrics http.Handler
@@ -139,6 +142,9 @@ func New(cfg Config, log *slog.Logger) http.Handler {
 	}
 	if cfg.Metrics != nil {
 		mux.HandleFunc("GET /metrics", a.operator(cfg.Metrics.ServeHTTP))
+	}
+	if cfg.ConsoleDir != "" {
+		mux.HandleFunc("GET /v1/nodes/{id}/console", a.operator(a.console))
 	}
 	mux.HandleFunc("GET /v1/nodes/{id}/goal", a.goal)
 	mux.HandleFunc("POST /v1/nodes/{id}/provision", a.operator(a.provision))

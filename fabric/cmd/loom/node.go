@@ -80,7 +80,15 @@ func (a *app) nodeCmd() *cobra.Command {
 
 	del := deleteCmd(a, "node", "Forget a node and revoke its certificate (the machine's next boot makes a new node)", nodeIDs, (*client.Client).DeleteNode, "its certificate is refused from now on")
 
-	node.AddCommand(show, provision, reprovision, watch, decommission, del, a.nodeBMCCmd(), a.nodePowerCmd())
+	var lines int
+	console := oneCmd(a, "console ID", "Print the last lines of a node's console log (loomd --console-dir)", nodeIDs,
+		func(c *client.Client, ctx context.Context, id string) (string, error) {
+			return c.Console(ctx, id, lines)
+		},
+		func(w io.Writer, text string) error { _, err := io.WriteString(w, text); return err })
+	console.Flags().IntVarP(&lines, "lines", "n", 50, "how many lines (1 to 1000)")
+
+	node.AddCommand(show, provision, reprovision, watch, decommission, del, console, a.nodeBMCCmd(), a.nodePowerCmd())
 	return node
 }
 

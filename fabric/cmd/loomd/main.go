@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&c.Grace, "grace", 0, "silence before a node is Unreachable (default 4 heartbeats)")
 	fs.DurationVar(&c.BootGrace, "boot-grace", 0, "silence allowed to a node booting its host OS, from kexec to its host agent's registration (default 10m)")
 	fs.DurationVar(&c.LostAfter, "lost-after", 0, "how long a host may be Unreachable before its service instances are replaced on other hosts (default 2m)")
+	fs.StringVar(&c.ConsoleDir, "console-dir", "", "directory of the servers' console logs, one per machine named by a MAC (52:54:00:4c:00:01.log): their last lines on GET /v1/nodes/{id}/console and the dashboard")
 	fs.IntVar(&c.EventKeep, "event-keep", 0, "how many events the history keeps, the newest (default 50000)")
 	fs.DurationVar(&c.EventMaxAge, "event-max-age", 0, "how long the history keeps an event (default 720h)")
 	fs.IntVar(&c.MaxRestarts, "max-restarts", 0, "how many crashes of a service instance its host restarts in place before it is replaced on another host (default 5)")

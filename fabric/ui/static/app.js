@@ -348,13 +348,14 @@ function table(cols, rows, empty) {
 async function viewNode(id) {
   const main = $('#main');
   main.replaceChildren(h('div.bar', h('a', {href: '#/racks'}, '← Racks')), h('p.muted', `Loading ${id}…`));
-  let n, evs, vms, profiles;
+  let n, evs, vms, profiles, consoleText;
   try {
-    [n, evs, vms, profiles] = await Promise.all([
+    [n, evs, vms, profiles, consoleText] = await Promise.all([
       call('GET', `/v1/nodes/${encodeURIComponent(id)}`),
       call('GET', `/v1/events?object=${encodeURIComponent(id)}&limit=50`).catch(() => []),
       call('GET', '/v1/vms').catch(() => []),
       call('GET', '/v1/profiles').catch(() => []),
+      fetch(`/v1/nodes/${encodeURIComponent(id)}/console?lines=40`, {credentials: 'same-origin'}).then((r) => (r.ok ? r.text() : null), () => null),
     ]);
   } catch (e) {
     if (S.view && S.view.name === 'node' && S.view.arg === id) {
@@ -414,6 +415,7 @@ async function viewNode(id) {
       h('section.card', h('h2', 'Network'), table([
         {label: 'Name', get: (x) => x.name}, {label: 'MAC', get: (x) => h('span.mono', x.mac)},
         {label: 'Link', get: (x) => (x.link ? (x.speedMbps ? `up, ${x.speedMbps} Mb/s` : 'up') : 'down')}], inv.nics || [], 'No interfaces reported.'))),
+    consoleText && h('section.card', {style: {'margin-bottom': '16px'}}, h('h2', 'Console'), h('pre.console', consoleText)),
     h('section.card', {style: {'margin-bottom': '16px'}}, h('h2', `VMs on ${n.id}`), vmTable(mine, again)),
     h('section.card', h('h2', 'Events'), table([
       {label: 'When', get: (e) => when(e.time)}, {label: 'What', get: (e) => `${e.from || '∅'} → ${e.to || ''}`},

@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -176,9 +177,15 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 	bin, _ := filepath.Abs("build/bin/loomd")
 	boot, _ := filepath.Abs("build/maintenance")
 	ldLog := filepath.Join(dir, "loomd.log")
+	// Each server's serial log, by MAC, for loom node console and the
+	// dashboard's node page.
+	consoles := filepath.Join(dir, "consoles")
+	if err := os.MkdirAll(consoles, 0o755); err != nil {
+		return err
+	}
 	ld, fabric, err := ln.StartLoomd(ctx, lab.Loomd{
 		Bin: bin, DataDir: filepath.Join(dir, "data"), Socket: filepath.Join(dir, "loomd.sock"),
-		BootDir: boot, Log: ldLog, Args: []string{"--ipv6-ra", "--default-profile", "host", "--heartbeat", "2s", "--grace", "30s", "--endpoint-ip", ln.Addr.Addr().String()}, Detach: true,
+		BootDir: boot, Log: ldLog, Args: []string{"--console-dir", consoles, "--ipv6-ra", "--default-profile", "host", "--heartbeat", "2s", "--grace", "30s", "--endpoint-ip", ln.Addr.Addr().String()}, Detach: true,
 	})
 	if err != nil {
 		return err
@@ -241,6 +248,9 @@ func up(ctx context.Context, dir, accelMode string, kinds []string, n, cpus, mem
 		}
 		kind := strings.TrimSpace(kinds[(i-1)%len(kinds)])
 		if err := s.Kind(kind); err != nil {
+			return err
+		}
+		if err := os.Symlink(s.SerialLog(), filepath.Join(consoles, s.MAC+".log")); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
 		cmd, err := ln.Start(ctx, s, fmt.Sprintf("tap%d", i))
