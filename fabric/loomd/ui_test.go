@@ -239,6 +239,41 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("no provision action by the operator among %+v", evs)
 	}
 
+	// A VM stopped from the VMs page, behind a confirmation.
+	hostMAC := "52:54:00:bb:02:0c"
+	host, _, err := ec.Enroll(ctx, api.Registration{Mode: api.ModeHost, MAC: hostMAC, Accel: &api.Accel{Accel: "tcg", CPU: "max"},
+		Inventory: api.Inventory{CPU: api.CPU{Count: 8, Model: "t"}, Memory: 16 << 30, NICs: []api.NIC{{Name: "eth0", MAC: hostMAC, Link: true}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := op.CreateVM(ctx, api.VMRequest{Node: host.NodeID, Package: "host", VCPUs: 1, MemoryMB: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(b, chromedp.Navigate(url+"ui/#/vms")); err != nil {
+		t.Fatal(err)
+	}
+	stop := fmt.Sprintf(`[...document.querySelectorAll('main tr')].find(r => r.textContent.includes(%q))`, vm.ID)
+	within(t, b, 10*time.Second, "VM row", chromedp.Poll[bool](stop+` !== undefined`))
+	shot(t, b, "vms")
+	within(t, b, 5*time.Second, "stop button", chromedp.Evaluate[chromedp.Void](stop+`.querySelectorAll('button')[1].click()`))
+	if title := within(t, b, 5*time.Second, "confirm dialog", chromedp.Poll[string](`document.querySelector('#confirm').open && document.querySelector('#confirm-title').textContent`)); title != "Stop VM "+vm.ID {
+		t.Errorf("dialog %q, want Stop VM %s", title, vm.ID)
+	}
+	if err := chromedp.Do(b, chromedp.Click(chromedp.CSS("#confirm-ok"))); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		v, err := op.VM(ctx, vm.ID)
+		if err == nil && v.Desired == api.VMStopped {
+			break
+		}
+		if i > 50 {
+			t.Fatalf("the VM was not stopped: %+v %v", v.Desired, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// A missing node: a clear answer, in the page and from the API.
 	if err := chromedp.Do(b, chromedp.Navigate(url+"ui/#/node/n-no-such-node")); err != nil {
 		t.Fatal(err)
