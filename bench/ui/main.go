@@ -53,7 +53,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	c, err := rig.Start(ctx, *bin, dir, 1)
 	if err != nil {
 		log.Fatal("bench ui: ", err)

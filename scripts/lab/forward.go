@@ -72,13 +72,13 @@ func InNS(ns string, fn func()) error {
 		runtime.UnlockOSThread()
 		return err
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }()
 	h, err := netns.GetFromName(ns)
 	if err != nil {
 		runtime.UnlockOSThread()
 		return err
 	}
-	defer h.Close()
+	defer func() { _ = h.Close() }()
 	if err := netns.Set(h); err != nil {
 		runtime.UnlockOSThread()
 		return err
