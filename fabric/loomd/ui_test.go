@@ -274,6 +274,18 @@ func TestDashboard(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// Its page: where it runs, what it wants, the operator's stop.
+	if err := chromedp.Do(b, chromedp.Click(chromedp.CSS(fmt.Sprintf(`a[href="#/vm/%s"]`, vm.ID)))); err != nil {
+		t.Fatal(err)
+	}
+	vmPage := within(t, b, 10*time.Second, "VM page", chromedp.Poll[string](fmt.Sprintf(`document.querySelector('main').textContent.includes('wants stopped') && document.querySelector('main').textContent.includes(%q) && document.querySelector('main').textContent`, vm.ID+"/stop")))
+	for _, want := range []string{host.NodeID, "wants stopped", "1 vCPU, 256 MiB", "operator", "POST /v1/vms/" + vm.ID + "/stop"} {
+		if !strings.Contains(vmPage, want) {
+			t.Errorf("VM page lacks %q", want)
+		}
+	}
+	shot(t, b, "vm")
+
 	// A missing node: a clear answer, in the page and from the API.
 	if err := chromedp.Do(b, chromedp.Navigate(url+"ui/#/node/n-no-such-node")); err != nil {
 		t.Fatal(err)

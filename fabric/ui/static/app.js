@@ -197,10 +197,10 @@ function route() {
   const [, name = 'racks', ...rest] = (location.hash || '#/racks').split('/');
   const arg = decodeURIComponent(rest.join('/'));
   for (const a of document.querySelectorAll('header nav a')) {
-    a.classList.toggle('on', a.dataset.nav === name || (name === 'node' && a.dataset.nav === 'racks'));
+    a.classList.toggle('on', a.dataset.nav === name || (name === 'node' && a.dataset.nav === 'racks') || (name === 'vm' && a.dataset.nav === 'vms'));
   }
   S.view = {name, arg};
-  const views = {racks: viewRacks, node: viewNode, vms: viewVMs, services: viewServices, events: viewEvents};
+  const views = {racks: viewRacks, node: viewNode, vm: viewVM, vms: viewVMs, services: viewServices, events: viewEvents};
   (views[name] || viewRacks)(arg);
 }
 
@@ -417,9 +417,7 @@ async function viewNode(id) {
         {label: 'Link', get: (x) => (x.link ? (x.speedMbps ? `up, ${x.speedMbps} Mb/s` : 'up') : 'down')}], inv.nics || [], 'No interfaces reported.'))),
     consoleText && h('section.card', {style: {'margin-bottom': '16px'}}, h('h2', 'Console'), h('pre.console', consoleText)),
     h('section.card', {style: {'margin-bottom': '16px'}}, h('h2', `VMs on ${n.id}`), vmTable(mine, again)),
-    h('section.card', h('h2', 'Events'), table([
-      {label: 'When', get: (e) => when(e.time)}, {label: 'What', get: (e) => `${e.from || '∅'} → ${e.to || ''}`},
-      {label: 'By', get: (e) => e.actor || ''}, {label: 'Reason', get: (e) => e.reason || ''}], (evs || []).slice().reverse(), 'No events recorded for this node.')));
+    h('section.card', h('h2', 'Events'), eventTable(evs, 'No events recorded for this node.')));
 
   // Live: the tile's changes move the bar; a new phase reloads the page.
   S.view.onChange = (c) => {
@@ -436,7 +434,7 @@ async function viewNode(id) {
 
 function vmTable(vms, done) {
   return table([
-    {label: 'VM', get: (v) => h('span.mono', v.id)},
+    {label: 'VM', get: (v) => h('a.mono', {href: `#/vm/${encodeURIComponent(v.id)}`}, v.id)},
     {label: 'Node', get: (v) => h('a', {href: `#/node/${encodeURIComponent(v.node)}`}, v.node)},
     {label: 'Service', get: (v) => (v.service ? `${v.service}/${v.role}` : '—')},
     {label: 'State', get: (v) => h('span', {title: v.reason || ''}, `${v.state || 'Pending'}${v.desired && v.desired !== 'running' ? ` (wants ${v.desired})` : ''}`)},
@@ -449,6 +447,45 @@ function vmTable(vms, done) {
       act(`${a[0].toUpperCase() + a.slice(1)} VM ${v.id}`, `${a === 'stop' ? 'Stop' : a === 'start' ? 'Start' : 'Reboot'} the guest on ${v.node}.`,
         a[0].toUpperCase() + a.slice(1), 'POST', `/v1/vms/${encodeURIComponent(v.id)}/${a}`, undefined, done))))},
   ], vms, 'No VMs.');
+}
+
+function eventTable(evs, empty) {
+  return table([
+    {label: 'When', get: (e) => when(e.time)}, {label: 'What', get: (e) => `${e.from || '∅'} → ${e.to || ''}`},
+    {label: 'By', get: (e) => e.actor || ''}, {label: 'Reason', get: (e) => e.reason || ''}], (evs || []).slice().reverse(), empty);
+}
+
+// viewVM is one VM: where it runs, its state and use, its history.
+function viewVM(id) {
+  const box = h('div', h('p.muted', `Loading ${id}…`));
+  $('#main').replaceChildren(h('div.bar', h('a', {href: '#/vms'}, '← VMs'), h('h1', id)), box);
+  poll(3000, async () => {
+    try {
+      const [v, evs] = await Promise.all([
+        call('GET', `/v1/vms/${encodeURIComponent(id)}`),
+        call('GET', `/v1/events?object=${encodeURIComponent(id)}&limit=50`).catch(() => []),
+      ]);
+      if ($('#confirm').open) return;
+      const u = v.usage || {};
+      box.replaceChildren(
+        h('div.grid2',
+          h('section.card', h('h2', 'Guest'), kv([
+            ['State', `${v.state || 'Pending'}${v.desired && v.desired !== 'running' ? ` (wants ${v.desired})` : ''}`],
+            ['Reason', v.reason && h('span.reason', v.reason)],
+            ['Node', h('a', {href: `#/node/${encodeURIComponent(v.node)}`}, v.node)],
+            ['Service', v.service ? `${v.service}/${v.role} (update domain ${v.updateDomain || 0})` : 'none (made by hand)'],
+            ['Package', v.package], ['Size', `${v.vcpus} vCPU, ${v.memoryMB} MiB`],
+            ['Endpoint', v.endpoint], ['Restarts', String(v.restarts || 0)],
+            ['Created', when(v.created)], ['Reported', when(v.observed)]])),
+          h('section.card', h('h2', 'Use'), v.usage ? kv([
+            ['CPU', `${(u.cpuSeconds || 0).toFixed(1)} s`], ['Memory', bytes(u.memoryBytes)], ['Channel', bytes(u.channelBytes)]])
+            : h('p.muted', 'Not reported by its host yet.'))),
+        h('div.bar', h('div.actions', ['start', 'stop', 'reboot'].map((a) => actionButton(a[0].toUpperCase() + a.slice(1), '', () =>
+          act(`${a[0].toUpperCase() + a.slice(1)} VM ${v.id}`, `${a[0].toUpperCase() + a.slice(1)} the guest on ${v.node}.`,
+            a[0].toUpperCase() + a.slice(1), 'POST', `/v1/vms/${encodeURIComponent(v.id)}/${a}`, undefined, () => {}))))),
+        h('section.card', h('h2', 'Events'), eventTable(evs, 'No events recorded for this VM.')));
+    } catch (e) { box.replaceChildren(h('div.card.empty', e.message)); }
+  });
 }
 
 // poll re-runs load every ms while the view stays.
@@ -515,7 +552,8 @@ function viewEvents() {
   const ctl = new AbortController();
   S.view.cleanup = () => ctl.abort();
   const add = (e) => {
-    const obj = e.kind === 'node' ? h('a', {href: `#/node/${encodeURIComponent(e.object)}`}, e.object) : h('span.mono', e.object || '');
+    const page = e.object && (e.object.startsWith('vm-') ? 'vm' : e.object.startsWith('n-') ? 'node' : '');
+    const obj = page ? h('a.mono', {href: `#/${page}/${encodeURIComponent(e.object)}`}, e.object) : h('span.mono', e.object || '');
     body.prepend(h('tr', h('td', when(e.time)), h('td', e.kind), h('td', obj), h('td', `${e.from || '∅'} → ${e.to || ''}`),
       h('td', e.actor || ''), h('td', e.reason || '')));
     while (body.children.length > 500) body.lastChild.remove();
