@@ -11,8 +11,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-
-	"github.com/loomfabric/loom/fabric/store"
 )
 
 // Console logs: where something records each server's serial console (a
@@ -35,13 +33,8 @@ func (a *apiServer) console(w http.ResponseWriter, r *http.Request) {
 		}
 		lines = n
 	}
-	n, err := a.cfg.Registry.Get(r.Context(), id)
-	if store.IsNotFound(err) {
-		a.fail(w, r, http.StatusNotFound, "node %q not found", id)
-		return
-	}
-	if err != nil {
-		a.fail(w, r, http.StatusInternalServerError, "reading node %q: %v", id, err)
+	n, ok := a.node(w, r, id)
+	if !ok {
 		return
 	}
 	macs := []string{n.MAC}

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,11 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/node"
-	"github.com/loomfabric/loom/fabric/store"
 )
 
 // TestConsole: a node's console log is found by any of its MACs, its last
@@ -21,14 +18,8 @@ import (
 // node without one, a missing node, a bad lines= or no token each get a
 // clear answer.
 func TestConsole(t *testing.T) {
-	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	dir := t.TempDir()
-	reg := node.New(node.Config{CA: testCA, Store: st, HeartbeatInterval: time.Second}, nil)
-	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, ClientCAs: testCA.Pool(), ConsoleDir: dir}, nil))
+	srv, _ := newAPIWith(t, func(c *Config, _ *node.Registry) { c.ConsoleDir = dir })
 	var r api.RegisterResponse
 	if code := call(t, srv, "POST", "/v1/nodes/register", enrollToken, regBody, &r); code != 200 {
 		t.Fatalf("register: %d", code)

@@ -1,27 +1,18 @@
 package server
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/fabric/node"
-	"github.com/loomfabric/loom/fabric/store"
 )
 
 // TestRacksAPI: a CSV goes in over HTTP; a bad one is a 400 naming its
 // line and field with nothing imported; a good one enrolls the nodes,
 // which GET /v1/nodes?rack= and /v1/racks then show.
 func TestRacksAPI(t *testing.T) {
-	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	reg := node.New(node.Config{CA: testCA, Store: st, HeartbeatInterval: time.Second}, nil)
-	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, Racks: reg}, nil))
+	srv, _ := newAPIWith(t, func(c *Config, reg *node.Registry) { c.Racks = reg })
 	t.Cleanup(srv.Close)
 
 	var e api.Error

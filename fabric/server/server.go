@@ -300,15 +300,23 @@ func (a *apiServer) listLeases(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *apiServer) getNode(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	n, err := a.cfg.Registry.Get(r.Context(), id)
-	if store.IsNotFound(err) {
-		a.fail(w, r, http.StatusNotFound, "node %q not found", id)
-		return
-	}
-	if err != nil {
-		a.fail(w, r, http.StatusInternalServerError, "reading node %q: %v", id, err)
+	n, ok := a.node(w, r, r.PathValue("id"))
+	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, n)
+}
+
+// node reads node id, answering 404 or 500 itself if it cannot.
+func (a *apiServer) node(w http.ResponseWriter, r *http.Request, id string) (api.Node, bool) {
+	n, err := a.cfg.Registry.Get(r.Context(), id)
+	if store.IsNotFound(err) {
+		a.fail(w, r, http.StatusNotFound, "node %q not found", id)
+		return n, false
+	}
+	if err != nil {
+		a.fail(w, r, http.StatusInternalServerError, "reading node %q: %v", id, err)
+		return n, false
+	}
+	return n, true
 }

@@ -22,7 +22,10 @@ const (
 )
 
 // newAPI serves the API over a registry on a real embedded etcd.
-func newAPI(t *testing.T) (*httptest.Server, *store.Store) {
+func newAPI(t *testing.T) (*httptest.Server, *store.Store) { return newAPIWith(t, nil) }
+
+// newAPIWith is newAPI with more of the configuration set by more.
+func newAPIWith(t *testing.T, more func(*Config, *node.Registry)) (*httptest.Server, *store.Store) {
 	t.Helper()
 	st, err := store.Open(context.Background(), store.Config{DataDir: t.TempDir()}, nil)
 	if err != nil {
@@ -30,8 +33,11 @@ func newAPI(t *testing.T) (*httptest.Server, *store.Store) {
 	}
 	t.Cleanup(func() { st.Close() })
 	reg := node.New(node.Config{CA: testCA, Store: st, HeartbeatInterval: time.Second}, nil)
-	srv := serve(t, New(Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, ClientCAs: testCA.Pool()}, nil))
-	return srv, st
+	cfg := Config{Registry: reg, OperatorToken: opToken, EnrollToken: enrollToken, ClientCAs: testCA.Pool()}
+	if more != nil {
+		more(&cfg, reg)
+	}
+	return serve(t, New(cfg, nil)), st
 }
 
 func call(t *testing.T, srv *httptest.Server, method, path, token, body string, out any) int {
