@@ -129,9 +129,10 @@ func (d *dash) stream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-tick.C:
 		}
-		if time.Since(checked) >= 10*time.Second || time.Now().Unix() >= s.Expires {
+		expired := time.Now().Unix() >= s.Expires
+		if expired || time.Since(checked) >= 10*time.Second {
 			checked = time.Now()
-			if _, _, ok := d.cfg.Check(ctx, s.Token); !ok || time.Now().Unix() >= s.Expires {
+			if _, _, ok := d.cfg.Check(ctx, s.Token); expired || !ok {
 				send("logout", api.Error{Message: "the session ended (expired, or its token was revoked)"})
 				return
 			}
