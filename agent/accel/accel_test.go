@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -51,10 +52,28 @@ case "$cpu" in
 esac
 `, version, filepath.Join(dir, "calls"), cases.String())
 	p := filepath.Join(dir, "qemu-"+version)
-	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+	WriteScript(t, p, script)
+	return p
+}
+
+// WriteScript puts an executable script at p without this process ever
+// holding it open for writing. A test that writes an executable and runs
+// it while parallel tests fork can fail with "text file busy": a child
+// forked between the write's open and close inherits the descriptor until
+// it execs, and Linux refuses to exec a file open for writing. So the
+// text goes to a scratch file and cp, a process of its own, makes p.
+func WriteScript(t testing.TB, p, text string) {
+	t.Helper()
+	scratch := p + ".text"
+	if err := os.WriteFile(scratch, []byte(text), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return p
+	if out, err := exec.Command("cp", scratch, p).CombinedOutput(); err != nil {
+		t.Fatalf("cp %s: %v: %s", p, err, out)
+	}
+	if err := os.Chmod(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func calls(dir string) []string {

@@ -109,9 +109,7 @@ for a in "$@"; do
 done
 exec qemu-system-x86_64 "$@"
 `
-	if err := os.WriteFile(qemu, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	accel.WriteScript(t, qemu, script)
 	dev := filepath.Join(dir, "kvm")
 	os.WriteFile(dev, nil, 0o600)
 	v, err := accel.Decide(context.Background(), accel.Config{QEMU: qemu, Device: dev, Kernel: abs("build/maintenance/vmlinuz"), Timeout: 2 * time.Minute, CPUs: []string{"host"}})
