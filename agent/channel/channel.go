@@ -78,7 +78,16 @@ type Hello struct {
 	Side     string `json:"side"` // "host" or "guest"
 	Instance string `json:"instance,omitempty"`
 	Agent    string `json:"agent,omitempty"`
+	// The host's hello also carries its clock (Unix nanoseconds) and fresh
+	// random bytes: a guest resumed from a saved state steps its clock to
+	// the host's and mixes them into its kernel's random pool, so no two
+	// guests of one state share either.
+	Time    int64  `json:"time,omitempty"`
+	Entropy []byte `json:"entropy,omitempty"`
 }
+
+// EntropyBytes is how many random bytes the host's hello carries.
+const EntropyBytes = 64
 
 // Message is a control message.
 type Message struct {

@@ -2,6 +2,7 @@ package channel
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"log/slog"
@@ -112,7 +113,9 @@ func (h *Host) hello(log *slog.Logger) Handler {
 			log.Warn("channel: bad hello", "instance", h.Instance, "hello", g)
 			return
 		}
-		if err := WriteFrame(st, Hello{Version: Version, Side: "host", Instance: h.Instance}); err != nil {
+		seed := make([]byte, EntropyBytes)
+		_, _ = rand.Read(seed) // crypto/rand does not fail on Linux
+		if err := WriteFrame(st, Hello{Version: Version, Side: "host", Instance: h.Instance, Time: time.Now().UnixNano(), Entropy: seed}); err != nil {
 			log.Warn("channel: hello not answered", "instance", h.Instance, "err", err)
 			return
 		}

@@ -152,11 +152,18 @@ func (a *guestAgent) session(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = f.Close() }() // the serial port; the session's end is what matters
-	g, err := channel.Dial(f, channel.Hello{Instance: a.instance, Agent: a.version}, map[string]channel.Handler{"ingress": a.ingress}, a.log)
+	if err := a.waitHost(ctx, f); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	hello := channel.Hello{Instance: a.instance, Agent: a.version}
+	a.mu.Unlock()
+	g, err := channel.Dial(f, hello, map[string]channel.Handler{"ingress": a.ingress}, a.log)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = g.Close() }()
+	a.fromHost(g.Host)
 	console.Mark(a.console, "channel", "port", port, "host-instance", g.Host.Instance)
 	ctrl, err := g.Open("control")
 	if err != nil {

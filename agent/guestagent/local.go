@@ -67,7 +67,10 @@ func (a *guestAgent) serveLocal() {
 		}
 	})
 	mux.HandleFunc("/instance", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintln(w, a.instance)
+		a.mu.Lock()
+		name := a.instance
+		a.mu.Unlock()
+		fmt.Fprintln(w, name)
 	})
 	mux.HandleFunc("/queues/", a.serveQueues)
 	// A role reaches the host's services (the queue and blob services of

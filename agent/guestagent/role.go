@@ -136,12 +136,12 @@ func (a *guestAgent) setHealth(h string) {
 	}
 	if h == "ready" {
 		a.mu.Lock()
-		name := ""
+		name, instance := "", a.instance
 		if a.spec != nil {
 			name = a.spec.Name
 		}
 		a.mu.Unlock()
-		console.Mark(a.console, "guest-ready", "instance", a.instance, "role", name)
+		console.Mark(a.console, "guest-ready", "instance", instance, "role", name)
 		a.send(channel.Message{Type: "health", State: "ready"})
 		return
 	}

@@ -117,7 +117,7 @@ func (g *guest) status() (api.VMStatus, bool) {
 	if g.gone {
 		return api.VMStatus{}, false
 	}
-	st := api.VMStatus{ID: g.id, State: g.state, Reason: g.reason, Restarts: g.saved.Restarts, Rebooted: g.saved.Rebooted, Interfaces: g.interfaces}
+	st := api.VMStatus{ID: g.id, State: g.state, Reason: g.reason, Restarts: g.saved.Restarts, Rebooted: g.saved.Rebooted, Interfaces: g.interfaces, Boot: g.saved.Boot}
 	if g.ingress != nil {
 		st.Endpoint = g.ingress.Addr().String()
 	}
@@ -330,7 +330,7 @@ func (g *guest) start(ctx context.Context, goal api.GoalVM) error {
 	}
 	spec := g.spec
 	g.set(api.VMStateStarting, "")
-	v, err := g.s.mgr.Start(ctx, vmm.Spec{
+	v, boot, err := g.s.boot(ctx, vmm.Spec{
 		Name: g.id, VCPUs: goal.VCPUs, MemoryMB: goal.MemoryMB,
 		Kernel: g.s.cfg.Kernel, Initrd: g.s.cfg.Initrd, Disk: disk,
 		Cmdline: g.s.cfg.Cmdline, ExtraArgs: g.s.cfg.QEMUArgs,
@@ -338,7 +338,7 @@ func (g *guest) start(ctx context.Context, goal api.GoalVM) error {
 	if err != nil {
 		return err
 	}
-	g.persist(func(st *persisted) { st.LastEvent = "" })
+	g.persist(func(st *persisted) { st.LastEvent, st.Boot = "", boot })
 	// QEMU's own overhead (device models, TCG translation cache) on top of
 	// the guest's memory.
 	lim := cgroup.Limits{CPUs: goal.VCPUs, MemoryBytes: uint64(goal.MemoryMB+256) << 20}
@@ -383,6 +383,9 @@ func (g *guest) watchEvents(v *vmm.VM) {
 			case e.Event == "GUEST_PANICKED":
 				g.set(api.VMStateCrashed, "the guest kernel panicked")
 			case e.Event == "RESET":
+				// A reset boots the kernel again, whatever the guest
+				// was resumed from.
+				g.persist(func(st *persisted) { st.Boot = "cold" })
 				g.set(api.VMStateStarting, "the guest reset")
 			case e.Event == "SHUTDOWN" && !stopping:
 				g.set(api.VMStateCrashed, "the guest powered off by itself")

@@ -27,6 +27,8 @@ type persisted struct {
 	IngressPort int `json:"ingressPort,omitempty"`
 	// LastEvent is QEMU's last SHUTDOWN, RESET, STOP or GUEST_PANICKED.
 	LastEvent string `json:"lastEvent,omitempty"`
+	// Boot is how the guest last started (api.VMStatus.Boot).
+	Boot string `json:"boot,omitempty"`
 }
 
 // loadState reads dir's persisted state. A guest without one (new, or

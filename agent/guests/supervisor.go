@@ -39,6 +39,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/loomfabric/loom/agent/snapshot"
 	"github.com/loomfabric/loom/agent/vmm"
 	"github.com/loomfabric/loom/fabric/api"
 )
@@ -75,6 +76,11 @@ type Config struct {
 	// give a guest a NIC to compare the channel with.
 	QEMUArgs []string
 	Cmdline  string
+	// ColdBoot boots every guest from its kernel. By default a guest is
+	// resumed from a saved state of a template guest of the same machine
+	// (agent/snapshot, kept under Dir/snapshots), built at the first start
+	// of each machine; a guest whose resume fails boots cold.
+	ColdBoot bool
 	// Queue carries a guest's queue call to the fabric (nil: the host
 	// offers no queues). A *client.StatusError's code and message go back
 	// to the guest as they are.
@@ -121,15 +127,20 @@ type Supervisor struct {
 	ctx    context.Context
 	diskMu sync.Mutex // one base disk, made once
 	ioDev  string     // MAJ:MIN of the disk under Dir ("" if none)
+	snaps  *snapshot.Cache
 }
 
 // New returns a supervisor; Start adopts running guests.
 func New(cfg Config) *Supervisor {
 	cfg = cfg.withDefaults()
-	return &Supervisor{
+	s := &Supervisor{
 		cfg: cfg, log: cfg.Log, guests: map[string]*guest{},
 		mgr: &vmm.Manager{Dir: filepath.Join(cfg.Dir, "guests"), QEMU: cfg.QEMU, Accel: cfg.Accel, Log: cfg.Log},
 	}
+	if !cfg.ColdBoot {
+		s.snaps = &snapshot.Cache{Dir: filepath.Join(cfg.Dir, "snapshots"), QEMU: cfg.QEMU, Accel: cfg.Accel, Log: cfg.Log}
+	}
+	return s
 }
 
 // Start adopts the guests a previous host agent left running; they wait

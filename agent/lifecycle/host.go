@@ -93,7 +93,7 @@ func (a *Agent) startGuests(ctx context.Context, b *boot, log *slog.Logger) erro
 		ingress = b.ip
 	}
 	a.guests = guests.New(guests.Config{
-		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Accel: v, Log: log,
+		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: ingress, Accel: v, Log: log, ColdBoot: c.ColdGuests,
 		Fetch: b.fabric.Blob,
 		Queue: func(ctx context.Context, vm string, req api.QueueRequest) (api.QueueReply, error) {
 			r, nc := a.reg.Load(), a.node.Load()

@@ -87,6 +87,9 @@ type Config struct {
 	GuestDir    string // default /var/lib/loom
 	GuestKernel string // default /guest/vmlinuz
 	GuestInitrd string // default /guest/initramfs.cpio.xz
+	// ColdGuests boots every guest from its kernel instead of resuming it
+	// from the host's saved state of its machine (guests.Config.ColdBoot).
+	ColdGuests bool
 	// IngressIP is the host address web roles' ingress ports use (and
 	// advertise). Default: the agent's IP.
 	IngressIP string

@@ -48,6 +48,11 @@ type Spec struct {
 	Disk string `json:",omitempty"`
 	// ExtraArgs are appended to QEMU's arguments (benchmarks, debugging).
 	ExtraArgs []string `json:",omitempty"`
+	// Incoming, if set, is a state saved from a guest of the same machine
+	// (VCPUs, memory, devices, kernel, disk contents): the guest resumes
+	// from it instead of booting. The kernel command line in force is then
+	// the saved guest's; Cmdline takes effect at the guest's next reset.
+	Incoming *Saved `json:"-"`
 }
 
 // Manager starts and adopts guests.
@@ -89,6 +94,9 @@ func (m *Manager) Args(s Spec) []string {
 		"-append", strings.TrimSpace("console=ttyS0 panic=-1 loom.instance="+s.Name+" "+s.Cmdline),
 		"-serial", "file:"+filepath.Join(d, "console.log"),
 		"-device", "virtio-rng-pci",
+		// A new generation ID at every start: a guest resumed from a saved
+		// state reseeds its kernel's random state from it (Linux's vmgenid).
+		"-device", "vmgenid,guid=auto",
 		"-device", "pvpanic",
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=ch0,path="+filepath.Join(d, "channel.sock")+",server=on,wait=off",
@@ -98,6 +106,9 @@ func (m *Manager) Args(s Spec) []string {
 	)
 	if s.Disk != "" {
 		args = append(args, "-drive", "file="+s.Disk+",if=virtio,format=qcow2,"+diskCache(s.Disk))
+	}
+	if s.Incoming != nil {
+		args = append(args, "-S", "-incoming", "defer")
 	}
 	return append(args, s.ExtraArgs...)
 }
@@ -130,7 +141,7 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return nil, err
 	}
-	for _, f := range []string{"qmp.sock", "channel.sock", "qemu.pid"} {
+	for _, f := range []string{"qmp.sock", "channel.sock", "qemu.pid", "incoming.sock", "migrate.sock"} {
 		if err := os.Remove(filepath.Join(d, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("vmm: %s: clearing the last run's %s: %w", s.Name, f, err)
 		}
@@ -162,6 +173,11 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 		}
 	}()
 	err = v.connect(cctx, 15*time.Second)
+	if err == nil && s.Incoming != nil {
+		rctx, rcancel := context.WithTimeout(cctx, 2*time.Minute)
+		err = v.restore(rctx, *s.Incoming, exited)
+		rcancel()
+	}
 	cancel()
 	select {
 	case <-exited:
@@ -178,6 +194,12 @@ func (m *Manager) Start(ctx context.Context, s Spec) (*VM, error) {
 	if err != nil {
 		if kerr := cmd.Process.Kill(); kerr != nil && !errors.Is(kerr, os.ErrProcessDone) {
 			err = errors.Join(err, fmt.Errorf("killing QEMU: %w", kerr))
+		}
+		// Gone before we return: a caller that starts again (a cold boot
+		// after a failed resume) needs its disk's lock free.
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
 		}
 		b, _ := os.ReadFile(filepath.Join(d, "qemu.log"))
 		return nil, fmt.Errorf("vmm: %s: %w (qemu: %s)", s.Name, err, strings.TrimSpace(string(b)))
@@ -321,4 +343,22 @@ func readSpec(dir string) (Spec, error) {
 		return Spec{}, fmt.Errorf("the guest's spec.json: %w", err)
 	}
 	return s, nil
+}
+
+// Kill ends QEMU at once (a template after its save) and drops the QMP
+// connection.
+func (v *VM) Kill() {
+	if v.Alive() {
+		_ = syscall.Kill(v.PID, syscall.SIGKILL) // gone already is as good
+		for range 100 {
+			if !v.Alive() {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if v.mon != nil {
+		_ = v.mon.Disconnect() // the process has gone
+		v.mon = nil
+	}
 }

@@ -168,6 +168,10 @@ type VMStatus struct {
 	// Interfaces the guest agent sees inside the guest.
 	Interfaces []string `json:"interfaces,omitempty"`
 	Usage      *Usage   `json:"usage,omitempty"`
+	// Boot is how the guest last started: "snapshot" (resumed from its
+	// host's saved state of its machine), "cold" (booted its kernel), or
+	// "cold: " and why a snapshot was not used. A reboot since is cold.
+	Boot string `json:"boot,omitempty"`
 	// Observed is when the host agent last reported this guest.
 	Observed time.Time `json:"observed,omitzero"`
 }

@@ -348,7 +348,7 @@ func (m *Manager) ReportVMs(ctx context.Context, id string, st api.Status) error
 // sameObserved reports whether a report changes nothing worth a write.
 func sameObserved(have, got api.VMStatus) bool {
 	return have.State == got.State && have.Reason == got.Reason && have.Endpoint == got.Endpoint &&
-		have.Restarts == got.Restarts && have.Rebooted == got.Rebooted &&
+		have.Restarts == got.Restarts && have.Rebooted == got.Rebooted && have.Boot == got.Boot &&
 		strings.Join(have.Interfaces, ",") == strings.Join(got.Interfaces, ",")
 }
 

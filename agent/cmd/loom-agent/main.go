@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GuestDir, "guest-dir", "", "host mode: where guests live (default /var/lib/loom)")
 	fs.StringVar(&cfg.GuestKernel, "guest-kernel", "", "host mode: the guest kernel (default /guest/vmlinuz)")
 	fs.StringVar(&cfg.GuestInitrd, "guest-initrd", "", "host mode: the guest initramfs (default /guest/initramfs.cpio.xz)")
+	snaps := fs.Bool("guest-snapshots", true, "host mode: resume guests from a saved state of a template guest of their machine, built once per machine (false: boot every guest cold)")
 	accelFlag := fs.String("accel", os.Getenv("LOOM_ACCEL"), "host mode: how guests run: auto (probe KVM, fall back to TCG), kvm (fail unless KVM runs a guest) or tcg (default $LOOM_ACCEL, else auto)")
 	fs.StringVar(&cfg.AccelCache, "accel-cache", "", "host mode: directory caching the accelerator probe's verdict (default: the guest directory)")
 	fs.IntVar(&cfg.GuestVCPUs, "vcpus", 0, "host mode: vCPUs offered to guests (default: loom.vcpus= on the kernel command line, else the CPU count; more than the CPUs overcommits them)")
@@ -69,6 +70,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			break
 		}
 	}
+	cfg.ColdGuests = !*snaps
 	m, err := accel.ParseMode(*accelFlag)
 	if err != nil {
 		return fmt.Errorf("--accel: %w", err)

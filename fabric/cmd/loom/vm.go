@@ -136,6 +136,9 @@ func vmDetail(w io.Writer, v api.VM, now time.Time) error {
 	if v.Endpoint != "" {
 		f.add("Endpoint", "%s", v.Endpoint)
 	}
+	if v.Boot != "" {
+		f.add("Started", "%s", v.Boot)
+	}
 	f.add("Restarts", "%d", v.Restarts)
 	f.add("Reboots", "%d requested, %d done", v.RebootGen, v.Rebooted)
 	if len(v.Interfaces) > 0 {

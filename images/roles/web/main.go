@@ -9,9 +9,14 @@
 //	POST /sink      reads the body, answers its length
 //	GET  /connect?service=S  asks the guest agent for a stream to the host's
 //	                service S and answers what the host said
+//	GET  /whoami    JSON: the instance (as the role and the guest agent know
+//	                it), 16 bytes of /dev/urandom read at the role's start
+//	                and 16 read now, and the guest's clock (Unix ns): what
+//	                must differ between guests resumed from one snapshot
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +24,8 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+	"time"
 )
 
 func settings() map[string]string {
@@ -36,12 +43,40 @@ func settings() map[string]string {
 
 var zeros = make([]byte, 1<<20)
 
+// urandom is 16 bytes of /dev/urandom, in hex.
+func urandom() string {
+	f, err := os.Open("/dev/urandom")
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	defer func() { _ = f.Close() }() // read only
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(f, b); err != nil {
+		return "error: " + err.Error()
+	}
+	return hex.EncodeToString(b)
+}
+
 func main() {
 	port := os.Getenv("PORT")
 	if port == "" {
 		port = "8080"
 	}
 	instance := os.Getenv("LOOM_INSTANCE")
+	atStart := urandom()
+	http.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
+		agent := ""
+		if resp, err := http.Get(os.Getenv("LOOM_ENDPOINT") + "/instance"); err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
+			_ = resp.Body.Close()
+			agent = strings.TrimSpace(string(b))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{ // a client that has gone is nobody to tell
+			"instance": instance, "agentInstance": agent,
+			"randomAtStart": atStart, "randomNow": urandom(), "timeUnixNano": time.Now().UnixNano(),
+		})
+	})
 	http.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		greeting := settings()["greeting"]
 		if greeting == "" {
