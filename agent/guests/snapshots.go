@@ -29,8 +29,8 @@ func (s *Supervisor) boot(ctx context.Context, spec vmm.Spec) (*vmm.VM, string, 
 			return nil, "", ctx.Err()
 		}
 		s.log.Warn("no guest snapshot: booting cold", "vm", spec.Name, "err", err)
-		v, err := s.mgr.Start(ctx, spec)
-		return v, short("cold: no snapshot: " + err.Error()), err
+		v, cerr := s.mgr.Start(ctx, spec)
+		return v, short("cold: no snapshot: " + err.Error()), cerr
 	}
 	spec.Incoming = &st.Saved
 	v, err := s.mgr.Start(ctx, spec)

@@ -264,7 +264,8 @@ func readManifest(dir string) (manifest, error) {
 // build boots the template, waits for its guest agent's park and saves it.
 func (c *Cache) build(ctx context.Context, key string, inputs map[string]string, t Template) (State, error) {
 	t0 := time.Now()
-	work := filepath.Join(c.Dir, key+".building")
+	// Short: the template's sockets live under it (108 bytes at most).
+	work := filepath.Join(c.Dir, key[:8]+".b")
 	if err := os.RemoveAll(work); err != nil {
 		return State{}, err
 	}
@@ -274,7 +275,7 @@ func (c *Cache) build(ctx context.Context, key string, inputs map[string]string,
 	defer func() { _ = os.RemoveAll(work) }() // renamed away on success
 	c.log().Info("building a guest snapshot", "key", key, "class", class(t))
 	spec := t.Spec
-	spec.Name, spec.Incoming = "template", nil
+	spec.Name, spec.Incoming = "t", nil
 	spec.Disk = ""
 	if t.Disk != nil {
 		disk, err := t.Disk(ctx, work)

@@ -176,14 +176,23 @@ func (v *VM) restore(ctx context.Context, from Saved, exited <-chan struct{}) er
 	}
 	defer func() { _ = c.Close() }()
 	h := sha256.New()
-	n, err := io.Copy(c, io.TeeReader(f, h))
-	if err != nil {
-		return fmt.Errorf("sending the state: %w", err)
+	n, sendErr := io.Copy(c, io.TeeReader(f, h))
+	if sendErr != nil {
+		// QEMU stopped reading: most likely it refused what it read. Is
+		// the file what was saved?
+		m, err := io.Copy(h, f)
+		if err != nil {
+			return fmt.Errorf("sending the state: %w; reading it: %w", sendErr, err)
+		}
+		n += m
 	}
 	_ = c.(*net.UnixConn).CloseWrite() // QEMU reads to its end marker, not to EOF
 	sum := hex.EncodeToString(h.Sum(nil))
 	if sum != from.SHA256 || n != from.Size {
 		return fmt.Errorf("%w: %s is %d bytes of sha256 %s, saved as %d bytes of %s", ErrCorrupt, from.Path, n, sum, from.Size, from.SHA256)
+	}
+	if sendErr != nil {
+		return fmt.Errorf("sending the state: %w", sendErr)
 	}
 	if err := v.waitMigration(ctx, exited); err != nil {
 		return err

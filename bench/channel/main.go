@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	nicArgs := []string{"-netdev", fmt.Sprintf("user,id=n0,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:%d-:8080", port), "-device", "virtio-net-pci,netdev=n0"}
-	r, err := guestrig.New(ctx, *guestDir, *pkg, nicArgs, "loom.nic-ip=10.0.2.15/24")
+	r, err := guestrig.New(ctx, *guestDir, *pkg, nicArgs, "loom.nic-ip=10.0.2.15/24", true)
 	if err != nil {
 		return err
 	}

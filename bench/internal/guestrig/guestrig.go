@@ -29,8 +29,9 @@ type Rig struct {
 }
 
 // New starts a supervisor for the guest OS in guestDir running the role
-// package pkg; extra QEMU arguments and kernel arguments are optional.
-func New(ctx context.Context, guestDir, pkg string, qemuArgs []string, cmdline string) (*Rig, error) {
+// package pkg; extra QEMU arguments and kernel arguments are optional;
+// cold boots every guest (no snapshots).
+func New(ctx context.Context, guestDir, pkg string, qemuArgs []string, cmdline string, cold bool) (*Rig, error) {
 	kernel, _ := filepath.Abs(filepath.Join(guestDir, "vmlinuz"))
 	initrd, _ := filepath.Abs(filepath.Join(guestDir, "initramfs.cpio.xz"))
 	for _, f := range []string{kernel, initrd, pkg} {
@@ -54,7 +55,7 @@ func New(ctx context.Context, guestDir, pkg string, qemuArgs []string, cmdline s
 	r := &Rig{Dir: dir, Accel: acc, pkg: api.GoalVM{Package: filepath.Base(pkg), PackageDigest: hex.EncodeToString(sum[:]), PackageURL: pkg}}
 	r.Sup = guests.New(guests.Config{
 		Dir: dir, Kernel: kernel, Initrd: initrd, IngressIP: "127.0.0.1",
-		QEMUArgs: qemuArgs, Cmdline: cmdline, StopGrace: 5 * time.Second, Accel: acc,
+		QEMUArgs: qemuArgs, Cmdline: cmdline, StopGrace: 5 * time.Second, Accel: acc, ColdBoot: cold,
 		Log: slog.New(slog.DiscardHandler),
 		Fetch: func(_ context.Context, path string, w io.Writer) error {
 			f, err := os.Open(path)
