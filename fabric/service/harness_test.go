@@ -62,7 +62,9 @@ func startFabric(t *testing.T, cfg *loomd.Config) *fabric {
 func (f *fabric) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- f.cfg.Start(ctx, nil) }()
+	ended := make(chan struct{})
+	var startErr error
+	go func() { startErr = f.cfg.Start(ctx, nil); close(ended); done <- startErr }()
 	f.stop = func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -74,7 +76,14 @@ func (f *fabric) start() {
 		return strings.TrimSpace(string(b))
 	}
 	f.op = &client.Client{BaseURL: "unix://" + f.sock}
-	waitFor(f.t, 30*time.Second, "loomd's API", func() bool {
+	// Generous: in make test the embedded etcd starts beside VM tests on
+	// two cores. A loomd that failed to start fails the wait at once.
+	waitFor(f.t, 2*time.Minute, "loomd's API", func() bool {
+		select {
+		case <-ended:
+			f.t.Fatalf("loomd ended at start: %v", startErr)
+		default:
+		}
 		f.op.Token = read(loomd.OperatorTokenFile)
 		_, err := f.op.Nodes(ctx)
 		return f.op.Token != "" && err == nil
