@@ -14,10 +14,27 @@ import (
 // that fails: a snapshot that cannot be built or resumed costs time, never
 // the guest. How it started is returned for the guest's status.
 func (s *Supervisor) boot(ctx context.Context, spec vmm.Spec) (*vmm.VM, string, error) {
-	if s.snaps == nil {
-		v, err := s.mgr.Start(ctx, spec)
-		return v, "cold", err
+	how := "cold"
+	if s.snaps != nil {
+		v, err := s.resume(ctx, spec)
+		if err == nil {
+			return v, "snapshot", nil
+		}
+		if ctx.Err() != nil {
+			return nil, "", ctx.Err()
+		}
+		s.log.Warn("guest not resumed from a snapshot: booting cold", "vm", spec.Name, "err", err)
+		how = short("cold: " + err.Error())
 	}
+	v, err := s.mgr.Start(ctx, spec)
+	return v, how, err
+}
+
+// resume starts a guest from its machine's snapshot. A snapshot that does
+// not resume (corrupt, or a QEMU that refuses it) is discarded: the next
+// guest of this machine builds it again. Its error says why, for the
+// guest's status.
+func (s *Supervisor) resume(ctx context.Context, spec vmm.Spec) (*vmm.VM, error) {
 	st, err := s.snaps.Get(ctx, snapshot.Template{
 		Spec: spec,
 		Disk: s.overlay,
@@ -25,34 +42,20 @@ func (s *Supervisor) boot(ctx context.Context, spec vmm.Spec) (*vmm.VM, string, 
 		DiskID: "blank qcow2 of " + s.cfg.DiskSize,
 	})
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
-		}
-		s.log.Warn("no guest snapshot: booting cold", "vm", spec.Name, "err", err)
-		v, cerr := s.mgr.Start(ctx, spec)
-		return v, short("cold: no snapshot: " + err.Error()), cerr
+		return nil, fmt.Errorf("no snapshot: %w", err)
 	}
 	spec.Incoming = &st.Saved
 	v, err := s.mgr.Start(ctx, spec)
-	if err == nil {
-		return v, "snapshot", nil
+	if err == nil || ctx.Err() != nil {
+		return v, err
 	}
-	if ctx.Err() != nil {
-		return nil, "", ctx.Err()
-	}
-	// The state is bad (corrupt, or a QEMU that refuses it): it goes, and
-	// the next guest of this machine builds it again.
-	s.log.Warn("guest snapshot did not resume: discarded, booting cold", "vm", spec.Name, "snapshot", st.Key, "err", err)
 	if derr := s.snaps.Discard(st.Key); derr != nil {
 		s.log.Warn("guest snapshot not discarded", "snapshot", st.Key, "err", derr)
 	}
-	why := "snapshot did not resume"
 	if errors.Is(err, vmm.ErrCorrupt) {
-		why = "snapshot corrupt"
+		return nil, fmt.Errorf("snapshot corrupt: %w", err)
 	}
-	spec.Incoming = nil
-	v, cerr := s.mgr.Start(ctx, spec)
-	return v, short(fmt.Sprintf("cold: %s: %v", why, err)), cerr
+	return nil, fmt.Errorf("snapshot did not resume: %w", err)
 }
 
 // short bounds a reason reported to the fabric.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -175,9 +176,6 @@ func TestSnapshot(t *testing.T) {
 
 func readPID(p string) int {
 	b, _ := os.ReadFile(p)
-	var pid int
-	for _, c := range strings.TrimSpace(string(b)) {
-		pid = pid*10 + int(c-'0')
-	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	return pid
 }

@@ -254,13 +254,8 @@ func (v *VM) connect(ctx context.Context, wait time.Duration) error {
 	return fmt.Errorf("QMP: %w", err)
 }
 
-func (v *VM) run(cmd string) ([]byte, error) {
-	out, err := v.mon.Run([]byte(`{"execute":"` + cmd + `"}`))
-	if err != nil {
-		return nil, fmt.Errorf("vmm: %s %s: %w", v.Spec.Name, cmd, err)
-	}
-	return out, nil
-}
+// run runs a QMP command without arguments.
+func (v *VM) run(cmd string) ([]byte, error) { return v.execArgs(cmd, nil) }
 
 // Status is QEMU's run state ("running", "paused", "shutdown", …).
 func (v *VM) Status() (string, error) {
