@@ -26,11 +26,19 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/loomfabric/loom/scripts/lab"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == echoFlag {
+		if err := echoServer(); err != nil {
+			fmt.Fprintln(os.Stderr, "bench dhcp: echo server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench dhcp:", err)
 		os.Exit(1)
@@ -40,17 +48,21 @@ func main() {
 type result struct {
 	rate   float64 // completed 4-way exchanges per second
 	drops  int
+	sent   int     // packets perfdhcp sent (DISCOVERs and REQUESTs)
 	avgMs  float64 // mean of the two exchanges' average delays
+	cpuUs  float64 // the server's CPU time per completed exchange, µs
 	failed bool
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("dhcp", flag.ContinueOnError)
-	loadsFlag := fs.String("loads", "1000,4000,8000", "offered loads, exchanges/s")
+	loadsFlag := fs.String("loads", "1000,4000,8000,12000,16000", "offered loads, exchanges/s")
 	rounds := fs.Int("rounds", 3, "rounds per server and load (median taken)")
 	period := fs.Int("period", 8, "seconds per perfdhcp run")
 	clients := fs.Int("clients", 10000, "distinct clients (perfdhcp -R)")
 	loomd := fs.String("loomd", "build/bin/loomd", "loomd binary")
+	only := fs.String("servers", "loom,kea,dnsmasq,echo", "servers to run (the last line needs all four)")
+	profile := fs.String("profile", "", "write a CPU profile of loomd's last run at each load to this directory (loom-<load>.pprof), and its allocations (loom-<load>.allocs.pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,14 +92,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	defer lab.Cleanup(pair.Close)
 	srvNS, cliNS := pair.Server, pair.Client
 
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	servers := []struct {
 		name  string
 		start func(dir string) (*exec.Cmd, error)
 	}{
 		{"loom", func(dir string) (*exec.Cmd, error) {
-			return lab.StartIn(srvNS, dir, "dhcp: pool ready", "taskset", "-c", "0", loomBin,
+			args := []string{"taskset", "-c", "0", loomBin,
 				"--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
-				"--netboot-interface", "vs", "--pool", "198.18.1.0-198.19.255.254", "--boot-dir", bootDir)
+				"--netboot-interface", "vs", "--pool", "198.18.1.0-198.19.255.254", "--boot-dir", bootDir}
+			if *profile != "" {
+				args = append(args, "--debug-addr", debugAddr)
+			}
+			return lab.StartIn(srvNS, dir, "dhcp: pool ready", args...)
 		}},
 		{"kea", func(dir string) (*exec.Cmd, error) {
 			conf := filepath.Join(dir, "kea.json")
@@ -105,6 +125,30 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--dhcp-lease-max=200000", "--no-ping",
 				"--quiet-dhcp", "--log-facility=-", "--pid-file="+filepath.Join(dir, "pid"))
 		}},
+		{"echo", func(dir string) (*exec.Cmd, error) {
+			return lab.StartIn(srvNS, dir, echoReady, "taskset", "-c", "0", self, echoFlag)
+		}},
+	}
+
+	want := map[string]bool{}
+	for _, n := range strings.Split(*only, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	var chosen = servers[:0]
+	for _, sv := range servers {
+		if want[sv.name] {
+			chosen = append(chosen, sv)
+			delete(want, sv.name)
+		}
+	}
+	if len(want) > 0 || len(chosen) == 0 {
+		return fmt.Errorf("-servers %q: loom, kea, dnsmasq and echo are known", *only)
+	}
+	servers = chosen
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			return err
+		}
 	}
 
 	tmp, err := os.MkdirTemp("", "loom-bench-dhcp-")
@@ -126,8 +170,28 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 				if err != nil {
 					return fmt.Errorf("%s: %w", sv.name, err)
 				}
+				var prof chan error
+				if sv.name == "loom" && *profile != "" {
+					prof = make(chan error, 1)
+					go func() {
+						prof <- cpuProfile(ctx, srvNS, *period, filepath.Join(*profile, fmt.Sprintf("loom-%d.pprof", load)))
+					}()
+				}
+				cpu0 := cpuTicks(cmd.Process.Pid)
 				res, raw := perf(ctx, cliNS, load, *clients, *period)
+				if res.rate > 0 {
+					// the server's CPU (user + system) per completed exchange
+					res.cpuUs = float64(cpuTicks(cmd.Process.Pid)-cpu0) * 1e6 / clockTicks / (res.rate * float64(*period))
+				}
+				if prof != nil {
+					if err := <-prof; err != nil {
+						fmt.Fprintf(out, "  profile of loom at %d/s: %v\n", load, err)
+					}
+				}
 				lab.Stop(cmd)
+				if n := errorLines(filepath.Join(dir, "server.log")); len(n) > 0 {
+					fmt.Fprintf(out, "  %s at %d/s round %d: %d errors in its log, the first: %s\n", sv.name, load, r, len(n), n[0])
+				}
 				if res.failed {
 					fmt.Fprintf(out, "  %s at %d/s round %d: perfdhcp failed:\n%s\n", sv.name, load, r, raw)
 				}
@@ -139,18 +203,107 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	fmt.Fprintf(out, "%-8s %8s %12s %8s %10s\n", "server", "offered", "completed/s", "drops", "avg ms")
+	fmt.Fprintf(out, "%-8s %8s %12s %8s %7s %10s %10s\n", "server", "offered", "completed/s", "drops", "drops%", "avg ms", "cpu µs/x")
+	defer func() {
+		if len(servers) < 4 {
+			fmt.Fprintln(out, "bench dhcp: (not every server run: no last line)")
+		}
+	}()
 	for _, load := range loads {
 		for _, sv := range servers {
 			m := median(results[sv.name][load])
-			fmt.Fprintf(out, "%-8s %8d %12.0f %8d %10.2f\n", sv.name, load, m.rate, m.drops, m.avgMs)
+			fmt.Fprintf(out, "%-8s %8d %12.0f %8d %7.2f %10.2f %10.1f\n", sv.name, load, m.rate, m.drops, m.dropPct(), m.avgMs, m.cpuUs)
 		}
 	}
-	top := loads[len(loads)-1]
-	loom, kea, dm := median(results["loom"][top]), median(results["kea"][top]), median(results["dnsmasq"][top])
-	fmt.Fprintf(out, "bench dhcp: loom_per_s=%.0f kea_per_s=%.0f dnsmasq_per_s=%.0f vs_kea=%.2f vs_dnsmasq=%.2f load=%d clients=%d\n",
-		loom.rate, kea.rate, dm.rate, ratio(loom.rate, kea.rate), ratio(loom.rate, dm.rate), top, *clients)
+	if len(servers) < 4 {
+		return nil
+	}
+	// The headline stays at 8,000/s (the figure of earlier runs); the
+	// loads past it get a ratio each, and the top load's drops.
+	head := 8000
+	if _, ok := results["loom"][head]; !ok {
+		head = loads[len(loads)-1]
+	}
+	loom, kea, dm := median(results["loom"][head]), median(results["kea"][head]), median(results["dnsmasq"][head])
+	line := fmt.Sprintf("bench dhcp: loom_per_s=%.0f kea_per_s=%.0f dnsmasq_per_s=%.0f vs_kea=%.2f vs_dnsmasq=%.2f load=%d clients=%d",
+		loom.rate, kea.rate, dm.rate, ratio(loom.rate, kea.rate), ratio(loom.rate, dm.rate), head, *clients)
+	for _, load := range loads {
+		if load <= head {
+			continue
+		}
+		l, k := median(results["loom"][load]), median(results["kea"][load])
+		line += fmt.Sprintf(" vs_kea_%dk=%.2f", load/1000, ratio(l.rate, k.rate))
+	}
+	if top := loads[len(loads)-1]; top > head {
+		l, e := median(results["loom"][top]), median(results["echo"][top])
+		line += fmt.Sprintf(" drops_pct_%dk=%.1f echo_per_s_%dk=%.0f echo_drops_pct_%dk=%.1f", top/1000, l.dropPct(), top/1000, e.rate, top/1000, e.dropPct())
+	}
+	fmt.Fprintln(out, line)
 	return nil
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's times.
+const clockTicks = 100
+
+// cpuTicks is the user and system time pid has used so far (0 if it is
+// gone).
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's name (which may hold spaces) in ")".
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
+
+// errorLines are the lines of a server's log at level ERROR.
+func errorLines(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, `"level":"ERROR"`) || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// debugAddr is where loomd serves its profiler in the server's namespace.
+const debugAddr = "127.0.0.1:6060"
+
+// cpuProfile saves a CPU profile of loomd over the middle of a perfdhcp
+// run of period seconds (the first second and the last left out).
+func cpuProfile(ctx context.Context, ns string, period int, path string) error {
+	secs := max(period-2, 1)
+	time.Sleep(time.Second)
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "curl", "-sf", "-o", path,
+		fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, secs)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	out, err = exec.CommandContext(ctx, "ip", "netns", "exec", ns, "curl", "-sf", "-o", strings.TrimSuffix(path, ".pprof")+".allocs.pprof",
+		fmt.Sprintf("http://%s/debug/pprof/allocs", debugAddr)).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("allocations: %v: %s", err, out)
+	}
+	return nil
+}
+
+// dropPct is the share of the packets perfdhcp sent that got no answer.
+func (r result) dropPct() float64 {
+	if r.sent == 0 {
+		return 0
+	}
+	return 100 * float64(r.drops) / float64(r.sent)
 }
 
 func ratio(a, b float64) float64 {
@@ -163,6 +316,7 @@ func ratio(a, b float64) float64 {
 const keaConf = `{"Dhcp4": {
   "interfaces-config": {"interfaces": ["vs"], "dhcp-socket-type": "udp"},
   "lease-database": {"type": "memfile", "persist": true, "name": %q, "lfc-interval": 0},
+  "cache-threshold": 0.25,
   "valid-lifetime": 3600, "renew-timer": 1800, "rebind-timer": 3000,
   "subnet4": [{"id": 1, "subnet": "198.18.0.0/15", "pools": [{"pool": "198.18.1.0 - 198.19.255.254"}]}],
   "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": %q}], "severity": "WARN"}]
@@ -171,6 +325,7 @@ const keaConf = `{"Dhcp4": {
 var (
 	rateRE  = regexp.MustCompile(`Rate: ([0-9.]+) 4-way exchanges/second`)
 	dropsRE = regexp.MustCompile(`drops: ([0-9]+)`)
+	sentRE  = regexp.MustCompile(`sent packets: ([0-9]+)`)
 	delayRE = regexp.MustCompile(`avg delay: ([0-9.]+) ms`)
 )
 
@@ -188,6 +343,10 @@ func perf(ctx context.Context, ns string, load, clients, period int) (result, st
 	for _, d := range dropsRE.FindAllStringSubmatch(s, -1) {
 		n, _ := strconv.Atoi(d[1])
 		r.drops += n
+	}
+	for _, d := range sentRE.FindAllStringSubmatch(s, -1) {
+		n, _ := strconv.Atoi(d[1])
+		r.sent += n
 	}
 	ds := delayRE.FindAllStringSubmatch(s, -1)
 	for _, d := range ds {

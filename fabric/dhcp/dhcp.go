@@ -180,6 +180,14 @@ type Config struct {
 	DNS []net.IP
 	// LeaseTime (option 51). Default 1h.
 	LeaseTime time.Duration
+	// LeaseReuse: a client asking again for the address it holds, whose
+	// stored lease is younger than this fraction of LeaseTime and
+	// otherwise unchanged, is ACKed with the lease as stored (the time it
+	// has left) instead of a new one written first, as Kea's
+	// cache-threshold does: a machine netbooting asks three or four times
+	// in a minute (firmware, iPXE, maintenance OS, host OS). Default 0.25;
+	// negative: every ACK writes a new lease.
+	LeaseReuse float64
 	// Reservations maps a MAC ("52:54:00:12:34:56") to a fixed address,
 	// which may lie outside the pool but must be in one of the subnets.
 	Reservations map[string]net.IP
@@ -266,6 +274,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	if cfg.LeaseTime == 0 {
 		cfg.LeaseTime = time.Hour
+	}
+	switch {
+	case cfg.LeaseReuse == 0:
+		cfg.LeaseReuse = 0.25
+	case cfg.LeaseReuse >= 1:
+		return nil, fmt.Errorf("dhcp: LeaseReuse %v: a fraction of the lease time below 1", cfg.LeaseReuse)
 	}
 	if cfg.OfferHold == 0 {
 		cfg.OfferHold = 30 * time.Second

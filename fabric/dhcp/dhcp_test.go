@@ -532,3 +532,62 @@ func TestTwoServersNeverAckOneAddressTwice(t *testing.T) {
 		t.Errorf("offer with Spread 2 = %v, want 10.0.0.102", o)
 	}
 }
+
+// TestLeaseReuse: a client asking again within a quarter of the lease
+// time gets its stored lease, with the time it has left, and nothing is
+// written; later, with another host name, after a failed write or with
+// reuse off, a new lease is written before the ACK.
+func TestLeaseReuse(t *testing.T) {
+	store := newFakeLeases()
+	s, clk := newTestServer(t, store, nil)
+	first := exchange(t, s, mac(1))
+	written := store.txns
+	stored := store.leases[mac(1).String()]
+
+	clk.t = clk.t.Add(10 * time.Minute)
+	again := exchange(t, s, mac(1))
+	if !again.YourIPAddr.Equal(first.YourIPAddr) || store.txns != written {
+		t.Errorf("asked again after 10 min: %v with %d writes, want %v and none", again.YourIPAddr, store.txns-written, first.YourIPAddr)
+	}
+	if got, want := again.IPAddressLeaseTime(0), 50*time.Minute; got != want {
+		t.Errorf("reused lease's time = %v, want the %v it has left", got, want)
+	}
+	if got := store.leases[mac(1).String()]; !got.Expires.Equal(stored.Expires) {
+		t.Errorf("stored lease changed: %v, was %v", got.Expires, stored.Expires)
+	}
+
+	clk.t = clk.t.Add(6 * time.Minute) // 16 min old: past a quarter hour
+	late := exchange(t, s, mac(1))
+	if store.txns != written+1 || late.IPAddressLeaseTime(0) != time.Hour || !store.leases[mac(1).String()].Expires.Equal(clk.t.Add(time.Hour)) {
+		t.Errorf("asked again at 16 min: %d writes, lease time %v, stored expiry %v; want a new hour written", store.txns-written, late.IPAddressLeaseTime(0), store.leases[mac(1).String()].Expires)
+	}
+
+	// Another host name is a change to store.
+	offer := s.Handle(t.Context(), discover(mac(1)))
+	ack := s.Handle(t.Context(), request(mac(1), offer.YourIPAddr, dhcpv4.WithOption(dhcpv4.OptHostName("web-1"))))
+	if ack == nil || store.txns != written+2 || store.leases[mac(1).String()].Hostname != "web-1" {
+		t.Errorf("new host name: %v with %d writes, stored %+v", ack, store.txns-written, store.leases[mac(1).String()])
+	}
+
+	// A write that failed leaves nothing to reuse: the next ACK writes.
+	store.fail = errors.New("disk on fire")
+	offer = s.Handle(t.Context(), discover(mac(2)))
+	if got := s.Handle(t.Context(), request(mac(2), offer.YourIPAddr)); got != nil {
+		t.Fatalf("REQUEST with a failing store: %v", got.MessageType())
+	}
+	store.fail = nil
+	before := store.txns
+	exchange(t, s, mac(2))
+	if _, ok := store.leases[mac(2).String()]; !ok || store.txns != before+1 {
+		t.Errorf("after a failed write the ACK was given without a lease stored (%d writes)", store.txns-before)
+	}
+
+	// Reuse off: every ACK writes.
+	off := newFakeLeases()
+	s2, _ := newTestServer(t, off, func(c *Config) { c.LeaseReuse = -1 })
+	exchange(t, s2, mac(3))
+	exchange(t, s2, mac(3))
+	if off.txns != 2 {
+		t.Errorf("reuse off: %d writes for two ACKs, want 2", off.txns)
+	}
+}

@@ -54,10 +54,13 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		if ip == nil || ip.IsUnspecified() {
 			ip = req.ClientIPAddr
 		}
-		lease, prev, err := p.ack(mac, ip, req.HostName(), relayOf(req), now)
+		lease, prev, reused, err := p.ack(mac, ip, req.HostName(), relayOf(req), now, s.cfg.LeaseReuse)
 		if err != nil {
 			s.log.Info("dhcp: NAK", "mac", mac, "ip", ip, "reason", err)
 			return s.nak(req, err.Error())
+		}
+		if reused {
+			return s.ack(req, p, ip, lease.Expires.Sub(now))
 		}
 		for _, q := range s.pools {
 			if q != p {
@@ -83,7 +86,8 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 			s.count.drop(DropNotLeased)
 			return nil
 		}
-		return s.reply(req, p, dhcpv4.MessageTypeAck, ip)
+		p.stored(lease)
+		return s.ack(req, p, ip, s.cfg.LeaseTime)
 
 	case dhcpv4.MessageTypeRelease:
 		if l, ok := p.release(mac, req.ClientIPAddr, now); ok {
@@ -218,6 +222,19 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiadd
 		if b.class != "" {
 			resp.UpdateOption(dhcpv4.OptClassIdentifier(b.class))
 		}
+	}
+	return resp
+}
+
+// ack is the ACK of a lease on ip with lt left to run (whole seconds,
+// rounded down: the client's lease never outlasts the stored one).
+func (s *Server) ack(req *dhcpv4.DHCPv4, p *pool, ip net.IP, lt time.Duration) *dhcpv4.DHCPv4 {
+	resp := s.reply(req, p, dhcpv4.MessageTypeAck, ip)
+	if lt != s.cfg.LeaseTime {
+		lt = lt.Truncate(time.Second)
+		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
+		resp.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
+		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
 	}
 	return resp
 }

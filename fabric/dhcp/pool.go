@@ -20,6 +20,9 @@ type binding struct {
 	expires  time.Time
 	hostname string
 	relay    *api.LeaseRelay
+	// stored is the expiry the store is known to hold for this binding
+	// (zero: not known to be stored).
+	stored time.Time
 }
 
 type hold struct {
@@ -146,7 +149,7 @@ func (p *pool) load(l api.Lease) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.bind(&binding{mac: hw.String(), ip: v, expires: l.Expires, hostname: l.Hostname, relay: l.Relay})
+	p.bind(&binding{mac: hw.String(), ip: v, expires: l.Expires, hostname: l.Hostname, relay: l.Relay, stored: l.Expires})
 	return nil
 }
 
@@ -278,21 +281,48 @@ func (p *pool) unoffer(mac string) {
 // ack binds ip to mac. It returns the new lease and the MAC that held the
 // address before ("" if none; mac itself on a renewal; another MAC whose
 // lease ran out and is displaced, its lease to be deleted from the store).
-func (p *pool) ack(mac string, ip net.IP, hostname string, relay *api.LeaseRelay, now time.Time) (api.Lease, string, error) {
+//
+// With reuse > 0, a REQUEST for the address mac holds, whose lease is
+// stored, unchanged (host name, relay) and younger than reuse of the lease
+// time, gets that lease as it is: reused is true and nothing needs
+// writing (the ACK gives the time it has left).
+func (p *pool) ack(mac string, ip net.IP, hostname string, relay *api.LeaseRelay, now time.Time, reuse float64) (l api.Lease, prev string, reused bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	v := ip4(ip)
 	if v == 0 {
-		return api.Lease{}, "", fmt.Errorf("no usable requested address (%v)", ip)
+		return api.Lease{}, "", false, fmt.Errorf("no usable requested address (%v)", ip)
 	}
 	if err := p.usableFor(v, mac, now); err != nil {
-		return api.Lease{}, "", err
+		return api.Lease{}, "", false, err
 	}
-	prev := p.owner[v]
+	prev = p.owner[v]
 	p.unoffer(mac)
+	if b, ok := p.leases[mac]; ok && reuse > 0 && b.ip == v && b.stored.Equal(b.expires) && !b.stored.IsZero() &&
+		b.hostname == hostname && relayEqual(b.relay, relay) &&
+		b.expires.Sub(now) > p.leaseTime-time.Duration(reuse*float64(p.leaseTime)) {
+		return api.Lease{MAC: mac, IP: ipOf(v).String(), Expires: b.expires, Hostname: hostname, Relay: b.relay}, prev, true, nil
+	}
 	b := &binding{mac: mac, ip: v, expires: now.Add(p.leaseTime), hostname: hostname, relay: relay}
 	p.bind(b)
-	return api.Lease{MAC: mac, IP: ipOf(v).String(), Expires: b.expires, Hostname: hostname, Relay: relay}, prev, nil
+	return api.Lease{MAC: mac, IP: ipOf(v).String(), Expires: b.expires, Hostname: hostname, Relay: relay}, prev, false, nil
+}
+
+// stored notes that l (written by ack) is in the store, if mac's binding
+// is still the one l describes.
+func (p *pool) stored(l api.Lease) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b, ok := p.leases[l.MAC]; ok && ipOf(b.ip).String() == l.IP && b.expires.Equal(l.Expires) {
+		b.stored = l.Expires
+	}
+}
+
+func relayEqual(a, b *api.LeaseRelay) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // forget drops whatever mac holds here (it took a lease in another subnet).

@@ -20,9 +20,10 @@ type handler func(context.Context, *dhcpv4.DHCPv4) *dhcpv4.DHCPv4
 // the socket allows), answers at once every request whose handling cannot
 // block and sends those answers together (sendmmsg); a request that waits
 // for the store (the lease commit of a REQUEST, RELEASE or DECLINE) gets a
-// goroutine of its own, at most Workers at a time. On a busy network the
-// path of a DISCOVER is then two system calls per 64 packets, not two per
-// packet plus a goroutine.
+// goroutine of its own, at most Workers at a time, whose answer goes out
+// in a batch with the others ready by then (sendLoop). On a busy network
+// the path of a DISCOVER is then two system calls per 64 packets, not two
+// per packet plus a goroutine, and a group commit's ACKs leave together.
 func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handler, dest func(*dhcpv4.DHCPv4, net.Addr) net.Addr) error {
 	pc := newBatchConn(conn)
 	sem := make(chan struct{}, s.cfg.Workers)
@@ -32,6 +33,8 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 	}
 	out := make([]ipv4.Message, 0, batch)
 	outReq := make([]*dhcpv4.DHCPv4, 0, batch)
+	later := make(chan reply, s.cfg.Workers)
+	go s.sendLoop(ctx, pc, later)
 	for {
 		n, err := pc.ReadBatch(in, 0)
 		if err != nil {
@@ -70,15 +73,50 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 			go func() {
 				defer func() { <-sem }()
 				if resp := s.answer(ctx, handle, req); resp != nil {
-					if _, err := conn.WriteTo(resp.ToBytes(), dest(req, peer)); err != nil && ctx.Err() == nil {
-						s.count.drop(DropSendFailed)
-						s.log.Warn("dhcp: sending reply", "mac", req.ClientHWAddr, "err", err)
+					select {
+					case later <- reply{ipv4.Message{Buffers: [][]byte{resp.ToBytes()}, Addr: dest(req, peer)}, req}:
+					case <-ctx.Done():
 					}
 				}
 			}()
 		}
 		if err := s.send(ctx, pc, out, outReq); err != nil {
 			return nil
+		}
+	}
+}
+
+// reply is an answer to send and the request it answers.
+type reply struct {
+	m   ipv4.Message
+	req *dhcpv4.DHCPv4
+}
+
+// sendLoop sends the answers that waited for the store (ACKs, NAKs), as
+// many in one batch as have come in since the last (a group commit's
+// ACKs leave together), until ctx ends.
+func (s *Server) sendLoop(ctx context.Context, pc batchConn, in <-chan reply) {
+	out := make([]ipv4.Message, 0, batch)
+	reqs := make([]*dhcpv4.DHCPv4, 0, batch)
+	for {
+		out, reqs = out[:0], reqs[:0]
+		select {
+		case r := <-in:
+			out, reqs = append(out, r.m), append(reqs, r.req)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(out) < batch {
+			select {
+			case r := <-in:
+				out, reqs = append(out, r.m), append(reqs, r.req)
+			default:
+				break more
+			}
+		}
+		if s.send(ctx, pc, out, reqs) != nil {
+			return
 		}
 	}
 }
@@ -95,6 +133,7 @@ func (s *Server) send(ctx context.Context, pc batchConn, out []ipv4.Message, req
 			}
 			// out[i] could not be sent (e.g. no route to a relay): say
 			// so and go on with the rest.
+			s.count.drop(DropSendFailed)
 			s.log.Warn("dhcp: sending reply", "mac", reqs[i].ClientHWAddr, "to", out[i].Addr, "err", err)
 			i++
 		}

@@ -95,6 +95,10 @@ type Config struct {
 	DNS    []net.IP
 	// LeaseTime of DHCP leases. Default 1h.
 	LeaseTime time.Duration
+	// LeaseReuse is dhcp.Config's: the fraction of the lease time within
+	// which a client asking again gets its stored lease. Default 0.25;
+	// negative: never.
+	LeaseReuse float64
 	// Reservations maps MAC to fixed address.
 	Reservations map[string]net.IP
 	// BootDir holds vmlinuz and initramfs.cpio.xz. Required with
@@ -474,7 +478,7 @@ func (c *Config) netboot(ctx context.Context, st *store.Store, reg *node.Registr
 	}
 	dcfg := dhcp.Config{
 		Mode: c.DHCPMode, Interface: c.NetbootInterface, ServerIP: ipn.IP, Netmask: ipn.Mask,
-		Subnets: c.Subnets, Router: c.Router, DNS: c.DNS, LeaseTime: c.LeaseTime,
+		Subnets: c.Subnets, Router: c.Router, DNS: c.DNS, LeaseTime: c.LeaseTime, LeaseReuse: c.LeaseReuse,
 		Reservations: c.Reservations, ScriptURL: boot.ScriptURL, Leases: st,
 		NoTFTP: c.TFTPAddr == "off",
 		Spread: c.spread(),

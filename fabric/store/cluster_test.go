@@ -224,6 +224,36 @@ func TestClaimLeases(t *testing.T) {
 	if cs := claim(LeaseWrite{Lease: l(m1, "10.0.0.100")}); cs != nil {
 		t.Errorf("claim after a decline freed the address: %v", cs)
 	}
+	// A batch all as believed lands whole (the flat transaction); one
+	// with a claim not as believed is a conflict of its own, the others
+	// landing beside it.
+	const m4, m5, m6 = "52:54:00:00:00:04", "52:54:00:00:00:05", "52:54:00:00:00:06"
+	batch := func(ws ...LeaseWrite) []LeaseConflict {
+		t.Helper()
+		cs, err := s.ClaimLeases(ctx, ws, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	if cs := batch(LeaseWrite{Lease: l(m4, "10.0.0.104")}, LeaseWrite{Lease: l(m5, "10.0.0.105")}, LeaseWrite{Lease: l(m1, "10.0.0.100"), Prev: m1}); cs != nil {
+		t.Errorf("a batch as believed: %v", cs)
+	}
+	cs := batch(LeaseWrite{Lease: l(m4, "10.0.0.104"), Prev: m4}, LeaseWrite{Lease: l(m6, "10.0.0.105")}, LeaseWrite{Lease: l(m1, "10.0.0.100"), Prev: m1})
+	if len(cs) != 1 || cs[0].Index != 1 || cs[0].Holder != m5 {
+		t.Errorf("a batch with a claimed address: %+v, want one conflict at index 1 held by %s", cs, m5)
+	}
+	for mac, ip := range map[string]string{m4: "10.0.0.104", m5: "10.0.0.105", m1: "10.0.0.100"} {
+		if got, err := s.Lease(ctx, mac); err != nil || got.IP != ip {
+			t.Errorf("after the batches %s holds %+v (%v), want %s", mac, got, err, ip)
+		}
+		if r, err := s.cli.Get(ctx, leaseIPKey(ip)); err != nil || len(r.Kvs) != 1 || string(r.Kvs[0].Value) != mac {
+			t.Errorf("after the batches the claim of %s is %v (%v), want %s", ip, r, err, mac)
+		}
+	}
+	if got, _ := s.Lease(ctx, m6); got.IP != "" {
+		t.Errorf("the conflicting lease of the batch was stored: %+v", got)
+	}
 }
 
 // TestAuditTrim: the audit log keeps the newest records up to its

@@ -79,21 +79,32 @@ func (s *Store) claimLeases(ctx context.Context, puts []LeaseWrite, dels []api.L
 	if len(puts)+len(dels) > MaxTxnOps {
 		return nil, fmt.Errorf("committing leases: %d operations, at most %d", len(puts)+len(dels), MaxTxnOps)
 	}
-	ops := make([]clientv3.Op, 0, len(puts)+2*len(dels))
-	for _, w := range puts {
-		l := w.Lease
-		b, err := json.Marshal(l)
+	values := make([]string, len(puts))
+	for i, w := range puts {
+		b, err := json.Marshal(w.Lease)
 		if err != nil {
 			return nil, err
 		}
+		values[i] = string(b)
+	}
+	if len(dels) == 0 && len(puts) > 0 && 2*len(puts) <= MaxTxnOps {
+		landed, err := s.claimAsBelieved(ctx, puts, values)
+		if landed || err != nil {
+			return nil, err
+		}
+	}
+	ops := make([]clientv3.Op, 0, len(puts)+2*len(dels))
+	for i, w := range puts {
+		l := w.Lease
+		b := values[i]
 		ipk, lk := leaseIPKey(l.IP), s.leases().key(l.MAC)
-		claim := []clientv3.Op{clientv3.OpPut(ipk, l.MAC), clientv3.OpPut(lk, string(b))}
+		claim := []clientv3.Op{clientv3.OpPut(ipk, l.MAC), clientv3.OpPut(lk, b)}
 		// Tried in turn, each in the Else of the one before: the claim
 		// is Prev's (passed on), absent (taken), already this MAC's
 		// (kept); else the holder is read. A value compare fails on a
 		// missing key.
 		mine := clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ipk), "=", l.MAC)},
-			[]clientv3.Op{clientv3.OpPut(lk, string(b))}, []clientv3.Op{clientv3.OpGet(ipk)})
+			[]clientv3.Op{clientv3.OpPut(lk, b)}, []clientv3.Op{clientv3.OpGet(ipk)})
 		op := clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(ipk), "=", 0)}, claim, []clientv3.Op{mine})
 		if w.Prev != "" && w.Prev != l.MAC {
 			op = clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(ipk), "=", w.Prev)}, claim, []clientv3.Op{op})
@@ -130,6 +141,38 @@ func (s *Store) claimLeases(ctx context.Context, puts []LeaseWrite, dels []api.L
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// claimAsBelieved writes puts (values: their JSON) in one flat
+// transaction guarded by every claim being as its server believes: the
+// common case (one server, or replicas that agree), where etcd checks
+// one comparison a lease instead of a nested transaction's, and a
+// renewal rewrites only its lease, not its unchanged claim. It reports
+// whether the writes landed; when not (some claim was not as believed),
+// nothing was written and the caller sorts them out one by one.
+func (s *Store) claimAsBelieved(ctx context.Context, puts []LeaseWrite, values []string) (bool, error) {
+	cmps := make([]clientv3.Cmp, 0, len(puts))
+	ops := make([]clientv3.Op, 0, 2*len(puts))
+	for i, w := range puts {
+		l := w.Lease
+		ipk, lk := leaseIPKey(l.IP), s.leases().key(l.MAC)
+		switch w.Prev {
+		case l.MAC:
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(ipk), "=", l.MAC))
+		case "":
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(ipk), "=", 0))
+			ops = append(ops, clientv3.OpPut(ipk, l.MAC))
+		default:
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(ipk), "=", w.Prev))
+			ops = append(ops, clientv3.OpPut(ipk, l.MAC))
+		}
+		ops = append(ops, clientv3.OpPut(lk, values[i]))
+	}
+	r, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("committing %d leases: %w", len(puts), err)
+	}
+	return r.Succeeded, nil
 }
 
 // CommitLeases writes puts (each a renewal of its MAC's claim, or a new

@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&c.DefaultProfile, "default-profile", "", "provision every newly registered node with this profile")
 	fs.BoolVar(&c.IPv6RA, "ipv6-ra", false, "send 'no router' IPv6 router adverts on the netboot interface (saves iPXE ~13 s where no IPv6 router exists)")
 	fs.DurationVar(&c.LeaseTime, "lease-time", 0, "DHCP lease time (default 1h)")
+	fs.Float64Var(&c.LeaseReuse, "lease-reuse", 0.25, "a client asking again for its address within this fraction of the lease time gets its stored lease (the time it has left) with no new write, as Kea's cache-threshold; 0 or less: every ACK writes")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", 0, "heartbeat interval told to agents (default 5s)")
 	fs.DurationVar(&c.Grace, "grace", 0, "silence before a node is Unreachable (default 4 heartbeats)")
 	fs.DurationVar(&c.BootGrace, "boot-grace", 0, "silence allowed to a node booting its host OS, from kexec to its host agent's registration (default 10m)")
@@ -84,6 +85,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	debugAddr := fs.String("debug-addr", "", "serve Go's profiler (net/http/pprof) on this address, e.g. 127.0.0.1:6060 (none by default; it has no authentication)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if c.LeaseReuse <= 0 {
+		c.LeaseReuse = -1 // off (dhcp's zero is its default)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
