@@ -90,8 +90,13 @@ type Writer struct {
 	// each. Defaults 16 and 256 KiB.
 	Samples    int
 	SampleSize uint64
-	// Writers is how many writes are in flight at once. Default 2.
+	// Writers is how many writes are in flight at once. Default 4.
 	Writers int
+	// FlushEvery starts a flush of the target (fsync, in the background:
+	// writes go on) after each FlushEvery bytes written, so the one after
+	// the last write has only the tail left to make durable. Default
+	// 256 MiB; negative: only the final one.
+	FlushEvery int64
 	Log     *slog.Logger
 
 	highWater uint64    // end of the furthest chunk sent (read stage only)
@@ -120,10 +125,13 @@ func (w *Writer) Write(ctx context.Context) error {
 		w.ChunkSize = 4 << 20
 	}
 	if w.Writers == 0 {
-		w.Writers = 2
+		w.Writers = 4
 	}
 	if w.Samples == 0 {
 		w.Samples = 16
+	}
+	if w.FlushEvery == 0 {
+		w.FlushEvery = 256 << 20
 	}
 	if w.SampleSize == 0 {
 		w.SampleSize = 256 << 10
@@ -245,12 +253,33 @@ func (w *Writer) hashStage(in <-chan chunk, out chan<- chunk, cancel func()) err
 func (w *Writer) writeStage(in <-chan chunk, pool *bufPool, cancel func()) error {
 	total := w.Manifest.DataBytes
 	var (
-		mu   sync.Mutex
-		done uint64
-		last = time.Now()
-		err  error
-		wg   sync.WaitGroup
+		mu       sync.Mutex
+		done     uint64
+		last     = time.Now()
+		err      error
+		wg       sync.WaitGroup
+		unsynced int64
+		flushing sync.WaitGroup // at most one background flush
+		inFlush  bool
 	)
+	// flush makes what is written so far durable while writes go on. A
+	// failed flush fails the image: Linux reports a writeback error to a
+	// file's fsync once, so a later one could succeed with data lost.
+	flush := func() {
+		inFlush = true
+		flushing.Add(1)
+		go func() {
+			defer flushing.Done()
+			e := w.Target.Sync()
+			mu.Lock()
+			inFlush = false
+			if e != nil && err == nil {
+				err = fmt.Errorf("fsync: %w", e)
+				cancel()
+			}
+			mu.Unlock()
+		}()
+	}
 	for range w.Writers {
 		wg.Add(1)
 		go func() {
@@ -267,6 +296,11 @@ func (w *Writer) writeStage(in <-chan chunk, pool *bufPool, cancel func()) error
 						cancel()
 					}
 					done += c.fresh
+					unsynced += int64(len(c.buf))
+					if w.FlushEvery > 0 && unsynced >= w.FlushEvery && !inFlush && e == nil {
+						unsynced = 0
+						flush()
+					}
 					if w.Progress != nil && time.Since(last) >= w.ProgressEvery {
 						w.Progress(done, total)
 						last = time.Now()
@@ -278,6 +312,9 @@ func (w *Writer) writeStage(in <-chan chunk, pool *bufPool, cancel func()) error
 		}()
 	}
 	wg.Wait()
+	flushing.Wait()
+	mu.Lock() // a flush's error is set under it
+	defer mu.Unlock()
 	if err == nil && w.Progress != nil {
 		w.Progress(done, total)
 	}

@@ -306,3 +306,59 @@ func TestWriteTransferFailure(t *testing.T) {
 		t.Errorf("the mark changed the text: %v", err)
 	}
 }
+
+// syncCounter counts the flushes of a target; the first fails if told to.
+type syncCounter struct {
+	*os.File
+	syncs    atomic.Int32
+	failOnce atomic.Bool
+}
+
+func (s *syncCounter) Sync() error {
+	s.syncs.Add(1)
+	if s.failOnce.CompareAndSwap(true, false) {
+		return errors.New("flush failed")
+	}
+	return s.File.Sync()
+}
+
+// The target is flushed in the background as the data goes (every
+// FlushEvery bytes, one flush at a time) and once more at the end; a
+// flush that failed in the background fails the image, although the
+// final one succeeds (Linux reports a writeback error once).
+func TestWriteFlushesAsItGoes(t *testing.T) {
+	img := testImage()
+	m, blob := ingest(t, img)
+	src, _ := os.Open(blob)
+	defer src.Close()
+	for _, tc := range []struct {
+		name       string
+		every      int64
+		min, max   int32
+		failFirst  bool
+		wantFailed bool
+	}{
+		{"every 512 KiB", 512 << 10, 2, 1 + int32(m.DataBytes/(512<<10)), false, false},
+		{"only at the end", -1, 1, 1, false, false},
+		{"a background flush failed once", 512 << 10, 1, 1 + int32(m.DataBytes/(512<<10)), true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := &syncCounter{File: dirtyTarget(t, 9<<20)}
+			target.failOnce.Store(tc.failFirst)
+			err := (&Writer{Manifest: m, Source: FileSource{F: src}, Target: target, ChunkSize: 128 << 10, FlushEvery: tc.every}).Write(context.Background())
+			if tc.wantFailed {
+				if err == nil || !strings.Contains(err.Error(), "fsync: flush failed") {
+					t.Fatalf("Write with a failed background flush = %v, want its fsync error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			check(t, target.File, img)
+			if n := target.syncs.Load(); n < tc.min || n > tc.max {
+				t.Errorf("%d flushes of %d data bytes, want %d to %d", n, m.DataBytes, tc.min, tc.max)
+			}
+		})
+	}
+}

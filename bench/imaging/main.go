@@ -55,6 +55,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	agent := fs.String("agent", "build/bin/loom-agent", "loom-agent binary")
 	only := fs.String("tools", "", "comma-separated tools to run (default all)")
 	loomd := fs.String("loomd", "build/bin/loomd", "loomd binary")
+	straceDir := fs.String("strace", "", "after the rounds, run loom, bmaptool and qemu_img once more each under strace -c -f, keep the counts in this directory and print the system calls per MiB of data; loom's run also prints its phases")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -196,6 +197,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%-14s %8.2f %9.0f\n", t.name, med(t.name), mb/med(t.name))
 	}
 
+	if *straceDir != "" {
+		if err := straceTools(out, *straceDir, local, env, dev, backing, img, size, data); err != nil {
+			return err
+		}
+	}
 	if *only != "" {
 		return nil
 	}
@@ -265,6 +271,73 @@ func timeCmd(script string, env []string) (float64, int64, error) {
 		rss = ru.Maxrss // KiB; for bash -c with one command this is that command
 	}
 	return d, rss, nil
+}
+
+// straceTools runs loom (with its phases logged), bmaptool and qemu_img
+// once each under strace -c -f and prints each one's system calls (count
+// and time) per MiB of data.
+func straceTools(out io.Writer, dir string, local []tool, env []string, dev, backing, img string, size, data int64) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	mib := float64(data) / (1 << 20)
+	fmt.Fprintf(out, "system calls per MiB of data (strace -c -f, one run each; %s):\n", dir)
+	for _, t := range local {
+		if t.name != "loom" && t.name != "bmaptool" && t.name != "qemu_img" {
+			continue
+		}
+		if err := discard(dev, backing); err != nil {
+			return err
+		}
+		script := t.cmd
+		if t.name == "loom" {
+			script = strings.Replace(script, `"$AGENT" write-image`, `"$AGENT" -v write-image`, 1) + ` 2>"$STRACE_LOG"`
+		}
+		path := filepath.Join(dir, t.name+".strace")
+		logPath := filepath.Join(dir, t.name+".log")
+		cmd := exec.Command("strace", "-f", "-c", "-o", path, "bash", "-o", "pipefail", "-c", script)
+		cmd.Env = append(append(os.Environ(), env...), "STRACE_LOG="+logPath)
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s under strace: %v: %s", t.name, err, o)
+		}
+		if err := cmpDev(img, dev, size); err != nil {
+			return fmt.Errorf("%s under strace wrote a wrong image: %w", t.name, err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		// strace -c: % time, seconds, usecs/call, calls, errors, syscall
+		var rows []string
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Fields(l)
+			if len(f) < 5 || f[len(f)-1] == "syscall" || f[len(f)-1] == "total" || strings.HasPrefix(f[0], "-") {
+				continue
+			}
+			var secs float64
+			var calls int
+			if _, err := fmt.Sscan(f[1], &secs); err != nil {
+				continue
+			}
+			if _, err := fmt.Sscan(f[3], &calls); err != nil {
+				continue
+			}
+			if len(rows) < 6 {
+				rows = append(rows, fmt.Sprintf("%s %.1f (%.2f ms)", f[len(f)-1], float64(calls)/mib, 1000*secs/mib))
+			}
+		}
+		fmt.Fprintf(out, "  %-10s %s\n", t.name, strings.Join(rows, ", "))
+		if t.name == "loom" {
+			if b, err := os.ReadFile(logPath); err == nil {
+				for _, l := range strings.Split(string(b), "\n") {
+					if strings.Contains(l, "imaging: done") {
+						fmt.Fprintf(out, "  %-10s phases: %s\n", "", l[strings.Index(l, "holes="):])
+					}
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // discard empties the target so each run starts from a fresh sparse device.

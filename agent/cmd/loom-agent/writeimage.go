@@ -30,8 +30,13 @@ func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	manifest := fs.String("manifest", "", "local manifest (JSON) instead of a loomd URL")
 	blob := fs.String("blob", "", "local blob, with --manifest")
 	caFile := fs.String("ca-file", os.Getenv("LOOM_CA"), "the fabric's CA certificate (loomd's DATA-DIR/ca.pem; env LOOM_CA) for an https URL")
+	writers := fs.Int("writers", 4, "writes in flight at once")
+	flushMiB := fs.Int64("flush-every", 256, "flush the disk in the background after each this many MiB written (0: only once at the end)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *writers < 1 || *writers > 64 {
+		return fmt.Errorf("--writers %d: want 1 to 64", *writers)
 	}
 	var m api.Manifest
 	var src imaging.Source
@@ -82,7 +87,10 @@ func writeImage(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	defer func() { _ = f.Close() }() // the writer syncs what it wrote; this only releases it
 	start := time.Now()
-	w := &imaging.Writer{Manifest: m, Source: src, Target: f, Log: log}
+	w := &imaging.Writer{Manifest: m, Source: src, Target: f, Log: log, FlushEvery: *flushMiB << 20, Writers: *writers}
+	if *flushMiB <= 0 {
+		w.FlushEvery = -1
+	}
 	if err := w.Write(ctx); err != nil {
 		return fmt.Errorf("writing %s to %s: %w", m.Name, target, err)
 	}
