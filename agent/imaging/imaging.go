@@ -97,7 +97,7 @@ type Writer struct {
 	// the last write has only the tail left to make durable. Default
 	// 256 MiB; negative: only the final one.
 	FlushEvery int64
-	Log     *slog.Logger
+	Log        *slog.Logger
 
 	highWater uint64    // end of the furthest chunk sent (read stage only)
 	samples   []*sample // by offset; digested by the hash stage
