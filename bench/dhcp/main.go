@@ -1,16 +1,23 @@
 // Command dhcp benchmarks Loom's DHCP server (loomd, every lease committed
-// to embedded etcd before its ACK) against Kea (memfile leases, persisted)
-// and dnsmasq, under Kea's perfdhcp, in the same run.
+// to embedded etcd before its ACK) against Kea (memfile leases, persisted,
+// cache-threshold 0.25 as Loom's lease reuse) and dnsmasq, under Kea's
+// perfdhcp, in the same run, with an echo server beside them: a stateless
+// responder (this program, run with -echo-server) that shows what perfdhcp
+// itself can drive.
 //
 // Two network namespaces joined by a veth pair: the server side
 // (198.18.0.1/15) and the client side (198.18.0.2/15), where perfdhcp acts
-// as a relay agent and unicasts to the server. Server and perfdhcp are pinned to different cores. For each
-// offered load, servers are run in turn (interleaved, rounds×), each from
-// an empty lease store, and the medians are reported. Needs root and the
-// packages from `make deps` (kea-admin, kea-dhcp4-server, dnsmasq-base).
+// as a relay agent and unicasts to the server. Server and perfdhcp are
+// pinned to different cores. For each offered load, servers are run in
+// turn (interleaved, rounds×), each from an empty lease store, and the
+// medians are reported, with each server's CPU time per completed
+// exchange. Needs root and the packages from `make deps` (kea-admin,
+// kea-dhcp4-server, dnsmasq-base).
 //
-// Last line: bench dhcp: loom_per_s=… vs_kea=… vs_dnsmasq=… (at the
-// highest load; a ratio > 1 means Loom completed more exchanges per second).
+// Last line: bench dhcp: loom_per_s=… vs_kea=… vs_dnsmasq=… (at 8,000/s;
+// a ratio > 1 means Loom completed more exchanges per second), then
+// vs_kea_<N>k for each higher load, and at the top load Loom's drops (a
+// share of the packets perfdhcp sent) and the echo server's rate and drops.
 package main
 
 import (
