@@ -11,6 +11,7 @@ pkgs=(
 	curl ca-certificates git make gcc       # build and fetch
 	kea-admin kea-dhcp4-server dnsmasq-base # bench/dhcp peers (perfdhcp is in kea-admin)
 	bmap-tools e2fsprogs util-linux fdisk   # bench/imaging peer; host filesystem; losetup; sfdisk (GPT test)
+	strace                                  # bench/imaging -strace (system calls per MiB)
 	ipxe tftp-hpa atftp ovmf                # first-stage iPXE over TFTP; real TFTP clients and UEFI firmware (tests)
 	isc-dhcp-relay                          # a relayed subnet in the lab tests
 	tftpd-hpa nginx-light                   # bench/netboot peers (their services are not started)
