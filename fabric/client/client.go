@@ -81,14 +81,27 @@ func (c *Client) URL() string {
 // retryable says whether a call may be tried again, on this replica or
 // the next: loomd said so (503), or the replica could not be reached
 // and there is another.
+//
+// An answer that broke off (the replica died while sending it) is like
+// a request that went out and got none: the call may have happened, and
+// is tried on the next replica as then (loomd's writes that a client
+// repeats are idempotent: registrations by machine, VM creates by the
+// client's ID).
 func retryable(err error, replicas int) bool {
 	var se *StatusError
 	if errors.As(err, &se) {
 		return se.Code == http.StatusServiceUnavailable || se.Code == http.StatusBadGateway
 	}
 	var ue *url.Error
-	return replicas > 1 && errors.As(err, &ue)
+	var ce cutError
+	return replicas > 1 && (errors.As(err, &ue) || errors.As(err, &ce))
 }
+
+// cutError is an answer that broke off after it began.
+type cutError struct{ err error }
+
+func (e cutError) Error() string { return e.err.Error() }
+func (e cutError) Unwrap() error { return e.err }
 
 // StatusError is a non-2xx answer.
 type StatusError struct {
@@ -211,7 +224,7 @@ func (c *Client) doOnce(ctx context.Context, base, method, path, token string, b
 	leader = resp.Header.Get(api.LeaderHeader)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return leader, fmt.Errorf("%s %s: reading answer: %w", method, path, err)
+		return leader, fmt.Errorf("%s %s: reading answer: %w", method, path, cutError{err})
 	}
 	if resp.StatusCode == http.StatusNotModified {
 		return leader, &StatusError{Code: resp.StatusCode, Message: "not modified"}

@@ -114,4 +114,23 @@ func TestFailover(t *testing.T) {
 	if _, err := c.Nodes(ctx); err != nil || lCalls.Load() != 1 {
 		t.Errorf("after an answer naming the leader: %v, %d calls on it, want the next call there", err, lCalls.Load())
 	}
+
+	// An answer that breaks off (the replica died sending it) is tried on
+	// the next replica; with one replica it is the error.
+	cut := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		_, _ = w.Write([]byte("[")) // 99 bytes short
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}))
+	t.Cleanup(cut.Close)
+	before := aCalls.Load()
+	c = &Client{BaseURL: cut.URL + "," + a.URL}
+	if _, err := c.Nodes(ctx); err != nil || aCalls.Load() != before+1 {
+		t.Errorf("an answer cut short, then a live replica: %v, %d calls on the live one, want it answered there", err, aCalls.Load()-before)
+	}
+	if _, err := (&Client{BaseURL: cut.URL}).Nodes(ctx); err == nil || !strings.Contains(err.Error(), "reading answer") {
+		t.Errorf("an answer cut short on the only replica: %v, want the read error", err)
+	}
 }
