@@ -2,7 +2,6 @@ package guests_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,13 +28,7 @@ const root = "../.."
 // (LOOM_ACCEL=kvm) that cannot run a guest fails at once.
 func require(t *testing.T) api.Accel {
 	t.Helper()
-	vmtest.Require(t, vmtest.Built("build/guest/vmlinuz", "build/guest/initramfs.cpio.xz", "build/roles/web.tar", "build/roles/worker.tar"))
-	v, err := lab.DecideAccel(context.Background(), root, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guests run under %s", v)
-	return v
+	return vmtest.RequireGuest(t, "build/roles/web.tar", "build/roles/worker.tar")
 }
 
 // rig is loomd, the loom CLI and a host agent running on this machine.

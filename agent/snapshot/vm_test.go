@@ -15,20 +15,9 @@ import (
 	"github.com/loomfabric/loom/agent/channel"
 	"github.com/loomfabric/loom/agent/snapshot"
 	"github.com/loomfabric/loom/agent/vmm"
-	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/scripts/lab"
 	"github.com/loomfabric/loom/scripts/vmtest"
 )
-
-func requireGuest(t *testing.T) api.Accel {
-	t.Helper()
-	vmtest.Require(t, vmtest.Built("build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"))
-	v, err := lab.DecideAccel(context.Background(), "../..", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
 
 // blankDisk makes an overlay of one blank base, as the host agent does.
 func blankDisk(base string) func(context.Context, string) (string, error) {
@@ -88,7 +77,7 @@ func resumed(t *testing.T, ctx context.Context, m *vmm.Manager, name string, spe
 // rebuilt for a new machine (the stale state removed), and refuses a
 // corrupt state before the guest runs.
 func TestSnapshot(t *testing.T) {
-	acc := requireGuest(t)
+	acc := vmtest.RequireGuest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kernel, _ := filepath.Abs("../../build/guest/vmlinuz")

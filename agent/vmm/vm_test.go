@@ -12,27 +12,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/loomfabric/loom/agent/channel"
-	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/scripts/lab"
 	"github.com/loomfabric/loom/scripts/vmtest"
 )
 
 const guestDir = "../../build/guest"
-
-// requireGuest skips (or, with LOOM_REQUIRE_VM=1, fails) without QEMU or
-// the guest OS from `make images`, and returns how guests run here
-// (LOOM_ACCEL, probed once per machine): a kvm asked for that cannot run
-// fails at once with the probe's reason.
-func requireGuest(t *testing.T) api.Accel {
-	t.Helper()
-	vmtest.Require(t, vmtest.Built("build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"))
-	v, err := lab.DecideAccel(context.Background(), "../..", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("guests run under %s", v)
-	return v
-}
 
 // serveChannel runs the host end for v, reconnecting when the guest's
 // session ends (a guest reboot starts a new one), and reports what arrives.
@@ -92,7 +76,7 @@ func waitHello(t *testing.T, hellos <-chan channel.Hello, what string, v *VM) ch
 // over the channel only, see no interface but lo, survive a QMP reboot, be
 // adopted by a new manager without a restart, and be seen dying on kill -9.
 func TestGuestOverChannel(t *testing.T) {
-	acc := requireGuest(t)
+	acc := vmtest.RequireGuest(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kernel, _ := filepath.Abs(filepath.Join(guestDir, "vmlinuz"))

@@ -9,6 +9,7 @@
 package vmtest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/loomfabric/loom/fabric/api"
 	"github.com/loomfabric/loom/scripts/lab"
 )
 
@@ -52,6 +54,25 @@ func Require(t testing.TB, extra ...error) {
 		return
 	}
 	gate(t, "the VM test cannot run", strings.Join(problems, "; "))
+}
+
+// RequireGuest is Require for tests that run guest VMs: the guest OS from
+// `make images` (and the other build outputs in extra) must be there. It
+// returns how guests run here (LOOM_ACCEL, probed once per machine); a kvm
+// asked for that cannot run a guest fails t at once with the probe's reason.
+func RequireGuest(t testing.TB, extra ...string) api.Accel {
+	t.Helper()
+	Require(t, Built(append([]string{"build/guest/vmlinuz", "build/guest/initramfs.cpio.xz"}, extra...)...))
+	root, err := Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := lab.DecideAccel(context.Background(), root, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("guests run under %s", v)
+	return v
 }
 
 // RequireTools skips t (or fails it under LOOM_REQUIRE_VM=1) unless every
