@@ -42,7 +42,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 			s.log.Warn("dhcp: no offer", "mac", mac, "subnet", p.prefix(), "err", err)
 			return nil
 		}
-		return s.reply(req, p, dhcpv4.MessageTypeOffer, ip)
+		return s.reply(req, p, dhcpv4.MessageTypeOffer, ip, s.cfg.LeaseTime)
 
 	case dhcpv4.MessageTypeRequest:
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(s.cfg.ServerIP) {
@@ -60,7 +60,9 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 			return s.nak(req, err.Error())
 		}
 		if reused {
-			return s.ack(req, p, ip, lease.Expires.Sub(now))
+			// the time the stored lease has left, in whole seconds rounded
+			// down: the client's lease never outlasts the stored one
+			return s.reply(req, p, dhcpv4.MessageTypeAck, ip, lease.Expires.Sub(now).Truncate(time.Second))
 		}
 		for _, q := range s.pools {
 			if q != p {
@@ -87,7 +89,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 			return nil
 		}
 		p.stored(lease)
-		return s.ack(req, p, ip, s.cfg.LeaseTime)
+		return s.reply(req, p, dhcpv4.MessageTypeAck, ip, s.cfg.LeaseTime)
 
 	case dhcpv4.MessageTypeRelease:
 		if l, ok := p.release(mac, req.ClientIPAddr, now); ok {
@@ -104,7 +106,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		return nil
 
 	case dhcpv4.MessageTypeInform:
-		return s.reply(req, p, dhcpv4.MessageTypeAck, nil)
+		return s.reply(req, p, dhcpv4.MessageTypeAck, nil, 0)
 	}
 	return nil
 }
@@ -191,8 +193,9 @@ func (s *Server) seen(req *dhcpv4.DHCPv4) {
 	}
 }
 
-// reply builds an OFFER or ACK for yiaddr (nil for INFORM) from pool p.
-func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiaddr []byte) *dhcpv4.DHCPv4 {
+// reply builds an OFFER or ACK for yiaddr (nil for INFORM) from pool p,
+// with a lease of lt.
+func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiaddr []byte, lt time.Duration) *dhcpv4.DHCPv4 {
 	resp := newReply(req,
 		dhcpv4.WithMessageType(mt),
 		dhcpv4.WithServerIP(s.cfg.ServerIP),
@@ -201,7 +204,6 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiadd
 	)
 	if yiaddr != nil {
 		resp.YourIPAddr = yiaddr
-		lt := s.cfg.LeaseTime
 		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
 		resp.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
 		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
@@ -222,19 +224,6 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiadd
 		if b.class != "" {
 			resp.UpdateOption(dhcpv4.OptClassIdentifier(b.class))
 		}
-	}
-	return resp
-}
-
-// ack is the ACK of a lease on ip with lt left to run (whole seconds,
-// rounded down: the client's lease never outlasts the stored one).
-func (s *Server) ack(req *dhcpv4.DHCPv4, p *pool, ip net.IP, lt time.Duration) *dhcpv4.DHCPv4 {
-	resp := s.reply(req, p, dhcpv4.MessageTypeAck, ip)
-	if lt != s.cfg.LeaseTime {
-		lt = lt.Truncate(time.Second)
-		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
-		resp.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
-		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
 	}
 	return resp
 }
