@@ -69,6 +69,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	clients := fs.Int("clients", 10000, "distinct clients (perfdhcp -R)")
 	loomd := fs.String("loomd", "build/bin/loomd", "loomd binary")
 	only := fs.String("servers", "loom,kea,dnsmasq,echo", "servers to run (the last line needs all four)")
+	loomdB := fs.String("loomd-b", "", "a second loomd binary, run as server loom-b beside loom in the same rounds (an A/B of two builds)")
 	profile := fs.String("profile", "", "write a CPU profile of loomd's last run at each load to this directory (loom-<load>.pprof), and its allocations (loom-<load>.allocs.pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,19 +104,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	servers := []struct {
-		name  string
-		start func(dir string) (*exec.Cmd, error)
-	}{
-		{"loom", func(dir string) (*exec.Cmd, error) {
-			args := []string{"taskset", "-c", "0", loomBin,
+	startLoom := func(bin string, profiled bool) func(dir string) (*exec.Cmd, error) {
+		return func(dir string) (*exec.Cmd, error) {
+			args := []string{"taskset", "-c", "0", bin,
 				"--data-dir", filepath.Join(dir, "data"), "--api", "127.0.0.1:8080",
 				"--netboot-interface", "vs", "--pool", "198.18.1.0-198.19.255.254", "--boot-dir", bootDir}
-			if *profile != "" {
+			if profiled {
 				args = append(args, "--debug-addr", debugAddr)
 			}
 			return lab.StartIn(srvNS, dir, "dhcp: pool ready", args...)
-		}},
+		}
+	}
+	servers := []server{
+		{"loom", startLoom(loomBin, *profile != "")},
 		{"kea", func(dir string) (*exec.Cmd, error) {
 			conf := filepath.Join(dir, "kea.json")
 			if err := os.WriteFile(conf, []byte(fmt.Sprintf(keaConf, filepath.Join(dir, "leases4.csv"), filepath.Join(dir, "kea.log"))), 0o644); err != nil {
@@ -140,6 +141,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	want := map[string]bool{}
 	for _, n := range strings.Split(*only, ",") {
 		want[strings.TrimSpace(n)] = true
+	}
+	if *loomdB != "" {
+		b, err := filepath.Abs(*loomdB)
+		if err != nil {
+			return err
+		}
+		servers = append(servers, server{"loom-b", startLoom(b, false)})
+		want["loom-b"] = true
 	}
 	var chosen = servers[:0]
 	for _, sv := range servers {
@@ -212,7 +221,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	fmt.Fprintf(out, "%-8s %8s %12s %8s %7s %10s %10s\n", "server", "offered", "completed/s", "drops", "drops%", "avg ms", "cpu µs/x")
 	defer func() {
-		if len(servers) < 4 {
+		if !lastLine(servers) {
 			fmt.Fprintln(out, "bench dhcp: (not every server run: no last line)")
 		}
 	}()
@@ -222,7 +231,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "%-8s %8d %12.0f %8d %7.2f %10.2f %10.1f\n", sv.name, load, m.rate, m.drops, m.dropPct(), m.avgMs, m.cpuUs)
 		}
 	}
-	if len(servers) < 4 {
+	if !lastLine(servers) {
 		return nil
 	}
 	// The headline stays at 8,000/s (the figure of earlier runs); the
@@ -247,6 +256,26 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintln(out, line)
 	return nil
+}
+
+// lastLine says whether the servers run include the four the last line
+// compares.
+func lastLine(servers []server) bool {
+	n := 0
+	for _, sv := range servers {
+		switch sv.name {
+		case "loom", "kea", "dnsmasq", "echo":
+			n++
+		}
+	}
+	return n == 4
+}
+
+// server is a DHCP server the bench runs: start runs it with its state in
+// dir and returns when it serves.
+type server struct {
+	name  string
+	start func(dir string) (*exec.Cmd, error)
 }
 
 // clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's times.

@@ -21,7 +21,7 @@ import (
 // never panics on a parsed packet, whatever its options hold.
 func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	if s.cfg.Mode == ModeProxy {
-		if req.MessageType() != dhcpv4.MessageTypeDiscover {
+		if msgType(req) != dhcpv4.MessageTypeDiscover {
 			return nil // the DHCP server that owns the addresses answers the rest
 		}
 		s.seen(req)
@@ -33,10 +33,10 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 	if p == nil {
 		return nil
 	}
-	switch req.MessageType() {
+	switch msgType(req) {
 	case dhcpv4.MessageTypeDiscover:
 		s.seen(req)
-		ip, err := p.offer(mac, req.RequestedIPAddress(), now)
+		ip, err := p.offer(mac, optIP(req, dhcpv4.OptionRequestedIPAddress), now)
 		if err != nil {
 			s.count.drop(DropNoAddress)
 			s.log.Warn("dhcp: no offer", "mac", mac, "subnet", p.prefix(), "err", err)
@@ -45,12 +45,12 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		return s.reply(req, p, dhcpv4.MessageTypeOffer, ip, s.cfg.LeaseTime)
 
 	case dhcpv4.MessageTypeRequest:
-		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(s.cfg.ServerIP) {
+		if sid := optIP(req, dhcpv4.OptionServerIdentifier); sid != nil && !sid.Equal(s.cfg.ServerIP) {
 			p.dropOffer(mac) // it chose another server
 			s.count.drop(DropOtherServer)
 			return nil
 		}
-		ip := req.RequestedIPAddress()
+		ip := optIP(req, dhcpv4.OptionRequestedIPAddress)
 		if ip == nil || ip.IsUnspecified() {
 			ip = req.ClientIPAddr
 		}
@@ -98,7 +98,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 
 		return nil
 
 	case dhcpv4.MessageTypeDecline:
-		ip := req.RequestedIPAddress()
+		ip := optIP(req, dhcpv4.OptionRequestedIPAddress)
 		s.log.Warn("dhcp: address declined (in use by another host?)", "mac", mac, "ip", ip)
 		if p.decline(mac, ip, now) {
 			_ = s.persist(ctx, commitReq{dels: []api.Lease{{MAC: mac, IP: ip.String()}}})
@@ -147,7 +147,7 @@ func (s *Server) poolFor(req *dhcpv4.DHCPv4) *pool {
 
 // handleProxyPort answers a PXE client's request to proxyDHCP port 4011.
 func (s *Server) handleProxyPort(_ context.Context, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
-	switch req.MessageType() {
+	switch msgType(req) {
 	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
 		return s.proxyReply(req, dhcpv4.MessageTypeAck)
 	}
@@ -165,21 +165,18 @@ func (s *Server) proxyReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.D
 	if class == "" {
 		class = "PXEClient" // how iPXE tells a proxy offer from a plain one
 	}
-	resp := newReply(req,
-		dhcpv4.WithMessageType(mt),
-		dhcpv4.WithServerIP(s.cfg.ServerIP),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
-		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(class)),
-	)
-	resp.YourIPAddr = net.IPv4zero
+	resp, ob := newReply(req, mt, 16+len(class)+len(b.file))
+	resp.ServerIPAddr = s.cfg.ServerIP
+	ob.putIPs(dhcpv4.OptionServerIdentifier, s.cfg.ServerIP)
+	ob.putString(dhcpv4.OptionClassIdentifier, class)
 	resp.BootFileName = b.file
-	resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
+	ob.putString(dhcpv4.OptionBootfileName, b.file)
 	if guid := req.GetOneOption(dhcpv4.OptionClientMachineIdentifier); guid != nil {
-		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid))
+		ob.o[dhcpv4.OptionClientMachineIdentifier.Code()] = guid
 	}
 	if class == "PXEClient" {
 		// PXE_DISCOVERY_CONTROL (sub-option 6) = 8: boot the file named here.
-		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+		ob.put(dhcpv4.OptionVendorSpecificInformation, 6, 1, 8, 255)
 	}
 	return resp
 }
@@ -196,54 +193,56 @@ func (s *Server) seen(req *dhcpv4.DHCPv4) {
 // reply builds an OFFER or ACK for yiaddr (nil for INFORM) from pool p,
 // with a lease of lt.
 func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiaddr []byte, lt time.Duration) *dhcpv4.DHCPv4 {
-	resp := newReply(req,
-		dhcpv4.WithMessageType(mt),
-		dhcpv4.WithServerIP(s.cfg.ServerIP),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
-		dhcpv4.WithOption(dhcpv4.OptSubnetMask(p.netmask)),
-	)
+	b := s.boot(req)
+	resp, ob := newReply(req, mt, 48+4*len(p.dns)+len(b.file)+len(b.class))
+	resp.ServerIPAddr = s.cfg.ServerIP
+	ob.putIPs(dhcpv4.OptionServerIdentifier, s.cfg.ServerIP)
+	mask := p.netmask
+	if len(mask) > net.IPv4len {
+		mask = mask[:net.IPv4len]
+	}
+	ob.put(dhcpv4.OptionSubnetMask, mask...)
 	if yiaddr != nil {
 		resp.YourIPAddr = yiaddr
-		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(lt))
-		resp.UpdateOption(dhcpv4.OptRenewTimeValue(lt / 2))
-		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(lt * 7 / 8))
+		ob.putSeconds(dhcpv4.OptionIPAddressLeaseTime, lt)
+		ob.putSeconds(dhcpv4.OptionRenewTimeValue, lt/2)
+		ob.putSeconds(dhcpv4.OptionRebindingTimeValue, lt*7/8)
 	}
 	router := p.router
 	if router == nil && p != s.local {
 		router = req.GatewayIPAddr // the relay routes for its subnet
 	}
 	if router != nil {
-		resp.UpdateOption(dhcpv4.OptRouter(router))
+		ob.putIPs(dhcpv4.OptionRouter, router)
 	}
 	if len(p.dns) > 0 {
-		resp.UpdateOption(dhcpv4.OptDNS(p.dns...))
+		ob.putIPs(dhcpv4.OptionDomainNameServer, p.dns...)
 	}
-	if b := s.boot(req); b.file != "" {
+	if b.file != "" {
 		resp.BootFileName = b.file
-		resp.UpdateOption(dhcpv4.OptBootFileName(b.file))
+		ob.putString(dhcpv4.OptionBootfileName, b.file)
 		if b.class != "" {
-			resp.UpdateOption(dhcpv4.OptClassIdentifier(b.class))
+			ob.putString(dhcpv4.OptionClassIdentifier, b.class)
 		}
 	}
 	return resp
 }
 
 func (s *Server) nak(req *dhcpv4.DHCPv4, msg string) *dhcpv4.DHCPv4 {
-	resp := newReply(req,
-		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
-		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(s.cfg.ServerIP)),
-		dhcpv4.WithOption(dhcpv4.OptMessage(msg)),
-	)
+	resp, ob := newReply(req, dhcpv4.MessageTypeNak, 8+len(msg))
+	ob.putIPs(dhcpv4.OptionServerIdentifier, s.cfg.ServerIP)
+	ob.putString(dhcpv4.OptionMessage, msg)
 	resp.SetBroadcast()
 	return resp
 }
 
 // newReply is dhcpv4.NewReplyFromRequest without its random transaction
 // ID (drawn from crypto/rand under a context with a timeout, then
-// overwritten with the request's): a reply to req, its relay agent
-// information (option 82) and client identifier (option 61, RFC 6842)
-// copied, mods applied.
-func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+// overwritten with the request's) and with options built in place: a
+// reply of type mt to req, its relay agent information (option 82) and
+// client identifier (option 61, RFC 6842) copied, and a builder for the
+// rest with room for size bytes of values.
+func newReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, size int) (*dhcpv4.DHCPv4, options) {
 	d := &dhcpv4.DHCPv4{
 		OpCode:        dhcpv4.OpcodeBootReply,
 		HWType:        req.HWType,
@@ -259,15 +258,14 @@ func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 	if d.GatewayIPAddr == nil {
 		d.GatewayIPAddr = net.IPv4zero
 	}
-	for _, o := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+	for _, o := range [...]dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
 		if v := req.Options.Get(o); v != nil {
-			d.Options.Update(dhcpv4.OptGeneric(o, v))
+			d.Options[o.Code()] = v
 		}
 	}
-	for _, m := range mods {
-		m(d)
-	}
-	return d
+	ob := options{o: d.Options, buf: make([]byte, 0, size+1)}
+	ob.put(dhcpv4.OptionDHCPMessageType, byte(mt))
+	return d, ob
 }
 
 // relayOf reads a relayed request's giaddr and option 82, or nil.

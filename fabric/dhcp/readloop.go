@@ -33,6 +33,7 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 	}
 	out := make([]ipv4.Message, 0, batch)
 	outReq := make([]*dhcpv4.DHCPv4, 0, batch)
+	arena := make([]byte, 0, batch*bootpMinLen*2) // the batch's replies, encoded
 	later := make(chan reply, s.cfg.Workers)
 	go s.sendLoop(ctx, pc, later)
 	for {
@@ -47,7 +48,7 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 			}
 			return fmt.Errorf("dhcp: reading: %w", err)
 		}
-		out, outReq = out[:0], outReq[:0]
+		out, outReq, arena = out[:0], outReq[:0], arena[:0]
 		for _, m := range in[:n] {
 			req, err := parse(m.Buffers[0][:m.N])
 			if err != nil {
@@ -56,10 +57,12 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 				}
 				continue
 			}
-			s.count.received[kindIndex(req.MessageType())].Add(1)
+			s.count.received[kindIndex(msgType(req))].Add(1)
 			if !s.blocks(req) {
 				if resp := s.answer(ctx, handle, req); resp != nil {
-					out = append(out, ipv4.Message{Buffers: [][]byte{resp.ToBytes()}, Addr: dest(req, m.Addr)})
+					var b []byte
+					arena, b = encodeInto(arena, resp)
+					out = append(out, ipv4.Message{Buffers: [][]byte{b}, Addr: dest(req, m.Addr)})
 					outReq = append(outReq, req)
 				}
 				continue
@@ -74,7 +77,7 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 				defer func() { <-sem }()
 				if resp := s.answer(ctx, handle, req); resp != nil {
 					select {
-					case later <- reply{ipv4.Message{Buffers: [][]byte{resp.ToBytes()}, Addr: dest(req, peer)}, req}:
+					case later <- reply{resp, dest(req, peer), req}:
 					case <-ctx.Done():
 					}
 				}
@@ -86,10 +89,19 @@ func (s *Server) readLoop(ctx context.Context, conn net.PacketConn, handle handl
 	}
 }
 
-// reply is an answer to send and the request it answers.
+// reply is an answer to send, where to, and the request it answers.
 type reply struct {
-	m   ipv4.Message
-	req *dhcpv4.DHCPv4
+	resp *dhcpv4.DHCPv4
+	to   net.Addr
+	req  *dhcpv4.DHCPv4
+}
+
+// encodeInto appends resp's wire form to arena and returns both; the
+// message's slice ends at its end.
+func encodeInto(arena []byte, resp *dhcpv4.DHCPv4) ([]byte, []byte) {
+	start := len(arena)
+	arena = appendMessage(arena, resp)
+	return arena, arena[start:len(arena):len(arena)]
 }
 
 // sendLoop sends the answers that waited for the store (ACKs, NAKs), as
@@ -98,11 +110,17 @@ type reply struct {
 func (s *Server) sendLoop(ctx context.Context, pc batchConn, in <-chan reply) {
 	out := make([]ipv4.Message, 0, batch)
 	reqs := make([]*dhcpv4.DHCPv4, 0, batch)
+	arena := make([]byte, 0, batch*bootpMinLen*2)
+	add := func(r reply) {
+		var b []byte
+		arena, b = encodeInto(arena, r.resp)
+		out, reqs = append(out, ipv4.Message{Buffers: [][]byte{b}, Addr: r.to}), append(reqs, r.req)
+	}
 	for {
-		out, reqs = out[:0], reqs[:0]
+		out, reqs, arena = out[:0], reqs[:0], arena[:0]
 		select {
 		case r := <-in:
-			out, reqs = append(out, r.m), append(reqs, r.req)
+			add(r)
 		case <-ctx.Done():
 			return
 		}
@@ -110,7 +128,7 @@ func (s *Server) sendLoop(ctx context.Context, pc batchConn, in <-chan reply) {
 		for len(out) < batch {
 			select {
 			case r := <-in:
-				out, reqs = append(out, r.m), append(reqs, r.req)
+				add(r)
 			default:
 				break more
 			}
@@ -147,7 +165,7 @@ func (s *Server) blocks(req *dhcpv4.DHCPv4) bool {
 	if s.cfg.Mode == ModeProxy {
 		return false
 	}
-	switch req.MessageType() {
+	switch msgType(req) {
 	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
 		return true
 	}
@@ -214,7 +232,7 @@ func parse(b []byte) (m *dhcpv4.DHCPv4, err error) {
 			m, err = nil, fmt.Errorf("parser panic: %v", r)
 		}
 	}()
-	m, err = dhcpv4.FromBytes(b)
+	m, err = decode(b)
 	if err != nil {
 		return nil, err
 	}

@@ -40,7 +40,7 @@ const otherKind = len(messageKinds)
 func (s *Server) answer(ctx context.Context, handle handler, req *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 	resp := handle(ctx, req)
 	if resp != nil {
-		s.count.sent[kindIndex(resp.MessageType())].Add(1)
+		s.count.sent[kindIndex(msgType(resp))].Add(1)
 	}
 	return resp
 }
