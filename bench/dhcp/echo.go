@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/net/ipv4"
@@ -17,7 +18,10 @@ const (
 // echoServer answers DISCOVER with OFFER and REQUEST with ACK of an
 // address made from the client's MAC, keeping nothing: no pool, no lease,
 // no store. It is what perfdhcp itself can drive through the same veth
-// pair (the client's ceiling), in batches as Loom's read loop does.
+// pair (the client's ceiling), in batches as Loom's read loop does, with
+// the options Loom's answers carry here (perfdhcp's cost per answer grows
+// with them: with the lease time alone it drove more than with the renew
+// and rebind times too).
 func echoServer() error {
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: 67})
 	if err != nil {
@@ -51,7 +55,9 @@ func echoServer() error {
 			resp, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(t),
 				dhcpv4.WithYourIP(net.IPv4(198, 19, hw[4], hw[5])), dhcpv4.WithServerIP(sid),
 				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sid)), dhcpv4.WithOption(dhcpv4.OptSubnetMask(mask)),
-				dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(3600e9)))
+				dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(time.Hour)),
+				dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(time.Hour/2)),
+				dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(time.Hour*7/8)))
 			if err != nil {
 				continue
 			}

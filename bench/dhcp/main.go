@@ -8,10 +8,16 @@
 // Two network namespaces joined by a veth pair: the server side
 // (198.18.0.1/15) and the client side (198.18.0.2/15), where perfdhcp acts
 // as a relay agent and unicasts to the server. Server and perfdhcp are
-// pinned to different cores. For each offered load, servers are run in
+// pinned to different cores; perfdhcp runs single-threaded (-g single):
+// its default on a machine of more than one core, a receiving thread
+// handing packets to the sending one, shares its one core and lost
+// answers in its own socket buffer from 12,000/s on, whatever the server
+// (the echo server included). For each offered load, servers are run in
 // turn (interleaved, rounds×), each from an empty lease store, and the
 // medians are reported, with each server's CPU time per completed
-// exchange. Needs root and the packages from `make deps` (kea-admin,
+// exchange and the packets dropped at a full socket receive buffer on each
+// side (the server's: requests it did not read in time; perfdhcp's: answers
+// it did not). Needs root and the packages from `make deps` (kea-admin,
 // kea-dhcp4-server, dnsmasq-base).
 //
 // Last line: bench dhcp: loom_per_s=… vs_kea=… vs_dnsmasq=… (at 8,000/s;
@@ -53,12 +59,16 @@ func main() {
 }
 
 type result struct {
-	rate   float64 // completed 4-way exchanges per second
-	drops  int
-	sent   int     // packets perfdhcp sent (DISCOVERs and REQUESTs)
-	avgMs  float64 // mean of the two exchanges' average delays
-	cpuUs  float64 // the server's CPU time per completed exchange, µs
-	failed bool
+	rate  float64 // completed 4-way exchanges per second
+	drops int
+	sent  int     // packets perfdhcp sent (DISCOVERs and REQUESTs)
+	avgMs float64 // mean of the two exchanges' average delays
+	cpuUs float64 // the server's CPU time per completed exchange, µs
+	// packets the kernel dropped at a full socket receive buffer during
+	// the run: the server's (requests it never read) and perfdhcp's
+	// (answers it never read)
+	srvLost, cliLost int
+	failed           bool
 }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
@@ -194,7 +204,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 					}()
 				}
 				cpu0 := cpuTicks(cmd.Process.Pid)
+				srv0, cli0 := rcvbufErrors(srvNS), rcvbufErrors(cliNS)
 				res, raw := perf(ctx, cliNS, load, *clients, *period)
+				res.srvLost, res.cliLost = rcvbufErrors(srvNS)-srv0, rcvbufErrors(cliNS)-cli0
 				if res.rate > 0 {
 					// the server's CPU (user + system) per completed exchange
 					res.cpuUs = float64(cpuTicks(cmd.Process.Pid)-cpu0) * 1e6 / clockTicks / (res.rate * float64(*period))
@@ -219,7 +231,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 	}
 
-	fmt.Fprintf(out, "%-8s %8s %12s %8s %7s %10s %10s\n", "server", "offered", "completed/s", "drops", "drops%", "avg ms", "cpu µs/x")
+	fmt.Fprintf(out, "%-8s %8s %12s %8s %7s %10s %10s %9s %9s\n", "server", "offered", "completed/s", "drops", "drops%", "avg ms", "cpu µs/x", "srv lost", "cli lost")
 	defer func() {
 		if !lastLine(servers) {
 			fmt.Fprintln(out, "bench dhcp: (not every server run: no last line)")
@@ -228,7 +240,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	for _, load := range loads {
 		for _, sv := range servers {
 			m := median(results[sv.name][load])
-			fmt.Fprintf(out, "%-8s %8d %12.0f %8d %7.2f %10.2f %10.1f\n", sv.name, load, m.rate, m.drops, m.dropPct(), m.avgMs, m.cpuUs)
+			fmt.Fprintf(out, "%-8s %8d %12.0f %8d %7.2f %10.2f %10.1f %9d %9d\n", sv.name, load, m.rate, m.drops, m.dropPct(), m.avgMs, m.cpuUs, m.srvLost, m.cliLost)
 		}
 	}
 	if !lastLine(servers) {
@@ -276,6 +288,33 @@ func lastLine(servers []server) bool {
 type server struct {
 	name  string
 	start func(dir string) (*exec.Cmd, error)
+}
+
+// rcvbufErrors is UDP's RcvbufErrors in network namespace ns so far:
+// datagrams the kernel dropped because a socket's receive buffer was full.
+func rcvbufErrors(ns string) int {
+	b, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/snmp").Output()
+	if err != nil {
+		return 0
+	}
+	var head []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "Udp:" {
+			continue
+		}
+		if head == nil {
+			head = f
+			continue
+		}
+		for i, h := range head {
+			if h == "RcvbufErrors" && i < len(f) {
+				n, _ := strconv.Atoi(f[i])
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // clockTicks is the kernel's USER_HZ, the unit of /proc/PID/stat's times.
@@ -367,7 +406,7 @@ var (
 
 func perf(ctx context.Context, ns string, load, clients, period int) (result, string) {
 	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "taskset", "-c", "1",
-		"perfdhcp", "-4", "-l", "vc", "-r", fmt.Sprint(load), "-R", fmt.Sprint(clients), "-p", fmt.Sprint(period),
+		"perfdhcp", "-4", "-g", "single", "-l", "vc", "-r", fmt.Sprint(load), "-R", fmt.Sprint(clients), "-p", fmt.Sprint(period),
 		"198.18.0.1").CombinedOutput() // relayed, unicast to the server, as a relay does
 	s := string(out)
 	m := rateRE.FindStringSubmatch(s)
