@@ -33,26 +33,12 @@ var maxQueueLength = api.MaxQueueLength
 func queuePrefix(svc, queue string) string { return prefix + "queues/" + svc + "/" + queue + "/" }
 func queueNames(svc string) string         { return prefix + "queuenames/" + svc + "/" }
 
-// QueuePut appends a message to a service's queue and returns its ID.
+// QueuePut appends a message to a service's queue and returns its ID. The
+// bounds (messages per queue, queues per service) hold under concurrent
+// puts: the write is conditional on no message (and, for a new queue, no
+// queue) having been created since they were counted, and is counted
+// again when one was.
 func (s *Store) QueuePut(ctx context.Context, svc, queue string, body []byte, now time.Time) (string, error) {
-	names, err := s.cli.Get(ctx, queueNames(svc), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return "", fmt.Errorf("reading the queues of %s: %w", svc, err)
-	}
-	known := false
-	for _, kv := range names.Kvs {
-		known = known || string(kv.Key) == queueNames(svc)+queue
-	}
-	if !known && len(names.Kvs) >= api.MaxQueuesPerSvc {
-		return "", fmt.Errorf("service %s has %d queues, the most it may: %w", svc, len(names.Kvs), ErrQueueFull)
-	}
-	n, err := s.cli.Get(ctx, queuePrefix(svc, queue), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return "", fmt.Errorf("counting queue %s of %s: %w", queue, svc, err)
-	}
-	if n.Count >= int64(maxQueueLength) {
-		return "", fmt.Errorf("queue %s of %s holds %d messages, the most it may (delete what is processed): %w", queue, svc, n.Count, ErrQueueFull)
-	}
 	var rnd [4]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", err
@@ -62,14 +48,42 @@ func (s *Store) QueuePut(ctx context.Context, svc, queue string, body []byte, no
 	if err != nil {
 		return "", err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(queuePrefix(svc, queue)+id, string(b))}
-	if !known {
-		ops = append(ops, clientv3.OpPut(queueNames(svc)+queue, ""))
+	for {
+		names, err := s.cli.Get(ctx, queueNames(svc), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return "", fmt.Errorf("reading the queues of %s: %w", svc, err)
+		}
+		rev := names.Header.Revision
+		known := false
+		for _, kv := range names.Kvs {
+			known = known || string(kv.Key) == queueNames(svc)+queue
+		}
+		if !known && len(names.Kvs) >= api.MaxQueuesPerSvc {
+			return "", fmt.Errorf("service %s has %d queues, the most it may: %w", svc, len(names.Kvs), ErrQueueFull)
+		}
+		n, err := s.cli.Get(ctx, queuePrefix(svc, queue), clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(rev))
+		if err != nil {
+			return "", fmt.Errorf("counting queue %s of %s: %w", queue, svc, err)
+		}
+		if n.Count >= int64(maxQueueLength) {
+			return "", fmt.Errorf("queue %s of %s holds %d messages, the most it may (delete what is processed): %w", queue, svc, n.Count, ErrQueueFull)
+		}
+		// Nothing created in the queue since the count (deliveries and
+		// deletions do not matter: they create nothing).
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(queuePrefix(svc, queue)), "<", rev+1).WithPrefix()}
+		ops := []clientv3.Op{clientv3.OpPut(queuePrefix(svc, queue)+id, string(b))}
+		if !known {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(queueNames(svc)), "<", rev+1).WithPrefix())
+			ops = append(ops, clientv3.OpPut(queueNames(svc)+queue, ""))
+		}
+		t, err := s.txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return "", fmt.Errorf("storing a message on queue %s of %s: %w", queue, svc, err)
+		}
+		if t.Succeeded {
+			return id, nil
+		}
 	}
-	if _, err := s.txn(ctx).Then(ops...).Commit(); err != nil {
-		return "", fmt.Errorf("storing a message on queue %s of %s: %w", queue, svc, err)
-	}
-	return id, nil
 }
 
 // QueueGet delivers the oldest visible message of a queue and hides it

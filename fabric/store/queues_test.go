@@ -209,3 +209,57 @@ func TestQueuePeek(t *testing.T) {
 		t.Errorf("get after peeks = %+v, %v; want m0, its second delivery", m, err)
 	}
 }
+
+// TestQueueBoundsUnderConcurrentPuts: puts racing for the last places of a
+// queue, and for the last queues of a service, never take more than the
+// bound allows; the others are told the queue is full.
+func TestQueueBoundsUnderConcurrentPuts(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	t0 := time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
+	old := maxQueueLength
+	maxQueueLength = 5
+	defer func() { maxQueueLength = old }()
+
+	race := func(n int, put func(i int) error) (ok, full int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				err := put(i)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					ok++
+				case errors.Is(err, ErrQueueFull):
+					full++
+				default:
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		return ok, full
+	}
+
+	ok, full := race(24, func(i int) error {
+		_, err := s.QueuePut(ctx, "gb", "q", fmt.Appendf(nil, "%d", i), t0.Add(time.Duration(i)))
+		return err
+	})
+	if _, n, err := s.QueuePeek(ctx, "gb", "q", 100, t0); err != nil || n != 5 || ok != 5 || full != 19 {
+		t.Errorf("24 racing puts on a queue of 5: %d stored, %d told full; the queue holds %d (%v), want 5, 19, 5", ok, full, n, err)
+	}
+
+	ok, full = race(api.MaxQueuesPerSvc+8, func(i int) error {
+		_, err := s.QueuePut(ctx, "many", fmt.Sprintf("q%d", i), nil, t0)
+		return err
+	})
+	if qs, err := s.Queues(ctx, "many", t0); err != nil || len(qs) != api.MaxQueuesPerSvc || ok != api.MaxQueuesPerSvc || full != 8 {
+		t.Errorf("%d racing new queues of a service of at most %d: %d made, %d told full; it has %d (%v)", api.MaxQueuesPerSvc+8, api.MaxQueuesPerSvc, ok, full, len(qs), err)
+	}
+}
