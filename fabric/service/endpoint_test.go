@@ -104,6 +104,13 @@ func TestEndpointSpreadsOverReadyInstances(t *testing.T) {
 		s, err := f.op.Service(ctx, "third")
 		return err == nil && len(s.Endpoints) == 1 && strings.Contains(s.Endpoints[0].Error, "address already in use")
 	})
+	// Nor can an upgrade move a service onto another's port.
+	if _, err := f.op.UpgradeService(ctx, "third", fmt.Appendf(nil, "name: third\nroles:\n  - {name: web, kind: web, package: work, instances: 1, memory: 64MiB, endpoint: {port: %d}}\n", port), ""); err == nil || !strings.Contains(err.Error(), "taken by role web of service gb") {
+		t.Errorf("an upgrade onto another service's port: %v", err)
+	}
+	if s, err := f.op.Service(ctx, "third"); err != nil || s.Walk != nil || s.Roles[0].Endpoint.Port != busy.Addr().(*net.TCPAddr).Port {
+		t.Errorf("after the refused upgrade: walk %v, port %d, %v; want no walk, the old port", s.Walk, s.Roles[0].Endpoint.Port, err)
+	}
 	// Deleting the service closes its endpoint.
 	if err := f.op.DeleteService(ctx, "gb"); err != nil {
 		t.Fatal(err)

@@ -65,18 +65,8 @@ func (m *Manager) Deploy(ctx context.Context, manifest []byte) (api.Service, err
 	if err := m.packagesExist(ctx, s); err != nil {
 		return api.Service{}, err
 	}
-	others, err := m.st.Services(ctx)
-	if err != nil {
+	if err := m.portsFree(ctx, s); err != nil {
 		return api.Service{}, err
-	}
-	for _, r := range s.Roles {
-		for _, o := range others {
-			for _, or := range o.Roles {
-				if r.Endpoint != nil && or.Endpoint != nil && r.Endpoint.Port == or.Endpoint.Port && o.Name != s.Name {
-					return api.Service{}, fmt.Errorf("%w: role %s: endpoint port %d is taken by role %s of service %s", ErrBadRequest, r.Name, r.Endpoint.Port, or.Name, o.Name)
-				}
-			}
-		}
 	}
 	s.Created = m.now().UTC()
 	if err := m.st.CreateService(ctx, s); err != nil {
@@ -87,6 +77,25 @@ func (m *Manager) Deploy(ctx context.Context, manifest []byte) (api.Service, err
 	}
 	m.ctl.Kick()
 	return s, nil
+}
+
+// portsFree says whether the endpoint ports of s's roles are free of
+// every other service's.
+func (m *Manager) portsFree(ctx context.Context, s api.Service) error {
+	others, err := m.st.Services(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range s.Roles {
+		for _, o := range others {
+			for _, or := range o.Roles {
+				if r.Endpoint != nil && or.Endpoint != nil && r.Endpoint.Port == or.Endpoint.Port && o.Name != s.Name {
+					return fmt.Errorf("%w: role %s: endpoint port %d is taken by role %s of service %s", ErrBadRequest, r.Name, r.Endpoint.Port, or.Name, o.Name)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // Services lists every service.
@@ -140,6 +149,9 @@ func (m *Manager) Upgrade(ctx context.Context, name string, req api.UpgradeReque
 		return api.Service{}, fmt.Errorf("%w: the manifest is of service %q, not %s", ErrBadRequest, next.Name, name)
 	}
 	if err := m.packagesExist(ctx, next); err != nil {
+		return api.Service{}, err
+	}
+	if err := m.portsFree(ctx, next); err != nil {
 		return api.Service{}, err
 	}
 	s, err := m.st.UpdateService(ctx, name, func(s *api.Service) error {
