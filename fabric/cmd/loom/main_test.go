@@ -249,7 +249,7 @@ func TestCLI(t *testing.T) {
 		{name: "service unknown package", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nroles:\n  - {name: work, kind: worker, package: nosuch, instances: 1}\n",
 			wantErr: `role work: package "nosuch" is not a stored image`},
 		{name: "service refused leaves nothing", args: []string{"service", "list", "-o", "json"}, want: []string{"[]"}},
-		{name: "service deploy", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nupdateDomains: 2\nroles:\n  - {name: work, kind: worker, package: web, instances: 3, memory: 64MiB}\n",
+		{name: "service deploy", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nupdateDomains: 2\nroles:\n  - {name: work, kind: worker, package: web, instances: 3, memory: 64MiB, health: {path: /healthz, interval: 3s, failures: 2}}\n",
 			want: []string{"service gb: deployed (3 work instances being placed"}},
 		{name: "service deploy twice", args: []string{"service", "deploy", "-"}, stdin: "name: gb\nroles:\n  - {name: work, kind: worker, package: web, instances: 1}\n",
 			wantErr: "service gb: already exists"},
@@ -267,7 +267,7 @@ func TestCLI(t *testing.T) {
 			}
 		}},
 		{name: "instance table", args: []string{"instance", "list"}, want: []string{"SERVICE", "UD", "RACK", "gb", "work", "{host}", "Pending"}},
-		{name: "service show", args: []string{"service", "show", "gb"}, want: []string{"Update domains:", "2 (upgrade auto)", "Role work:", "worker, 0 of 3 Ready, 1 vCPUs 64 MiB each, package web", "STATE", "Pending"}},
+		{name: "service show", args: []string{"service", "show", "gb"}, want: []string{"Update domains:", "2 (upgrade auto)", "Role work:", "worker, 0 of 3 Ready, 1 vCPUs 64 MiB each, package web, health GET /healthz every 3s (timeout 2s, out after 2 failing)", "STATE", "Pending"}},
 		{name: "image used by a service", args: []string{"image", "rm", "web"}, wantErr: "service gb"},
 		{name: "service scale unknown role", args: []string{"service", "scale", "gb", "nosuch", "1"}, wantErr: `service gb has no role "nosuch"`},
 		{name: "service scale bad count", args: []string{"service", "scale", "gb", "work", "--", "-2"}, wantErr: "instances: -2: want 0 to 1000"},

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -121,6 +122,11 @@ refused with every wrong line and field, and nothing of it is applied.
 							line += " NOT LISTENING: " + e.Error
 						}
 					}
+				}
+				if h := r.Health; h != nil {
+					line += fmt.Sprintf(", health GET %s every %v (timeout %v, out after %d failing)", h.Path, time.Duration(h.Interval), time.Duration(h.Timeout), h.Failures)
+				} else {
+					line += ", health: the package's own check"
 				}
 				f.add("Role "+r.Name, "%s", line)
 			}
