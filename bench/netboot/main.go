@@ -289,7 +289,7 @@ var rateRE = regexp.MustCompile(`Rate: ([0-9.]+) (?:DISCOVER-OFFER|[24]-way exch
 // from PXE clients (option 60 "PXEClient", option 93 BIOS), OFFERs counted.
 func perfProxy(ctx context.Context, p *lab.VethPair, load, period int) (float64, string) {
 	pxe := fmt.Sprintf("%x", "PXEClient:Arch:00000:UNDI:002001")
-	o, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.Client, "taskset", "-c", "1", "perfdhcp", "-4", "-g", "single", "-i", "-l", p.ClientIf,
+	o, err := exec.CommandContext(ctx, "ip", "netns", "exec", p.Client, "taskset", "-c", "1", "perfdhcp", "-4", "-i", "-l", p.ClientIf,
 		"-r", strconv.Itoa(load), "-R", "10000", "-p", strconv.Itoa(period),
 		"-o", "60,"+pxe, "-o", "93,0000", srvAddr).CombinedOutput()
 	s := string(o)
