@@ -197,11 +197,7 @@ func (s *Server) reply(req *dhcpv4.DHCPv4, p *pool, mt dhcpv4.MessageType, yiadd
 	resp, ob := newReply(req, mt, 48+4*len(p.dns)+len(b.file)+len(b.class))
 	resp.ServerIPAddr = s.cfg.ServerIP
 	ob.putIPs(dhcpv4.OptionServerIdentifier, s.cfg.ServerIP)
-	mask := p.netmask
-	if len(mask) > net.IPv4len {
-		mask = mask[:net.IPv4len]
-	}
-	ob.put(dhcpv4.OptionSubnetMask, mask...)
+	ob.put(dhcpv4.OptionSubnetMask, p.netmask...) // always 4 bytes (newPool's callers)
 	if yiaddr != nil {
 		resp.YourIPAddr = yiaddr
 		ob.putSeconds(dhcpv4.OptionIPAddressLeaseTime, lt)

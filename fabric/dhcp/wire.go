@@ -198,13 +198,13 @@ type options struct {
 func (ob *options) put(c dhcpv4.OptionCode, v ...byte) {
 	start := len(ob.buf)
 	ob.buf = append(ob.buf, v...)
-	ob.o[c.Code()] = ob.buf[start:len(ob.buf):len(ob.buf)]
+	ob.set(c, start)
 }
 
 func (ob *options) putString(c dhcpv4.OptionCode, v string) {
 	start := len(ob.buf)
 	ob.buf = append(ob.buf, v...)
-	ob.o[c.Code()] = ob.buf[start:len(ob.buf):len(ob.buf)]
+	ob.set(c, start)
 }
 
 // putIPs writes addresses as dhcpv4.IPs does (IPv4 only).
@@ -213,6 +213,12 @@ func (ob *options) putIPs(c dhcpv4.OptionCode, ips ...net.IP) {
 	for _, ip := range ips {
 		ob.buf = append(ob.buf, ip.To4()...)
 	}
+	ob.set(c, start)
+}
+
+// set makes what the buffer holds from start on option c's value, its
+// capacity ending at its end (later values never write into it).
+func (ob *options) set(c dhcpv4.OptionCode, start int) {
 	ob.o[c.Code()] = ob.buf[start:len(ob.buf):len(ob.buf)]
 }
 
